@@ -1,0 +1,370 @@
+"""`collate`, the `DataLoader` with persistent worker processes, and `DataLoaders` (walkthrough step 3).
+
+How the workers work (and why it beats the walkthrough's ProcessPoolExecutor per epoch):
+- Workers start once, on the first epoch, and are reused by every later epoch. With the 'fork'
+  start method (Linux) they inherit the dataset, so it is never pickled; with 'spawn' it is
+  pickled once per worker, not once per batch.
+- The main process sends batch *indices* to one shared task queue; whichever worker is free
+  takes the next task, loads and collates the batch, and sends it back. Results are put back in
+  order, with at most `prefetch` batches per worker in flight.
+- Every epoch has a tag: results of an epoch that was abandoned (a `break`, a cancel) are
+  recognised by their tag and dropped, so the next epoch never sees stale batches.
+- A worker that dies is noticed within `timeout` seconds at most and raises an error naming it;
+  an exception inside a worker is re-raised in the main process with the worker's traceback.
+- Workers ignore Ctrl-C (the main process handles it and stops them), are daemons (ended when
+  the main process exits), and leave by themselves if the main process disappears.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import os
+import queue
+import random
+import signal
+import traceback
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def collate(samples: Sequence[Any]) -> Any:
+    """Stack a list of samples into a batch: tuples field by field, tensors/arrays stacked, numbers to tensors.
+
+    `None` samples (skipped corrupt images) are dropped.
+
+    Example:
+        >>> xb, yb = collate([(torch.zeros(2, 2), 0), (torch.ones(2, 2), 1)])   # (2, 2, 2), tensor([0, 1])
+    """
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        raise ValueError("cannot collate an empty batch (were all its images skipped as corrupt?)")
+    first = samples[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(samples)
+    if isinstance(first, np.ndarray):
+        return torch.from_numpy(np.stack(samples))
+    if isinstance(first, (bool, int, np.integer)):
+        return torch.tensor(samples, dtype=torch.int64)
+    if isinstance(first, (float, np.floating)):
+        return torch.tensor(samples, dtype=torch.float32)
+    if isinstance(first, (tuple, list)):
+        if any(len(s) != len(first) for s in samples):
+            raise ValueError(f"samples have different lengths: {sorted({len(s) for s in samples})}")
+        return tuple(collate(field) for field in zip(*samples))
+    if isinstance(first, dict):
+        return {k: collate([s[k] for s in samples]) for k in first}
+    raise TypeError(f"collate cannot batch samples of type {type(first).__name__}; "
+                    "pass a collate_fn that can")
+
+
+class WorkerError(RuntimeError):
+    """A DataLoader worker process died or failed; the message says which and why."""
+
+
+def _fetch(dataset, collate_fn, idxs):
+    if collate_fn is collate and hasattr(dataset, "get_batch"):
+        return dataset.get_batch(idxs)  # the dataset's own vectorised path (e.g. a warm decode cache)
+    return collate_fn([dataset[int(i)] for i in idxs])
+
+
+def _worker_loop(dataset, collate_fn, tasks, results, worker_id: int, seed: int, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops us
+    torch.set_num_threads(1)  # workers are parallel already; one thread each avoids oversubscription
+    random.seed(seed + worker_id)
+    np.random.seed((seed + worker_id) % 2**32)
+    torch.manual_seed(seed + worker_id)
+    while True:
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return  # the main process is gone
+            continue
+        if task is None:
+            return
+        tag, i, idxs = task
+        try:
+            results.put((tag, i, _fetch(dataset, collate_fn, idxs), None))
+        except Exception as e:  # noqa: BLE001 - shipped to the main process and re-raised there
+            msg = f"{type(e).__name__} in DataLoader worker {worker_id} (pid {os.getpid()}) " \
+                  f"loading batch {i}:\n{traceback.format_exc()}"
+            results.put((tag, i, None, (type(e), str(e), msg)))
+
+
+class _WorkerPool:
+    """`n` persistent worker processes sharing one task queue and one result queue."""
+
+    def __init__(self, dataset, collate_fn, n: int, seed: int):
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        ctx = mp.get_context(method)
+        self.tasks, self.results = ctx.Queue(), ctx.Queue()
+        self.procs = [ctx.Process(target=_worker_loop, daemon=True, name=f"groundup-worker-{k}",
+                                  args=(dataset, collate_fn, self.tasks, self.results, k, seed, os.getpid()))
+                      for k in range(n)]
+        for p in self.procs:
+            p.start()
+
+    def check_alive(self) -> None:
+        for k, p in enumerate(self.procs):
+            if not p.is_alive():
+                code = p.exitcode
+                why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                self.close()
+                raise WorkerError(f"DataLoader worker {k} (pid {p.pid}) exited unexpectedly ({why}); "
+                                  "if it was killed for memory, use fewer workers or a smaller batch size")
+
+    def close(self) -> None:
+        for _ in self.procs:
+            try:
+                self.tasks.put_nowait(None)
+            except Exception:  # noqa: BLE001 - best effort on a broken queue
+                pass
+        for p in self.procs:
+            p.join(timeout=1.0)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=1.0)
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()
+            q.close()
+        self.procs = []
+
+
+class DataLoader:
+    """Batches of a dataset, optionally shuffled and loaded by persistent worker processes.
+
+    Args:
+        dataset: any object with `__len__` and `__getitem__` (a groundup `Dataset`, a list, ...).
+        bs: batch size.
+        shuffle: a new order every epoch. The order of epoch `e` depends only on `(seed, e)`.
+        n_workers: worker processes; 0 loads in the calling process.
+        drop_last: drop the last batch when it is smaller than `bs`.
+        seed: makes shuffling reproducible; None draws one from torch's global RNG (so
+            `torch.manual_seed` controls it too).
+        collate_fn: turns a list of samples into a batch (default `collate`).
+        timeout: seconds between checks that the workers are alive.
+        prefetch: batches in flight per worker.
+
+    Example:
+        >>> dl = DataLoader(ds, bs=128, shuffle=True, n_workers=2, seed=42)
+        >>> for xb, yb in dl: ...          # xb: (128, 64, 64, 3) uint8, yb: (128,) int64
+
+    Sharding for data-parallel training: `shard(rank, world_size)` makes this loader yield only
+    rank `rank`'s part of every batch (see `epoch_batches`).
+    """
+
+    def __init__(self, dataset, bs: int = 64, shuffle: bool = False, n_workers: int = 0,
+                 drop_last: bool = False, seed: int | None = None,
+                 collate_fn: Callable[[list], Any] = collate, timeout: float = 5.0, prefetch: int = 2):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(f"DataLoader needs a dataset with __len__ and __getitem__, "
+                            f"got {type(dataset).__name__}")
+        for name, v, lo in (("bs", bs, 1), ("n_workers", n_workers, 0), ("prefetch", prefetch, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"DataLoader {name} must be an int >= {lo}, got {v!r}")
+        self.dataset, self.bs, self.shuffle, self.n_workers = dataset, bs, shuffle, n_workers
+        self.drop_last, self.collate_fn, self.timeout, self.prefetch = drop_last, collate_fn, timeout, prefetch
+        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        self.epoch = 0  # the epoch the next iteration runs; `set_epoch` moves it (resume)
+        self.rank, self.world_size = 0, 1
+        self._pool: _WorkerPool | None = None
+        self._tags = itertools.count()
+        self._finalizer = None
+
+    # -- which indices go into which batch ------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration use the order of `epoch` (for resuming and for sharded loading)."""
+        self.epoch = int(epoch)
+
+    def shard(self, rank: int, world_size: int) -> DataLoader:
+        """Yield only rank `rank`'s part of each batch, for data-parallel training; returns self.
+
+        Every rank computes the same global order (same seed and epoch) and cuts the same global
+        batches of `bs * world_size` samples; rank r takes the r-th of `world_size` near-equal
+        slices. Every sample is seen exactly once per epoch across ranks, with no padding. If the
+        last global batch would leave a rank empty it is merged into the one before it.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if world_size > len(self.dataset):
+            raise ValueError(f"cannot shard {len(self.dataset)} samples over {world_size} ranks")
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        """The index arrays of every global batch of `epoch` (before sharding)."""
+        n = len(self.dataset)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        gbs = self.bs * self.world_size
+        stop = n - n % gbs if self.drop_last else n
+        batches = [order[i:i + gbs] for i in range(0, stop, gbs)]
+        if len(batches) > 1 and len(batches[-1]) < self.world_size:
+            batches[-2:] = [np.concatenate(batches[-2:])]  # no rank may get an empty batch
+        return batches
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The index arrays this loader (this rank) yields in `epoch`."""
+        if self.world_size == 1:
+            return self.global_batches(epoch)
+        return [np.array_split(b, self.world_size)[self.rank] for b in self.global_batches(epoch)]
+
+    def __len__(self) -> int:
+        n, gbs = len(self.dataset), self.bs * self.world_size
+        if self.drop_last:
+            return n // gbs
+        k = -(-n // gbs)
+        return k - 1 if k > 1 and n % gbs and n % gbs < self.world_size else k
+
+    # -- iteration ------------------------------------------------------------------------------
+    def __iter__(self):
+        batches = self.epoch_batches(self.epoch)
+        self.epoch += 1
+        if self.n_workers == 0 or self._warm_cache():
+            for idxs in batches:
+                yield _fetch(self.dataset, self.collate_fn, idxs)
+            return
+        yield from self._iter_workers(batches)
+
+    def _warm_cache(self) -> bool:
+        # A fully decoded cache makes a batch one gather from a memory map (~0.2 ms for 128
+        # images at 64 px): cheaper in this process than shipping it from a worker.
+        is_cached = getattr(self.dataset, "is_cached", None)
+        return self.collate_fn is collate and callable(is_cached) and is_cached()
+
+    def _start_workers(self) -> _WorkerPool:
+        if self._pool is None:
+            self._pool = _WorkerPool(self.dataset, self.collate_fn, self.n_workers, self.seed)
+            self._finalizer = weakref.finalize(self, self._pool.close)
+        return self._pool
+
+    def _iter_workers(self, batches: list[np.ndarray]):
+        pool = self._start_workers()
+        tag, sent, done = next(self._tags), 0, {}
+        try:
+            for i in range(len(batches)):
+                while sent < len(batches) and sent < i + self.n_workers * self.prefetch:
+                    pool.tasks.put((tag, sent, batches[sent]))
+                    sent += 1
+                while i not in done:
+                    try:
+                        rtag, j, batch, err = pool.results.get(timeout=self.timeout)
+                    except queue.Empty:
+                        pool.check_alive()
+                        continue
+                    if rtag == tag:
+                        done[j] = (batch, err)
+                batch, err = done.pop(i)
+                if err is not None:
+                    etype, text, msg = err
+                    try:
+                        exc = etype(text)
+                    except Exception:  # noqa: BLE001 - an exception type we cannot rebuild
+                        exc = WorkerError(text)
+                    raise exc from WorkerError(msg)
+                yield batch
+        except (KeyboardInterrupt, WorkerError):
+            self.close()  # Ctrl-C or a dead worker: stop every worker now, leave no orphans
+            raise
+
+    def close(self) -> None:
+        """Stop the worker processes (they start again on the next iteration)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._pool, self._finalizer = None, None
+
+    def __enter__(self) -> DataLoader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.update(_pool=None, _finalizer=None, _tags=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._tags = itertools.count()
+
+    def __repr__(self) -> str:
+        return (f"DataLoader({len(self.dataset)} samples, bs={self.bs}, shuffle={self.shuffle}, "
+                f"n_workers={self.n_workers})")
+
+
+class DataLoaders:
+    """A training and a validation `DataLoader`: `.train`, `.valid` (plus `.vocab` and `.stats` when known).
+
+    Example:
+        >>> dls = DataLoaders.from_folder("imagenette2-160", size=64, bs=128)
+        >>> xb, yb = next(iter(dls.train))
+    """
+
+    def __init__(self, train: DataLoader, valid: DataLoader, vocab: dict | None = None,
+                 stats: tuple[Tensor, Tensor] | None = None):
+        self.train, self.valid, self.vocab, self.stats = train, valid, vocab, stats
+
+    def __iter__(self):
+        return iter((self.train, self.valid))
+
+    def __getitem__(self, i: int) -> DataLoader:
+        return (self.train, self.valid)[i]
+
+    def close(self) -> None:
+        """Stop the worker processes of both loaders."""
+        self.train.close()
+        self.valid.close()
+
+    def __repr__(self) -> str:
+        return f"DataLoaders(train={self.train!r}, valid={self.valid!r})"
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, size: int = 64, bs: int = 128,
+                    n_workers: int | None = None, seed: int | None = None, valid_bs: int | None = None,
+                    cache: bool = True, skip_corrupt: bool = False) -> DataLoaders:
+        """Loaders for a folder laid out as `train/<label>/*.jpg` and `val/<label>/*.jpg` (or `valid/`).
+
+        Finds the files, builds the vocabulary from the training labels (`val2idx`), splits by
+        grandparent folder, and makes a shuffled training loader and an unshuffled validation
+        loader with a larger batch (2×`bs` unless `valid_bs` is given). `.stats` holds the
+        per-channel mean and std of one training batch (for `Normalize`).
+
+        Args:
+            path: the data set folder.
+            size: images are squashed to `size`×`size`.
+            bs: training batch size.
+            n_workers: worker processes per loader; None uses every CPU core (at most 8).
+            seed: makes the shuffling and the statistics batch reproducible.
+            cache: keep decoded images in a decode cache under `GROUNDUP_HOME`.
+            skip_corrupt: skip undecodable images with a warning instead of failing.
+        """
+        from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
+        from groundup.data.images import Dataset
+        from groundup.data.transforms import batch_stats
+
+        root = Path(path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"data folder not found: {root}")
+        train_files, valid_files = grandparent_split(get_image_files(root))
+        for name, files, where in (("training", train_files, "train"), ("validation", valid_files, "val")):
+            if not files:
+                raise ValueError(f"no {name} images in {root}: expected images in {root}/{where}/<label>/")
+        vocab = val2idx(parent_label(f) for f in train_files)
+        if n_workers is None:
+            n_workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                            else os.cpu_count() or 1, 8)
+        train_ds = Dataset(train_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
+        valid_ds = Dataset(valid_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
+        train = DataLoader(train_ds, bs, shuffle=True, n_workers=n_workers, seed=seed)
+        valid = DataLoader(valid_ds, valid_bs or 2 * bs, n_workers=n_workers, seed=train.seed)
+        rng = np.random.default_rng([train.seed, 2**31])
+        sample = rng.choice(len(train_ds), size=min(bs, len(train_ds)), replace=False)
+        stats = batch_stats(train_ds.get_batch(np.sort(sample))[0])
+        return cls(train, valid, vocab=vocab, stats=stats)

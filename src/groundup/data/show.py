@@ -1,0 +1,51 @@
+"""Looking at data: a PNG grid of a batch's images with their labels."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from groundup.plots import plt, save_figure
+
+
+def show_batch(batch: tuple[Tensor, Tensor], path: str | os.PathLike = "batch.png",
+               vocab: dict | list | None = None, max_n: int = 16, ncols: int | None = None) -> Path:
+    """Write the first `max_n` images of `batch = (xb, yb)` to a PNG grid titled with their labels.
+
+    Args:
+        batch: `xb` of shape (N, H, W, C) as uint8 (as the DataLoader yields it) or float in [0, 1];
+            `yb` label indices.
+        path: where to write the PNG.
+        vocab: `{label: index}` (or a list of labels) to print names instead of indices.
+        max_n: how many images to show.
+        ncols: grid columns (default: about square).
+
+    Example:
+        >>> show_batch(next(iter(dls.train)), "batch.png", vocab=dls.vocab)
+    """
+    xb, yb = batch
+    if xb.ndim != 4 or xb.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"show_batch expects images as (N, H, W, C), got shape {tuple(xb.shape)}")
+    names = list(vocab) if isinstance(vocab, dict) else vocab
+    n = min(max_n, len(xb))
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.2 * nrows), squeeze=False)
+    try:
+        for k, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if k >= n:
+                continue
+            img = xb[k].detach().cpu()
+            img = img if img.dtype == torch.uint8 else img.float().clamp(0, 1)
+            ax.imshow(img.squeeze(-1).numpy(), cmap="gray" if img.shape[-1] == 1 else None)
+            y = int(yb[k])
+            ax.set_title(str(names[y]) if names is not None else str(y), fontsize=9)
+        fig.tight_layout()
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny image folders made on the fly, and an isolated GROUNDUP_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def groundup_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own GROUNDUP_HOME, so caches never leak between tests (or into ~)."""
+    home = tmp_path_factory.mktemp("groundup_home")
+    monkeypatch.setenv("GROUNDUP_HOME", str(home))
+    return home
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "emu"), n_train=6, n_valid=3, size=16,
+                      seed=0) -> Path:
+    """Write `train/<class>/*.jpg` and `val/<class>/*.jpg`: each class has its own mean colour."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_valid)):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.array([60 + 70 * c, 200 - 60 * c, 40 + 50 * (c % 2)], dtype=np.float64)
+                px = np.clip(base + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(px).save(folder / f"{name}_{i}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """A tiny data set: 3 classes, 6 train + 3 val images each, 16×16 JPEGs."""
+    return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, or skip the test where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
