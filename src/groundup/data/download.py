@@ -1,0 +1,544 @@
+"""Download, verify, cache and safely extract data set archives (`untar_data`).
+
+The cache lives under `groundup.paths.groundup_home()` (`$GROUNDUP_HOME` or `~/.groundup`):
+
+    <home>/archives/imagenette2-160.tgz        the verified archive (kept, so re-extracting is offline)
+    <home>/archives/imagenette2-160.tgz.part   an unfinished download; the next call resumes it
+    <home>/data/imagenette-160/imagenette2-160 the extracted folder `untar_data` returns
+
+Every step is atomic: bytes go to a `.part` file that is renamed only once its size and
+checksum are verified, and an archive is extracted into a temporary sibling folder that is
+renamed into place only when complete. A half-finished download or extraction therefore
+never looks finished, and a lock file keeps two processes from downloading the same file at once.
+
+Example:
+    >>> path = untar_data("imagenette-160")          # doctest: +SKIP
+    >>> sorted(p.name for p in path.iterdir())       # doctest: +SKIP
+    ['noisy_imagenette.csv', 'train', 'val']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import stat
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from groundup import __version__
+from groundup.paths import groundup_home
+from groundup.progress import ProgressBar, format_size
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+    import msvcrt
+
+__all__ = [
+    "DATASETS",
+    "Archive",
+    "ChecksumError",
+    "DownloadError",
+    "UnsafeArchiveError",
+    "download_archive",
+    "extract_archive",
+    "list_datasets",
+    "untar_data",
+]
+
+_CHUNK = 1 << 20  # read and hash 1 MiB at a time
+_ATTEMPTS = 3  # a transfer cut off midway is resumed (HTTP Range) up to this many times in one call
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A downloadable archive and what we know about it, to check the download against.
+
+    Args:
+        name: the short name `untar_data` accepts; also the folder under `<home>/data/`.
+        url: where to download it (http or https).
+        size: the archive's size in bytes, or None if unknown.
+        md5: hex md5 of the whole archive, or None.
+        head_md5: hex md5 of the archive's first MiB (2**20 bytes), or None. This is the
+            check fastai publishes in its `checks.txt`; it catches a wrong or changed file
+            cheaply but, unlike `md5`/`sha256`, not corruption after the first MiB.
+        sha256: hex sha256 of the whole archive, or None.
+    """
+
+    name: str
+    url: str
+    size: int | None = None
+    md5: str | None = None
+    head_md5: str | None = None
+    sha256: str | None = None
+
+    @property
+    def filename(self) -> str:
+        """The archive's file name under `<home>/archives/`, taken from the url."""
+        return _url_filename(self.url)
+
+
+_FASTAI_IMAGECLAS = "https://s3.amazonaws.com/fast-ai-imageclas"
+
+# Sizes and head_md5 values are those fastai publishes for these urls in `fastai/data/checks.txt`;
+# the whole-file md5 values are those torchvision's `Imagenette` data set checks.
+DATASETS: dict[str, Archive] = {
+    archive.name: archive
+    for archive in [
+        Archive(
+            "imagenette-160",
+            f"{_FASTAI_IMAGECLAS}/imagenette2-160.tgz",
+            size=99_003_388,
+            md5="e793b78cc4c9e9a4ccc0c1155377a412",
+            head_md5="c475f8f7617a200ba35b9facc48443c3",
+        ),
+        Archive(
+            "imagenette-320",
+            f"{_FASTAI_IMAGECLAS}/imagenette2-320.tgz",
+            size=341_663_724,
+            md5="3df6f0d01a2c9592104656642f5e78a3",
+            head_md5="1f1f74f133caff120e575856659b87a2",
+        ),
+        Archive(
+            "imagewoof-160",
+            f"{_FASTAI_IMAGECLAS}/imagewoof2-160.tgz",
+            size=92_612_825,
+            head_md5="3559b194123981a540b87132dbda412f",
+        ),
+        Archive(
+            "imagewoof-320",
+            f"{_FASTAI_IMAGECLAS}/imagewoof2-320.tgz",
+            size=328_387_740,
+            head_md5="7a1fd92672a559a85de76e4810a20c21",
+        ),
+    ]
+}
+
+
+class DownloadError(OSError):
+    """A download failed: the network, the server, or the received file was wrong."""
+
+
+class ChecksumError(DownloadError):
+    """A downloaded file's size or checksum differs from the expected one (the file is removed)."""
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would be written outside the destination, or is a link or device."""
+
+
+def list_datasets() -> list[Archive]:
+    """The named archives `untar_data` knows, sorted by name (what `groundup download --list` shows)."""
+    return [DATASETS[name] for name in sorted(DATASETS)]
+
+
+def untar_data(
+    name_or_url: str,
+    dest: str | Path | None = None,
+    *,
+    progress: bool | None = None,
+    size: int | None = None,
+    md5: str | None = None,
+    sha256: str | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Download an archive (once), extract it (once) and return the folder of its data.
+
+    Args:
+        name_or_url: a name from `DATASETS` (`"imagenette-160"`), an http(s) url, or a local
+            archive file or folder (a folder is returned as it is; nothing is downloaded).
+        dest: the folder to extract into; default `<home>/data/<name>`.
+        progress: show a progress bar while downloading? None: only on a terminal.
+        size, md5, sha256: what the archive must match; how a url passed directly gets
+            verified. Given with a registered name, they replace all of its registry checks.
+        timeout: seconds to wait for the server before giving up.
+
+    Returns:
+        The archive's single top-level folder inside `dest` (`.../imagenette2-160`) when it has
+        one, else `dest` itself. A second call finds it and does no network work at all.
+
+    Raises:
+        ValueError: `name_or_url` is neither a known name, a url nor an existing path.
+        DownloadError: the server could not be reached or answered with an error.
+        ChecksumError: the download's size or checksum is wrong (the bad file is removed).
+        UnsafeArchiveError: a member would escape `dest`, or is a link or device file.
+    """
+    local = Path(name_or_url).expanduser()
+    if name_or_url not in DATASETS and not _is_url(name_or_url) and local.exists():
+        if local.is_dir():
+            return local
+        dest = (
+            Path(dest).expanduser()
+            if dest is not None
+            else groundup_home() / "data" / _strip_archive_suffix(local.name)
+        )
+        if not _is_finished(dest):
+            with _locked(dest.with_name(dest.name + ".lock")):
+                if not _is_finished(dest):
+                    extract_archive(local, dest)
+        return _data_root(dest)
+
+    archive = _resolve(name_or_url)
+    if (size, md5, sha256) != (None, None, None):  # the caller's checks replace the registry's
+        archive = Archive(archive.name, archive.url, size=size, md5=md5, sha256=sha256)
+    dest = Path(dest).expanduser() if dest is not None else groundup_home() / "data" / archive.name
+    if _is_finished(dest):  # the common case: no lock, no network
+        return _data_root(dest)
+    archive_path = groundup_home() / "archives" / archive.filename
+    # One lock per archive file: a second process waits here, then finds the work done.
+    with _locked(archive_path.with_name(archive_path.name + ".lock")):
+        if not _is_finished(dest):
+            _download_if_needed(archive, archive_path, progress=progress, timeout=timeout)
+            extract_archive(archive_path, dest)
+    return _data_root(dest)
+
+
+def download_archive(
+    name_or_url: str | Archive, *, progress: bool | None = None, timeout: float = 30.0
+) -> Path:
+    """Download an archive into `<home>/archives/` (resuming a `.part` file) and return its path.
+
+    A file already there and matching the archive's size and checksums is reused. Extract
+    it with `extract_archive`, or let `untar_data` do both.
+    """
+    archive = name_or_url if isinstance(name_or_url, Archive) else _resolve(name_or_url)
+    archive_path = groundup_home() / "archives" / archive.filename
+    with _locked(archive_path.with_name(archive_path.name + ".lock")):
+        _download_if_needed(archive, archive_path, progress=progress, timeout=timeout)
+    return archive_path
+
+
+def extract_archive(archive_path: str | Path, dest: str | Path) -> Path:
+    """Safely extract a tar (.tgz, .tar.gz, .tar.bz2, .tar.xz, .tar) or zip archive into `dest`.
+
+    Only regular files and folders are extracted; a member with an absolute path or one that
+    would land outside `dest` (`../evil`), a symlink, a hard link or a device file raises
+    `UnsafeArchiveError` naming it. Members go into a temporary sibling of `dest` that is
+    renamed to `dest` only when everything was extracted, so on any error nothing is left at
+    `dest`. If `dest` already holds files (another process finished first), those are kept.
+
+    Returns:
+        `dest`, as a Path.
+    """
+    archive_path, dest = Path(archive_path), Path(dest).expanduser()
+    if not archive_path.is_file():
+        raise FileNotFoundError(f"archive not found: {archive_path}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.extracting-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        if zipfile.is_zipfile(archive_path):
+            _extract_zip(archive_path, tmp)
+        elif tarfile.is_tarfile(archive_path):
+            _extract_tar(archive_path, tmp)
+        else:
+            raise ValueError(
+                f"{archive_path} is neither a tar nor a zip archive; if it was downloaded, "
+                "delete it and try again (a server may have sent an error page)"
+            )
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()  # an empty folder someone made for us: replace it
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not _is_finished(dest):
+                raise
+            # Another process renamed its complete copy into place first; keep that one.
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving names and paths
+
+
+def _is_url(text: str) -> bool:
+    return urllib.parse.urlparse(text).scheme in ("http", "https")
+
+
+def _resolve(name_or_url: str) -> Archive:
+    """The registry entry for a name, or a new `Archive` for a url."""
+    if name_or_url in DATASETS:
+        return DATASETS[name_or_url]
+    if _is_url(name_or_url):
+        return Archive(_strip_archive_suffix(_url_filename(name_or_url)), name_or_url)
+    raise ValueError(
+        f"unknown data set {name_or_url!r}: not a registered name, an http(s) url or an existing path; "
+        f"registered names: {', '.join(sorted(DATASETS))}"
+    )
+
+
+def _url_filename(url: str) -> str:
+    """A safe local file name for `url`: its last path component, odd characters replaced."""
+    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
+    return name or "download"
+
+
+def _strip_archive_suffix(filename: str) -> str:
+    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip"):
+        if filename.lower().endswith(suffix) and len(filename) > len(suffix):
+            return filename[: -len(suffix)]
+    return filename
+
+
+def _is_finished(dest: Path) -> bool:
+    """A non-empty folder at `dest` is finished work: extraction only ever renames complete folders there."""
+    return dest.is_dir() and any(dest.iterdir())
+
+
+def _data_root(dest: Path) -> Path:
+    """`dest/<top>` when `dest` holds a single folder (hidden entries aside), else `dest`."""
+    entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created if missing); the OS frees it if we die."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        else:
+            while True:  # msvcrt's blocking lock gives up after ~10 s; keep waiting
+                try:
+                    msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            else:
+                f.seek(0)
+                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloading and verifying
+
+
+def _network_error(url: str, reason: object) -> DownloadError:
+    return DownloadError(
+        f"could not download {url}: {reason}. Check the network connection and try again (a partial "
+        "download is resumed); or, offline, set GROUNDUP_HOME or pass dest= to where the data already "
+        "is, or pass a local folder or archive instead of the name"
+    )
+
+
+def _download_if_needed(
+    archive: Archive, archive_path: Path, *, progress: bool | None, timeout: float
+) -> None:
+    """Reuse a cached archive that passes the checks, else download it (call with the lock held)."""
+    if archive_path.exists():
+        try:
+            _verify(archive_path, archive)
+            return
+        except ChecksumError:
+            pass  # the corrupted copy was removed; fetch it afresh
+    _download(archive, archive_path, progress=progress, timeout=timeout)
+
+
+def _download(archive: Archive, archive_path: Path, *, progress: bool | None, timeout: float) -> None:
+    """Fetch `archive.url` into `archive_path` via a `.part` file, resuming it, then verify and rename."""
+    archive_path.parent.mkdir(parents=True, exist_ok=True)
+    part = archive_path.with_name(archive_path.name + ".part")
+    for attempt in range(_ATTEMPTS):
+        have = part.stat().st_size if part.exists() else 0
+        if archive.size is not None and have > archive.size:
+            part.unlink()  # longer than the real file: it cannot be a prefix of it
+            have = 0
+        if archive.size is not None and have == archive.size:
+            break  # complete already (the last run died before renaming)
+        done = _fetch(archive, part, have, progress=progress, timeout=timeout)
+        if done:
+            break
+        if part.exists() and part.stat().st_size == have:  # no progress at all: don't spin
+            raise _network_error(archive.url, "the connection closed before any data arrived")
+    else:
+        raise _network_error(archive.url, f"the transfer was cut off {_ATTEMPTS} times")
+    _verify(part, archive)  # raises (and removes the file) on mismatch
+    os.replace(part, archive_path)
+
+
+def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None, timeout: float) -> bool:
+    """One HTTP request appending to `part` from byte `have`; True if the whole body arrived."""
+    url = archive.url
+    headers = {"User-Agent": f"groundup/{__version__}"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # range not satisfiable: the part file is useless, start over
+            part.unlink()
+            return False
+        raise _network_error(url, f"HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        raise _network_error(url, getattr(e, "reason", e)) from e
+
+    with response:
+        if have and response.status == 206:
+            start = _content_range_start(response.headers.get("Content-Range"))
+            if start != have:
+                raise _network_error(url, f"asked for bytes from {have}, server sent from {start}")
+            mode = "ab"
+        else:  # 200: the server ignored Range (or none was sent), so the body is the whole file
+            have, mode = 0, "wb"
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        if total is not None and archive.size is not None and total != archive.size:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"size mismatch for {url}: expected {archive.size} bytes, the server reports {total}; "
+                "nothing was kept. If the published archive changed, pass the url itself to untar_data"
+            )
+        received = have
+        with (
+            open(part, mode) as f,
+            ProgressBar(total, desc=archive.filename, unit="B", enabled=progress, initial=have) as bar,
+        ):
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except (OSError, http.client.HTTPException):
+                    return False  # cut off midway: what arrived stays in `part`, to be resumed
+                if not chunk:
+                    break
+                f.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    return total is None or received >= total
+
+
+def _content_range_start(header: str | None) -> int | None:
+    """The first byte offset in a `Content-Range: bytes 100-199/200` header, or None."""
+    match = re.match(r"\s*bytes\s+(\d+)-", header or "")
+    return int(match.group(1)) if match else None
+
+
+def _verify(path: Path, archive: Archive) -> None:
+    """Check `path` against the archive's size and checksums; remove it and raise if any differs."""
+    checks = []
+    actual_size = path.stat().st_size
+    if archive.size is not None:
+        checks.append(("size", f"{archive.size} bytes", f"{actual_size} bytes", archive.size == actual_size))
+    if archive.size is None or archive.size == actual_size:  # hashing a file of the wrong size is pointless
+        digests = _digests(path, want_head=archive.head_md5 is not None)
+        for kind in ("md5", "head_md5", "sha256"):
+            expected = getattr(archive, kind)
+            if expected is not None:
+                checks.append((kind, expected.lower(), digests[kind], expected.lower() == digests[kind]))
+    bad = [(kind, expected, got) for kind, expected, got, ok in checks if not ok]
+    if bad:
+        path.unlink()
+        details = "; ".join(f"{kind} expected {expected}, received {got}" for kind, expected, got in bad)
+        raise ChecksumError(
+            f"the file downloaded from {archive.url} ({format_size(actual_size)}) is not the expected one: "
+            f"{details}. It was removed ({path}); run again to download it afresh. If this keeps happening "
+            "the published archive may have changed: pass the url with your own size/md5/sha256, or none"
+        )
+
+
+def _digests(path: Path, *, want_head: bool) -> dict[str, str]:
+    """md5 and sha256 of the whole file, and the md5 of its first MiB, in one pass."""
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    head = hashlib.md5() if want_head else None
+    with open(path, "rb") as f:
+        first = True
+        while chunk := f.read(_CHUNK):
+            if first and head is not None:
+                head.update(chunk[: 1 << 20])  # _CHUNK is one MiB, so the first chunk is the head
+            first = False
+            md5.update(chunk)
+            sha256.update(chunk)
+    return {
+        "md5": md5.hexdigest(),
+        "sha256": sha256.hexdigest(),
+        "head_md5": head.hexdigest() if head else "",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe extraction
+
+
+def _safe_target(root: Path, member_name: str, archive_path: Path) -> Path | None:
+    """Where member `member_name` goes under `root`, or None to skip it (`./`); raises if it escapes."""
+    posix = member_name.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
+        raise UnsafeArchiveError(
+            f"refusing to extract {archive_path}: member {member_name!r} has an absolute path"
+        )
+    parts = [p for p in PurePosixPath(posix).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(
+            f"refusing to extract {archive_path}: member {member_name!r} would land outside the destination"
+        )
+    return root.joinpath(*parts) if parts else None
+
+
+def _extract_tar(archive_path: Path, root: Path) -> None:
+    with tarfile.open(archive_path, "r:*") as tar:
+        for member in tar:
+            target = _safe_target(root, member.name, archive_path)
+            if member.issym() or member.islnk():
+                kind = "a symlink" if member.issym() else "a hard link"
+                raise UnsafeArchiveError(
+                    f"refusing to extract {archive_path}: member {member.name!r} is {kind} "
+                    f"(to {member.linkname!r}); only regular files and folders are extracted"
+                )
+            if not (member.isfile() or member.isdir()):
+                raise UnsafeArchiveError(
+                    f"refusing to extract {archive_path}: member {member.name!r} is a device or fifo; "
+                    "only regular files and folders are extracted"
+                )
+            if target is None:
+                continue
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            assert source is not None  # extractfile returns a reader for every regular file
+            with source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out, _CHUNK)
+            os.utime(target, (member.mtime, member.mtime))
+
+
+def _extract_zip(archive_path: Path, root: Path) -> None:
+    with zipfile.ZipFile(archive_path) as zf:
+        for info in zf.infolist():
+            target = _safe_target(root, info.filename, archive_path)
+            mode = info.external_attr >> 16  # the Unix mode, where the zip was made on Unix
+            if stat.S_ISLNK(mode):
+                raise UnsafeArchiveError(
+                    f"refusing to extract {archive_path}: member {info.filename!r} is a symlink; "
+                    "only regular files and folders are extracted"
+                )
+            if target is None:
+                continue
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out, _CHUNK)
