@@ -1,0 +1,1 @@
+"""Callbacks: small classes that hook into the Learner's events."""

@@ -1,0 +1,226 @@
+import pytest
+import torch
+from torch import nn
+
+from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.tracking import COLUMNS, TrackResults
+from groundup.learner import (
+    EVENTS,
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidateException,
+    Learner,
+)
+from groundup.losses import cross_entropy
+from groundup.nn.layers import Linear, ReLU, Sequential
+from groundup.optim import SGD, Adam
+
+
+class Points:
+    """Loaders over a few hundred 2-D points in 2 classes (a synthetic, separable problem)."""
+    def __init__(self, n=256, bs=32, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 2, generator=g)
+        y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+        self.train = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n * 3 // 4, bs)]
+        self.valid = [(x[i:i + bs], y[i:i + bs]) for i in range(n * 3 // 4, n, bs)]
+
+
+def groundup_mlp():
+    torch.manual_seed(0)
+    return Sequential(Linear(2, 16), ReLU(), Linear(16, 2))
+
+
+def torch_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+class Events(Callback):
+    """Records every event it sees."""
+    def __init__(self):
+        self.seen = []
+    def __getattribute__(self, name):
+        if name in EVENTS:
+            return lambda: object.__getattribute__(self, "seen").append(name)
+        return object.__getattribute__(self, name)
+
+
+for _e in EVENTS:
+    setattr(Events, _e, lambda self: None)
+
+
+@pytest.mark.parametrize("model_fn, opt_func", [(groundup_mlp, SGD), (groundup_mlp, Adam),
+                                                (torch_mlp, torch.optim.SGD), (torch_mlp, torch.optim.AdamW)])
+def test_fit_two_epochs_makes_the_loss_go_down(model_fn, opt_func):
+    track = TrackResults(print_table=False)
+    lr = 0.3 if opt_func in (SGD, torch.optim.SGD) else 0.03
+    learn = Learner(model_fn(), Points(), cross_entropy, lr=lr, cbs=[track], opt_func=opt_func)
+    learn.fit(2)
+    h = track.history
+    assert [r["epoch"] for r in h] == [0, 1] and set(h[0]) == set(COLUMNS)
+    assert h[1]["train_loss"] < h[0]["train_loss"] and h[1]["valid_acc"] > 0.8
+
+
+def test_events_fire_in_the_documented_order():
+    ev = Events()
+    dls = Points(n=64, bs=32)  # 1 training batch (48 samples → 2 batches), 1 validation batch
+    learn = Learner(groundup_mlp(), dls, cross_entropy, lr=0.1, cbs=[ev])
+    learn.fit(1)
+    batch_t = ["before_batch", "after_pred", "after_loss", "after_backward", "after_step", "after_batch"]
+    batch_v = ["before_batch", "after_pred", "after_loss", "after_batch"]
+    assert ev.seen == (["before_fit", "before_epoch", "before_train"] + batch_t * 2 + ["after_train",
+                       "before_validate"] + batch_v + ["after_validate", "after_epoch", "after_fit"])
+
+
+def test_validation_runs_without_gradients_and_in_eval_mode():
+    class Check(Callback):
+        def after_pred(self):
+            assert self.preds.requires_grad == self.training
+            assert self.model.training == self.training
+    Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[Check()]).fit(1)
+
+
+def count_cb(cancel_in, exc):
+    class Canceller(Events):
+        pass
+    cb = Canceller()
+    original = cb.__class__.__getattribute__
+    def get(self, name):
+        if name == cancel_in:
+            def raise_it():
+                object.__getattribute__(self, "seen").append(name)
+                raise exc
+            return raise_it
+        return original(self, name)
+    Canceller.__getattribute__ = get
+    return cb
+
+
+@pytest.mark.parametrize("where, exc, expect_after, expect_absent", [
+    ("after_loss", CancelBatchException, "after_batch", "after_backward"),
+    ("after_backward", CancelStepException, "after_batch", "after_step"),
+    ("before_train", CancelTrainException, "after_train", "after_backward"),
+    ("before_validate", CancelValidateException, "after_validate", "never-there"),
+    ("before_epoch", CancelEpochException, "after_epoch", "before_train"),
+    ("before_epoch", CancelFitException, "after_fit", "after_epoch"),
+])
+def test_cancel_exceptions_skip_their_part_and_still_run_the_after_event(where, exc, expect_after, expect_absent):
+    cb = count_cb(where, exc)
+    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[cb])
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    learn.fit(1)
+    assert expect_after in cb.seen and expect_absent not in cb.seen and cb.seen[-1] == "after_fit"
+    changed = any(not torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+    assert changed == (exc in (CancelValidateException,))  # every other cancel here skips all steps
+
+
+def test_after_fit_runs_after_an_error_and_ctrl_c():
+    for exc in (RuntimeError("boom"), KeyboardInterrupt()):
+        cb = count_cb("after_loss", exc)
+        learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[cb])
+        with pytest.raises(type(exc)):
+            learn.fit(1)
+        assert cb.seen[-1] == "after_fit" and torch.is_grad_enabled()
+        learn.model(torch.zeros(1, 2)).sum().backward()  # the model is still usable
+
+
+def test_callback_order_decides_who_runs_first():
+    seen = []
+    class A(Callback):
+        order = 5
+        def before_fit(self): seen.append("A")
+    class B(Callback):
+        order = -5
+        def before_fit(self): seen.append("B")
+    Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[A(), B()]).fit(1, cbs=[CancelAtStart()])
+    assert seen == ["B", "A"]
+
+
+class CancelAtStart(Callback):
+    def before_epoch(self):
+        raise CancelFitException
+
+
+def test_a_misspelled_event_is_an_error_when_added():
+    class TimerCB(Callback):
+        def after_btach(self): ...
+    with pytest.raises(ValueError, match=r"no callback event 'after_btach' \(TimerCB.after_btach\); valid events: "):
+        Learner(groundup_mlp(), Points(), cross_entropy, cbs=[TimerCB()])
+    with pytest.raises(TypeError, match="pass an instance: TimerCB()"):
+        Learner(groundup_mlp(), Points(), cross_entropy).add_cb(TimerCB)
+
+
+def test_callbacks_read_learner_state_but_writes_must_go_through_learn():
+    class SetLr(Callback):
+        def before_fit(self):
+            assert self.lr == 0.5 and self.model is self.learn.model
+            self.learn.lr = 0.25
+            self.mine = 1  # the callback's own new attribute: fine
+            with pytest.raises(AttributeError, match=r"'self.lr = ...' would shadow .*write 'self.learn.lr = ...'"):
+                self.lr = 0.1
+        def before_epoch(self):
+            raise CancelFitException
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.5, cbs=[SetLr()])
+    learn.fit(1)
+    assert learn.lr == 0.25 and learn.opt.param_groups[0]["lr"] == 0.25  # opt made after before_fit
+
+
+def test_extra_fit_callbacks_are_removed_afterwards():
+    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy)
+    learn.fit(1, cbs=[CancelAtStart()])
+    assert learn.cbs == []
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lr=-1), "lr must be a positive finite number, got -1"),
+    (dict(lr=float("nan")), "lr must be a positive finite number, got nan"),
+    (dict(loss_func=3), "loss_func must be callable"),
+    (dict(dls=[1, 2]), r"dls must have .train and .valid"),
+    (dict(model=3), "model must be callable and have parameters"),
+])
+def test_bad_learner_arguments_are_named(kwargs, match):
+    args = dict(model=groundup_mlp(), dls=Points(), loss_func=cross_entropy, lr=0.1) | kwargs
+    with pytest.raises((ValueError, TypeError), match=match):
+        Learner(**args)
+    with pytest.raises(ValueError, match="n_epochs must be a positive int, got 0"):
+        Learner(groundup_mlp(), Points(), cross_entropy).fit(0)
+
+
+def test_track_results_weights_by_batch_size_and_matches_a_direct_computation():
+    dls = Points(n=80, bs=32)  # validation: 20 samples in one batch; training 60: 32 + 28
+    track = TrackResults(print_table=False)
+    learn = Learner(groundup_mlp(), dls, cross_entropy, lr=0.1, cbs=[track])
+    learn.fit(1)
+    xs, ys = zip(*dls.valid)
+    x, y = torch.cat(xs), torch.cat(ys)
+    with torch.no_grad():
+        preds = learn.model(x)
+    assert track.history[0]["valid_loss"] == pytest.approx(cross_entropy(preds, y).item(), rel=1e-5)
+    assert track.history[0]["valid_acc"] == pytest.approx((preds.argmax(1) == y).float().mean().item())
+
+
+def test_track_results_prints_a_table(capsys):
+    Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[TrackResults()]).fit(2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == list(COLUMNS) and len(lines) == 3
+    assert lines[2].split()[0] == "1"
+
+
+def test_setup_learner_cb_normalizes_uint8_nhwc_to_float_nchw_on_the_device():
+    xb = torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8)
+    yb = torch.tensor([0, 1, 0, 1])
+    class Dls:
+        train, valid, stats = [(xb, yb)], [(xb, yb)], (torch.tensor([0.5] * 3), torch.tensor([0.25] * 3))
+    class Check(Callback):
+        def before_batch(self):
+            x = self.xb
+            assert x.shape == (4, 3, 8, 8) and x.dtype == torch.float32 and x.device.type == "cpu"
+            torch.testing.assert_close(x, ((xb.float() / 255 - 0.5) / 0.25).permute(0, 3, 1, 2))
+            raise CancelFitException
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    Learner(model, Dls(), cross_entropy, cbs=[SetupLearnerCB(device="cpu"), Check()]).fit(1)
