@@ -1,0 +1,316 @@
+"""`LRFinder`: the learning-rate range test (Smith 2015, "Cyclical Learning Rates for Training Neural Networks").
+
+Train for a little while with a learning rate that grows by a constant factor after every batch,
+record the loss at each lr, and stop when the lr passes `max_lr` or the loss blows up. The plot of
+loss against lr (log scale) shows where training makes fast progress: pick an lr on the steep,
+descending part of the curve, well before its minimum. The model and optimizer are put back
+exactly as they were afterwards, so the test costs nothing but time.
+
+Usually called through `Learner.lr_find`:
+
+    >>> suggestion = learn.lr_find()          # writes lr_find.png
+    >>> learn.fit_one_cycle(5, suggestion.lr)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from groundup.learner import Callback, CancelFitException, CancelValidateException
+
+__all__ = ["METHODS", "LRFinder", "LRSuggestion", "smooth_curve", "suggest_lr"]
+
+METHODS = ("valley", "steepest", "min/10")
+MIN_VALLEY = 3  # points a descending stretch needs to count as a valley
+
+
+@dataclass(frozen=True)
+class LRSuggestion:
+    """A suggested learning rate, how it was found, and the (finite) points it was found from.
+
+    `float(suggestion)` is `suggestion.lr`.
+    """
+
+    lr: float
+    method: str
+    lrs: list[float] = field(repr=False)
+    losses: list[float] = field(repr=False)
+
+    def __float__(self) -> float:
+        return self.lr
+
+
+def smooth_curve(values: list[float], beta: float) -> list[float]:
+    """Smooth `values` with an exponential moving average run forwards, then backwards.
+
+    One pass of an EMA lags behind the curve (here: it would shift the curve towards larger lrs);
+    running it again backwards cancels the lag. Each pass is bias-corrected (divided by
+    1 - beta**k, as in Adam) so the ends are not pulled towards 0. `beta=0` returns the values.
+    """
+    def ema(xs: list[float]) -> list[float]:
+        out, avg = [], 0.0
+        for k, x in enumerate(xs, 1):
+            avg = beta * avg + (1 - beta) * x
+            out.append(avg / (1 - beta ** k))
+        return out
+    if beta == 0:
+        return list(values)
+    return ema(ema(list(values))[::-1])[::-1]
+
+
+def _longest_descent(smooth: list[float]) -> tuple[int, int]:
+    """(start, end) indices (inclusive) of the longest run where the curve goes down at every step."""
+    best = (0, 0)
+    start = 0
+    for i in range(1, len(smooth)):
+        if smooth[i] >= smooth[i - 1]:
+            start = i
+        elif i - start > best[1] - best[0]:
+            best = (start, i)
+    return best
+
+
+def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
+               method: str | None = None) -> LRSuggestion:
+    """Suggest a learning rate from an lr-finder curve (`losses[i]` recorded at `lrs[i]`).
+
+    Points whose loss is NaN or infinite are dropped first. The rest is smoothed (`smooth_curve`)
+    and, with `method=None`, the first of these that applies is used:
+
+    - "valley": take the longest stretch where the smoothed loss goes down at every step (at
+      least `MIN_VALLEY` points), and within it the point where the loss falls fastest per unit
+      of log(lr). The idea is fastai's "valley": the lr the loss is still falling fastest at,
+      in the main descent rather than in a noisy dip.
+    - "steepest": the point with the most negative slope d loss / d log(lr) before the minimum
+      of the smoothed curve (needs a minimum that is not the first point).
+    - "min/10": a tenth of the lr at the minimum of the smoothed curve (works with one point).
+
+    Args:
+        lrs, losses: the recorded curve, same length, lrs increasing.
+        beta: smoothing factor in [0, 1) (0: no smoothing).
+        method: force one of `METHODS`; an error if it does not apply to this curve.
+
+    Raises:
+        ValueError: no finite point at all, mismatched lengths, or a forced method that does not apply.
+    """
+    if len(lrs) != len(losses):
+        raise ValueError(f"suggest_lr: lrs and losses must have the same length, got {len(lrs)} and {len(losses)}")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"suggest_lr: method must be one of {METHODS} or None, got {method!r}")
+    pts = [(float(lr), float(loss)) for lr, loss in zip(lrs, losses) if math.isfinite(loss) and lr > 0]
+    if not pts:
+        raise ValueError(f"no finite losses to suggest an lr from ({len(losses)} recorded); the loss was "
+                         f"NaN/inf from the start: try a smaller start_lr, or check the data and loss")
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    smooth = smooth_curve(ys, beta)
+    i_min = int(np.argmin(smooth))
+    slopes = np.gradient(smooth, np.log10(xs)) if len(xs) >= 2 else np.zeros(1)
+
+    def valley() -> int | None:
+        a, b = _longest_descent(smooth)
+        return a + int(np.argmin(slopes[a:b + 1])) if b - a + 1 >= MIN_VALLEY else None
+
+    def steepest() -> int | None:
+        return int(np.argmin(slopes[:i_min])) if i_min > 0 else None  # the minimum itself is no candidate
+
+    found = {"valley": valley, "steepest": steepest}
+    for name in METHODS if method is None else (method,):
+        if name == "min/10":
+            return LRSuggestion(xs[i_min] / 10, "min/10", xs, ys)
+        i = found[name]()
+        if i is not None:
+            return LRSuggestion(xs[i], name, xs, ys)
+    raise ValueError(f"suggest_lr: method {method!r} does not apply to this curve ({len(xs)} finite points, "
+                     f"minimum at point {i_min}); use method=None to fall back automatically")
+
+
+class LRFinder(Callback):
+    """The learning-rate range test as a callback; `Learner.lr_find` runs it for you.
+
+    In `before_fit` it saves the exact training state (model weights and buffers, the optimizer's
+    state or the fact that there is none yet, `learn.lr`, the RNG states) and starts at `start_lr`.
+    After every training batch it records (lr, loss) and multiplies every group's lr by `mult`.
+    Fitting stops (`CancelFitException`) when the next lr would exceed `max_lr`, after `max_iter`
+    batches, when the loss is NaN or infinite, or when the smoothed loss exceeds `explode` times
+    the best smoothed loss so far. Validation is skipped; if one epoch is too short, training goes
+    on into the next (`epochs_needed` says how many). `after_fit` restores the saved state, so the
+    model, optimizer and RNG are bit-identical to before.
+
+    Args:
+        start_lr: the first learning rate.
+        mult: the factor applied to the lr after each batch (> 1).
+        max_lr: stop once the lr would exceed this.
+        max_iter: stop after this many batches (None: no limit).
+        explode: stop when the smoothed loss exceeds `explode` × the best smoothed loss.
+        beta: smoothing factor of the loss curve (for the explosion rule and the suggestion).
+
+    Events used: `before_fit` (save, start), `after_loss` (record, NaN/explosion rules: it raises
+    `CancelFitException` before the step), `after_batch` (grow the lr, lr/iteration limits),
+    `before_validate` (`CancelValidateException`), `after_fit` (restore: it runs after a cancel
+    or an error too, which makes it the right place for any clean-up).
+
+    After `fit`: `lrs` and `losses` (raw, per batch), `suggestion()`, `plot(path)`.
+    """
+
+    order = 60  # after the callbacks that prepare the batch; it only reads the loss
+
+    def __init__(self, start_lr: float = 1e-6, mult: float = 1.2, max_lr: float = 10.0,
+                 max_iter: int | None = None, explode: float = 4.0, beta: float = 0.85) -> None:
+        if not 0 < start_lr < max_lr < math.inf:
+            raise ValueError(f"LRFinder: need 0 < start_lr < max_lr < inf, got start_lr={start_lr!r}, "
+                             f"max_lr={max_lr!r}")
+        if not 1 < mult < math.inf:
+            raise ValueError(f"LRFinder: mult must be > 1 (the lr grows by it every batch), got {mult!r}")
+        if max_iter is not None and (not isinstance(max_iter, int) or max_iter < 1):
+            raise ValueError(f"LRFinder: max_iter must be a positive int or None, got {max_iter!r}")
+        if not explode > 1:
+            raise ValueError(f"LRFinder: explode must be > 1 (a multiple of the best loss), got {explode!r}")
+        if not 0 <= beta < 1:
+            raise ValueError(f"LRFinder: beta must be in [0, 1), got {beta!r}")
+        self.start_lr, self.mult, self.max_lr, self.max_iter = start_lr, mult, max_lr, max_iter
+        self.explode, self.beta = explode, beta
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self._avg, self._best = 0.0, math.inf  # running loss average and best smoothed loss (explosion rule)
+        self._saved: dict | None = None  # what after_fit restores
+
+    # -- how long ----------------------------------------------------------------------------------
+    def n_batches_needed(self) -> int:
+        """Training batches from `start_lr` until the lr passes `max_lr` (capped by `max_iter`)."""
+        # Count exactly as the callback steps (repeated float multiplication), not with a logarithm
+        # that could be off by one; capped, so a mult close to 1 cannot loop for long.
+        cap = self.max_iter if self.max_iter is not None else 10_000_000
+        lr, n = self.start_lr, 0
+        while lr <= self.max_lr and n < cap:
+            n += 1
+            lr *= self.mult
+        return n
+
+    def epochs_needed(self, learn) -> int:
+        """Epochs of `len(learn.dls.train)` batches needed to reach `max_lr` (or `max_iter` batches).
+
+        A training loader without a length is counted as one batch per epoch (an upper bound):
+        the finder stops by itself when it is done.
+        """
+        n = self.n_batches_needed()
+        per_epoch = len(learn.dls.train) if hasattr(learn.dls.train, "__len__") else 1
+        return max(1, math.ceil(n / max(per_epoch, 1)))
+
+    # -- events ------------------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        learn = self.learn
+        self._saved = {
+            "model": copy.deepcopy(learn.model.state_dict()),
+            "model_training": learn.model.training,
+            "opt": None if learn.opt is None else copy.deepcopy(learn.opt.state_dict()),
+            "lr": learn.lr,
+            "rng": _rng_state(),
+        }
+        self.lrs, self.losses = [], []
+        self._avg, self._best = 0.0, math.inf
+        self.learn.lr = self.start_lr  # fit gives it to the optimizer right after before_fit
+
+    def after_loss(self) -> None:
+        learn = self.learn
+        if not learn.training:
+            return
+        # One host sync per batch: fine here, since the stopping rules need the loss value now.
+        loss = learn.loss.detach().float().item()
+        self.lrs.append(float(learn.opt.param_groups[0]["lr"]))
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            raise CancelFitException
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        smooth = self._avg / (1 - self.beta ** len(self.losses))
+        self._best = min(self._best, smooth)
+        if smooth > self.explode * self._best:
+            raise CancelFitException
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if not learn.training:
+            return
+        lr = learn.opt.param_groups[0]["lr"] * self.mult
+        if lr > self.max_lr or (self.max_iter is not None and len(self.losses) >= self.max_iter):
+            raise CancelFitException
+        for group in learn.opt.param_groups:
+            group["lr"] = lr
+
+    def before_validate(self) -> None:
+        raise CancelValidateException  # the range test only trains
+
+    def after_fit(self) -> None:
+        if self._saved is None:
+            return
+        learn, saved = self.learn, self._saved
+        learn.model.load_state_dict(saved["model"])  # copies into the existing tensors
+        learn.model.train(saved["model_training"])
+        if saved["opt"] is None:
+            learn.opt = None  # the next fit makes a fresh optimizer, as it would have
+        else:
+            learn.opt.load_state_dict(saved["opt"])
+        learn.lr = saved["lr"]
+        _set_rng_state(saved["rng"])
+        self._saved = None
+
+    # -- results -----------------------------------------------------------------------------------
+    def suggestion(self, method: str | None = None) -> LRSuggestion:
+        """Suggest an lr from the recorded curve (see `suggest_lr` for the methods and fallbacks)."""
+        if not self.losses:
+            raise ValueError("LRFinder.suggestion: nothing recorded; run learn.lr_find() (or a fit with "
+                             "this callback) first")
+        return suggest_lr(self.lrs, self.losses, beta=self.beta, method=method)
+
+    def plot(self, path: str | os.PathLike) -> LRSuggestion | None:
+        """Write a PNG of loss against lr (log scale) with the suggestion marked; return the suggestion.
+
+        NaN/inf losses are left out; if no lr can be suggested the curve is drawn without a mark.
+        """
+        from groundup.plots import png_axes
+
+        pts = [(lr, loss) for lr, loss in zip(self.lrs, self.losses) if math.isfinite(loss)]
+        try:
+            sugg = self.suggestion()
+        except ValueError:
+            sugg = None
+        with png_axes(path, title="learning rate finder", xlabel="learning rate (log scale)",
+                      ylabel="loss") as ax:
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, color="C0", alpha=0.3, label="loss")
+                ax.plot(xs, smooth_curve(list(ys), self.beta), color="C0", label="smoothed")
+            if sugg is not None:
+                i = min(range(len(sugg.lrs)), key=lambda k: abs(math.log(sugg.lrs[k] / sugg.lr)))
+                y = smooth_curve(sugg.losses, self.beta)[i]
+                ax.axvline(sugg.lr, color="C3", linestyle="--", linewidth=1)
+                ax.plot([sugg.lr], [y], "o", color="C3", label=f"{sugg.method}: {sugg.lr:.2e}")
+            ax.set_xscale("log")
+            if pts:
+                ax.legend()
+        return sugg
+
+    def __repr__(self) -> str:
+        return (f"LRFinder(start_lr={self.start_lr}, mult={self.mult}, max_lr={self.max_lr}, "
+                f"max_iter={self.max_iter}, explode={self.explode})")
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,274 @@
+import copy
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from groundup.callbacks.lr_finder import LRFinder, LRSuggestion, smooth_curve, suggest_lr
+from groundup.learner import Callback, Learner
+from groundup.losses import cross_entropy
+from groundup.nn.layers import Linear, ReLU, Sequential
+from groundup.optim import SGD
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class Points:
+    """Loaders over 2-D points in 2 classes: 6 training batches, 2 validation batches by default."""
+    def __init__(self, n=256, bs=32):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(n, 2, generator=g)
+        y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+        self.train = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n * 3 // 4, bs)]
+        self.valid = [(x[i:i + bs], y[i:i + bs]) for i in range(n * 3 // 4, n, bs)]
+
+
+def groundup_mlp():
+    torch.manual_seed(0)
+    return Sequential(Linear(2, 16), ReLU(), Linear(16, 2))
+
+
+def torch_mlp_with_dropout():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+
+
+class Scripted:
+    """A loss whose values follow a script, one per call (the gradient path is real but zero)."""
+    def __init__(self, values):
+        self.values, self.calls = list(values), 0
+    def __call__(self, preds, yb):
+        v = self.values[min(self.calls, len(self.values) - 1)]
+        self.calls += 1
+        return preds.float().mean() * 0 + v
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+# -- stopping rules --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("losses, kwargs, n_expected, why", [
+    ([1.0], {}, 10, "the next lr (1e-3 * 2**10) would pass max_lr=1"),
+    ([1.0, 1.0, NAN, 1.0], {}, 3, "NaN loss"),
+    ([1.0, 1.0, INF, 1.0], {}, 3, "inf loss"),
+    ([1.0, 1.0, -INF, 1.0], {}, 3, "-inf loss"),
+    ([1.0, 1.0, 1.0, 100.0, 1.0], {}, 4, "smoothed loss > 4 x best"),
+    ([4.0, 2.0, 1.0, 3.9, 3.9], {"beta": 0.0}, 10, "3.9 < 4 x best: no explosion"),
+    ([4.0, 2.0, 1.0, 3.9, 3.9], {"beta": 0.0, "explode": 3.0}, 4, "3.9 > 3 x best"),
+    ([1.0], {"max_iter": 3}, 3, "max_iter"),
+])
+def test_stopping_rules(losses, kwargs, n_expected, why):
+    finder = LRFinder(start_lr=1e-3, mult=2.0, max_lr=1.0, **kwargs)
+    dls = Points(n=128, bs=24)  # 4 training batches per epoch: the finder runs across epochs
+    learn = Learner(nn.Linear(2, 2), dls, Scripted(losses), lr=0.1)
+    learn.fit(finder.epochs_needed(learn), cbs=[finder])
+    assert len(finder.losses) == n_expected, why
+    assert finder.lrs == pytest.approx([1e-3 * 2 ** k for k in range(n_expected)])
+    assert finder.losses == pytest.approx(losses[:n_expected] + [losses[-1]] * (n_expected - len(losses)),
+                                          nan_ok=True)
+
+
+@pytest.mark.parametrize("kwargs, batches_per_epoch, n_batches, n_epochs", [
+    ({"start_lr": 1e-3, "mult": 10.0, "max_lr": 1.0}, 100, 4, 1),     # 1e-3, 1e-2, 1e-1, 1: then 10 > 1
+    ({"start_lr": 1e-3, "mult": 10.0, "max_lr": 1.0}, 3, 4, 2),
+    ({"start_lr": 1e-6, "mult": 1.2, "max_lr": 10.0}, 6, 89, 15),     # the defaults: 1.2**88 < 1e7 < 1.2**89
+    ({"start_lr": 1e-6, "mult": 1.2, "max_lr": 10.0, "max_iter": 12}, 6, 12, 2),
+    ({"start_lr": 1e-3, "mult": 2.0, "max_lr": 1.5e-3}, 6, 1, 1),
+])
+def test_epochs_needed(kwargs, batches_per_epoch, n_batches, n_epochs):
+    finder = LRFinder(**kwargs)
+    class Dls:
+        train, valid = [None] * batches_per_epoch, []
+    assert finder.n_batches_needed() == n_batches
+    assert finder.epochs_needed(Learner(nn.Linear(2, 2), Dls(), cross_entropy)) == n_epochs
+
+
+def test_validation_is_skipped():
+    seen = []
+    class Probe(Callback):
+        def after_loss(self):
+            seen.append(self.learn.training)
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, cbs=[Probe()])
+    learn.lr_find(path=None, max_iter=20)
+    assert seen == [True] * 20
+
+
+# -- restoring the exact state ---------------------------------------------------------------------
+
+def opt_state_equal(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k, x in a.items():
+        y = b[k]
+        if isinstance(x, dict):
+            if not isinstance(y, dict) or not opt_state_equal(x, y):
+                return False
+        elif isinstance(x, torch.Tensor):
+            if not (isinstance(y, torch.Tensor) and torch.equal(x, y)):
+                return False
+        elif isinstance(x, list) and x and isinstance(x[0], dict):
+            if len(x) != len(y) or not all(opt_state_equal(p, q) for p, q in zip(x, y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("model_fn, opt_func", [
+    (groundup_mlp, partial(SGD, momentum=0.9)),
+    (torch_mlp_with_dropout, torch.optim.AdamW),
+])
+def test_lr_find_restores_model_optimizer_lr_and_rng_bit_for_bit(model_fn, opt_func):
+    learn = Learner(model_fn(), Points(), cross_entropy, lr=0.05, opt_func=opt_func)
+    learn.fit(1)  # an optimizer with momentum/Adam state exists now
+    params = [p.detach().clone() for p in learn.model.parameters()]
+    opt, opt_state = learn.opt, copy.deepcopy(learn.opt.state_dict())
+    rng = torch.get_rng_state()
+    learn.lr_find(path=None)
+    assert all(torch.equal(a, b) for a, b in zip(params, learn.model.parameters()))
+    assert learn.opt is opt and opt_state_equal(opt_state, learn.opt.state_dict())
+    assert learn.lr == 0.05 and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_lr_find_before_any_fit_leaves_no_optimizer():
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.05)
+    learn.lr_find(path=None, max_iter=5)
+    assert learn.opt is None and learn.lr == 0.05
+
+
+@pytest.mark.parametrize("model_fn, opt_func, fit_first", [
+    (groundup_mlp, partial(SGD, momentum=0.9), False),
+    (groundup_mlp, partial(SGD, momentum=0.9), True),
+    (torch_mlp_with_dropout, torch.optim.AdamW, False),
+    (torch_mlp_with_dropout, torch.optim.AdamW, True),
+])
+def test_a_fit_after_lr_find_matches_a_fit_without_it(model_fn, opt_func, fit_first):
+    def run(with_lr_find):
+        torch.manual_seed(1)
+        learn = Learner(model_fn(), Points(), cross_entropy, lr=0.05, opt_func=opt_func)
+        if fit_first:
+            learn.fit(1)
+        if with_lr_find:
+            learn.lr_find(path=None)
+        learn.fit(2)
+        return [p.detach().clone() for p in learn.model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(run(False), run(True)))
+
+
+def test_the_model_is_restored_after_an_error_too():
+    class Boom(Callback):
+        def after_batch(self):
+            if self.learn.iter == 3:
+                raise RuntimeError("boom")
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.05, cbs=[Boom()])
+    params = [p.detach().clone() for p in learn.model.parameters()]
+    with pytest.raises(RuntimeError, match="boom"):
+        learn.lr_find(path=None)
+    assert all(torch.equal(a, b) for a, b in zip(params, learn.model.parameters()))
+    assert learn.opt is None and learn.lr == 0.05
+
+
+# -- suggestions -----------------------------------------------------------------------------------
+
+LRS = [1e-6 * 1.2 ** k for k in range(89)]
+
+
+def sigmoid_curve(lr):
+    """Flat, then a descent steepest at lr = 10**-2.5, a minimum, then an explosion."""
+    x = math.log10(lr)
+    return 0.5 + 1.8 / (1 + math.exp(3 * (x + 2.5))) + math.exp(3 * (x + 0.5))
+
+
+def noisy(ys, scale, seed=0):
+    rng = np.random.default_rng(seed)
+    return [y * (1 + scale * rng.standard_normal()) for y in ys]
+
+
+CURVE = [sigmoid_curve(lr) for lr in LRS]
+U_LRS = [10 ** (k / 10) for k in range(-40, 11)]           # 1e-4 .. 10, 51 points
+U_CURVE = [(math.log10(lr) + 1) ** 2 + 1 for lr in U_LRS]  # a parabola in log(lr), minimum at 0.1
+with_nans = list(CURVE)
+with_nans[10], with_nans[40], with_nans[60] = NAN, INF, NAN
+
+
+@pytest.mark.parametrize("lrs, losses, kwargs, method, low, high", [
+    (LRS, CURVE, {}, "valley", 10 ** -2.75, 10 ** -2.4),     # around the steepest point, 10**-2.5
+    (LRS, noisy(CURVE, 0.05), {}, "valley", 1e-3, 1e-2),
+    (LRS, noisy(CURVE, 0.2, seed=1), {}, "valley", 5e-4, 1e-2),
+    (LRS, with_nans, {}, "valley", 10 ** -2.75, 10 ** -2.4),  # NaN/inf points are dropped
+    (LRS, CURVE, {"beta": 0.0, "method": "steepest"}, "steepest", 10 ** -2.55, 10 ** -2.45),
+    (U_LRS, U_CURVE, {"beta": 0.0, "method": "min/10"}, "min/10", 0.0099, 0.0101),
+    (U_LRS, U_CURVE, {"beta": 0.0}, "valley", 1e-4, 1.3e-4),    # a parabola is steepest at its left end
+    (U_LRS, [float(k) for k in range(51)], {}, "min/10", 1e-5, 1e-5),  # only rising: the first lr / 10
+    ([1e-3], [2.0], {}, "min/10", 1e-4, 1e-4),                # a single point
+    # no descent of 3 points: the steepest slope before the minimum (0.9), between 2.8 and 1.2
+    ([10.0 ** k for k in range(-3, 4)], [3.0, 2.8, 2.9, 1.2, 1.6, 0.9, 5.0], {"beta": 0.0}, "steepest", 0.1, 0.1),
+])
+def test_suggestion_on_synthetic_curves(lrs, losses, kwargs, method, low, high):
+    s = suggest_lr(lrs, losses, **kwargs)
+    assert s.method == method and low * (1 - 1e-9) <= s.lr <= high * (1 + 1e-9)
+    assert all(math.isfinite(v) for v in s.losses) and len(s.lrs) == len(s.losses)
+
+
+@pytest.mark.parametrize("lrs, losses, kwargs, match", [
+    ([1e-3, 1e-2], [NAN, INF], {}, r"no finite losses to suggest an lr from \(2 recorded\)"),
+    ([1e-3, 1e-2], [1.0], {}, "same length, got 2 and 1"),
+    ([1e-3, 1e-2, 1e-1], [1.0, 2.0, 3.0], {"method": "valley"}, "method 'valley' does not apply"),
+    ([1e-3], [1.0], {"method": "fastest"}, "method must be one of"),
+])
+def test_suggestion_errors_say_what_went_wrong(lrs, losses, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        suggest_lr(lrs, losses, **kwargs)
+
+
+def test_smoothing_is_bias_corrected_and_does_not_lag():
+    assert smooth_curve([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])
+    line = [float(k) for k in range(20)]
+    # Forwards then backwards: no shift mid-curve (a single forward pass would lag by beta / (1 - beta) = 1).
+    assert smooth_curve(line, 0.5)[10] == pytest.approx(10.0, abs=0.01)
+
+
+def test_suggestion_is_a_frozen_dataclass():
+    s = LRSuggestion(0.1, "valley", [0.1], [1.0])
+    with pytest.raises(AttributeError):
+        s.lr = 0.2
+    assert float(s) == 0.1 and "lrs" not in repr(s)
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+def test_lr_find_end_to_end_stops_by_itself_and_writes_the_plot(tmp_path):
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.05)
+    path = tmp_path / "lr_find.png"
+    s = learn.lr_find(path=path)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert 2 <= len(s.lrs) <= 89 and s.method in ("valley", "steepest", "min/10")
+    assert math.isfinite(s.lr) and 1e-7 <= s.lr <= 10.0
+
+
+def test_plot_survives_nans_and_an_empty_record(tmp_path):
+    finder = LRFinder()
+    finder.lrs, finder.losses = list(LRS), list(with_nans)
+    assert finder.plot(tmp_path / "a.png").method == "valley"
+    finder.lrs, finder.losses = [1e-3, 1e-2], [NAN, NAN]
+    assert finder.plot(tmp_path / "b.png") is None
+    for name in ("a.png", "b.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+    with pytest.raises(ValueError, match="nothing recorded"):
+        LRFinder().suggestion()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"start_lr": 0}, "need 0 < start_lr < max_lr"),
+    ({"start_lr": 1.0, "max_lr": 0.5}, "need 0 < start_lr < max_lr"),
+    ({"mult": 1.0}, "mult must be > 1"),
+    ({"max_iter": 0}, "max_iter must be a positive int or None"),
+    ({"explode": 1.0}, "explode must be > 1"),
+])
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LRFinder(**kwargs)
