@@ -152,7 +152,7 @@ class Learner:
         self.training, self.epoch, self.n_epochs, self.iter, self.n_iter = False, 0, 0, 0, 0
         self.batch = self.preds = self.loss = self.loss_grad = self.dl = None
         self.cbs: list[Callback] = []
-        self._events: dict[str, list[Callable[[], None]]] = {}
+        self._events: dict[str, list[Callable[[], None]]] = {e: [] for e in EVENTS}  # fit works with no cbs
         for cb in cbs or ():
             self.add_cb(cb)
 
