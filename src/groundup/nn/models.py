@@ -1,0 +1,128 @@
+"""Ready-made models: the walkthrough's `simple_cnn`, a small `resnet`, and a registry for the CLI."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from groundup.nn.layers import AdaptivePool, BatchNorm, ConvLayer, Linear, ReLU, Sequential
+from groundup.nn.module import Module
+
+__all__ = ["ARCHS", "ResBlock", "conv_bn", "get_arch", "resnet", "simple_cnn"]
+
+
+def _check_positive(fn: str, **sizes: int) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
+
+
+def simple_cnn(n_in: int = 3, n_classes: int = 10) -> Sequential:
+    """The walkthrough's CNN: four stride-2 ConvLayers, average pooling and a linear head (10 parameter tensors).
+
+    Shape flow for a 64-pixel batch:
+        (N, 3, 64, 64) -> ConvLayer(3, 16) -> (N, 16, 32, 32) -> ConvLayer(16, 32) -> (N, 32, 16, 16)
+        -> ConvLayer(32, 64) -> (N, 64, 8, 8) -> ConvLayer(64, 128) -> (N, 128, 4, 4)
+        -> AdaptivePool -> (N, 128) -> Linear(128, 10) -> (N, 10)
+
+    Args:
+        n_in: channels of the input images.
+        n_classes: number of outputs (logits).
+    """
+    _check_positive("simple_cnn", n_in=n_in, n_classes=n_classes)
+    return Sequential(
+        ConvLayer(n_in, 16),   # (N, 16, H/2, W/2)
+        ConvLayer(16, 32),     # (N, 32, H/4, W/4)
+        ConvLayer(32, 64),     # (N, 64, H/8, W/8)
+        ConvLayer(64, 128),    # (N, 128, H/16, W/16)
+        AdaptivePool(),        # (N, 128)
+        Linear(128, n_classes),  # (N, n_classes)
+    )
+
+
+def conv_bn(ni: int, nf: int, stride: int = 1, act: bool = True, kernel_size: int = 3) -> Sequential:
+    """Convolution without bias -> BatchNorm -> ReLU (when `act`): (N, ni, H, W) -> (N, nf, H/stride, W/stride).
+
+    The conv has no bias because BatchNorm's own shift (`bias`) would make it redundant.
+    """
+    layers = [ConvLayer(ni, nf, stride=stride, bias=False, act=False, kernel_size=kernel_size), BatchNorm(nf)]
+    return Sequential(*layers, ReLU()) if act else Sequential(*layers)
+
+
+class ResBlock(Module):
+    """A residual block: relu(convs(x) + shortcut(x)), after He et al. 2016, "Deep Residual Learning".
+
+    `convs` is conv_bn(ni, nf, stride) -> conv_bn(nf, nf, act=False). The shortcut is the identity
+    when shapes already match, otherwise a strided 1×1 conv_bn that brings x to (N, nf, H/stride, W/stride).
+    The last BatchNorm's scale starts at zero, so every block starts as (almost) the identity and
+    a deep stack trains like a shallow one at first (Goyal et al. 2017).
+
+    Shapes: (N, ni, H, W) -> (N, nf, ceil(H / stride), ceil(W / stride)).
+    """
+
+    def __init__(self, ni: int, nf: int, stride: int = 1) -> None:
+        super().__init__()
+        _check_positive("ResBlock", ni=ni, nf=nf, stride=stride)
+        self.convs = Sequential(conv_bn(ni, nf, stride), conv_bn(nf, nf, act=False))
+        with torch.no_grad():
+            self.convs[1][1].weight.zero_()
+        self.shortcut = None if (ni == nf and stride == 1) else conv_bn(ni, nf, stride, act=False, kernel_size=1)
+        self.ni, self.nf, self.stride = ni, nf, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)  # (N, nf, H/stride, W/stride)
+        return F.relu(self.convs(x) + identity)                      # (N, nf, H/stride, W/stride)
+
+    def extra_repr(self) -> str:
+        return f"{self.ni}, {self.nf}, stride={self.stride}"
+
+
+def resnet(n_in: int = 3, n_classes: int = 10, width: int = 16, depth: int = 4,
+           blocks_per_stage: int = 1) -> Sequential:
+    """A small ResNet built from groundup modules: a stem, `depth` stride-2 stages, pooling and a head.
+
+    Shape flow (w = width; each stage halves H and W and, after the first, doubles the channels):
+        (N, n_in, H, W) -> stem conv_bn(n_in, w)        -> (N, w, H, W)
+        -> stage 1: ResBlock(w, w, stride=2)            -> (N, w, H/2, W/2)
+        -> stage 2: ResBlock(w, 2w, stride=2)           -> (N, 2w, H/4, W/4)
+        -> ... stage `depth`                            -> (N, w * 2**(depth-1), H / 2**depth, W / 2**depth)
+        -> AdaptivePool -> (N, w * 2**(depth-1)) -> Linear -> (N, n_classes)
+    With the defaults and 64-pixel images: 16 -> 16 -> 32 -> 64 -> 128 channels, 4×4 before pooling.
+
+    Args:
+        n_in: channels of the input images.
+        n_classes: number of outputs (logits).
+        width: channels after the stem (and in stage 1).
+        depth: number of stride-2 stages.
+        blocks_per_stage: residual blocks per stage (the extra ones use stride 1).
+    """
+    _check_positive("resnet", n_in=n_in, n_classes=n_classes, width=width, depth=depth,
+                    blocks_per_stage=blocks_per_stage)
+    layers: list[Module] = [conv_bn(n_in, width)]
+    ni = width
+    for stage in range(depth):
+        nf = width * 2 ** stage
+        layers.append(ResBlock(ni, nf, stride=2))
+        layers += [ResBlock(nf, nf) for _ in range(blocks_per_stage - 1)]
+        ni = nf
+    return Sequential(*layers, AdaptivePool(), Linear(ni, n_classes))
+
+
+ARCHS: dict[str, Callable[..., Module]] = {"simple_cnn": simple_cnn, "resnet": resnet}
+
+
+def get_arch(name: str, **kwargs) -> Module:
+    """Build the architecture registered as `name` in `ARCHS`, passing `kwargs` (e.g. n_classes=10).
+
+    Example:
+        >>> get_arch("resnet", n_classes=10, width=32)
+    """
+    if name not in ARCHS:
+        close = difflib.get_close_matches(str(name), ARCHS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"unknown architecture {name!r}{hint}; valid names: {', '.join(sorted(ARCHS))}")
+    return ARCHS[name](**kwargs)

@@ -1,0 +1,85 @@
+"""logsumexp, log_softmax, nll and cross_entropy against torch, and the target checks."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from groundup.losses import check_targets, cross_entropy, log_softmax, logsumexp, nll
+
+
+@pytest.mark.parametrize("shape, dim", [((6, 10), -1), ((3, 4, 5), 1), ((7,), 0)])
+def test_logsumexp_matches_torch(shape, dim):
+    torch.manual_seed(0)
+    x = torch.randn(*shape) * 5
+    torch.testing.assert_close(logsumexp(x, dim), torch.logsumexp(x, dim))
+    torch.testing.assert_close(logsumexp(x, dim, keepdim=True), torch.logsumexp(x, dim, keepdim=True))
+
+
+def test_logsumexp_is_exact_for_huge_logits_and_handles_infinities():
+    x = torch.tensor([[1e4, 1e4, -1e4], [-1e4, -1e4, -1e4], [float("-inf")] * 3, [0.0, float("inf"), 1.0]])
+    torch.testing.assert_close(logsumexp(x), torch.logsumexp(x, -1))
+    assert torch.isfinite(logsumexp(x[:2])).all()
+
+
+def test_logsumexp_gradient_is_softmax():
+    x = (torch.randn(4, 6) * 100).requires_grad_()
+    logsumexp(x).sum().backward()
+    torch.testing.assert_close(x.grad, x.detach().softmax(-1))
+
+
+def test_log_softmax_matches_torch():
+    x = torch.randn(5, 7) * 20
+    torch.testing.assert_close(log_softmax(x), F.log_softmax(x, -1))
+
+
+def test_nll_matches_torch():
+    torch.manual_seed(0)
+    log_probs, targets = F.log_softmax(torch.randn(8, 5), -1), torch.randint(0, 5, (8,))
+    torch.testing.assert_close(nll(log_probs, targets), F.nll_loss(log_probs, targets))
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_cross_entropy_and_its_gradient_match_torch(label_smoothing, scale):
+    torch.manual_seed(0)
+    logits, targets = torch.randn(16, 10) * scale, torch.randint(0, 10, (16,))
+    a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = cross_entropy(a, targets, label_smoothing=label_smoothing)
+    ref = F.cross_entropy(b, targets, label_smoothing=label_smoothing)
+    torch.testing.assert_close(ours, ref)
+    assert ours.ndim == 0 and torch.isfinite(ours)
+    ours.backward()
+    ref.backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_cross_entropy_accepts_other_integer_dtypes():
+    logits, targets = torch.randn(4, 3), torch.tensor([0, 2, 1, 2], dtype=torch.int32)
+    torch.testing.assert_close(cross_entropy(logits, targets), F.cross_entropy(logits, targets.long()))
+
+
+@pytest.mark.parametrize("targets, error, match", [
+    (torch.tensor([0, 1, 10, 2]), ValueError, r"class indices in \[0, 10\).*got a target of 10"),
+    (torch.tensor([0, -1, 3, 2]), ValueError, r"got a target of -1"),
+    (torch.tensor([0.0, 1.0, 2.0, 3.0]), TypeError, r"integer class indices.*got dtype torch.float32.*targets.long\(\)"),
+    (torch.zeros(4, 1, dtype=torch.long), ValueError, r"targets of shape \(N,\) = \(4,\).*got shape \(4, 1\).*squeeze\(1\)"),
+    (torch.zeros(4, 10, dtype=torch.long), ValueError, r"one-hot.*argmax\(1\)"),
+    (torch.zeros(3, dtype=torch.long), ValueError, r"got shape \(3,\)"),
+])
+def test_bad_targets_get_a_clear_error(targets, error, match):
+    with pytest.raises(error, match=match):
+        cross_entropy(torch.randn(4, 10), targets)
+
+
+def test_bad_logits_and_label_smoothing_get_a_clear_error():
+    with pytest.raises(ValueError, match=r"logits of shape \(N, C\), got shape \(4, 10, 2\)"):
+        cross_entropy(torch.randn(4, 10, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got 1.5"):
+        cross_entropy(torch.randn(4, 10), torch.zeros(4, dtype=torch.long), label_smoothing=1.5)
+
+
+def test_value_check_can_be_turned_off_or_forced():
+    logits, targets = torch.randn(2, 3), torch.tensor([0, 3])
+    assert check_targets("f", logits, targets, values=False) is targets
+    with pytest.raises(ValueError, match="got a target of 3"):
+        check_targets("f", logits, targets, values=True)

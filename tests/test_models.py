@@ -1,0 +1,90 @@
+"""simple_cnn, ResBlock, resnet and the architecture registry."""
+
+import pytest
+import torch
+
+from groundup.nn.layers import BatchNorm
+from groundup.nn.models import ARCHS, ResBlock, get_arch, resnet, simple_cnn
+from groundup.nn.module import Module
+
+
+def torch_simple_cnn():
+    layers = []
+    for ni, nf in [(3, 16), (16, 32), (32, 64), (64, 128)]:
+        layers += [torch.nn.Conv2d(ni, nf, 3, stride=2, padding=1), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(128, 10))
+
+
+def test_simple_cnn_has_ten_parameter_tensors_and_outputs_n_by_10():
+    model = simple_cnn()
+    assert len(list(model.parameters())) == 10
+    assert model(torch.randn(4, 3, 64, 64)).shape == (4, 10)
+
+
+def test_simple_cnn_computes_what_the_torch_nn_version_does():
+    torch.manual_seed(0)
+    ours, ref = simple_cnn(), torch_simple_cnn()
+    with torch.no_grad():
+        for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
+            q.copy_(p)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_simple_cnn_takes_input_channels_and_classes():
+    model = simple_cnn(n_in=1, n_classes=5)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("kwargs, size", [({}, 64), ({"width": 8, "depth": 2, "blocks_per_stage": 2}, 32),
+                                          ({"n_in": 1, "n_classes": 3, "depth": 3}, 28)])
+def test_resnet_forward_and_backward_shapes(kwargs, size):
+    torch.manual_seed(0)
+    model = resnet(**kwargs)
+    n_in = kwargs.get("n_in", 3)
+    out = model(torch.randn(4, n_in, size, size))
+    assert out.shape == (4, kwargs.get("n_classes", 10))
+    out.sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape, name
+
+
+def test_resnet_is_made_of_groundup_modules_with_batchnorm():
+    model = resnet()
+    assert all(isinstance(m, Module) for m in model.modules())
+    assert sum(isinstance(m, BatchNorm) for m in model.modules()) > 0
+    assert len(list(model.buffers())) > 0
+
+
+def test_resnet_eval_output_does_not_depend_on_the_rest_of_the_batch():
+    torch.manual_seed(0)
+    model = resnet(width=8, depth=2)
+    model(torch.randn(8, 3, 16, 16))  # one training step of running statistics
+    model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(model(x)[:1], model(x[:1]))
+
+
+def test_res_block_starts_as_relu_of_its_shortcut():
+    # The last BatchNorm's scale starts at zero, so the conv path adds nothing at init.
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 6, 6)
+    torch.testing.assert_close(ResBlock(8, 8)(x), x.relu())
+    block = ResBlock(8, 16, stride=2)
+    torch.testing.assert_close(block(x), block.shortcut(x).relu())
+    assert block(x).shape == (2, 16, 3, 3)
+
+
+def test_get_arch_builds_registered_models_with_keywords():
+    assert set(ARCHS) == {"simple_cnn", "resnet"}
+    assert get_arch("simple_cnn", n_classes=4)(torch.randn(1, 3, 16, 16)).shape == (1, 4)
+
+
+def test_get_arch_lists_valid_names_for_unknown_ones():
+    with pytest.raises(ValueError, match=r"unknown architecture 'resnt' \(did you mean 'resnet'\?\); valid names: resnet, simple_cnn"):
+        get_arch("resnt")
+
+
+def test_model_factories_reject_bad_sizes():
+    with pytest.raises(ValueError, match="resnet: depth must be a positive int, got 0"):
+        resnet(depth=0)

@@ -1,0 +1,97 @@
+"""ActivationStats: what it records, when, that it keeps no activations, removal and the PNG."""
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+from groundup.nn.layers import ConvLayer, Linear, Sequential
+from groundup.nn.models import simple_cnn
+from groundup.nn.stats import ActivationStats
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return Sequential(ConvLayer(3, 4), ConvLayer(4, 8))
+
+
+def test_records_mean_std_near_zero_and_histogram_per_layer_per_batch():
+    model, outputs = small_cnn(), []
+    model[1].register_forward_hook(lambda m, i, out: outputs.append(out.detach()))
+    with ActivationStats(model, bins=20, hist_range=(0, 5)) as stats:
+        for _ in range(3):
+            model(torch.randn(2, 3, 16, 16))
+    assert [m.shape for m in stats.means] == [(3,), (3,)]
+    last = outputs[-1]
+    torch.testing.assert_close(stats.means[1][-1], last.mean())
+    torch.testing.assert_close(stats.stds[1][-1], last.std())
+    torch.testing.assert_close(stats.near_zero[1][-1], (last.abs() < 1e-3).float().mean())
+    assert stats.histograms[1].shape == (3, 20)
+    torch.testing.assert_close(stats.histograms[1][-1], torch.histc(last, 20, 0, 5))
+    assert 0.2 < stats.near_zero[0][0].item() < 0.8  # about half of ReLU outputs are zero at init
+
+
+def test_records_only_training_passes_by_default():
+    model = small_cnn()
+    with ActivationStats(model) as stats:
+        model(torch.randn(2, 3, 8, 8))
+        model.eval()
+        model(torch.randn(2, 3, 8, 8))
+    assert stats.means[0].shape == (1,)
+    with ActivationStats(model, train_only=False) as everything:
+        model(torch.randn(2, 3, 8, 8))
+    assert everything.means[0].shape == (1,)
+
+
+def test_keeps_no_activation_tensors():
+    model = small_cnn()
+    with ActivationStats(model, bins=10) as stats:
+        out = model(torch.randn(2, 3, 8, 8))
+        ref = weakref.ref(out)
+        del out
+        gc.collect()
+        assert ref() is None  # nothing kept the last activation alive
+    for records in stats._records:
+        for r in records:
+            assert r.device.type == "cpu" and r.shape == (3 + 10,)
+
+
+def test_reset_and_remove():
+    model = small_cnn()
+    stats = ActivationStats(model)
+    model(torch.randn(2, 3, 8, 8))
+    stats.reset()
+    assert stats.means[0].numel() == 0
+    stats.remove()
+    model(torch.randn(2, 3, 8, 8))
+    assert stats.means[0].numel() == 0
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_works_on_torch_modules():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    with ActivationStats(model) as stats:
+        model(torch.randn(5, 4))
+    assert [m.shape for m in stats.means] == [(1,), (1,)]
+    assert stats.near_zero[0][0].item() == 0.0  # a Linear's outputs are not exactly zero
+
+
+def test_plot_writes_a_png(tmp_path):
+    model = simple_cnn()
+    with ActivationStats(model[:4]) as stats:
+        for _ in range(2):
+            model(torch.randn(4, 3, 32, 32))
+    path = stats.plot(tmp_path / "stats" / "activations.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_before_recording_says_what_to_do(tmp_path):
+    stats = ActivationStats([Linear(2, 2)])
+    with pytest.raises(ValueError, match="nothing recorded yet"):
+        stats.plot(tmp_path / "x.png")
+
+
+def test_rejects_bad_histogram_settings():
+    with pytest.raises(ValueError, match=r"hist_range must be \(low, high\) with low < high"):
+        ActivationStats([Linear(2, 2)], hist_range=(1, 1))
