@@ -5,7 +5,7 @@ after its concept (`groundup.data.loader.DataLoader`, `groundup.learner.Learner`
 re-exported here.
 """
 
-# ruff: noqa: E402 (the version comes first: submodules read it while this file is importing)
+
 __version__ = "0.1.0"
 
 from groundup.callbacks.activations import ActivationStatsCB
@@ -61,12 +61,55 @@ from groundup.nn import (
 from groundup.optim import SGD, Adam
 
 __all__ = [
-    "ActivationStats", "ActivationStatsCB", "AdaptivePool", "Adam", "BatchNorm", "Callback",
-    "CancelBatchException", "CancelEpochException", "CancelFitException", "CancelStepException",
-    "CancelTrainException", "CancelValidateException", "ConvLayer", "DataLoader", "DataLoaders",
-    "Dataset", "Flatten", "Hooks", "LRFinder", "LRSuggestion", "Learner", "Linear", "MixedPrecision",
-    "Module", "Normalize", "OneCycle", "Parameter", "ProgressCB", "ReLU", "Recorder", "SGD",
-    "Sequential", "SetupLearnerCB", "TrackResults", "__version__", "accuracy", "batch_stats",
-    "collate", "cross_entropy", "get_image_files", "grandparent_split", "log_softmax", "logsumexp",
-    "nll", "parent_label", "resnet", "show_batch", "simple_cnn", "to_nchw", "untar_data", "val2idx",
-]  # fmt: skip
+    "SGD",
+    "ActivationStats",
+    "ActivationStatsCB",
+    "Adam",
+    "AdaptivePool",
+    "BatchNorm",
+    "Callback",
+    "CancelBatchException",
+    "CancelEpochException",
+    "CancelFitException",
+    "CancelStepException",
+    "CancelTrainException",
+    "CancelValidateException",
+    "ConvLayer",
+    "DataLoader",
+    "DataLoaders",
+    "Dataset",
+    "Flatten",
+    "Hooks",
+    "LRFinder",
+    "LRSuggestion",
+    "Learner",
+    "Linear",
+    "MixedPrecision",
+    "Module",
+    "Normalize",
+    "OneCycle",
+    "Parameter",
+    "ProgressCB",
+    "ReLU",
+    "Recorder",
+    "Sequential",
+    "SetupLearnerCB",
+    "TrackResults",
+    "__version__",
+    "accuracy",
+    "batch_stats",
+    "collate",
+    "cross_entropy",
+    "get_image_files",
+    "grandparent_split",
+    "log_softmax",
+    "logsumexp",
+    "nll",
+    "parent_label",
+    "resnet",
+    "show_batch",
+    "simple_cnn",
+    "to_nchw",
+    "untar_data",
+    "val2idx",
+]

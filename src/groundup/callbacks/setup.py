@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from groundup.data.transforms import Normalize, to_nchw
+from groundup.distributed import local_device
 from groundup.learner import Callback
 
 
 def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when available (under torchrun: this process's GPU, `cuda:LOCAL_RANK`), else CPU."""
+    return local_device()
 
 
 def to_device(batch, device: torch.device):

@@ -8,6 +8,7 @@ from typing import TextIO
 
 import torch
 
+from groundup.distributed import all_reduce_sum, comm_device, is_distributed, is_main_process
 from groundup.learner import Callback
 from groundup.metrics import accuracy
 
@@ -18,7 +19,9 @@ class TrackResults(Callback):
     """Keep running sums of loss and accuracy on the device; print one table row per epoch.
 
     Sums are weighted by batch size (so a smaller last batch counts for what it is) and turned
-    into numbers once per pass, never per batch.
+    into numbers once per pass, never per batch. In a distributed run (see `DistributedCB`) the
+    sums of all ranks are added up first (one all-reduce per pass), so every rank records the
+    metrics of the whole data set, and only rank 0 prints.
 
     Args:
         print_table: print the header and a row per epoch (to `file`).
@@ -62,10 +65,25 @@ class TrackResults(Callback):
         self._count += n
 
     def _finish(self, prefix: str) -> None:
-        if self._count:
-            self._row[f"{prefix}_loss"] = self._loss_sum.item() / self._count  # one sync per pass
-            if self._metric_sum is not None:
-                self._row[f"{prefix}_acc"] = self._metric_sum.item() / self._count
+        if is_distributed():
+            loss_sum, metric_sum, count = self._add_up_ranks()
+        else:
+            loss_sum, metric_sum, count = self._loss_sum, self._metric_sum, self._count
+        if count:
+            self._row[f"{prefix}_loss"] = float(loss_sum) / count  # one sync per pass
+            if metric_sum is not None:
+                self._row[f"{prefix}_acc"] = float(metric_sum) / count
+
+    def _add_up_ranks(self) -> tuple[float, float | None, int]:
+        # One collective per pass, [loss_sum, metric_sum, count] stacked. Every rank takes part,
+        # even one that saw no batch, or the others would wait for it.
+        device = self._loss_sum.device if self._loss_sum is not None else comm_device()
+        zero = torch.zeros((), device=device)
+        local = torch.stack([zero if self._loss_sum is None else self._loss_sum.float(),
+                             zero if self._metric_sum is None else self._metric_sum.float(),
+                             torch.tensor(float(self._count), device=device)])
+        loss_sum, metric_sum, count = all_reduce_sum([local])[0].tolist()
+        return loss_sum, (metric_sum if self.metric is not None else None), round(count)
 
     def after_train(self) -> None:
         self._finish("train")
@@ -76,7 +94,7 @@ class TrackResults(Callback):
     def after_epoch(self) -> None:
         self._row["seconds"] = time.perf_counter() - self._start
         self.history.append(self._row)
-        if self.print_table:
+        if self.print_table and is_main_process():
             out = self.file or sys.stdout
             if not self._printed_header:
                 print(self.format_row(None), file=out)
