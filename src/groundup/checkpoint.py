@@ -1,0 +1,263 @@
+"""Checkpoints: everything needed to resume a run exactly, written atomically, loaded safely.
+
+A checkpoint is one file written with `torch.save` holding a dict of plain values (tensors,
+numbers, strings, lists, dicts) and nothing else, so it loads with `torch.load(weights_only=True)`,
+which refuses to run code stored in a file (a pickle can otherwise run anything). Its keys:
+
+    format, version      "groundup-checkpoint", 1
+    model                the model's state_dict (parameters and buffers)
+    opt                  the optimizer's state_dict (momentum buffers, Adam moments, step counts), or None
+    epoch                the last epoch that finished (-1: none); resume with `fit(n, start_epoch=epoch + 1)`
+    n_epochs, lr         the learner's settings for the fit that was running
+    rng                  RNG states: torch (CPU), cuda (one per device), numpy, python `random`
+    vocab                the labels in index order (from `dls.vocab`), or None
+    stats                {"mean", "std"} of the input normalization, or None
+    callbacks            {callback name: its state_dict()} for callbacks that have one
+    versions             groundup, torch and python versions that wrote the file
+    ...                  anything passed as `**extra` (the CLI stores its run settings as `config`)
+
+Writing goes to a temporary file in the same folder, which is flushed, fsync'ed and then renamed
+over the target with `os.replace` (atomic on POSIX and Windows): a crash or kill while saving
+leaves the previous checkpoint untouched and never a half-written one under the real name.
+
+Resuming is exact because nothing else carries state from one epoch to the next: schedules are
+functions of (epoch, iter), the DataLoader's order is a function of (seed, epoch), and the RNG
+states are restored for anything random in the model (dropout, augmentation).
+
+Example:
+    >>> learn.fit_one_cycle(2, 0.01, cbs=[Checkpoint("runs/a")])   # writes runs/a/model.pt each epoch
+    >>> ckpt = learn.load("runs/a/model.pt")
+    >>> learn.fit(3, cbs=[OneCycle(0.01)], start_epoch=ckpt["epoch"] + 1)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from groundup import __version__
+from groundup.distributed import unwrap_model
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "get_rng_state",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+    "write_atomic",
+]
+
+FORMAT = "groundup-checkpoint"
+VERSION = 1
+_RESERVED = {"format", "version", "model", "opt", "epoch", "n_epochs", "lr", "rng", "vocab", "stats",
+             "callbacks", "versions"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: truncated, not a checkpoint, or made for another model."""
+
+
+# -- RNG states as plain tensors and lists (so weights_only loading accepts them) ----------------------
+def get_rng_state() -> dict[str, Any]:
+    """The states of torch's CPU (and CUDA) generators, numpy's global generator and Python's `random`."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore generator states saved by `get_rng_state` (CUDA states only where devices exist)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+
+
+# -- files ----------------------------------------------------------------------------------------------
+def write_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save(obj)` to `path` so that `path` holds either the old file or the complete new one.
+
+    The bytes go to a temporary file in the same folder (same file system, so the rename is
+    atomic), which is fsync'ed before `os.replace` moves it over `path`; the folder is fsync'ed
+    after, so the rename itself survives a power cut.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return  # Windows cannot open a folder for fsync; os.replace is still atomic there
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint file safely (`weights_only=True`, tensors on the CPU) and check its format.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated, corrupt, or not a groundup checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        text = str(e).strip()
+        refused = re.search(r"WeightsUnpickler error: (.*)", text)
+        if refused:  # a well-formed file holding something other than plain data (e.g. a class)
+            raise CheckpointError(f"cannot read checkpoint {path}: it holds objects that safe loading "
+                                  f"(weights_only) refuses to create: {refused.group(1)[:200]}") from e
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
+                              f"torch file ({first[:200]})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a groundup checkpoint (no format={FORMAT!r} entry); "
+                              f"was it written by torch.save directly? load it with torch.load")
+    if ckpt.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt['version']}, this groundup "
+                              f"({__version__}) reads up to {VERSION}; upgrade groundup")
+    return ckpt
+
+
+# -- learner <-> checkpoint --------------------------------------------------------------------------------
+def _vocab_list(vocab) -> list[str] | None:
+    if vocab is None:
+        return None
+    if isinstance(vocab, dict):  # {label: index} from val2idx -> labels in index order
+        return [str(label) for label, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    return [str(v) for v in vocab]
+
+
+def _stats(learn) -> dict[str, torch.Tensor] | None:
+    from groundup.callbacks.setup import SetupLearnerCB
+
+    setup = learn.get_cb(SetupLearnerCB)
+    if setup is not None and setup.normalize is not None:
+        return {"mean": setup.normalize.mean.clone(), "std": setup.normalize.std.clone()}
+    stats = getattr(learn.dls, "stats", None)
+    if stats is not None:
+        return {"mean": torch.as_tensor(stats[0]).float().clone(), "std": torch.as_tensor(stats[1]).float().clone()}
+    return None
+
+
+def save_checkpoint(learn, path: str | os.PathLike, epoch: int | None = None, **extra) -> Path:
+    """Write `learn`'s training state to `path` atomically (see the module docstring for the keys).
+
+    Args:
+        learn: the Learner.
+        path: the file to write (its folder is created).
+        epoch: the last finished epoch; default `learn.epoch` once an optimizer exists (after a
+            `fit`), else -1 (nothing trained yet).
+        extra: more entries to store, e.g. `config={...}`; values must be plain data (tensors,
+            numbers, strings, lists, dicts) so the file still loads with `weights_only=True`.
+
+    Returns:
+        The path written.
+    """
+    clash = sorted(set(extra) & _RESERVED)
+    if clash:
+        raise ValueError(f"save_checkpoint: extra keys {clash} are reserved for the checkpoint itself; "
+                         f"rename them (reserved: {sorted(_RESERVED)})")
+    if epoch is None:
+        epoch = learn.epoch if learn.opt is not None else -1
+    callbacks = {}
+    for cb in learn.cbs:
+        if callable(getattr(type(cb), "state_dict", None)):
+            callbacks[cb.name] = cb.state_dict()
+    dls = learn.dls
+    ckpt = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": unwrap_model(learn.model).state_dict(),
+        "opt": learn.opt.state_dict() if learn.opt is not None else None,
+        "epoch": int(epoch),
+        "n_epochs": int(learn.n_epochs),
+        "lr": float(learn.lr),
+        "rng": get_rng_state(),
+        "vocab": _vocab_list(getattr(dls, "vocab", None)),
+        "stats": _stats(learn),
+        "callbacks": callbacks,
+        "versions": {"groundup": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
+        **extra,
+    }
+    return write_atomic(ckpt, path)
+
+
+def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True) -> dict[str, Any]:
+    """Restore a checkpoint written by `save_checkpoint` into `learn`; return the checkpoint dict.
+
+    Restores the model's weights, the optimizer state (when `with_opt`; the optimizer is created
+    from `learn.opt_func` first if the learner has none yet), `learn.lr`, the RNG states and the
+    state of each callback of `learn` that has `load_state_dict` and was saved. Continue the run
+    with `learn.fit(n_epochs, start_epoch=ckpt["epoch"] + 1)`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: truncated or foreign file, or weights that do not fit `learn.model`.
+    """
+    ckpt = read_checkpoint(path)
+    model = unwrap_model(learn.model)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        arch = (ckpt.get("config") or {}).get("arch") if isinstance(ckpt.get("config"), dict) else None
+        saved = f" (it was saved for arch {arch!r})" if arch else ""
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} does not fit this model{saved}: {first[:300]}") from e
+    learn.lr = ckpt.get("lr", learn.lr)
+    if with_opt and ckpt.get("opt") is not None:
+        if learn.opt is None:
+            learn.opt = learn.opt_func(list(learn.model.parameters()), learn.lr)
+        try:
+            learn.opt.load_state_dict(ckpt["opt"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {path}: the optimizer state does not fit "
+                                  f"{type(learn.opt).__name__} for this model ({e}); "
+                                  f"load with with_opt=False to take only the weights") from e
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    saved_cbs = ckpt.get("callbacks") or {}
+    for cb in learn.cbs:
+        if cb.name in saved_cbs and callable(getattr(type(cb), "load_state_dict", None)):
+            cb.load_state_dict(saved_cbs[cb.name])
+    return ckpt

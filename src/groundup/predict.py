@@ -1,0 +1,168 @@
+"""Inference: rebuild a trained model from its checkpoint and predict the labels of image files.
+
+A checkpoint written by `groundup train` has everything needed (see `groundup.checkpoint`): the
+architecture and image size in `config`, the vocabulary, the normalization statistics and the
+weights. Images go through the same steps as in training: decode and squash to `size`×`size`
+(`open_image`), normalize, NHWC → NCHW, then the model and a softmax.
+
+Example:
+    >>> predictor = Predictor.from_checkpoint("runs/2024-01-01-120000/model.pt")
+    >>> [p.label for p in predictor.predict(["tench.jpg"])]
+    ['n01440764']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from groundup.checkpoint import CheckpointError, read_checkpoint
+from groundup.data.files import get_image_files
+from groundup.data.images import open_image
+from groundup.data.transforms import Normalize, to_nchw
+
+__all__ = ["Prediction", "Predictor", "find_images"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The `top_k` most probable labels of one image, most probable first, with their probabilities."""
+
+    path: str
+    labels: list[str]
+    probs: list[float]
+
+    @property
+    def label(self) -> str:
+        """The most probable label."""
+        return self.labels[0]
+
+    @property
+    def prob(self) -> float:
+        """The probability of the most probable label."""
+        return self.probs[0]
+
+    def to_dict(self) -> dict:
+        """`{"path", "label", "prob", "top": [{"label", "prob"}, ...]}`, ready for JSON."""
+        return {"path": self.path, "label": self.label, "prob": self.prob,
+                "top": [{"label": lab, "prob": p} for lab, p in zip(self.labels, self.probs)]}
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files from a mix of files and folders (a folder is searched recursively, sorted).
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: a folder holds no image files, or no path was given.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = get_image_files(p)
+            if not found:
+                raise ValueError(f"no image files in folder {p} (looked for .jpg, .jpeg, .png, ... recursively)")
+            files += sorted(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"image or folder not found: {p}")
+    if not files:
+        raise ValueError("no images given: pass image files or folders of images")
+    return files
+
+
+class Predictor:
+    """A trained model with what it needs to read images: vocabulary, image size and normalization.
+
+    Args:
+        model: the trained model (a groundup Module or torch.nn.Module), mapping (N, 3, H, W) floats
+            to (N, n_classes) logits.
+        vocab: the labels in index order.
+        size: images are squashed to `size`×`size`, as in training.
+        normalize: the training normalization.
+        device: where to run; default CUDA when available, else CPU.
+    """
+
+    def __init__(self, model, vocab: Sequence[str], size: int, normalize: Normalize,
+                 device: str | torch.device | None = None) -> None:
+        if not vocab:
+            raise ValueError("Predictor needs a non-empty vocab (the labels in index order)")
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"Predictor: size must be a positive int, got {size!r}")
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device)
+        self.model.eval()
+        self.vocab, self.size, self.normalize = list(vocab), size, normalize
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        model=None) -> Predictor:
+        """Load a checkpoint safely and rebuild its model (its `config["arch"]`, or the `model` given).
+
+        Raises:
+            FileNotFoundError: no such file.
+            CheckpointError: truncated/foreign file, no vocabulary or statistics, or weights that do
+                not fit the architecture.
+        """
+        from groundup.nn.models import get_arch
+
+        ckpt = read_checkpoint(path)
+        config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+        vocab, stats = ckpt.get("vocab"), ckpt.get("stats")
+        if not vocab or not stats:
+            raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; "
+                                  f"it must come from a Learner trained on DataLoaders.from_folder")
+        if model is None:
+            if "arch" not in config:
+                raise CheckpointError(f"checkpoint {path} does not say which architecture it holds (no "
+                                      f"config['arch']); pass the model: Predictor.from_checkpoint(path, model=...)")
+            model = get_arch(config["arch"], n_classes=len(vocab))
+        size = int(config.get("size") or 0)
+        if size < 1:
+            raise CheckpointError(f"checkpoint {path} does not record the image size (config['size'])")
+        try:
+            model.load_state_dict(ckpt["model"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            arch = f" {config['arch']!r}" if "arch" in config else ""
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} "
+                                  f"({first[:300]})") from e
+        return cls(model, vocab, size, Normalize(stats["mean"], stats["std"]), device)
+
+    @torch.no_grad()
+    def probabilities(self, xb: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, n_classes) for a uint8 image batch (N, size, size, 3)."""
+        x = to_nchw(self.normalize(xb.to(self.device)))  # (N, 3, size, size) float32
+        logits = self.model(x)                           # (N, n_classes)
+        if logits.ndim != 2 or logits.shape[1] != len(self.vocab):
+            raise ValueError(f"the model returned shape {tuple(logits.shape)}, expected (N, {len(self.vocab)})")
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def predict(self, images: Sequence[str | os.PathLike], top_k: int = 1, bs: int = 64) -> list[Prediction]:
+        """Predict the `top_k` most probable labels of each image file.
+
+        Every image is decoded first, so an unreadable one raises `CorruptImageError` (naming the
+        file) before any prediction is made.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        if not isinstance(bs, int) or bs < 1:
+            raise ValueError(f"bs must be a positive int, got {bs!r}")
+        k = min(top_k, len(self.vocab))
+        pixels = [open_image(p, self.size) for p in images]  # (size, size, 3) uint8 each
+        out: list[Prediction] = []
+        for i in range(0, len(pixels), bs):
+            probs = self.probabilities(torch.from_numpy(np.stack(pixels[i:i + bs])))  # (n, n_classes)
+            top = probs.topk(k, dim=1)
+            for j, (vals, idxs) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+                out.append(Prediction(str(images[i + j]), [self.vocab[t] for t in idxs], vals))
+        return out
+
+    def __repr__(self) -> str:
+        return f"Predictor({type(self.model).__name__}, {len(self.vocab)} labels, size={self.size}, device={self.device})"

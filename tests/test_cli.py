@@ -1,0 +1,349 @@
+import csv
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import make_image_folder
+
+from groundup import cli
+from groundup.callbacks.checkpoint import Checkpoint
+from groundup.callbacks.tracking import COLUMNS
+from groundup.checkpoint import read_checkpoint
+from groundup.cli import TrainConfig, main, resolve_data, shipped_dataset
+
+RUN_FILES = {"metrics.csv", "summary.json", "model.pt", "best.pt", "losses.png", "schedule.png", "report.html"}
+
+
+def tiny(folder, *extra, epochs=2):
+    """Arguments for a fast run on the tiny image folder."""
+    return ["train", "--data", str(folder), "--size", "16", "--bs", "4", "--workers", "0",
+            "--epochs", str(epochs), "--quiet", *extra]
+
+
+def run_module(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "groundup", *map(str, args)], check=False, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(capsys, pattern):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("groundup: error:"), err
+    assert re.search(pattern, err), err
+
+
+def weights(path):
+    return read_checkpoint(path)["model"]
+
+
+# -- train --------------------------------------------------------------------------------------------
+def test_train_writes_every_run_file(image_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", str(out), epochs=3)) == 0
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert list(rows[0]) == list(COLUMNS)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final"]["valid_acc"] == pytest.approx(float(rows[-1]["valid_acc"]))
+    assert summary["n_images"] == 27 and summary["vocab"] == ["cat", "dog", "emu"]
+    assert summary["arch"] == "simple_cnn" and summary["epochs"] == 3 and summary["schedule"] == "one-cycle"
+    assert {"torch", "numpy", "groundup", "python"} <= set(summary["versions"])
+    assert summary["wall_seconds"] > 0 and summary["data_path"] == str(image_folder.resolve())
+    ckpt = read_checkpoint(out / "model.pt")
+    assert ckpt["epoch"] == 2 and ckpt["config"]["arch"] == "simple_cnn" and ckpt["config"]["size"] == 16
+
+
+def test_train_prints_the_table_and_where_it_wrote(image_folder, tmp_path, capsys):
+    args = [a for a in tiny(image_folder, "--out", str(tmp_path / "run")) if a != "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"epoch\s+train_loss\s+train_acc\s+valid_loss\s+valid_acc\s+seconds", out)
+    assert re.search(r"^\s+1\s+\d\.\d{4}", out, re.MULTILINE)
+    assert "report.html" in out
+
+
+def test_quiet_prints_nothing(image_folder, tmp_path, capsys):
+    assert main(tiny(image_folder, "--out", str(tmp_path / "run"))) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_python_dash_m_groundup_train_end_to_end(image_folder, tmp_path):
+    args = [a for a in tiny(image_folder, "--out", tmp_path / "run", epochs=1) if a != "--quiet"]
+    r = run_module(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "valid_acc" in r.stdout
+    assert RUN_FILES <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def test_train_without_data_uses_the_shipped_data_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--epochs", "1", "--size", "16", "--workers", "0", "--quiet"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_train"] == 600 and summary["n_valid"] == 200 and len(summary["vocab"]) == 10
+    assert summary["data_path"] == str(shipped_dataset().resolve())
+
+
+def test_default_out_folders_never_collide(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(tiny(image_folder, epochs=1)) == 0
+    assert main(tiny(image_folder, epochs=1)) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(re.fullmatch(r"\d{8}-\d{6}(-\d+)?", r.name) for r in runs)
+
+
+def test_an_out_folder_with_files_is_refused_and_left_alone(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    assert main(tiny(image_folder, "--out", str(out))) == 2
+    assert_one_line_error(capsys, r"--out .*run already exists and is not empty \(notes.txt\)")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("options", [
+    ["--arch", "resnet", "--opt", "sgd", "--schedule", "constant", "--lr", "0.05"],
+    ["--amp", "--bs", "8"],
+])
+def test_train_options_reach_the_run(image_folder, tmp_path, options):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", str(out), *options)) == 0
+    config = json.loads((out / "summary.json").read_text())["config"]
+    given = dict(zip(options[::2], options[1::2])) if "--amp" not in options else {"--bs": "8"}
+    for flag, value in given.items():
+        assert str(config[flag[2:]]) == value
+    if "--amp" in options:
+        assert config["amp"] is True
+
+
+def test_constant_schedule_keeps_the_lr(image_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", str(out), "--schedule", "constant", "--lr", "0.02")) == 0
+    lrs = read_checkpoint(out / "model.pt")["callbacks"]["recorder"]["lrs"]
+    assert set(lrs) == {0.02}
+
+
+def test_lr_auto_runs_the_finder_first_and_trains_with_its_suggestion(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([a for a in tiny(image_folder, "--out", str(out), "--lr", "auto") if a != "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lr"] == summary["lr_finder"]["lr"] == summary["config"]["lr"] > 0
+    assert (out / "lr_find.png").is_file()
+    assert "lr finder suggests" in capsys.readouterr().out
+    assert max(read_checkpoint(out / "model.pt")["callbacks"]["recorder"]["lrs"]) <= summary["lr"]
+
+
+# -- resume ---------------------------------------------------------------------------------------------
+def interrupt_after_epoch(monkeypatch, epoch):
+    """Make the run stop like a Ctrl-C right after the checkpoint of `epoch` was written."""
+    save = Checkpoint.after_epoch
+
+    def after_epoch(self):
+        save(self)
+        if self.learn.epoch == epoch:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Checkpoint, "after_epoch", after_epoch)
+
+
+def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder, tmp_path, monkeypatch, capsys):
+    options = ["--arch", "resnet", "--opt", "sgd", "--lr", "0.05"]
+    assert main(tiny(image_folder, "--out", str(tmp_path / "full"), *options, epochs=3)) == 0
+
+    with monkeypatch.context() as m:
+        interrupt_after_epoch(m, 1)
+        assert main(tiny(image_folder, "--out", str(tmp_path / "cut"), *options, epochs=3)) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert read_checkpoint(tmp_path / "cut" / "model.pt")["epoch"] == 1
+    # The resumed run takes every setting from the checkpoint: no --arch, --lr, --epochs ... needed.
+    r = run_module("train", "--resume", tmp_path / "cut" / "model.pt", "--workers", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+    full, resumed = weights(tmp_path / "full" / "model.pt"), weights(tmp_path / "cut" / "model.pt")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+    def drop_seconds(path):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(path.open())]
+    assert drop_seconds(tmp_path / "full" / "metrics.csv") == drop_seconds(tmp_path / "cut" / "metrics.csv")
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["start_epoch"] == 2 and summary["arch"] == "resnet" and summary["config"]["opt"] == "sgd"
+
+
+def test_resuming_a_finished_run_changes_nothing_but_rewrites_the_report(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", str(out))) == 0
+    before = weights(out / "model.pt")
+    assert main(["train", "--resume", str(out / "model.pt")]) == 0
+    assert "finished all 2 epochs" in capsys.readouterr().out
+    after = weights(out / "model.pt")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (out / "report.html").is_file()
+
+
+def test_resume_refuses_a_setting_that_differs_from_the_run(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", str(out), epochs=1)) == 0
+    assert main(["train", "--resume", str(out / "model.pt"), "--arch", "resnet"]) == 2
+    assert_one_line_error(capsys, r"--arch resnet differs from the resumed run's arch='simple_cnn'")
+
+
+def test_resume_into_another_non_empty_folder_is_refused(image_folder, tmp_path, capsys):
+    assert main(tiny(image_folder, "--out", str(tmp_path / "a"), epochs=1)) == 0
+    assert main(tiny(image_folder, "--out", str(tmp_path / "b"), epochs=1)) == 0
+    assert main(["train", "--resume", str(tmp_path / "a" / "model.pt"), "--out", str(tmp_path / "b")]) == 2
+    assert_one_line_error(capsys, "already exists and is not empty")
+
+
+def test_truncated_checkpoint_for_resume_is_a_one_line_error(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", str(out), epochs=1)) == 0
+    data = (out / "model.pt").read_bytes()
+    (out / "model.pt").write_bytes(data[: len(data) // 2])
+    assert main(["train", "--resume", str(out / "model.pt")]) == 2
+    assert_one_line_error(capsys, r"cannot read checkpoint .*model.pt: the file is truncated")
+
+
+# -- bad input -----------------------------------------------------------------------------------------------
+def _empty_class(tmp_path):
+    root = make_image_folder(tmp_path / "data")
+    (root / "train" / "fox").mkdir()
+    return root
+
+
+def _no_val(tmp_path):
+    root = make_image_folder(tmp_path / "data")
+    for f in (root / "val").rglob("*"):
+        if f.is_file():
+            f.unlink()
+    for d in sorted((root / "val").iterdir()):
+        d.rmdir()
+    (root / "val").rmdir()
+    return root
+
+
+@pytest.mark.parametrize("make_data, options, pattern", [
+    (lambda t: t / "nowhere", [], r"data folder not found: .*nowhere"),
+    (lambda t: (t / "flat").mkdir() or t / "flat", [], r"has no train/ and no val/ subfolder"),
+    (_no_val, [], r"has no val/ subfolder"),
+    (_empty_class, [], r"class folder .*train/fox is empty"),
+    (None, ["--arch", "resnt"], r"unknown --arch 'resnt' \(did you mean 'resnet'\?\)"),
+    (None, ["--schedule", "cosine"], r"unknown --schedule 'cosine'; choose from: one-cycle, constant"),
+    (None, ["--opt", "rmsprop"], r"unknown --opt 'rmsprop'"),
+    (None, ["--lr", "0"], r"--lr must be a positive number or 'auto', got 0.0"),
+    (None, ["--lr", "-1"], r"--lr must be a positive number"),
+    (None, ["--lr", "fast"], r"--lr must be a number or 'auto', got 'fast'"),
+    (None, ["--bs", "0"], r"argument --bs: must be a positive integer, got 0"),
+    (None, ["--epochs", "-2"], r"argument --epochs: must be a positive integer, got -2"),
+    (None, ["--size", "x"], r"argument --size: must be a positive integer, got 'x'"),
+    (None, ["--workers", "-1"], r"argument --workers: must be an integer >= 0"),
+])
+def test_bad_train_input_is_a_one_line_error_with_status_2(image_folder, tmp_path, capsys, make_data, options,
+                                                           pattern):
+    data = make_data(tmp_path) if make_data else image_folder
+    out = tmp_path / "out"
+    assert main(tiny(data, "--out", str(out), *options)) == 2
+    assert_one_line_error(capsys, pattern)
+    assert not out.exists()  # a refused run leaves nothing behind
+
+
+def test_an_error_in_a_subprocess_has_no_traceback(tmp_path):
+    r = run_module("train", "--data", tmp_path / "missing", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("groundup: error: data folder not found") and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# -- lr-find ------------------------------------------------------------------------------------------------
+def test_lr_find_writes_the_plot_and_json_and_prints_the_suggestion(image_folder, tmp_path, capsys):
+    out = tmp_path / "lr"
+    assert main(["lr-find", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+                 "--max-lr", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "lr_find.json").read_text())
+    assert {"lrs", "losses", "suggestion", "method"} <= set(result)
+    assert len(result["lrs"]) == len(result["losses"]) > 3 and max(result["lrs"]) <= 1
+    assert (out / "lr_find.png").is_file()
+    printed = capsys.readouterr().out
+    assert f"suggested lr: {result['suggestion']:.3g} (method: {result['method']})" in printed
+
+
+def test_lr_find_checks_its_range(image_folder, tmp_path, capsys):
+    assert main(["lr-find", "--data", str(image_folder), "--start-lr", "1", "--max-lr", "0.1",
+                 "--out", str(tmp_path / "lr")]) == 2
+    assert_one_line_error(capsys, r"--start-lr \(1\) must be below --max-lr \(0.1\)")
+
+
+# -- download -----------------------------------------------------------------------------------------------
+def test_download_list_prints_the_registry(capsys):
+    from groundup.data.download import DATASETS
+
+    assert main(["download", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()] == sorted(DATASETS)
+    assert "https://" in out
+
+
+def test_download_fetches_by_name_into_dest(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr("groundup.data.download.untar_data",
+                        lambda name, dest=None: calls.append((name, dest)) or tmp_path / "x" / name)
+    assert main(["download", "imagenette-160", "--dest", str(tmp_path / "x")]) == 0
+    assert calls == [("imagenette-160", str(tmp_path / "x"))]
+    assert capsys.readouterr().out.strip() == str(tmp_path / "x" / "imagenette-160")
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["download"], r"download needs a NAME \(one of: imagenette-160"),
+    (["download", "imagenette-16"], r"unknown --download NAME 'imagenette-16' \(did you mean"),
+])
+def test_download_argument_errors(capsys, args, pattern):
+    assert main(args) == 2
+    assert_one_line_error(capsys, pattern)
+
+
+def test_a_registry_name_as_data_is_downloaded_through_untar_data(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr("groundup.data.download.untar_data", lambda name: image_folder)
+    assert resolve_data("imagenette-160") == image_folder
+
+
+# -- help ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command, options", [
+    ([], ["train", "lr-find", "download", "predict"]),
+    (["train"], ["--data", "--epochs", "--lr", "--bs", "--size", "--arch", "--schedule", "--opt", "--workers",
+                 "--seed", "--out", "--resume", "--quiet", "--amp"]),
+    (["lr-find"], ["--data", "--arch", "--bs", "--size", "--start-lr", "--max-lr", "--out"]),
+    (["download"], ["NAME", "--dest", "--list"]),
+    (["predict"], ["CHECKPOINT", "IMAGE_OR_FOLDER", "--top", "--json"]),
+])
+def test_help_explains_every_option_with_its_default(capsys, command, options):
+    assert main([*command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for opt in options:
+        assert opt in text
+    if command == ["train"]:
+        d = TrainConfig()
+        for default in (f"(default: {d.epochs})", f"(default: {d.lr})", f"(default: {d.arch})",
+                        f"(default: {d.schedule})", f"(default: {d.opt})", "(default: runs/<date-time>)",
+                        "(default: imagenette-mini, shipped in the package)"):
+            assert default in text
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "train" in capsys.readouterr().out
+
+
+def test_unknown_command_is_a_one_line_error(capsys):
+    assert main(["trian"]) == 2
+    assert_one_line_error(capsys, r"invalid choice: 'trian'")
+
+
+def test_train_config_validates_like_the_command_line():
+    with pytest.raises(ValueError, match="--epochs must be a positive integer"):
+        TrainConfig(epochs=0)
+    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "unknown": 1}) == TrainConfig()
+    assert cli.TrainConfig(lr="auto").lr == "auto"

@@ -1,0 +1,127 @@
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from groundup.checkpoint import CheckpointError, read_checkpoint
+from groundup.cli import main
+from groundup.data.files import get_image_files
+from groundup.predict import Prediction, Predictor, find_images
+
+
+@pytest.fixture
+def run(image_folder, tmp_path):
+    """A finished 2-epoch run on the tiny image folder; returns its folder."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+                 "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def assert_one_line_error(capsys, pattern):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("groundup: error:") and "Traceback" not in err, err
+    assert re.search(pattern, err), err
+
+
+def test_predict_prints_label_and_probability_for_each_image(run, image_folder, capsys):
+    image = image_folder / "val" / "dog" / "dog_0.jpg"
+    assert main(["predict", str(run / "model.pt"), str(image), str(image_folder / "val" / "cat")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 3
+    path, label, prob = lines[0].split("\t")
+    assert path == str(image) and label in {"cat", "dog", "emu"} and 0 < float(prob) <= 1
+    assert all(line.split("\t")[0].startswith(str(image_folder / "val" / "cat")) for line in lines[1:])
+
+
+def test_predict_top_k_lists_labels_by_probability(run, image_folder, capsys):
+    image = image_folder / "val" / "emu" / "emu_1.jpg"
+    assert main(["predict", str(run / "model.pt"), str(image), "--top", "5"]) == 0
+    fields = capsys.readouterr().out.strip().split("\t")[1:]
+    labels = [f.split()[0] for f in fields]
+    probs = [float(f.split()[1]) for f in fields]
+    assert sorted(labels) == ["cat", "dog", "emu"]  # top 5 of 3 classes: all three
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-3)
+
+
+def test_predict_json_is_machine_readable(run, image_folder, capsys):
+    assert main(["predict", str(run / "model.pt"), str(image_folder / "val"), "--json", "--top", "2"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert len(preds) == 9
+    for p in preds:
+        assert set(p) == {"path", "label", "prob", "top"}
+        assert p["top"][0]["label"] == p["label"] and len(p["top"]) == 2
+
+
+def test_predictions_agree_with_the_validation_accuracy_of_training(run, image_folder):
+    predictor = Predictor.from_checkpoint(run / "model.pt", device="cpu")
+    files = get_image_files(image_folder / "val")
+    preds = predictor.predict(files, bs=4)
+    acc = sum(p.label == f.parent.name for p, f in zip(preds, files)) / len(files)
+    summary = json.loads((run / "summary.json").read_text())
+    assert acc == pytest.approx(summary["final"]["valid_acc"])
+
+
+def test_predictor_probabilities_sum_to_one(run):
+    predictor = Predictor.from_checkpoint(run / "model.pt", device="cpu")
+    probs = predictor.probabilities(torch.randint(0, 256, (5, 16, 16, 3), dtype=torch.uint8))
+    assert probs.shape == (5, 3)
+    torch.testing.assert_close(probs.sum(1), torch.ones(5))
+    assert Prediction("x.jpg", ["a", "b"], [0.7, 0.2]).to_dict()["top"][1] == {"label": "b", "prob": 0.2}
+
+
+def test_python_dash_m_groundup_predict(run, image_folder, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "groundup", "predict", str(run / "model.pt"),
+                        str(image_folder / "val" / "cat" / "cat_0.jpg")], capture_output=True, text=True,
+                       check=False, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("\t") == 2
+
+
+def test_an_unreadable_image_is_a_one_line_error(run, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    assert main(["predict", str(run / "model.pt"), str(bad)]) == 2
+    assert_one_line_error(capsys, r"cannot decode image file .*broken.jpg")
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["{run}/model.pt", "{tmp}/missing.jpg"], r"image or folder not found: .*missing.jpg"),
+    (["{run}/model.pt", "{tmp}/empty"], r"no image files in folder .*empty"),
+    (["{tmp}/nothing.pt", "{tmp}/empty"], r"checkpoint not found: .*nothing.pt"),
+    (["{run}/model.pt", "{run}", "--top", "0"], r"--top must be a positive integer, got 0"),
+])
+def test_predict_argument_errors(run, tmp_path, capsys, args, pattern):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(run=run, tmp=tmp_path) for a in args]
+    assert main(["predict", *args]) == 2
+    assert_one_line_error(capsys, pattern)
+
+
+def test_a_truncated_checkpoint_is_a_one_line_error(run, image_folder, capsys):
+    data = (run / "model.pt").read_bytes()
+    (run / "model.pt").write_bytes(data[: len(data) // 2])
+    assert main(["predict", str(run / "model.pt"), str(image_folder / "val")]) == 2
+    assert_one_line_error(capsys, r"cannot read checkpoint .*model.pt: the file is truncated")
+
+
+def test_a_checkpoint_for_another_architecture_is_a_one_line_error(run, image_folder, capsys):
+    ckpt = read_checkpoint(run / "model.pt")
+    ckpt["config"]["arch"] = "resnet"  # simple_cnn weights labelled as a resnet
+    torch.save(ckpt, run / "relabelled.pt")
+    assert main(["predict", str(run / "relabelled.pt"), str(image_folder / "val")]) == 2
+    assert_one_line_error(capsys, r"its weights do not fit the architecture 'resnet'")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Predictor.from_checkpoint(run / "relabelled.pt")
+
+
+def test_find_images_takes_files_and_folders(image_folder):
+    one = image_folder / "train" / "cat" / "cat_0.jpg"
+    files = find_images([one, image_folder / "val"])
+    assert files[0] == one and len(files) == 1 + 9
+    with pytest.raises(ValueError, match="no images given"):
+        find_images([])
