@@ -298,7 +298,7 @@ def test_download_fetches_by_name_into_dest(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("args, pattern", [
     (["download"], r"download needs a NAME \(one of: imagenette-160"),
-    (["download", "imagenette-16"], r"unknown --download NAME 'imagenette-16' \(did you mean"),
+    (["download", "imagenette-16"], r"unknown data set 'imagenette-16' \(did you mean"),
 ])
 def test_download_argument_errors(capsys, args, pattern):
     assert main(args) == 2

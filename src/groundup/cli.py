@@ -111,9 +111,9 @@ class TrainConfig:
         if self.lr != "auto" and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
                                   or not 0 < self.lr < math.inf):
             raise ValueError(f"--lr must be a positive number or 'auto', got {self.lr!r}")
-        _check_choice("arch", self.arch, sorted(ARCHS))
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("opt", self.opt, OPTIMIZERS)
+        _check_choice("--arch", self.arch, sorted(ARCHS))
+        _check_choice("--schedule", self.schedule, SCHEDULES)
+        _check_choice("--opt", self.opt, OPTIMIZERS)
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
                                          or self.workers < 0):
             raise ValueError(f"--workers must be an integer >= 0, got {self.workers!r}")
@@ -129,11 +129,11 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown --{name} {value!r}{hint}; choose from: {', '.join(choices)}")
+        raise ValueError(f"unknown {what} {value!r}{hint}; choose from: {', '.join(choices)}")
 
 
 # -- data ---------------------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         learn = Learner(model, dls, cross_entropy, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
                         opt_func=_opt_func(cfg.opt), cbs=cbs)
 
-        lr_found = None
+        lr_found = ((ckpt.get("run") or {}).get("lr_finder")) if ckpt is not None else None
         if cfg.lr == "auto":  # before the other callbacks join: the finder's short fit is not part of the run
             found = learn.lr_find(path=run_dir / "lr_find.png" if main_process else None)
             lr = torch.tensor([found.lr], dtype=torch.float64)
@@ -316,7 +316,9 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
             say(f"lr finder suggests lr={cfg.lr:.3g} ({found.method}); wrote {run_dir / 'lr_find.png'}")
 
         track, recorder = TrackResults(print_table=not quiet and main_process), Recorder()
-        for cb in (track, recorder, Checkpoint(run_dir, best_by="valid_loss", extra={"config": cfg.to_dict()})):
+        saved = Checkpoint(run_dir, best_by="valid_loss",
+                           extra={"config": cfg.to_dict(), "run": {"lr_finder": lr_found}})
+        for cb in (track, recorder, saved):
             learn.add_cb(cb)
         if main_process:
             learn.add_cb(_MetricsFile(run_dir / "metrics.csv"))
@@ -326,13 +328,10 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         start_epoch = 0
         if ckpt is not None:
             start_epoch = learn.load(resume)["epoch"] + 1
-            lr_found = (ckpt.get("run") or {}).get("lr_finder")
             if start_epoch >= cfg.epochs:
                 say(f"{resume} has finished all {cfg.epochs} epochs already; rewriting its summary and report")
             else:
                 say(f"resuming {resume}: {start_epoch} of {cfg.epochs} epochs done")
-        if lr_found is not None:
-            learn.get_cb(Checkpoint).extra["run"] = {"lr_finder": lr_found}
         schedule = [OneCycle(cfg.lr)] if cfg.schedule == "one-cycle" else []
         say(f"training {cfg.arch} on {data_path} ({len(dls.train.dataset)} train, {len(dls.valid.dataset)} "
             f"valid images, {len(vocab)} classes) for {cfg.epochs} epochs; writing to {run_dir}")
@@ -343,6 +342,8 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
             print(f"\ngroundup: interrupted; the last finished epoch is saved: continue with\n"
                   f"  groundup train --resume {run_dir / 'model.pt'}", file=sys.stderr)
         raise
+    finally:
+        dls.close()  # stop the loader's worker processes, whatever happened
 
     if not main_process:
         return {}
@@ -386,7 +387,6 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     }
     write_summary(summary, run_dir / "summary.json")
     write_report(run_dir / "report.html", summary, history, plots, title=f"groundup run {run_dir.name}")
-    dls.close()
     if final:
         say(f"valid_acc {final.get('valid_acc', float('nan')):.4f} after {cfg.epochs} epochs "
             f"({summary['wall_seconds']:.1f} s); wrote {run_dir}/: {', '.join(summary['files'])}")
@@ -488,7 +488,7 @@ def _cmd_download(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.name is None:
         raise ValueError(f"download needs a NAME (one of: {', '.join(sorted(DATASETS))}) or --list")
     if args.name not in DATASETS:
-        _check_choice("download NAME", args.name, sorted(DATASETS))
+        _check_choice("data set", args.name, sorted(DATASETS))
     path = untar_data(args.name, dest=args.dest)
     print(path)
     return 0
