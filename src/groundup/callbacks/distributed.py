@@ -1,0 +1,362 @@
+"""`DistributedCB`: data-parallel training over the processes torchrun started, added with one line.
+
+Each of N processes (ranks) holds a full copy of the model and trains on its own slice of every
+global batch; averaging the gradients before each step keeps the copies identical. What happens where:
+
+    before_fit       join the process group (`init_from_env`); shard `dls.train` and `dls.valid`
+                     (every rank takes its slice of each global batch of bs × N samples); agree the
+                     loaders' shuffling seeds and the initial weights (rank 0's)
+    before_epoch     torch.nn models: wrap in DistributedDataParallel (first epoch only)
+    after_loss       note this rank's batch size n_local
+    after_backward   gradients = Σ_ranks(n_local × local gradient) / Σ_ranks(n_local), i.e. exactly the
+                     gradient of one process on the whole global batch, shards of unequal size included
+    after_train      average BatchNorm's running statistics over the ranks
+    after_fit        hand the user's own model back (unwrap DistributedDataParallel)
+
+The gradient average travels in buckets of about `bucket_mb` megabytes: one all-reduce per bucket,
+not per tensor. torch.nn models use DistributedDataParallel with a communication hook doing the
+same weighting (and overlapping the communication with the backward pass); groundup Modules use
+the same collectives in `after_backward`.
+
+Stopping together. A `CancelFitException` raised by any callback on one rank is held back and
+raised on every rank at the next point where the ranks talk anyway: a one-number flag rides along
+in the first gradient bucket of every training batch (no extra collective), and one small
+all-reduce at the end of each training pass and at the start of each epoch covers validation and
+epoch ends. On a GPU the flag is read one batch late, so the host never waits for the GPU just to
+look at it. Errors are not agreed: the failing rank exits, torchrun stops the others, and a
+collective that loses its peers fails (at the latest after `timeout`) instead of hanging.
+
+Limitations (documented in docs/distributed.md): BatchNorm normalizes with per-rank batch statistics;
+the other Cancel exceptions (batch, step, train, validate, epoch) must be raised alike on every rank;
+the loss must be a mean over the samples of the batch (as `cross_entropy` is).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+
+from groundup.distributed import (
+    DEFAULT_TIMEOUT,
+    all_reduce_sum,
+    broadcast_,
+    buckets,
+    comm_device,
+    get_rank,
+    get_world_size,
+    init_from_env,
+    peer_failure_hint,
+)
+from groundup.learner import Callback, CancelFitException
+
+__all__ = ["DistributedCB"]
+
+
+class _SyncState:
+    """What one batch's gradient all-reduce carries besides the gradients (shared with the DDP hook).
+
+    The first bucket ends with a header `[n_local, stop]`; after the all-reduce it holds
+    `[global batch size, number of ranks that asked to stop]`.
+    """
+
+    __slots__ = ("header", "n_local", "stop")
+
+    def __init__(self) -> None:
+        self.n_local, self.stop = 0.0, 0.0
+        self.header: Tensor | None = None
+
+
+def _weighted_sum_hook(state, bucket):  # no annotations: DDP checks them, and ours are strings (PEP 563)
+    """DDP communication hook: all-reduce n_local × gradient (bucket 0 also carries the header).
+
+    `state` is the `_SyncState`, `bucket` a `dist.GradBucket`; returns a `Future[Tensor]`.
+
+    DistributedDataParallel calls it for each bucket as soon as the bucket's gradients are ready,
+    so the communication overlaps the rest of the backward pass. The division by the global batch
+    size happens in `DistributedCB.after_backward`, once every bucket (and so the header) is back.
+    """
+    buf = bucket.buffer()
+    buf.mul_(state.n_local)  # the local mean gradient times n_local: this rank's sum over its samples
+    if bucket.index() != 0:
+        return dist.all_reduce(buf, async_op=True).get_future().then(lambda fut: fut.value()[0])
+    header = torch.tensor([state.n_local, state.stop], dtype=buf.dtype, device=buf.device)
+    flat = torch.cat([buf, header])
+
+    def unpack(fut: torch.futures.Future) -> Tensor:
+        out = fut.value()[0]
+        state.header = out[-2:]
+        return out[:-2]
+
+    return dist.all_reduce(flat, async_op=True).get_future().then(unpack)
+
+
+def _batch_size(batch) -> int:
+    """Samples in a batch: the length of its first tensor (`batch` = (xb, yb, ...))."""
+    x = batch
+    while isinstance(x, (tuple, list)):
+        x = x[0]
+    if isinstance(x, dict):
+        x = next(iter(x.values()))
+    return len(x)
+
+
+class DistributedCB(Callback):
+    """Train data-parallel on every process torchrun started; in a single process, do nothing.
+
+    Add it to the Learner's callbacks and start the unchanged script with torchrun:
+
+        learn = Learner(model, dls, cross_entropy, cbs=[SetupLearnerCB(), TrackResults(), DistributedCB()])
+        learn.fit(5)
+
+        $ torchrun --nproc_per_node=4 train.py        # 4 GPUs (NCCL), or 4 CPU processes (gloo)
+
+    `dls.train` and `dls.valid` must be groundup `DataLoader`s (they shard themselves: each sample
+    once per epoch over all ranks, no padding) or torch DataLoaders built with a `DistributedSampler`.
+    `bs` is the batch size per rank: the global batch is bs × world size. The loaders stay sharded
+    after `fit` (each rank keeps iterating over its own part). Only rank 0 prints and
+    writes files (see `groundup.distributed.is_main_process`). See the module docstring for what runs
+    at each event, and docs/distributed.md for the launch commands.
+
+    During `fit`, a torch.nn model is wrapped: `learn.model` is a `DistributedDataParallel` from the
+    first `before_epoch` to `after_fit`, which hands back the original model (use
+    `groundup.distributed.unwrap_model(learn.model)` to reach it in between).
+
+    Args:
+        bucket_mb: size of a gradient bucket in megabytes (one all-reduce per bucket).
+        timeout: seconds a collective waits for the other ranks before it fails (see `init_from_env`).
+        backend: "nccl" or "gloo"; default NCCL with CUDA, gloo without.
+    """
+
+    # After SetupLearnerCB (-10) has put the model on its device. Before MixedPrecision (-5): it must
+    # unscale the averaged gradients, so that every rank finds the same inf/NaN and skips the same steps.
+    order = -7
+
+    def __init__(self, bucket_mb: float = 25.0, timeout: float = DEFAULT_TIMEOUT,
+                 backend: str | None = None) -> None:
+        if not bucket_mb > 0:
+            raise ValueError(f"DistributedCB: bucket_mb must be > 0, got {bucket_mb!r}")
+        if not timeout > 0:
+            raise ValueError(f"DistributedCB: timeout must be > 0 seconds, got {timeout!r}")
+        if backend not in (None, "nccl", "gloo"):
+            raise ValueError(f"DistributedCB: backend must be 'nccl', 'gloo' or None, got {backend!r}")
+        self.bucket_mb, self.timeout, self.backend = bucket_mb, timeout, backend
+        self.active = False  # True during a fit with more than one process
+        self._ddp: DistributedDataParallel | None = None
+        self._sync = _SyncState()
+        self._params: list[Tensor] = []
+        self._buckets: list[list[Tensor]] = []
+        self._samplers: list[DistributedSampler] = []
+        self._flag_host: Tensor | None = None
+        self._flag_event = None
+        self._flag_pending = False
+
+    # -- events ---------------------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        self.active = init_from_env(self.backend, self.timeout)
+        if not self.active:
+            return
+        learn = self.learn
+        if isinstance(learn.model, DistributedDataParallel):
+            raise TypeError("DistributedCB wraps the model in DistributedDataParallel itself; give the "
+                            "Learner the plain model (learn.model = learn.model.module)")
+        model = learn.model
+        if dist.get_backend() == "nccl" and any(p.device.type != "cuda" for p in model.parameters()):
+            raise ValueError("DistributedCB: NCCL needs the model on this process's GPU, but some parameters "
+                             "are on the CPU; add SetupLearnerCB() to the callbacks (it picks cuda:LOCAL_RANK)")
+        self._shard_loaders(learn.dls)
+        buffers = list(model.buffers()) if hasattr(model, "buffers") else []
+        broadcast_([*model.parameters(), *buffers], cap_mb=self.bucket_mb)  # everyone starts from rank 0's weights
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._buckets = [[self._params[i] for i in idx] for idx in buckets(self._params, self.bucket_mb)] or [[]]
+        self._sync = _SyncState()
+        self._flag_pending = False
+        self._hold_fit_cancels()
+
+    def before_epoch(self) -> None:
+        if not self.active:
+            return
+        for sampler in self._samplers:
+            sampler.set_epoch(self.learn.epoch)  # a torch DistributedSampler reshuffles per epoch only if told
+        self._agree_to_stop()  # a cancel from before_fit, the last validation pass or after_epoch
+        if isinstance(self.learn.model, torch.nn.Module) and self._ddp is None:
+            self._wrap_ddp()
+
+    def after_loss(self) -> None:
+        if self.active and self.learn.training:
+            self._sync.n_local = float(_batch_size(self.learn.batch))
+            self._sync.header = None
+
+    def after_backward(self) -> None:
+        if not self.active:
+            return
+        if self._ddp is not None:  # the hook has summed n_local × gradient; divide by the global count
+            header = self._sync.header
+            if header is None:
+                raise RuntimeError("DistributedCB: DistributedDataParallel did not all-reduce the gradients "
+                                   "in this backward pass (does the loss depend on the model's parameters?)")
+            grads = [p.grad for p in self._params if p.grad is not None]
+            torch._foreach_div_(grads, header[0])
+        else:
+            header = self._all_reduce_grads()
+        if self._stop_seen(header[1]):
+            raise CancelFitException
+
+    def after_train(self) -> None:
+        if not self.active:
+            return
+        model = self.learn.model
+        running = [b for b in (model.buffers() if hasattr(model, "buffers") else ()) if b.is_floating_point()]
+        self._agree_to_stop(self._poll_flag(), average=running)
+
+    def after_fit(self) -> None:
+        if not self.active:
+            return
+        if self._ddp is not None:
+            self.learn.model = self._ddp.module  # the user gets their own model back
+            self._ddp = None
+        self._sync.stop, self._flag_pending = 0.0, False
+        # NOTE: rebuilding the learner's event lists drops the wrappers of `_hold_fit_cancels`.
+        self.learn._build_events()
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _shard_loaders(self, dls) -> None:
+        rank, world = get_rank(), get_world_size()
+        seeded, self._samplers = [], []
+        for name in ("train", "valid"):
+            dl = getattr(dls, name)
+            if hasattr(dl, "shard") and hasattr(dl, "seed"):  # groundup's DataLoader
+                dl.shard(rank, world)
+                seeded.append(dl)
+            elif isinstance(getattr(dl, "sampler", None), DistributedSampler):
+                self._samplers.append(dl.sampler)
+            else:
+                raise TypeError(
+                    f"DistributedCB: dls.{name} is a {type(dl).__name__}, which cannot give each of the "
+                    f"{world} ranks its own part of the data; use groundup.data.DataLoader (it shards "
+                    f"itself), or a torch DataLoader with sampler=DistributedSampler(dataset)")
+        if seeded:  # a seed drawn at random differs per process: everyone takes rank 0's
+            seeds = torch.tensor([dl.seed for dl in seeded], dtype=torch.int64, device=comm_device())
+            broadcast_([seeds])
+            for dl, seed in zip(seeded, seeds.tolist()):
+                dl.seed = int(seed)
+        self._agree_on_normalization(dls)
+
+    def _agree_on_normalization(self, dls) -> None:
+        # `DataLoaders.from_folder` measures the statistics on a sample drawn with the loader's seed,
+        # so without a fixed seed each rank would normalize its inputs differently: take rank 0's.
+        from groundup.callbacks.setup import SetupLearnerCB
+        from groundup.data.transforms import Normalize
+
+        stats = getattr(dls, "stats", None)
+        if stats is not None and all(isinstance(t, Tensor) for t in stats):
+            broadcast_(list(stats))
+        setup = self.learn.get_cb(SetupLearnerCB)
+        if setup is not None and setup.normalize is not None:
+            mean_std = [setup.normalize.mean.clone(), setup.normalize.std.clone()]
+            broadcast_(mean_std)
+            setup.normalize = Normalize(*mean_std)
+
+    def _wrap_ddp(self) -> None:
+        model = self.learn.model
+        device = next(model.parameters()).device
+        # Buffers are averaged once per training pass (after_train), not broadcast at every forward.
+        no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                          inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False})
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      bucket_cap_mb=self.bucket_mb, **no_buffer_sync)
+        ddp.register_comm_hook(self._sync, _weighted_sum_hook)
+        self._ddp = ddp
+        self.learn.model = ddp
+
+    def _all_reduce_grads(self) -> Tensor:
+        """Bucketed all-reduce of n_local × gradient, then ÷ global count; returns the header."""
+        n, stop = self._sync.n_local, self._sync.stop
+        flats, works = [], []
+        for i, params in enumerate(self._buckets):
+            parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+            if i == 0:
+                like = parts[0] if parts else torch.empty(0, device=comm_device())
+                parts.append(torch.tensor([n, stop], dtype=like.dtype, device=like.device))
+            flat = torch.cat(parts)
+            (flat[:-2] if i == 0 else flat).mul_(n)
+            works.append(dist.all_reduce(flat, async_op=True))
+            flats.append(flat)
+        with peer_failure_hint("the gradient all-reduce"):
+            for work in works:
+                work.wait()
+        header = flats[0][-2:]
+        with torch.no_grad():
+            for i, (params, flat) in enumerate(zip(self._buckets, flats)):
+                grads = flat[:-2] if i == 0 else flat
+                grads.div_(header[0])
+                for p, chunk in zip(params, grads.split([p.numel() for p in params])):
+                    if p.grad is None:
+                        p.grad = chunk.view_as(p)
+                    else:
+                        p.grad.copy_(chunk.view_as(p))
+        return header
+
+    def _stop_seen(self, flag: Tensor) -> bool:
+        """Whether any rank asked to stop. On a GPU: the previous batch's answer (no host sync)."""
+        if flag.device.type != "cuda":
+            return flag.item() > 0
+        stop = self._poll_flag()
+        if self._flag_host is None or self._flag_host.dtype != flag.dtype:
+            self._flag_host = torch.empty((), dtype=flag.dtype, pin_memory=True)
+            self._flag_event = torch.cuda.Event()
+        self._flag_host.copy_(flag, non_blocking=True)
+        self._flag_event.record()
+        self._flag_pending = True
+        return stop
+
+    def _poll_flag(self) -> bool:
+        """The stop flag copied off the GPU by the last `_stop_seen`, if not read yet."""
+        if not self._flag_pending:
+            return False
+        self._flag_event.synchronize()
+        self._flag_pending = False
+        return self._flag_host.item() > 0
+
+    def _agree_to_stop(self, stop: bool = False, average: list[Tensor] | tuple = ()) -> None:
+        """One all-reduce: raise CancelFitException on every rank if any asked; average `average` in place."""
+        flag = torch.tensor([1.0 if stop or self._sync.stop else 0.0], device=comm_device())
+        summed = all_reduce_sum([flag, *average])
+        world = get_world_size()
+        with torch.no_grad():
+            for t, total in zip(average, summed[1:]):
+                t.copy_(total / world)
+        if summed[0].item() > 0:
+            raise CancelFitException
+
+    def _hold_fit_cancels(self) -> None:
+        """Hold a CancelFitException of any other callback until the next point where the ranks agree.
+
+        A rank that left the loop alone would leave the others waiting in a collective. So every
+        other callback's event method is wrapped (in the learner's event lists, rebuilt in
+        `after_fit`): its CancelFitException sets the stop flag instead of propagating.
+        """
+        for event, methods in self.learn._events.items():
+            if event != "after_fit":  # in place: the list being run (before_fit, now) sees the wrappers
+                methods[:] = [m if getattr(m, "__self__", None) is self else self._held(m) for m in methods]
+
+    def _held(self, method: Callable[[], None]) -> Callable[[], None]:
+        sync = self._sync
+
+        @functools.wraps(method)
+        def held() -> None:
+            try:
+                method()
+            except CancelFitException:
+                sync.stop = 1.0
+
+        return held
+
+    def __repr__(self) -> str:
+        return f"DistributedCB(bucket_mb={self.bucket_mb}, timeout={self.timeout}, backend={self.backend})"
