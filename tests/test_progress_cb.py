@@ -107,3 +107,22 @@ def test_a_cancelled_or_failed_fit_leaves_a_clean_line():
 def test_bad_beta_is_named():
     with pytest.raises(ValueError, match="ProgressCB: beta must be in"):
         ProgressCB(beta=1.0)
+
+
+def test_only_rank_0_draws_in_a_distributed_run(monkeypatch):
+    import io
+
+    import groundup.callbacks.progress as progress_mod
+
+    monkeypatch.setattr(progress_mod, "is_main_process", lambda: False)
+    out = io.StringIO()
+    cb = progress_mod.ProgressCB(enabled=True, file=out)
+    x = torch.randn(8, 2)
+    y = (x[:, 0] > 0).long()
+
+    class Dls:
+        train = [(x, y)]
+        valid = [(x, y)]
+
+    Learner(torch.nn.Linear(2, 2), Dls(), cross_entropy, lr=0.1, cbs=[cb]).fit(1)
+    assert out.getvalue() == ""

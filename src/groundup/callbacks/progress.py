@@ -9,6 +9,7 @@ from typing import TextIO
 
 import torch
 
+from groundup.distributed import is_main_process
 from groundup.learner import Callback
 from groundup.progress import ProgressBar
 
@@ -33,6 +34,7 @@ class ProgressCB(Callback):
 
     Args:
         enabled: draw at all? None (default): only when `file` is a terminal; False: never.
+            In a distributed run only rank 0 draws.
         file: where to draw (default `sys.stderr`, looked up at each fit).
         beta: smoothing of the displayed loss, in [0, 1).
         min_interval: least seconds between two redraws (and loss reads).
@@ -61,8 +63,9 @@ class ProgressCB(Callback):
 
     def before_fit(self) -> None:
         learn = self.learn
+        enabled = self.enabled if is_main_process() else False  # in a distributed run only rank 0 draws
         self.epoch_bar = ProgressBar(total=learn.n_epochs, desc="epochs", unit="epoch", file=self._out(),
-                                     enabled=self.enabled, min_interval=math.inf, initial=learn.epoch)
+                                     enabled=enabled, min_interval=math.inf, initial=learn.epoch)
         self._on = self.epoch_bar.enabled
         self._epoch_bar_shown = self._on  # a bar draws itself when made
         self._avg, self._count = None, 0
