@@ -261,7 +261,7 @@ def test_an_error_in_a_subprocess_has_no_traceback(tmp_path):
 # -- lr-find ------------------------------------------------------------------------------------------------
 def test_lr_find_writes_the_plot_and_json_and_prints_the_suggestion(image_folder, tmp_path, capsys):
     out = tmp_path / "lr"
-    assert main(["lr-find", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+    assert main(["lr-find", "--data", str(image_folder), "--size", "16", "--bs", "8", "--workers", "0",
                  "--max-lr", "1", "--out", str(out)]) == 0
     result = json.loads((out / "lr_find.json").read_text())
     assert {"lrs", "losses", "suggestion", "method"} <= set(result)

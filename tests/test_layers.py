@@ -144,10 +144,10 @@ def test_kaiming_init_keeps_relu_activations_from_shrinking():
     assert 0.5 < y.pow(2).mean().item() < 2.0
 
 
-def test_linear_init_is_uniform_within_one_over_sqrt_fan_in():
-    w = Linear(100, 50).weight
-    assert w.abs().max().item() <= 1 / math.sqrt(100)
-    assert w.std().item() == pytest.approx(1 / math.sqrt(100) / math.sqrt(3), rel=0.1)
+def test_linear_init_is_xavier_normal_with_zero_bias_as_the_walkthrough():
+    layer = Linear(300, 200)
+    assert layer.weight.std().item() == pytest.approx(math.sqrt(2 / (300 + 200)), rel=0.05)
+    assert abs(layer.weight.mean().item()) < 0.01 and torch.equal(layer.bias, torch.zeros(200))
 
 
 # -- Sequential --------------------------------------------------------------------------------
