@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import IMAGENETTE, PILDataset, Timer, median, peak_rss_mib, require_data, warm_page_cache  # noqa: E402
+from common import PILDataset, Timer, median, peak_rss_mib, require_data, warm_page_cache
 
-from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx  # noqa: E402
-from groundup.data.loader import DataLoaders  # noqa: E402
-from groundup.data.transforms import Normalize, to_nchw  # noqa: E402
+from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
+from groundup.data.loader import DataLoaders
+from groundup.data.transforms import Normalize, to_nchw
 
 
 def train_files(limit):

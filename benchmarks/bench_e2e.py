@@ -23,18 +23,18 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import PILDataset, Timer, peak_rss_mib, require_data, warm_page_cache  # noqa: E402
+from common import PILDataset, Timer, peak_rss_mib, require_data, warm_page_cache
 
-from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx  # noqa: E402
-from groundup.losses import cross_entropy  # noqa: E402
-from groundup.metrics import accuracy  # noqa: E402
-from groundup.nn.models import simple_cnn  # noqa: E402
+from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
+from groundup.losses import cross_entropy
+from groundup.metrics import accuracy
+from groundup.nn.models import simple_cnn
 
 
 def run_reference(args):
     train_files, valid_files = grandparent_split(get_image_files(require_data()))
     vocab = val2idx(parent_label(f) for f in train_files)
-    kw = dict(num_workers=args.workers, persistent_workers=args.workers > 0)
+    kw = {"num_workers": args.workers, "persistent_workers": args.workers > 0}
     train = torch.utils.data.DataLoader(PILDataset(train_files, vocab), 128, shuffle=True, **kw)
     valid = torch.utils.data.DataLoader(PILDataset(valid_files, vocab), 256, **kw)
     torch.manual_seed(0)

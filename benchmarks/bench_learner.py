@@ -15,18 +15,17 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Timer, median  # noqa: E402
+from common import Timer, median
 
-from groundup.callbacks.setup import SetupLearnerCB  # noqa: E402
-from groundup.callbacks.tracking import TrackResults  # noqa: E402
-from groundup.learner import Learner  # noqa: E402
-from groundup.losses import cross_entropy  # noqa: E402
-from groundup.metrics import accuracy  # noqa: E402
-from groundup.nn.models import simple_cnn  # noqa: E402
-from groundup.optim import SGD  # noqa: E402
+from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.tracking import TrackResults
+from groundup.learner import Learner
+from groundup.losses import cross_entropy
+from groundup.metrics import accuracy
+from groundup.nn.models import simple_cnn
+from groundup.optim import SGD
 
 MEAN, STD = torch.tensor([0.46, 0.46, 0.43]), torch.tensor([0.26, 0.26, 0.28])
 

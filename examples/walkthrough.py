@@ -43,9 +43,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("walkthrough-out"), help="where the plots go")
     p.add_argument("--epochs", type=int, default=8, help="epochs of the OneCycle run")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=42, help="seeds the weights and the shuffling")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(42)
+    torch.manual_seed(args.seed)
     start = time.perf_counter()
 
     # Steps 1-2: files, labels from folder names, the train/valid split, Datasets.
@@ -56,9 +57,9 @@ def main() -> None:
     print(f"{len(train_ds)} training and {len(valid_ds)} validation images, {len(vocab)} classes")
 
     # Steps 3-4: DataLoaders, statistics from a batch, Normalize (SetupLearnerCB applies it on the device).
-    dls = DataLoaders(DataLoader(train_ds, 128, shuffle=True, n_workers=args.workers, seed=42),
-                      DataLoader(valid_ds, 256, n_workers=args.workers, seed=42))
-    xb, yb = next(iter(dls.train))
+    dls = DataLoaders(DataLoader(train_ds, 128, shuffle=True, n_workers=args.workers, seed=args.seed),
+                      DataLoader(valid_ds, 256, n_workers=args.workers))
+    xb, _yb = next(iter(dls.train))
     norm = Normalize(*batch_stats(xb))
     print(f"first batch: {tuple(xb.shape)} {xb.dtype}; {norm}")
 

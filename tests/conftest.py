@@ -46,3 +46,41 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class Points:
+    """Loaders over `n` 2-D points in 2 classes (which side of a line): 3/4 training, 1/4 validation.
+
+    With the defaults: 6 training batches and 2 validation batches of 32.
+    """
+
+    def __init__(self, n: int = 256, bs: int = 32, seed: int = 0):
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 2, generator=g)
+        y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+        self.train = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n * 3 // 4, bs)]
+        self.valid = [(x[i:i + bs], y[i:i + bs]) for i in range(n * 3 // 4, n, bs)]
+
+
+def groundup_mlp():
+    """A 2-16-2 MLP of groundup modules, same weights every call."""
+    import torch
+
+    from groundup.nn.layers import Linear, ReLU, Sequential
+
+    torch.manual_seed(0)
+    return Sequential(Linear(2, 16), ReLU(), Linear(16, 2))
+
+
+def torch_mlp():
+    """The same MLP in torch.nn, same weights every call."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from torch import nn
+from conftest import Points, groundup_mlp, torch_mlp
 
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import COLUMNS, TrackResults
@@ -16,28 +16,7 @@ from groundup.learner import (
     Learner,
 )
 from groundup.losses import cross_entropy
-from groundup.nn.layers import Linear, ReLU, Sequential
 from groundup.optim import SGD, Adam
-
-
-class Points:
-    """Loaders over a few hundred 2-D points in 2 classes (a synthetic, separable problem)."""
-    def __init__(self, n=256, bs=32, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(n, 2, generator=g)
-        y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-        self.train = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n * 3 // 4, bs)]
-        self.valid = [(x[i:i + bs], y[i:i + bs]) for i in range(n * 3 // 4, n, bs)]
-
-
-def groundup_mlp():
-    torch.manual_seed(0)
-    return Sequential(Linear(2, 16), ReLU(), Linear(16, 2))
-
-
-def torch_mlp():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
 class Events(Callback):
@@ -177,14 +156,14 @@ def test_extra_fit_callbacks_are_removed_afterwards():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(lr=-1), "lr must be a positive finite number, got -1"),
-    (dict(lr=float("nan")), "lr must be a positive finite number, got nan"),
-    (dict(loss_func=3), "loss_func must be callable"),
-    (dict(dls=[1, 2]), r"dls must have .train and .valid"),
-    (dict(model=3), "model must be callable and have parameters"),
+    ({"lr": -1}, "lr must be a positive finite number, got -1"),
+    ({"lr": float("nan")}, "lr must be a positive finite number, got nan"),
+    ({"loss_func": 3}, "loss_func must be callable"),
+    ({"dls": [1, 2]}, r"dls must have .train and .valid"),
+    ({"model": 3}, "model must be callable and have parameters"),
 ])
 def test_bad_learner_arguments_are_named(kwargs, match):
-    args = dict(model=groundup_mlp(), dls=Points(), loss_func=cross_entropy, lr=0.1) | kwargs
+    args = {"model": groundup_mlp(), "dls": Points(), "loss_func": cross_entropy, "lr": 0.1} | kwargs
     with pytest.raises((ValueError, TypeError), match=match):
         Learner(**args)
     with pytest.raises(ValueError, match="n_epochs must be a positive int, got 0"):

@@ -62,7 +62,7 @@ def test_shuffle_is_reproducible_from_the_seed_and_new_every_epoch():
     assert order(DataLoader(Squares(), 3, shuffle=True)) == c  # seed=None follows torch.manual_seed
 
 
-@pytest.mark.parametrize("bad", [dict(bs=0), dict(bs=2.5), dict(n_workers=-1)])
+@pytest.mark.parametrize("bad", [{"bs": 0}, {"bs": 2.5}, {"n_workers": -1}])
 def test_bad_arguments_name_themselves(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=f"DataLoader {name} must be"):

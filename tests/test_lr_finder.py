@@ -5,30 +5,13 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from conftest import PNG_SIGNATURE, Points, groundup_mlp
 from torch import nn
 
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion, smooth_curve, suggest_lr
 from groundup.learner import Callback, Learner
 from groundup.losses import cross_entropy
-from groundup.nn.layers import Linear, ReLU, Sequential
 from groundup.optim import SGD
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class Points:
-    """Loaders over 2-D points in 2 classes: 6 training batches, 2 validation batches by default."""
-    def __init__(self, n=256, bs=32):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(n, 2, generator=g)
-        y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-        self.train = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n * 3 // 4, bs)]
-        self.valid = [(x[i:i + bs], y[i:i + bs]) for i in range(n * 3 // 4, n, bs)]
-
-
-def groundup_mlp():
-    torch.manual_seed(0)
-    return Sequential(Linear(2, 16), ReLU(), Linear(16, 2))
 
 
 def torch_mlp_with_dropout():

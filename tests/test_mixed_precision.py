@@ -2,6 +2,7 @@ from functools import partial
 
 import pytest
 import torch
+from conftest import Points, groundup_mlp, torch_mlp
 from torch import nn
 
 from groundup.callbacks.mixed_precision import MixedPrecision, _ScaledOptimizer
@@ -9,28 +10,7 @@ from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.learner import Callback, CancelBatchException, CancelFitException, CancelStepException, Learner
 from groundup.losses import cross_entropy
-from groundup.nn.layers import Linear, ReLU, Sequential
 from groundup.optim import SGD, Adam
-
-
-class Points:
-    """Loaders over 2-D points in 2 classes: 6 training batches, 2 validation batches."""
-    def __init__(self, n=256, bs=32):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(n, 2, generator=g)
-        y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-        self.train = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n * 3 // 4, bs)]
-        self.valid = [(x[i:i + bs], y[i:i + bs]) for i in range(n * 3 // 4, n, bs)]
-
-
-def groundup_mlp():
-    torch.manual_seed(0)
-    return Sequential(Linear(2, 16), ReLU(), Linear(16, 2))
-
-
-def torch_mlp():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
 class Probe(Callback):

@@ -1,8 +1,10 @@
 import io
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import Points
 
 from groundup.callbacks.progress import ProgressCB
 from groundup.callbacks.recorder import Recorder
@@ -10,16 +12,6 @@ from groundup.callbacks.tracking import COLUMNS, TrackResults
 from groundup.learner import Callback, CancelFitException, Learner
 from groundup.losses import cross_entropy
 from groundup.nn.layers import Linear, ReLU, Sequential
-
-
-class Points:
-    """Loaders over 2-D points in 2 classes: 6 training batches, 2 validation batches."""
-    def __init__(self, n=256, bs=32):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(n, 2, generator=g)
-        y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-        self.train = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n * 3 // 4, bs)]
-        self.valid = [(x[i:i + bs], y[i:i + bs]) for i in range(n * 3 // 4, n, bs)]
 
 
 def make_learner(*cbs):
@@ -120,9 +112,7 @@ def test_only_rank_0_draws_in_a_distributed_run(monkeypatch):
     x = torch.randn(8, 2)
     y = (x[:, 0] > 0).long()
 
-    class Dls:
-        train = [(x, y)]
-        valid = [(x, y)]
+    dls = SimpleNamespace(train=[(x, y)], valid=[(x, y)])
 
-    Learner(torch.nn.Linear(2, 2), Dls(), cross_entropy, lr=0.1, cbs=[cb]).fit(1)
+    Learner(torch.nn.Linear(2, 2), dls, cross_entropy, lr=0.1, cbs=[cb]).fit(1)
     assert out.getvalue() == ""

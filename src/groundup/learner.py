@@ -271,7 +271,7 @@ class Learner:
             self._with_events(self._all_batches, name, cancel)
 
     def _all_batches(self) -> None:
-        for self.iter, self.batch in enumerate(self.dl):
+        for self.iter, self.batch in enumerate(self.dl):  # noqa: B020 - the walkthrough's idiom: state lives on self
             self._with_events(self.one_batch, "batch", CancelBatchException)
 
     def one_batch(self) -> None:

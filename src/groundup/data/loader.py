@@ -17,6 +17,7 @@ How the workers work (and why it beats the walkthrough's ProcessPoolExecutor per
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing as mp
 import os
@@ -27,7 +28,7 @@ import traceback
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -122,10 +123,8 @@ class _WorkerPool:
 
     def close(self) -> None:
         for _ in self.procs:
-            try:
+            with contextlib.suppress(Exception):  # best effort: the queue may be broken already
                 self.tasks.put_nowait(None)
-            except Exception:  # noqa: BLE001 - best effort on a broken queue
-                pass
         for p in self.procs:
             p.join(timeout=1.0)
             if p.is_alive():
@@ -279,7 +278,7 @@ class DataLoader:
             self._finalizer()
         self._pool, self._finalizer = None, None
 
-    def __enter__(self) -> DataLoader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -78,7 +78,7 @@ class Normalize:
         return {"mean": self.mean.clone(), "std": self.std.clone()}
 
     def __repr__(self) -> str:
-        fmt = lambda t: "(" + ", ".join(f"{v:.3f}" for v in t.tolist()) + ")"  # noqa: E731
+        fmt = lambda t: "(" + ", ".join(f"{v:.3f}" for v in t.tolist()) + ")"
         return f"Normalize(mean={fmt(self.mean)}, std={fmt(self.std)})"
 
 
