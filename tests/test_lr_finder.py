@@ -255,3 +255,14 @@ def test_plot_survives_nans_and_an_empty_record(tmp_path):
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LRFinder(**kwargs)
+
+
+def test_an_exploded_last_loss_does_not_spoil_the_suggestion():
+    # A clean descent, then one enormous loss where the finder stopped (as seen on Imagenette):
+    # without cutting the tail, backward smoothing tilts the whole curve up and the "suggestion"
+    # collapses to min/10 of the first lr.
+    lrs = [1e-6 * 1.2 ** i for i in range(80)]
+    losses = [2.3 - 0.8 / (1 + math.exp(-(i - 50) / 5)) for i in range(79)] + [2.7e6]
+    s = suggest_lr(lrs, losses)
+    assert s.method == "valley" and 1e-3 < s.lr < 1e-1
+    assert suggest_lr(lrs, losses, explode=None).lr < 1e-5  # what it was before

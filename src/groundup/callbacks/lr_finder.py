@@ -77,11 +77,25 @@ def _longest_descent(smooth: list[float]) -> tuple[int, int]:
     return best
 
 
+def _before_explosion(ys: list[float], explode: float | None) -> int:
+    """How many leading points come before the first loss above `explode` × the lowest loss before it."""
+    if explode is None:
+        return len(ys)
+    low = ys[0] if ys else 0.0
+    for i, y in enumerate(ys[1:], 1):
+        if low > 0 and y > explode * low:
+            return i
+        low = min(low, y)
+    return len(ys)
+
+
 def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
-               method: str | None = None) -> LRSuggestion:
+               method: str | None = None, explode: float | None = 4.0) -> LRSuggestion:
     """Suggest a learning rate from an lr-finder curve (`losses[i]` recorded at `lrs[i]`).
 
-    Points whose loss is NaN or infinite are dropped first. The rest is smoothed (`smooth_curve`)
+    Points whose loss is NaN or infinite are dropped first, and so is the exploded tail: from the
+    first loss above `explode` × the lowest loss before it (one huge last loss, smoothed
+    backwards, would otherwise tilt the whole curve upwards). The rest is smoothed (`smooth_curve`)
     and, with `method=None`, the first of these that applies is used:
 
     - "valley": take the longest stretch where the smoothed loss goes down at every step (at
@@ -96,6 +110,7 @@ def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
         lrs, losses: the recorded curve, same length, lrs increasing.
         beta: smoothing factor in [0, 1) (0: no smoothing).
         method: force one of `METHODS`; an error if it does not apply to this curve.
+        explode: where the exploded tail starts (as `LRFinder`'s stopping rule); None keeps it.
 
     Raises:
         ValueError: no finite point at all, mismatched lengths, or a forced method that does not apply.
@@ -108,6 +123,7 @@ def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
     if not pts:
         raise ValueError(f"no finite losses to suggest an lr from ({len(losses)} recorded); the loss was "
                          f"NaN/inf from the start: try a smaller start_lr, or check the data and loss")
+    pts = pts[:_before_explosion([p[1] for p in pts], explode)]
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     smooth = smooth_curve(ys, beta)
     i_min = int(np.argmin(smooth))
@@ -266,12 +282,13 @@ class LRFinder(Callback):
         if not self.losses:
             raise ValueError("LRFinder.suggestion: nothing recorded; run learn.lr_find() (or a fit with "
                              "this callback) first")
-        return suggest_lr(self.lrs, self.losses, beta=self.beta, method=method)
+        return suggest_lr(self.lrs, self.losses, beta=self.beta, method=method, explode=self.explode)
 
     def plot(self, path: str | os.PathLike) -> LRSuggestion | None:
         """Write a PNG of loss against lr (log scale) with the suggestion marked; return the suggestion.
 
         NaN/inf losses are left out; if no lr can be suggested the curve is drawn without a mark.
+        The y axis spans the curve before its explosion, so a huge last loss does not flatten the rest.
         """
         from groundup.plots import png_axes
 
@@ -293,6 +310,10 @@ class LRFinder(Callback):
                 ax.plot([sugg.lr], [y], "o", color="C3", label=f"{sugg.method}: {sugg.lr:.2e}")
             ax.set_xscale("log")
             if pts:
+                kept = ys[:max(2, _before_explosion(list(ys), self.explode))]
+                low, high = min(kept), max(kept)
+                pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+                ax.set_ylim(low - pad, high + pad)
                 ax.legend()
         return sugg
 
