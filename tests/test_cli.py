@@ -347,3 +347,19 @@ def test_train_config_validates_like_the_command_line():
         TrainConfig(epochs=0)
     assert TrainConfig.from_dict({**TrainConfig().to_dict(), "unknown": 1}) == TrainConfig()
     assert cli.TrainConfig(lr="auto").lr == "auto"
+
+
+def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(tmp_path):
+    script = tmp_path / "long_output.py"
+    script.write_text(
+        "import sys\n"
+        "import groundup.cli as cli\n"
+        "def flood(args, argv):\n"
+        "    for _ in range(200_000):\n"
+        "        print('x' * 100)\n"
+        "    return 0\n"
+        "cli._cmd_download = flood\n"
+        "sys.exit(cli.main(['download', '--list']))\n")
+    r = subprocess.run(f'"{sys.executable}" "{script}" | head -c 1', shell=True, capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout == "x" and r.stderr == ""

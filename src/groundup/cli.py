@@ -299,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("groundup: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `groundup predict ... | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except (ValueError, TypeError, OSError) as e:  # FileNotFoundError, CheckpointError, CorruptImageError, ...
         if os.environ.get("GROUNDUP_DEBUG"):
             raise
