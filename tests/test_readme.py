@@ -37,3 +37,12 @@ def test_the_first_callback_example_stops_after_three_batches():
     assert seen == [0, 1, 2]  # three training batches, then the fit was cancelled
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         namespace["StopAfterBatches"](0)
+
+
+def test_the_image_example_runs_on_a_folder(image_folder, tmp_path, monkeypatch, capsys):
+    block = next(b for b in python_blocks() if "from_folder" in b)
+    monkeypatch.chdir(tmp_path)
+    code = block.replace('"imagenette2-160"', repr(str(image_folder))).replace("fit(8", "fit(1")
+    exec(compile(code, "README image example", "exec"), {})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "LRSuggestion(lr=" in out and (tmp_path / "lr_find.png").is_file()
