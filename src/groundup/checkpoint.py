@@ -36,7 +36,6 @@ import os
 import platform
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 
 from groundup import __version__
+from groundup.atomic import atomic_write
 from groundup.distributed import unwrap_model
 
 __all__ = [
@@ -99,34 +99,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def write_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to `path` so that `path` holds either the old file or the complete new one.
 
-    The bytes go to a temporary file in the same folder (same file system, so the rename is
-    atomic), which is fsync'ed before `os.replace` moves it over `path`; the folder is fsync'ed
-    after, so the rename itself survives a power cut.
+    Written through `groundup.atomic.atomic_write(durable=True)`: a temporary file in the same
+    folder, fsync'ed, moved over `path` with `os.replace`, then the folder fsync'ed so the rename
+    itself survives a power cut.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return  # Windows cannot open a folder for fsync; os.replace is still atomic there
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with atomic_write(path, durable=True) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

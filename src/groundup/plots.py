@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot is imported anywhere: plots are files, never windows
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+
+from groundup.atomic import atomic_write
 
 
 @contextmanager
@@ -40,15 +41,7 @@ def png_axes(path: str | os.PathLike, title: str = "", xlabel: str = "", ylabel:
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write `fig` to `path` as a PNG, atomically; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `fig` to `path` as a PNG, atomically (see `groundup.atomic`); return the path."""
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    return Path(path)

@@ -17,29 +17,21 @@ import html
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from groundup.atomic import atomic_write
 from groundup.callbacks.tracking import COLUMNS
 
 __all__ = ["render_report", "write_metrics_csv", "write_report", "write_summary", "write_text_atomic"]
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write `text` (UTF-8) to `path` through a temporary file and `os.replace`: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `text` (UTF-8) to `path` atomically (see `groundup.atomic`): never half a file."""
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return Path(path)
 
 
 def write_metrics_csv(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:

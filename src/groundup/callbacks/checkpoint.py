@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from groundup.atomic import atomic_write
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import save_checkpoint
 from groundup.distributed import is_main_process
@@ -103,14 +103,6 @@ class Checkpoint(Callback):
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    """Copy `src` over `dst` through a temporary file and `os.replace` (never a half-written `dst`)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Copy `src` over `dst` atomically (see `groundup.atomic`): never a half-written `dst`."""
+    with atomic_write(dst, durable=True) as out, open(src, "rb") as f:
+        shutil.copyfileobj(f, out)
