@@ -124,7 +124,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    repeats = args.repeats or (5 if args.quick else 12)
+    repeats = args.repeats or (5 if args.quick else 24)
     warmup = 2 if args.quick else 3
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size} x 3 x {args.size} x {args.size}, {repeats} interleaved repeats, medians")
@@ -140,9 +140,9 @@ def main() -> None:
     ratios += [compare("simple_cnn", simple_cnn(), torch_simple_cnn(), x_small, y_small, repeats * 10, warmup * 4, device),
                compare("resnet", resnet(), torch_resnet(), x_small, y_small, repeats * 10, warmup * 4, device)]
     worst_median, worst_best = max(r for r, _ in ratios), max(b for _, b in ratios)
-    verdict = "OK" if worst_best <= 1.02 else "ABOVE TARGET"
-    print(f"worst ratio groundup/torch.nn: fastest steps {worst_best:.3f} (target <= 1.02: {verdict}); "
-          f"medians {worst_median:.3f} (noisy when other processes share the cores: then rerun)")
+    verdict = "OK" if worst_median <= 1.02 else "ABOVE TARGET"
+    print(f"worst ratio groundup/torch.nn: medians {worst_median:.3f} (target <= 1.02: {verdict}); "
+          f"fastest steps {worst_best:.3f} (the minimum of a noisy sample: shown, not judged)")
 
 
 if __name__ == "__main__":
