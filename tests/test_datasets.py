@@ -14,6 +14,6 @@ def test_the_shipped_dataset_has_600_train_and_200_val_images_of_10_classes():
 def test_the_shipped_dataset_is_byte_for_byte_the_shared_imagenette_mini(shared_data):
     ours = shipped_dataset()
     theirs = shared_data / "imagenette-mini"
-    rel = lambda root: sorted(f.relative_to(root) for f in get_image_files(root))  # noqa: E731
+    rel = lambda root: sorted(f.relative_to(root) for f in get_image_files(root))
     assert rel(ours) == rel(theirs)
     assert all((ours / r).read_bytes() == (theirs / r).read_bytes() for r in rel(ours))
