@@ -302,7 +302,9 @@ class LRFinder(Callback):
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, color="C0", alpha=0.3, label="loss")
-                ax.plot(xs, smooth_curve(list(ys), self.beta), color="C0", label="smoothed")
+                # the smoothed curve the suggestion was read from (the exploded tail cut off)
+                sx, sy = (sugg.lrs, sugg.losses) if sugg is not None else (list(xs), list(ys))
+                ax.plot(sx, smooth_curve(sy, self.beta), color="C0", label="smoothed")
             if sugg is not None:
                 i = min(range(len(sugg.lrs)), key=lambda k: abs(math.log(sugg.lrs[k] / sugg.lr)))
                 y = smooth_curve(sugg.losses, self.beta)[i]
