@@ -40,7 +40,7 @@ def worker(kind: str, epochs: int, n: int, world: int) -> None:
     from groundup.callbacks.distributed import DistributedCB
     from groundup.callbacks.tracking import TrackResults
     from groundup.data.loader import DataLoader, DataLoaders
-    from groundup.distributed import get_rank, init_from_env, is_distributed
+    from groundup.process_group import get_rank, init_from_env, is_distributed
     from groundup.learner import Learner
     from groundup.losses import cross_entropy
     from groundup.nn.layers import Linear, ReLU, Sequential

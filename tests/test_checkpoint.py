@@ -17,7 +17,7 @@ from groundup.checkpoint import (
     set_rng_state,
     write_atomic,
 )
-from groundup.data.loader import DataLoaders
+from groundup.data.folder import ImageDataLoaders
 from groundup.learner import Callback, CancelFitException, Learner
 from groundup.losses import cross_entropy
 from groundup.nn.models import get_arch
@@ -25,15 +25,15 @@ from groundup.optim import SGD, Adam
 
 
 def make_learner(folder, arch="resnet", opt_func=SGD, seed=0, cbs=()):
-    dls = DataLoaders.from_folder(folder, size=16, bs=4, n_workers=0, seed=seed)
+    dls = ImageDataLoaders.from_folder(folder, size=16, bs=4, num_workers=0, seed=seed)
     torch.manual_seed(seed)
-    model = get_arch(arch, n_classes=len(dls.vocab))
+    model = get_arch(arch, n_classes=len(dls.preprocessing.vocab))
     return Learner(model, dls, cross_entropy, lr=0.01, opt_func=opt_func,
                    cbs=[SetupLearnerCB("cpu"), TrackResults(print_table=False), *cbs])
 
 
 def sgd_momentum(params, lr):
-    return SGD(params, lr, momentum=0.9, wd=1e-4)
+    return SGD(params, lr, momentum=0.9, weight_decay=1e-4)
 
 
 def assert_same_weights(a, b):
@@ -56,8 +56,7 @@ def test_resume_after_two_epochs_matches_an_uninterrupted_run_bit_for_bit(image_
     resumed.fit(3, cbs=[OneCycle(0.01)], start_epoch=ckpt["epoch"] + 1)
 
     assert_same_weights(full.model, resumed.model)
-    assert [r["train_loss"] for r in full.get_cb(TrackResults).history] == \
-           [r["train_loss"] for r in resumed.get_cb(TrackResults).history]
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
 
 
 class _StopAfterEpoch(Callback):
@@ -79,10 +78,11 @@ def test_checkpoint_holds_everything_and_loads_with_weights_only(image_folder, t
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "groundup-checkpoint"
     assert raw["epoch"] == 0 and raw["n_epochs"] == 1
-    assert raw["vocab"] == ["cat", "dog", "emu"]
-    assert set(raw["stats"]) == {"mean", "std"}
+    assert raw["preprocessing"]["vocab"] == ["cat", "dog", "emu"] and raw["preprocessing"]["size"] == 16
+    torch.testing.assert_close(torch.tensor(raw["preprocessing"]["mean"]), learn.preprocessing.mean)
+    assert raw["arch"] == {"name": "resnet", "kwargs": learn.model.arch_spec["kwargs"]}
     assert set(raw["rng"]) == {"torch", "cuda", "numpy", "python"}
-    assert raw["callbacks"]["track_results"]["history"][0]["epoch"] == 0
+    assert raw["history"][0]["epoch"] == 0 and raw["history"] == learn.history
     assert raw["opt"]["param_groups"][0]["lr"] == learn.lr
     assert raw["config"] == {"arch": "resnet"}
     assert "0.1.running_mean" in raw["model"]  # buffers too
@@ -100,7 +100,7 @@ def test_load_creates_the_optimizer_and_restores_callback_state(image_folder, tm
     for p, q in zip(learn.opt.param_groups[0]["params"], fresh.opt.param_groups[0]["params"]):
         assert torch.equal(learn.opt.state[p]["exp_avg"], fresh.opt.state[q]["exp_avg"])
         assert learn.opt.state[p]["step"] == fresh.opt.state[q]["step"]
-    assert fresh.get_cb(TrackResults).history == learn.get_cb(TrackResults).history
+    assert fresh.history == learn.history
 
 
 def test_load_with_opt_false_takes_only_the_weights(image_folder, tmp_path):
@@ -188,7 +188,7 @@ def test_checkpoint_callback_saves_every_epoch_and_keeps_the_best(image_folder, 
     cb = Checkpoint(tmp_path / "run", best_by="valid_loss")
     learn = make_learner(image_folder, cbs=[cb])
     learn.fit(3)
-    history = learn.get_cb(TrackResults).history
+    history = learn.history
     best_epoch = min(history, key=lambda r: r["valid_loss"])["epoch"]
     assert read_checkpoint(tmp_path / "run" / "model.pt")["epoch"] == 2
     best = read_checkpoint(tmp_path / "run" / "best.pt")
@@ -201,7 +201,7 @@ def test_checkpoint_callback_with_a_file_name_and_accuracy(image_folder, tmp_pat
     learn = make_learner(image_folder, cbs=[cb])
     learn.fit(2)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["best.pt", "exp.pt"]
-    history = learn.get_cb(TrackResults).history
+    history = learn.history
     assert cb.best == max(r["valid_acc"] for r in history)
 
 
@@ -218,7 +218,7 @@ def test_checkpoint_callback_can_save_once_at_the_end(image_folder, tmp_path, mo
 def test_checkpoint_callback_checks_its_arguments(image_folder, tmp_path):
     with pytest.raises(ValueError, match="best_by must be one of"):
         Checkpoint(tmp_path, best_by="valid_los")
-    dls = DataLoaders.from_folder(image_folder, size=16, bs=4, n_workers=0, seed=0)
+    dls = ImageDataLoaders.from_folder(image_folder, size=16, bs=4, num_workers=0, seed=0)
     learn = Learner(get_arch("simple_cnn", n_classes=3), dls, cross_entropy, cbs=[SetupLearnerCB("cpu"),
                                                                                   Checkpoint(tmp_path)])
     with pytest.raises(ValueError, match="add TrackResults"):

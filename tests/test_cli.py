@@ -289,7 +289,7 @@ def test_download_list_prints_the_registry(capsys):
 
 def test_download_fetches_by_name_into_dest(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr("groundup.data.download.untar_data",
+    monkeypatch.setattr("groundup.commands.download.untar_data",
                         lambda name, dest=None: calls.append((name, dest)) or tmp_path / "x" / name)
     assert main(["download", "imagenette-160", "--dest", str(tmp_path / "x")]) == 0
     assert calls == [("imagenette-160", str(tmp_path / "x"))]
@@ -306,7 +306,7 @@ def test_download_argument_errors(capsys, args, pattern):
 
 
 def test_a_registry_name_as_data_is_downloaded_through_untar_data(image_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr("groundup.data.download.untar_data", lambda name: image_folder)
+    monkeypatch.setattr("groundup.run.untar_data", lambda name: image_folder)
     assert resolve_data("imagenette-160") == image_folder
 
 
@@ -354,11 +354,12 @@ def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(tmp_path):
     script.write_text(
         "import sys\n"
         "import groundup.cli as cli\n"
+        "import groundup.commands.download as download\n"
         "def flood(args, argv):\n"
         "    for _ in range(200_000):\n"
         "        print('x' * 100)\n"
         "    return 0\n"
-        "cli._cmd_download = flood\n"
+        "download.run = flood\n"
         "sys.exit(cli.main(['download', '--list']))\n")
     r = subprocess.run(f'"{sys.executable}" "{script}" | head -c 1', shell=True, check=False,
                        capture_output=True, text=True, timeout=60)

@@ -33,8 +33,13 @@ from groundup.callbacks.checkpoint import Checkpoint
 from groundup.callbacks.distributed import DistributedCB
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
+from groundup.data.folder import ImageDataLoaders
 from groundup.data.loader import DataLoader, DataLoaders
-from groundup.distributed import (
+from groundup.learner import Callback, CancelFitException, Learner
+from groundup.losses import cross_entropy
+from groundup.nn.layers import BatchNorm, Flatten, Linear, ReLU, Sequential
+from groundup.optim import SGD
+from groundup.process_group import (
     all_reduce_sum,
     broadcast_,
     buckets,
@@ -46,10 +51,6 @@ from groundup.distributed import (
     local_device,
     unwrap_model,
 )
-from groundup.learner import Callback, CancelFitException, Learner
-from groundup.losses import cross_entropy
-from groundup.nn.layers import BatchNorm, Flatten, Linear, ReLU, Sequential
-from groundup.optim import SGD
 
 WORLD, N_TRAIN, N_VALID, BS, VALID_BS, EPOCHS = 2, 45, 21, 4, 5, 3
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc")
@@ -85,7 +86,7 @@ def make_learner(kind: str, seed: int, bs: int = BS, valid_bs: int = VALID_BS, c
     model = make_model(kind)
     train, valid = make_data()
     dls = DataLoaders(DataLoader(train, bs, shuffle=True), DataLoader(valid, valid_bs))  # seed=None: drawn
-    opt_func = (partial(SGD, momentum=0.9, wd=0.01) if kind.startswith("groundup")
+    opt_func = (partial(SGD, momentum=0.9, weight_decay=0.01) if kind.startswith("groundup")
                 else partial(torch.optim.SGD, momentum=0.9, weight_decay=0.01))
     return Learner(model, dls, cross_entropy, lr=0.1, cbs=list(cbs), opt_func=opt_func)
 
@@ -172,12 +173,12 @@ def run_rank(scenario: str, out: Path) -> None:
     learn.fit(EPOCHS, start_epoch=1)
     results["resumed"] = {"state": state_of(learn)}
     torch.manual_seed(100 + rank)  # image folder, statistics measured with a per-rank random seed
-    dls = DataLoaders.from_folder(out / "images", size=8, bs=4, n_workers=0, cache=False)
+    dls = ImageDataLoaders.from_folder(out / "images", size=8, bs=4, num_workers=0, cache=False)
     setup = SetupLearnerCB(device="cpu")
     learn = Learner(Sequential(Flatten(), Linear(8 * 8 * 3, 3)), dls, cross_entropy, lr=0.1,
                     cbs=[setup, DistributedCB()])
     learn.fit(1)
-    results["images"] = {"state": state_of(learn), "mean": setup.normalize.mean, "std": setup.normalize.std}
+    results["images"] = {"state": state_of(learn), "mean": learn.preprocessing.mean, "std": learn.preprocessing.std}
     learn = make_learner("groundup", 100 + rank, cbs=[DistributedCB()])
     learn.dls = DataLoaders(*[[b for b in dl] for dl in learn.dls])  # plain lists cannot be sharded
     try:

@@ -34,7 +34,7 @@ def test_dataset_returns_uint8_hwc_and_label_index(image_folder):
 
 
 def test_dataset_rejects_bad_size(image_folder):
-    with pytest.raises(ValueError, match="size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="size must be a positive integer, got 0"):
         Dataset(get_image_files(image_folder), size=0)
 
 

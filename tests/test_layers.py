@@ -220,8 +220,8 @@ def test_adaptive_pool_names_wrong_dims():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: ConvLayer(0, 16), r"ConvLayer\(0, 16\): ni must be a positive int, got 0"),
-    (lambda: ConvLayer(3, 16, stride=1.5), "stride must be a positive int, got 1.5"),
+    (lambda: ConvLayer(0, 16), r"ConvLayer\(0, 16\): ni must be a positive integer, got 0"),
+    (lambda: ConvLayer(3, 16, stride=1.5), "stride must be a positive integer, got 1.5"),
     (lambda: ConvLayer(3, 16, kernel_size=2), "kernel_size must be odd"),
     (lambda: Linear(10, -1), r"Linear\(10, -1\): nf must be a positive int"),
     (lambda: BatchNorm(4, eps=0), "eps must be a finite number > 0"),

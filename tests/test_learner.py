@@ -156,8 +156,8 @@ def test_extra_fit_callbacks_are_removed_afterwards():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"lr": -1}, "lr must be a positive finite number, got -1"),
-    ({"lr": float("nan")}, "lr must be a positive finite number, got nan"),
+    ({"lr": -1}, "Learner: lr must be a finite number > 0, got -1"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
     ({"loss_func": 3}, "loss_func must be callable"),
     ({"dls": [1, 2]}, r"dls must have .train and .valid"),
     ({"model": 3}, "model must be callable and have parameters"),
@@ -166,7 +166,7 @@ def test_bad_learner_arguments_are_named(kwargs, match):
     args = {"model": groundup_mlp(), "dls": Points(), "loss_func": cross_entropy, "lr": 0.1} | kwargs
     with pytest.raises((ValueError, TypeError), match=match):
         Learner(**args)
-    with pytest.raises(ValueError, match="n_epochs must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="n_epochs must be a positive integer, got 0"):
         Learner(groundup_mlp(), Points(), cross_entropy).fit(0)
 
 

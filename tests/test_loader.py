@@ -62,10 +62,10 @@ def test_shuffle_is_reproducible_from_the_seed_and_new_every_epoch():
     assert order(DataLoader(Squares(), 3, shuffle=True)) == c  # seed=None follows torch.manual_seed
 
 
-@pytest.mark.parametrize("bad", [{"bs": 0}, {"bs": 2.5}, {"n_workers": -1}])
+@pytest.mark.parametrize("bad", [{"bs": 0}, {"bs": 2.5}, {"num_workers": -1}])
 def test_bad_arguments_name_themselves(bad):
     name = next(iter(bad))
-    with pytest.raises(ValueError, match=f"DataLoader {name} must be"):
+    with pytest.raises(ValueError, match=f"DataLoader: {name} must be"):
         DataLoader(Squares(), **{"bs": 2, **bad})
     with pytest.raises(TypeError, match="needs a dataset with __len__ and __getitem__, got int"):
         DataLoader(5)
@@ -186,7 +186,7 @@ def test_from_folder_errors_name_the_folder(image_folder, tmp_path):
         DataLoaders.from_folder(tmp_path / "missing")
     import shutil
     shutil.rmtree(image_folder / "val")
-    with pytest.raises(ValueError, match=r"no validation images in .*images: expected images in .*/val/<label>/"):
+    with pytest.raises(ValueError, match=r"data folder .*images has no val/ subfolder; expected .*/val/<label>/"):
         DataLoaders.from_folder(image_folder)
 
 

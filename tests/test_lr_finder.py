@@ -249,7 +249,7 @@ def test_plot_survives_nans_and_an_empty_record(tmp_path):
     ({"start_lr": 0}, "need 0 < start_lr < max_lr"),
     ({"start_lr": 1.0, "max_lr": 0.5}, "need 0 < start_lr < max_lr"),
     ({"mult": 1.0}, "mult must be > 1"),
-    ({"max_iter": 0}, "max_iter must be a positive int or None"),
+    ({"max_iter": 0}, "max_iter must be a positive integer"),
     ({"explode": 1.0}, "explode must be > 1"),
 ])
 def test_bad_arguments_are_named(kwargs, match):

@@ -5,7 +5,7 @@ import torch
 from conftest import Points, groundup_mlp, torch_mlp
 from torch import nn
 
-from groundup.callbacks.mixed_precision import MixedPrecision, _ScaledOptimizer
+from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.learner import Callback, CancelBatchException, CancelFitException, CancelStepException, Learner
@@ -48,7 +48,7 @@ def test_the_loss_goes_down_over_two_epochs(model_fn, opt_func, lr, dtype):
     learn.fit(2)
     h = track.history
     assert h[1]["train_loss"] < h[0]["train_loss"] and h[1]["valid_acc"] > 0.8
-    assert not isinstance(learn.opt, _ScaledOptimizer)  # the plain optimizer again after fit
+    assert learn.grad_scaler is None  # the extension points are back to their defaults after fit
     assert (mp.scaler is not None) == (dtype == torch.float16)
 
 
@@ -60,7 +60,7 @@ def test_autocast_is_off_after_fit_even_after_an_error(exc):
     learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[MixedPrecision(torch.float16), Fail()])
     with pytest.raises(type(exc)):
         learn.fit(1)
-    assert not torch.is_autocast_enabled("cpu") and not isinstance(learn.opt, _ScaledOptimizer)
+    assert not torch.is_autocast_enabled("cpu") and learn.grad_scaler is None
 
 
 def test_autocast_is_left_when_a_batch_is_cancelled_before_the_loss():
@@ -104,59 +104,54 @@ def test_a_cancelled_step_does_not_break_the_next_unscale():
     assert track.history[1]["train_loss"] < track.history[0]["train_loss"]
 
 
-# -- the optimizer wrapper, on CPU -------------------------------------------------------------------
+# -- the Learner's grad-scaler extension point, on CPU --------------------------------------------
 
-def make_wrapped(opt_cls):
+def scaled_learner(opt_cls):
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
-    opt = opt_cls(list(model.parameters()), lr=0.1)
-    return model, opt, _ScaledOptimizer(opt, torch.amp.GradScaler("cpu", init_scale=1024.0))
+    learn = Learner(model, Points(n=8), cross_entropy, opt_func=opt_cls)
+    learn.opt = opt_cls(list(model.parameters()), lr=0.1)
+    learn.grad_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    return model, learn
 
 
 @pytest.mark.parametrize("opt_cls", [SGD, partial(torch.optim.SGD, momentum=0.0)])
-def test_wrapped_step_matches_a_plain_step_on_the_true_gradients(opt_cls):
-    model, _opt, wrapped = make_wrapped(opt_cls)
+def test_backward_and_step_through_a_grad_scaler_match_a_plain_step(opt_cls):
+    model, learn = scaled_learner(opt_cls)
     ref = nn.Linear(3, 2)
     ref.load_state_dict(model.state_dict())
     x = torch.randn(4, 3)
-    wrapped.scaler.scale(model(x).sum()).backward()
-    assert model.weight.grad.abs().max() > 100  # scaled by 1024
-    wrapped.unscale_()
-    wrapped.unscale_()  # a second call before the step is a no-op, not an error
-    wrapped.step()
+    learn.loss_grad = model(x).sum()
+    learn.backward()
     ref(x).sum().backward()
+    torch.testing.assert_close(model.weight.grad, ref.weight.grad)  # unscaled before callbacks see them
+    learn.step()
     with torch.no_grad():
         for p in ref.parameters():
             p -= 0.1 * p.grad
     for a, b in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b)
-    assert wrapped.scaler.get_scale() == 1024.0
+    assert learn.grad_scaler.get_scale() == 1024.0
 
 
-def test_wrapped_step_is_skipped_on_inf_grads_and_the_scale_backs_off():
-    model, _opt, wrapped = make_wrapped(SGD)
+def test_a_step_with_inf_grads_is_skipped_and_the_scale_backs_off():
+    model, learn = scaled_learner(SGD)
     before = [p.detach().clone() for p in model.parameters()]
-    wrapped.scaler.scale(model(torch.randn(4, 3)).sum()).backward()
-    model.weight.grad[0, 0] = float("inf")
-    wrapped.step()
+    learn.loss_grad = model(torch.randn(4, 3)).sum()
+    model.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    learn.backward()
+    learn.step()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert wrapped.scaler.get_scale() == 512.0
+    assert learn.grad_scaler.get_scale() == 512.0
 
 
-def test_wrapper_forwards_groups_state_and_checkpoints():
-    model, opt, wrapped = make_wrapped(partial(torch.optim.SGD, momentum=0.9))
-    assert wrapped.param_groups is opt.param_groups and wrapped.state is opt.state
-    wrapped.param_groups[0]["lr"] = 0.5
-    assert opt.param_groups[0]["lr"] == 0.5
-    wrapped.scaler.scale(model(torch.randn(4, 3)).sum()).backward()
-    wrapped.step()
-    wrapped.zero_grad()
-    assert model.weight.grad is None
-    state = wrapped.state_dict()
-    assert state.keys() == opt.state_dict().keys() and len(state["state"]) == 2
-    fresh = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    _ScaledOptimizer(fresh, wrapped.scaler).load_state_dict(state)
-    assert fresh.param_groups[0]["lr"] == 0.5
+def test_a_skipped_step_is_closed_before_the_next_backward():
+    model, learn = scaled_learner(SGD)
+    for _ in range(2):  # no step between the two: the second unscale must not fail
+        learn.loss_grad = model(torch.randn(4, 3)).sum()
+        learn.backward()
+        learn.opt.zero_grad()
+    learn.step()
 
 
 def test_scaler_state_round_trips_through_the_callback():

@@ -86,5 +86,5 @@ def test_get_arch_lists_valid_names_for_unknown_ones():
 
 
 def test_model_factories_reject_bad_sizes():
-    with pytest.raises(ValueError, match="resnet: depth must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="resnet: depth must be a positive integer, got 0"):
         resnet(depth=0)

@@ -38,7 +38,7 @@ def assert_same_params(ours, ref):
 @pytest.mark.parametrize("lr, wd, momentum", [(0.1, 0.0, 0.0), (0.05, 0.01, 0.0), (0.05, 0.0, 0.9), (0.1, 0.05, 0.8)])
 def test_sgd_trajectory_matches_torch(lr, wd, momentum):
     model_a, model_b, a, b = twin_models()
-    train_steps(model_a, SGD(a, lr, wd=wd, momentum=momentum), 6)
+    train_steps(model_a, SGD(a, lr, weight_decay=wd, momentum=momentum), 6)
     train_steps(model_b, torch.optim.SGD(b, lr, weight_decay=wd, momentum=momentum), 6)
     assert_same_params(a, b)
 
@@ -46,7 +46,7 @@ def test_sgd_trajectory_matches_torch(lr, wd, momentum):
 @pytest.mark.parametrize("lr, betas, eps, wd", [(1e-2, (0.9, 0.99), 1e-5, 0.0), (3e-3, (0.8, 0.9), 1e-8, 0.1)])
 def test_adam_trajectory_matches_torch_adamw(lr, betas, eps, wd):
     model_a, model_b, a, b = twin_models()
-    train_steps(model_a, Adam(a, lr, betas=betas, eps=eps, wd=wd), 6)
+    train_steps(model_a, Adam(a, lr, betas=betas, eps=eps, weight_decay=wd), 6)
     train_steps(model_b, torch.optim.AdamW(b, lr, betas=betas, eps=eps, weight_decay=wd), 6)
     assert_same_params(a, b)
 
@@ -85,8 +85,8 @@ def test_lr_property_reads_the_first_group_and_sets_all():
         opt.lr = -1
 
 
-@pytest.mark.parametrize("make_opt", [lambda ps: SGD(ps, 0.05, wd=0.01, momentum=0.9),
-                                      lambda ps: Adam(ps, 1e-2, wd=0.1)], ids=["sgd", "adam"])
+@pytest.mark.parametrize("make_opt", [lambda ps: SGD(ps, 0.05, weight_decay=0.01, momentum=0.9),
+                                      lambda ps: Adam(ps, 1e-2, weight_decay=0.1)], ids=["sgd", "adam"])
 def test_state_dict_round_trip_resumes_bit_exactly(make_opt):
     uninterrupted = make_model()
     opt = make_opt(uninterrupted.parameters())
@@ -150,7 +150,7 @@ def test_step_calls_the_closure_and_returns_its_loss():
     (lambda ps: SGD(ps, lr=-0.1), "SGD: lr must be a finite number >= 0, got -0.1"),
     (lambda ps: SGD(ps, lr=float("nan")), "lr must be a finite number >= 0, got nan"),
     (lambda ps: SGD(ps, lr=0.1, momentum=1.0), r"momentum must be a finite number in \[0, 1\), got 1.0"),
-    (lambda ps: SGD(ps, lr=0.1, wd=-1e-4), r"weight_decay \(wd\) must be a finite number >= 0, got -0.0001"),
+    (lambda ps: SGD(ps, lr=0.1, weight_decay=-1e-4), r"SGD: weight_decay must be a finite number >= 0, got -0.0001"),
     (lambda ps: Adam(ps, betas=(0.9, 1.0)), r"Adam: betas\[1\] must be a finite number in \[0, 1\), got 1.0"),
     (lambda ps: Adam(ps, betas=(-0.1, 0.99)), r"betas\[0\] must be"),
     (lambda ps: Adam(ps, betas=0.9), r"betas must be a pair"),
@@ -172,3 +172,10 @@ def test_bad_parameter_lists_get_a_clear_error():
         Adam([{"params": [w]}, {"params": [w]}])
     with pytest.raises(TypeError, match="got a set"):
         SGD({w}, 0.1)
+
+
+@pytest.mark.parametrize("opt_cls", [SGD, Adam])
+def test_wd_is_the_old_spelling_of_weight_decay_and_warns(opt_cls):
+    with pytest.warns(DeprecationWarning, match="'wd' is now called 'weight_decay'"):
+        opt = opt_cls(make_model().parameters(), lr=0.1, wd=0.25)
+    assert opt.param_groups[0]["weight_decay"] == 0.25

@@ -111,7 +111,7 @@ def test_a_truncated_checkpoint_is_a_one_line_error(run, image_folder, capsys):
 
 def test_a_checkpoint_for_another_architecture_is_a_one_line_error(run, image_folder, capsys):
     ckpt = read_checkpoint(run / "model.pt")
-    ckpt["config"]["arch"] = "resnet"  # simple_cnn weights labelled as a resnet
+    ckpt["arch"]["name"] = "resnet"  # simple_cnn weights labelled as a resnet
     torch.save(ckpt, run / "relabelled.pt")
     assert main(["predict", str(run / "relabelled.pt"), str(image_folder / "val")]) == 2
     assert_one_line_error(capsys, r"its weights do not fit the architecture 'resnet'")

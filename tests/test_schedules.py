@@ -178,7 +178,7 @@ def test_plots_write_pngs(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"lr_max": -1.0}, "lr_max must be a positive finite number, got -1.0"),
+    ({"max_lr": -1.0}, "max_lr must be a finite number > 0, got -1.0"),
     ({"lr_max": 0.1, "pct_start": 1.0}, r"pct_start \(the warm-up fraction\) must be in \[0, 1\), got 1.0"),
     ({"lr_max": 0.1, "div": 0}, "div must be > 0"),
     ({"lr_max": 0.1, "div_final": 0}, "div_final must be > 0 or None"),

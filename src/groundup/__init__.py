@@ -6,21 +6,34 @@ re-exported here.
 """
 
 
-__version__ = "0.1.0"
-
-from groundup.callbacks.activations import ActivationStatsCB
-from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
-from groundup.callbacks.mixed_precision import MixedPrecision
-from groundup.callbacks.progress import ProgressCB
-from groundup.callbacks.recorder import Recorder
-from groundup.callbacks.schedules import OneCycle
-from groundup.callbacks.setup import SetupLearnerCB
-from groundup.callbacks.tracking import TrackResults
+from groundup._version import __version__
+from groundup.callbacks import (
+    ActivationStatsCB,
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidateException,
+    Checkpoint,
+    DistributedCB,
+    LRFinder,
+    LRSuggestion,
+    MixedPrecision,
+    OneCycle,
+    ProgressCB,
+    Recorder,
+    SetupLearnerCB,
+    TrackResults,
+)
 from groundup.data import (
     DataLoader,
     DataLoaders,
     Dataset,
+    ImageDataLoaders,
     Normalize,
+    Preprocessing,
     batch_stats,
     collate,
     get_image_files,
@@ -31,16 +44,7 @@ from groundup.data import (
     untar_data,
     val2idx,
 )
-from groundup.learner import (
-    Callback,
-    CancelBatchException,
-    CancelEpochException,
-    CancelFitException,
-    CancelStepException,
-    CancelTrainException,
-    CancelValidateException,
-    Learner,
-)
+from groundup.learner import Learner
 from groundup.losses import cross_entropy, log_softmax, logsumexp, nll
 from groundup.metrics import accuracy
 from groundup.nn import (
@@ -74,12 +78,15 @@ __all__ = [
     "CancelStepException",
     "CancelTrainException",
     "CancelValidateException",
+    "Checkpoint",
     "ConvLayer",
     "DataLoader",
     "DataLoaders",
     "Dataset",
+    "DistributedCB",
     "Flatten",
     "Hooks",
+    "ImageDataLoaders",
     "LRFinder",
     "LRSuggestion",
     "Learner",
@@ -89,6 +96,7 @@ __all__ = [
     "Normalize",
     "OneCycle",
     "Parameter",
+    "Preprocessing",
     "ProgressCB",
     "ReLU",
     "Recorder",

@@ -4,14 +4,16 @@ A checkpoint is one file written with `torch.save` holding a dict of plain value
 numbers, strings, lists, dicts) and nothing else, so it loads with `torch.load(weights_only=True)`,
 which refuses to run code stored in a file (a pickle can otherwise run anything). Its keys:
 
-    format, version      "groundup-checkpoint", 1
+    format, version      "groundup-checkpoint", 2 (files of version 1 still load)
     model                the model's state_dict (parameters and buffers)
+    arch                 {"name", "kwargs"} for a model built by a registered architecture, or None
     opt                  the optimizer's state_dict (momentum buffers, Adam moments, step counts), or None
     epoch                the last epoch that finished (-1: none); resume with `fit(n, start_epoch=epoch + 1)`
     n_epochs, lr         the learner's settings for the fit that was running
     rng                  RNG states: torch (CPU), cuda (one per device), numpy, python `random`
-    vocab                the labels in index order (from `dls.vocab`), or None
-    stats                {"mean", "std"} of the input normalization, or None
+    preprocessing        the learner's `Preprocessing` as plain data (size, vocab, class names, mean,
+                         std), or None: everything prediction needs to read a new image
+    history              the per-epoch results (`learn.history`)
     callbacks            {callback name: its state_dict()} for callbacks that have one
     versions             groundup, torch and python versions that wrote the file
     ...                  anything passed as `**extra` (the CLI stores its run settings as `config`)
@@ -34,22 +36,22 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from groundup import __version__
+from groundup._version import __version__
 from groundup.atomic import atomic_write
-from groundup.distributed import unwrap_model
+from groundup.data.preprocessing import Preprocessing
+from groundup.rng import get_rng_state, set_rng_state
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "CheckpointError",
+    "checkpoint_preprocessing",
     "get_rng_state",
     "load_checkpoint",
     "read_checkpoint",
@@ -59,40 +61,13 @@ __all__ = [
 ]
 
 FORMAT = "groundup-checkpoint"
-VERSION = 1
-_RESERVED = {"format", "version", "model", "opt", "epoch", "n_epochs", "lr", "rng", "vocab", "stats",
-             "callbacks", "versions"}
+VERSION = 2  # 2: preprocessing, history and arch; version 1 files still load
+_RESERVED = {"format", "version", "model", "arch", "opt", "epoch", "n_epochs", "lr", "rng", "preprocessing",
+             "history", "vocab", "stats", "callbacks", "versions"}
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: truncated, not a checkpoint, or made for another model."""
-
-
-# -- RNG states as plain tensors and lists (so weights_only loading accepts them) ----------------------
-def get_rng_state() -> dict[str, Any]:
-    """The states of torch's CPU (and CUDA) generators, numpy's global generator and Python's `random`."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore generator states saved by `get_rng_state` (CUDA states only where devices exist)."""
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
 
 
 # -- files ----------------------------------------------------------------------------------------------
@@ -139,24 +114,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # -- learner <-> checkpoint --------------------------------------------------------------------------------
-def _vocab_list(vocab) -> list[str] | None:
-    if vocab is None:
+def checkpoint_preprocessing(ckpt: dict[str, Any]) -> Preprocessing | None:
+    """The `Preprocessing` stored in a checkpoint (also from the separate keys of format version 1)."""
+    if isinstance(ckpt.get("preprocessing"), dict):
+        return Preprocessing.from_dict(ckpt["preprocessing"])
+    stats = ckpt.get("stats")  # version 1: vocab, stats and the command line's config["size"]
+    if not isinstance(stats, dict):
         return None
-    if isinstance(vocab, dict):  # {label: index} from val2idx -> labels in index order
-        return [str(label) for label, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    return [str(v) for v in vocab]
-
-
-def _stats(learn) -> dict[str, torch.Tensor] | None:
-    from groundup.callbacks.setup import SetupLearnerCB
-
-    setup = learn.get_cb(SetupLearnerCB)
-    if setup is not None and setup.normalize is not None:
-        return {"mean": setup.normalize.mean.clone(), "std": setup.normalize.std.clone()}
-    stats = getattr(learn.dls, "stats", None)
-    if stats is not None:
-        return {"mean": torch.as_tensor(stats[0]).float().clone(), "std": torch.as_tensor(stats[1]).float().clone()}
-    return None
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    return Preprocessing(stats["mean"], stats["std"], size=config.get("size"), vocab=ckpt.get("vocab"))
 
 
 def save_checkpoint(learn, path: str | os.PathLike, epoch: int | None = None, **extra) -> Path:
@@ -183,18 +149,19 @@ def save_checkpoint(learn, path: str | os.PathLike, epoch: int | None = None, **
     for cb in learn.cbs:
         if callable(getattr(type(cb), "state_dict", None)):
             callbacks[cb.name] = cb.state_dict()
-    dls = learn.dls
+    model = learn.unwrapped_model
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
-        "model": unwrap_model(learn.model).state_dict(),
+        "model": model.state_dict(),
+        "arch": getattr(model, "arch_spec", None),
         "opt": learn.opt.state_dict() if learn.opt is not None else None,
         "epoch": int(epoch),
         "n_epochs": int(learn.n_epochs),
         "lr": float(learn.lr),
         "rng": get_rng_state(),
-        "vocab": _vocab_list(getattr(dls, "vocab", None)),
-        "stats": _stats(learn),
+        "preprocessing": None if learn.preprocessing is None else learn.preprocessing.to_dict(),
+        "history": [dict(row) for row in learn.history],
         "callbacks": callbacks,
         "versions": {"groundup": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
         **extra,
@@ -215,7 +182,7 @@ def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True) -> di
         CheckpointError: truncated or foreign file, or weights that do not fit `learn.model`.
     """
     ckpt = read_checkpoint(path)
-    model = unwrap_model(learn.model)
+    model = learn.unwrapped_model
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, ValueError, KeyError) as e:
@@ -235,6 +202,11 @@ def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True) -> di
                                   f"load with with_opt=False to take only the weights") from e
     if "rng" in ckpt:
         set_rng_state(ckpt["rng"])
+    if "history" in ckpt:
+        learn.history = [dict(row) for row in ckpt["history"]]
+    preprocessing = checkpoint_preprocessing(ckpt)
+    if preprocessing is not None:
+        learn.preprocessing = preprocessing
     saved_cbs = ckpt.get("callbacks") or {}
     for cb in learn.cbs:
         if cb.name in saved_cbs and callable(getattr(type(cb), "load_state_dict", None)):

@@ -1,4 +1,4 @@
-"""The `Learner`: the training loop, its callback events, and the Cancel exceptions (walkthrough steps 9-12).
+"""The `Learner`: the training loop and its extension points (walkthrough steps 9-12).
 
 The loop, with the event fired at each step:
 
@@ -8,110 +8,57 @@ The loop, with the event fired at each step:
           for batch in dls.train:       before_batch
             preds = model(xb)           after_pred
             loss = loss_func(preds, yb) after_loss
-            loss.backward()             after_backward
-            opt.step()                  after_step
+            learn.backward()            after_backward     (loss.backward(), through a grad scaler if set)
+            learn.step()                after_step         (opt.step(), likewise)
             opt.zero_grad()             after_batch
                                         after_train
         validation pass (no grad):      before_validate ... (batches: pred, loss) ... after_validate
                                         after_epoch
                                         after_fit   (always: after a cancel, an error or Ctrl-C too)
+
+`Callback`, the event names and the Cancel exceptions live in `groundup.callbacks.core` (and are
+importable from here too).
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from groundup.callbacks.core import (
+    EVENTS,
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidateException,
+    event_methods,
+)
+from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
+from groundup.callbacks.schedules import OneCycle
+from groundup.checkpoint import load_checkpoint, save_checkpoint
+from groundup.checks import check_int, check_number
+from groundup.data.preprocessing import Preprocessing
+from groundup.deprecation import renamed
 from groundup.optim import SGD
 
-EVENTS = (
-    "before_fit", "before_epoch", "before_train", "before_validate", "before_batch",
-    "after_pred", "after_loss", "after_backward", "after_step", "after_batch",
-    "after_train", "after_validate", "after_epoch", "after_fit",
-)  # fmt: skip
-
-
-class CancelFitException(Exception):
-    """Stop training now. `after_fit` still runs; `fit` returns normally."""
-
-
-class CancelEpochException(Exception):
-    """Skip the rest of this epoch (training and validation). `after_epoch` runs; the next epoch starts."""
-
-
-class CancelTrainException(Exception):
-    """Skip the rest of this training pass. `after_train` runs; validation follows."""
-
-
-class CancelValidateException(Exception):
-    """Skip the rest of this validation pass. `after_validate` runs; then `after_epoch`."""
-
-
-class CancelBatchException(Exception):
-    """Skip the rest of this batch (e.g. raised in `after_loss`: no backward, no step).
-
-    `after_batch` still runs; training resumes with the next batch.
-    """
-
-
-class CancelStepException(Exception):
-    """Skip this batch's optimizer step (raised in `after_backward`). `zero_grad` and `after_batch` still run."""
-
-
-class Callback:
-    """A plain class that defines only the events it needs (`before_fit`, `after_loss`, ...).
-
-    - `order` (int, lower runs first) decides the order among callbacks for every event.
-    - `self.learn` is the Learner. Reading learner state through the callback works as in the
-      walkthrough (`self.model`, `self.loss`, `self.opt`, ...), but a write must go through the
-      learner (`self.learn.lr = 0.1`): writing `self.lr = 0.1` after the callback was added to a
-      learner is an error, since it would silently set the callback's attribute instead.
-    - Stop or skip work by raising a Cancel* exception, never by setting flags.
-    - A callback with state worth saving in a checkpoint implements `state_dict()` and
-      `load_state_dict()`.
-    """
-
-    order: int = 0
-    learn: Learner | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached when normal lookup fails: fall back to the learner's state (reads only).
-        learn = self.__dict__.get("learn")
-        if learn is not None and not name.startswith("__"):
-            return getattr(learn, name)
-        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        learn = self.__dict__.get("learn")
-        if (learn is not None and name != "learn" and name not in self.__dict__
-                and not hasattr(type(self), name) and hasattr(learn, name)):
-            raise AttributeError(
-                f"{type(self).__name__}: 'self.{name} = ...' would shadow the learner's attribute "
-                f"{name!r} instead of changing it; write 'self.learn.{name} = ...'")
-        object.__setattr__(self, name, value)
-
-    @property
-    def name(self) -> str:
-        """Snake-case class name without a 'CB'/'Callback' suffix: `TrackResults` → `track_results`."""
-        n = re.sub(r"(CB|Callback)$", "", type(self).__name__) or type(self).__name__
-        return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", n).lower()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-def _event_methods(cb: Callback) -> list[str]:
-    names = [n for n in dir(type(cb)) if re.match(r"(before|after)_", n) and callable(getattr(cb, n))]
-    unknown = [n for n in names if n not in EVENTS]
-    if unknown:
-        raise ValueError(f"no callback event {unknown[0]!r} ({type(cb).__name__}.{unknown[0]}); "
-                         f"valid events: {', '.join(EVENTS)}")
-    return names
+__all__ = [
+    "EVENTS",
+    "Callback",
+    "CancelBatchException",
+    "CancelEpochException",
+    "CancelFitException",
+    "CancelStepException",
+    "CancelTrainException",
+    "CancelValidateException",
+    "Learner",
+]
 
 
 class Learner:
@@ -124,14 +71,31 @@ class Learner:
         lr: the learning rate given to `opt_func` when `fit` creates the optimizer.
         cbs: callbacks, kept for every `fit`.
         opt_func: `opt_func(params, lr) -> optimizer`: groundup's `SGD`/`Adam` or a `torch.optim` class.
+        preprocessing: how images become model inputs (size, vocabulary, class names, statistics);
+            default `dls.preprocessing` when the loaders have one. Stored in every checkpoint.
 
     State the learner exposes to callbacks (the contract; reads through `self.<name>` in a callback):
-        model, dls, loss_func, lr, opt_func, cbs, opt (created at the start of `fit`, after
-        `before_fit`), n_epochs, epoch, training (True in the training pass), dl (the loader of
-        the current pass), n_iter (its number of batches), iter (index of the batch in the pass),
-        batch (the tuple from the loader, after `before_batch` may have replaced it), xb, yb
-        (`batch[0]`, `batch[1]`), preds, loss, loss_grad (what `backward` is called on; a
-        callback may replace it in `after_loss`, e.g. to scale it).
+        model, dls, loss_func, lr, opt_func, cbs, preprocessing, opt (created at the start of `fit`,
+        after `before_fit`), n_epochs, epoch, training (True in the training pass), dl (the loader
+        of the current pass), n_iter (its number of batches), iter (index of the batch in the pass;
+        `num` is the walkthrough's name for it), batch (the tuple from the loader, after
+        `before_batch` may have replaced it), xb, yb (`batch[0]`, `batch[1]`), preds,
+        loss, loss_grad (what `backward` is called on; a callback may replace it in `after_loss`,
+        e.g. to scale it), history (one dict of results per epoch, filled by `TrackResults`).
+
+    Extension points, for callbacks that change how the loop runs (set them in `before_fit`; `fit`
+    puts each back when it ends):
+        autocast: a function returning the context the forward pass and the loss run in
+            (default: no context); mixed precision sets `torch.autocast`.
+        grad_scaler: None, or a `torch.amp.GradScaler`: then `backward()` scales the loss and
+            unscales the gradients (callbacks in `after_backward` see true gradients) and `step()`
+            steps through the scaler.
+        wrap_model(fn): train `fn(model)` (e.g. DistributedDataParallel, a compiled model) in place
+            of the model until the end of this fit; `unwrapped_model` is the user's model throughout.
+        hold_cancel_fit: while True, a `CancelFitException` raised by a callback does not stop the
+            loop; it sets `cancel_fit_requested`, for a callback to act on at an agreed point
+            (distributed training: every rank stops at the same batch).
+        `learn.dls` may be replaced in `before_fit` (e.g. by sharded loaders).
 
     Example:
         >>> learn = Learner(simple_cnn(), dls, cross_entropy, lr=0.1, cbs=[SetupLearnerCB(), TrackResults()])
@@ -139,7 +103,8 @@ class Learner:
     """
 
     def __init__(self, model, dls, loss_func: Callable, lr: float = 0.1,
-                 cbs: Iterable[Callback] | None = None, opt_func: Callable = SGD):
+                 cbs: Iterable[Callback] | None = None, opt_func: Callable = SGD,
+                 preprocessing: Preprocessing | None = None):
         if not hasattr(model, "parameters") or not callable(model):
             raise TypeError(f"model must be callable and have parameters(), got {type(model).__name__}")
         if not (hasattr(dls, "train") and hasattr(dls, "valid")):
@@ -148,9 +113,20 @@ class Learner:
             raise TypeError(f"loss_func must be callable, got {loss_func!r}")
         _check_lr(lr)
         self.model, self.dls, self.loss_func, self.lr, self.opt_func = model, dls, loss_func, lr, opt_func
+        if preprocessing is None:
+            preprocessing = getattr(dls, "preprocessing", None)
+            if preprocessing is None and getattr(dls, "stats", None) is not None:  # the walkthrough's loose pieces
+                preprocessing = Preprocessing(*dls.stats, vocab=getattr(dls, "vocab", None))
+        self.preprocessing = preprocessing
         self.opt = None
         self.training, self.epoch, self.n_epochs, self.iter, self.n_iter = False, 0, 0, 0, 0
         self.batch = self.preds = self.loss = self.loss_grad = self.dl = None
+        self.history: list[dict[str, Any]] = []
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.grad_scaler = None
+        self.hold_cancel_fit, self.cancel_fit_requested = False, False
+        self._unwrapped = None  # the user's model while a wrapper from wrap_model trains in its place
+        self._unscaled = False  # grad_scaler.unscale_ ran since its last update()
         self.cbs: list[Callback] = []
         self._events: dict[str, list[Callable[[], None]]] = {e: [] for e in EVENTS}  # fit works with no cbs
         for cb in cbs or ():
@@ -163,7 +139,7 @@ class Learner:
             raise TypeError(f"add_cb got the class {cb.__name__}; pass an instance: {cb.__name__}()")
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
-        _event_methods(cb)
+        event_methods(cb)
         cb.learn = self
         self.cbs.append(cb)
         self._build_events()
@@ -176,7 +152,7 @@ class Learner:
         self._build_events()
         return self
 
-    @contextmanager
+    @contextlib.contextmanager
     def added_cbs(self, cbs: Iterable[Callback]):
         """Add `cbs` for the duration of a `with` block."""
         cbs = list(cbs)
@@ -200,7 +176,54 @@ class Learner:
     def __call__(self, event: str) -> None:
         """Fire `event` on every callback that defines it, in `order`."""
         for method in self._events[event]:
-            method()
+            try:
+                method()
+            except CancelFitException:
+                if not self.hold_cancel_fit:
+                    raise
+                self.cancel_fit_requested = True  # see `hold_cancel_fit`
+
+    # -- extension points ---------------------------------------------------------------------------
+    def wrap_model(self, wrap: Callable[[Any], Any]) -> None:
+        """Train `wrap(model)` in place of the model until this `fit` ends (then the model comes back).
+
+        For callbacks that need a wrapper around the user's model during training: data-parallel
+        training (`DistributedDataParallel`), a compiled model. Call it in `before_fit` or later.
+        """
+        if self._unwrapped is None:
+            self._unwrapped = self.model
+        self.model = wrap(self.model)
+
+    @property
+    def unwrapped_model(self):
+        """The user's model, also while a wrapper from `wrap_model` trains in its place."""
+        return self.model if self._unwrapped is None else self._unwrapped
+
+    def _unwrap(self) -> None:
+        if self._unwrapped is not None:
+            self.model, self._unwrapped = self._unwrapped, None
+
+    def backward(self) -> None:
+        """Backpropagate `loss_grad` (through `grad_scaler` when one is set)."""
+        scaler = self.grad_scaler
+        if scaler is None:
+            self.loss_grad.backward()
+            return
+        if self._unscaled:  # the last batch's step was skipped: close its bookkeeping first
+            scaler.update()
+        scaler.scale(self.loss_grad).backward()
+        scaler.unscale_(self.opt)  # from here on the gradients are the true ones
+        self._unscaled = True
+
+    def step(self) -> None:
+        """One optimizer step (through `grad_scaler`, which skips steps with inf/NaN gradients)."""
+        scaler = self.grad_scaler
+        if scaler is None:
+            self.opt.step()
+            return
+        scaler.step(self.opt)
+        scaler.update()
+        self._unscaled = False
 
     # -- the loop ---------------------------------------------------------------------------------
     @property
@@ -210,6 +233,11 @@ class Learner:
     @property
     def yb(self):
         return self.batch[1]
+
+    @property
+    def num(self) -> int:
+        """The index of the current batch in its pass (the walkthrough's name for `iter`)."""
+        return self.iter
 
     def fit(self, n_epochs: int, cbs: Sequence[Callback] | None = None, start_epoch: int = 0) -> None:
         """Train for `n_epochs`: each epoch a training pass then a validation pass.
@@ -224,8 +252,7 @@ class Learner:
         callback may change `lr` in `before_fit`. A later `fit` keeps the optimizer (and its
         momentum state) and sets every group's lr to `learn.lr`.
         """
-        if not isinstance(n_epochs, int) or isinstance(n_epochs, bool) or n_epochs < 1:
-            raise ValueError(f"n_epochs must be a positive int, got {n_epochs!r}")
+        check_int("Learner.fit", "n_epochs", n_epochs)
         if not 0 <= start_epoch <= n_epochs:
             raise ValueError(f"start_epoch must be in [0, n_epochs={n_epochs}], got {start_epoch!r}")
         _check_lr(self.lr)
@@ -234,7 +261,7 @@ class Learner:
             try:
                 self("before_fit")
                 if self.opt is None:
-                    self.opt = self.opt_func(list(self.model.parameters()), self.lr)
+                    self.opt = self.opt_func(list(self.unwrapped_model.parameters()), self.lr)
                 else:  # a later fit keeps the optimizer's state and starts from learn.lr
                     for group in self.opt.param_groups:
                         group["lr"] = self.lr
@@ -244,7 +271,13 @@ class Learner:
                 pass
             finally:
                 self.training = False
-                self("after_fit")
+                self.hold_cancel_fit = False
+                try:
+                    self("after_fit")
+                finally:  # the extension points go back to their defaults for the next fit
+                    self._unwrap()
+                    self.autocast, self.grad_scaler, self._unscaled = contextlib.nullcontext, None, False
+                    self.cancel_fit_requested = False
 
     def _with_events(self, f: Callable[[], None], name: str, cancel: type[Exception]) -> None:
         try:
@@ -276,16 +309,17 @@ class Learner:
 
     def one_batch(self) -> None:
         """Predict, compute the loss and, in training, backward, step and zero the gradients."""
-        self.preds = self.model(self.batch[0])
-        self("after_pred")
-        self.loss = self.loss_grad = self.loss_func(self.preds, *self.batch[1:])
-        self("after_loss")
+        with self.autocast():
+            self.preds = self.model(self.batch[0])
+            self("after_pred")
+            self.loss = self.loss_grad = self.loss_func(self.preds, *self.batch[1:])
+            self("after_loss")
         if not self.training:
             return
-        self.loss_grad.backward()
+        self.backward()
         try:
             self("after_backward")
-            self.opt.step()
+            self.step()
             self("after_step")
         except CancelStepException:
             pass
@@ -293,8 +327,8 @@ class Learner:
 
     # -- conveniences built on callbacks ------------------------------------------------------------
     def lr_find(self, start_lr: float = 1e-6, mult: float = 1.2, max_lr: float = 10.0,
-                path: str | Path | None = "lr_find.png", max_iter: int | None = None):
-        """Run the LR finder and return its suggestion; model and optimizer are restored afterwards.
+                path: str | Path | None = "lr_find.png", max_iter: int | None = None) -> LRSuggestion:
+        """Run the LR finder and return its suggestion; model, optimizer and history are restored afterwards.
 
         The learning rate starts at `start_lr` and is multiplied by `mult` after every training
         batch until it exceeds `max_lr` or the loss is NaN or explodes (see `LRFinder`).
@@ -306,38 +340,37 @@ class Learner:
             >>> suggestion = learn.lr_find()      # writes lr_find.png
             >>> learn.fit_one_cycle(8, suggestion.lr)
         """
-        from groundup.callbacks.lr_finder import LRFinder
-
         finder = LRFinder(start_lr=start_lr, mult=mult, max_lr=max_lr, max_iter=max_iter)
-        self.fit(max(1, finder.epochs_needed(self)), cbs=[finder])
+        history = self.history
+        try:
+            self.fit(max(1, finder.epochs_needed(self)), cbs=[finder])
+        finally:
+            self.history = history  # the finder's batches are not part of the results
         if path is not None:
             finder.plot(path)
         return finder.suggestion()
 
-    def fit_one_cycle(self, n_epochs: int, lr_max: float | None = None, cbs: Sequence[Callback] | None = None,
+    def fit_one_cycle(self, n_epochs: int, max_lr: float | None = None, cbs: Sequence[Callback] | None = None,
                       **kwargs) -> None:
-        """`fit` with a `OneCycle` schedule peaking at `lr_max` (default: `self.lr`); kwargs go to OneCycle."""
-        from groundup.callbacks.schedules import OneCycle
-
-        self.fit(n_epochs, cbs=[OneCycle(lr_max if lr_max is not None else self.lr, **kwargs), *(cbs or ())])
+        """`fit` with a `OneCycle` schedule peaking at `max_lr` (default: `self.lr`); kwargs go to OneCycle."""
+        if "lr_max" in kwargs:  # the spelling before 0.2
+            max_lr = renamed("Learner.fit_one_cycle", "lr_max", "max_lr", kwargs.pop("lr_max"))
+        self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *(cbs or ())])
 
     def save(self, path: str | Path, **extra) -> Path:
-        """Write a checkpoint (model, optimizer, epoch, RNG states, callbacks' state, `extra`) atomically."""
-        from groundup.checkpoint import save_checkpoint
-
+        """Write a checkpoint (model, optimizer, epoch, RNG states, history, preprocessing, callbacks' state,
+        `extra`) atomically; see `groundup.checkpoint`."""
         return save_checkpoint(self, path, **extra)
 
     def load(self, path: str | Path, with_opt: bool = True) -> dict:
         """Restore a checkpoint written by `save`; returns its contents (e.g. `['epoch']` to resume from)."""
-        from groundup.checkpoint import load_checkpoint
-
         return load_checkpoint(self, path, with_opt=with_opt)
 
     def __repr__(self) -> str:
-        return (f"Learner(model={type(self.model).__name__}, lr={self.lr}, "
+        return (f"Learner(model={type(self.unwrapped_model).__name__}, lr={self.lr}, "
                 f"cbs=[{', '.join(type(cb).__name__ for cb in self.cbs)}])")
 
 
 def _check_lr(lr: float) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or lr == float("inf"):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    check_number("Learner", "lr", lr, low_inclusive=False)
+

@@ -18,6 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from groundup.checks import check_number
+from groundup.deprecation import renamed
+
 __all__ = ["SGD", "Adam", "Optimizer"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -190,13 +193,7 @@ def _restore(opt: str, index: int, p: Tensor, key: str, value: Any) -> Any:
 
 def _check_number(opt: Any, name: str, value: Any, low: float = 0.0, high: float | None = None,
                   low_inclusive: bool = True) -> None:
-    """Raise ValueError unless `value` is a finite number in [low, high) (or (low, high) without low)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
-    if not ok:
-        bound = f"{'>=' if low_inclusive else '>'} {low:g}" if high is None else f"in [{low:g}, {high:g})"
-        raise ValueError(f"{type(opt).__name__}: {name} must be a finite number {bound}, got {value!r}")
+    check_number(type(opt).__name__, name, value, low, high, low_inclusive)
 
 
 class SGD(Optimizer):
@@ -210,7 +207,7 @@ class SGD(Optimizer):
     Args:
         params: parameters or parameter groups (see `Optimizer`).
         lr: learning rate.
-        wd: weight decay (group key "weight_decay").
+        weight_decay: weight decay (group key "weight_decay"; `wd` before 0.2).
         momentum: momentum factor in [0, 1) (group key "momentum").
 
     Example:
@@ -218,13 +215,16 @@ class SGD(Optimizer):
         >>> loss.backward(); opt.step(); opt.zero_grad()
     """
 
-    def __init__(self, params: ParamsT, lr: float, wd: float = 0.0, momentum: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": wd})
+    def __init__(self, params: ParamsT, lr: float, weight_decay: float = 0.0, momentum: float = 0.0,
+                 wd: float | None = None) -> None:
+        if wd is not None:  # the spelling before 0.2
+            weight_decay = renamed("SGD", "wd", "weight_decay", wd)
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         _check_number(self, "momentum", group["momentum"], 0.0, 1.0)
-        _check_number(self, "weight_decay (wd)", group["weight_decay"])
+        _check_number(self, "weight_decay", group["weight_decay"])
 
     def _update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
@@ -261,12 +261,14 @@ class Adam(Optimizer):
         lr: learning rate.
         betas: (beta1, beta2), each in [0, 1) (group key "betas"; schedules may change beta1).
         eps: added to the denominator for stability; > 0.
-        wd: decoupled weight decay (group key "weight_decay").
+        weight_decay: decoupled weight decay (group key "weight_decay"; `wd` before 0.2).
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99),
-                 eps: float = 1e-5, wd: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": wd})
+                 eps: float = 1e-5, weight_decay: float = 0.0, wd: float | None = None) -> None:
+        if wd is not None:  # the spelling before 0.2
+            weight_decay = renamed("Adam", "wd", "weight_decay", wd)
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
@@ -277,7 +279,7 @@ class Adam(Optimizer):
         _check_number(self, "betas[0]", betas[0], 0.0, 1.0)
         _check_number(self, "betas[1]", betas[1], 0.0, 1.0)
         _check_number(self, "eps", group["eps"], low_inclusive=False)
-        _check_number(self, "weight_decay (wd)", group["weight_decay"])
+        _check_number(self, "weight_decay", group["weight_decay"])
 
     def _update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]

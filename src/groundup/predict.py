@@ -1,8 +1,7 @@
 """Inference: rebuild a trained model from its checkpoint and predict the labels of image files.
 
-A checkpoint written by `groundup train` has everything needed (see `groundup.checkpoint`): the
-architecture and image size in `config`, the vocabulary, the normalization statistics and the
-weights. Images go through the same steps as in training: decode and squash to `size`×`size`
+A checkpoint has everything needed (see `groundup.checkpoint`): the architecture (`arch`), the
+preprocessing (image size, vocabulary, normalization statistics) and the weights. Images go through the same steps as in training: decode and squash to `size`×`size`
 (`open_image`), normalize, NHWC → NCHW, then the model and a softmax.
 
 Example:
@@ -21,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groundup.checkpoint import CheckpointError, read_checkpoint
+from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
+from groundup.checks import check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
 from groundup.data.transforms import Normalize, to_nchw
+from groundup.nn.models import build_arch
 
 __all__ = ["Prediction", "Predictor", "find_images"]
 
@@ -92,8 +93,7 @@ class Predictor:
                  device: str | torch.device | None = None) -> None:
         if not vocab:
             raise ValueError("Predictor needs a non-empty vocab (the labels in index order)")
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"Predictor: size must be a positive int, got {size!r}")
+        check_int("Predictor", "size", size)
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
@@ -103,37 +103,42 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         model=None) -> Predictor:
-        """Load a checkpoint safely and rebuild its model (its `config["arch"]`, or the `model` given).
+        """Load a checkpoint safely and rebuild its model (from its `arch`, or the `model` given).
+
+        Any checkpoint of a learner that knew its preprocessing works (`Learner.save`, the
+        `Checkpoint` callback, `groundup train`): the image size, vocabulary and statistics are
+        stored under one key, and a model built by a registered architecture records how to
+        rebuild it.
 
         Raises:
             FileNotFoundError: no such file.
-            CheckpointError: truncated/foreign file, no vocabulary or statistics, or weights that do
-                not fit the architecture.
+            CheckpointError: truncated/foreign file, no preprocessing (vocabulary, statistics, image
+                size), or weights that do not fit the architecture.
         """
-        from groundup.nn.models import get_arch
-
         ckpt = read_checkpoint(path)
-        config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-        vocab, stats = ckpt.get("vocab"), ckpt.get("stats")
-        if not vocab or not stats:
-            raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; "
-                                  f"it must come from a Learner trained on DataLoaders.from_folder")
+        pre = checkpoint_preprocessing(ckpt)
+        if pre is None or not pre.vocab:
+            raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; it must "
+                                  f"come from a Learner whose loaders know them (ImageDataLoaders.from_folder)")
+        if pre.size is None:
+            raise CheckpointError(f"checkpoint {path} does not record the image size its model was trained on")
+        spec = ckpt.get("arch")
+        if spec is None and isinstance(ckpt.get("config"), dict) and "arch" in ckpt["config"]:
+            spec = {"name": ckpt["config"]["arch"], "kwargs": {"n_classes": len(pre.vocab)}}  # format version 1
         if model is None:
-            if "arch" not in config:
-                raise CheckpointError(f"checkpoint {path} does not say which architecture it holds (no "
-                                      f"config['arch']); pass the model: Predictor.from_checkpoint(path, model=...)")
-            model = get_arch(config["arch"], n_classes=len(vocab))
-        size = int(config.get("size") or 0)
-        if size < 1:
-            raise CheckpointError(f"checkpoint {path} does not record the image size (config['size'])")
+            if spec is None:
+                raise CheckpointError(f"checkpoint {path} does not say which architecture it holds (its model "
+                                      f"was not built by a registered architecture); pass the model: "
+                                      f"Predictor.from_checkpoint(path, model=...)")
+            model = build_arch(spec)
         try:
             model.load_state_dict(ckpt["model"])
         except (RuntimeError, ValueError, KeyError) as e:
-            arch = f" {config['arch']!r}" if "arch" in config else ""
+            arch = f" {spec['name']!r}" if spec else ""
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} "
                                   f"({first[:300]})") from e
-        return cls(model, vocab, size, Normalize(stats["mean"], stats["std"]), device)
+        return cls(model, pre.vocab, pre.size, pre.normalize, device)
 
     @torch.no_grad()
     def probabilities(self, xb: torch.Tensor) -> torch.Tensor:
@@ -150,10 +155,8 @@ class Predictor:
         Every image is decoded first, so an unreadable one raises `CorruptImageError` (naming the
         file) before any prediction is made.
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        if not isinstance(bs, int) or bs < 1:
-            raise ValueError(f"bs must be a positive int, got {bs!r}")
+        check_int("Predictor.predict", "top_k", top_k)
+        check_int("Predictor.predict", "bs", bs)
         k = min(top_k, len(self.vocab))
         pixels = [open_image(p, self.size) for p in images]  # (size, size, 3) uint8 each
         out: list[Prediction] = []

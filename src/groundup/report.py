@@ -5,8 +5,8 @@ base64 `data:` URIs and the run's settings, styled inline. It loads nothing from
 so it opens anywhere (a laptop offline, an e-mail attachment, a CI artifact).
 
 Example:
-    >>> write_metrics_csv(track.history, "runs/a/metrics.csv")
-    >>> write_report("runs/a/report.html", summary, track.history, {"Training loss": "runs/a/losses.png"})
+    >>> write_metrics_csv(learn.history, "runs/a/metrics.csv")
+    >>> write_report(summary, learn.history, {"Training loss": "runs/a/losses.png"}, "runs/a/report.html")
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from groundup.atomic import atomic_write
-from groundup.callbacks.tracking import COLUMNS
+from groundup.callbacks.tracking import COLUMNS, format_value
+from groundup.deprecation import renamed
 
 __all__ = ["render_report", "write_metrics_csv", "write_report", "write_summary", "write_text_atomic"]
 
@@ -93,12 +94,8 @@ def _metrics_table(history: Sequence[Mapping[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     rows = []
     for row in history:
-        cells = []
-        for c in COLUMNS:
-            v = row.get(c)
-            text = "–" if v is None else str(v) if c == "epoch" else f"{v:.1f}" if c == "seconds" else f"{v:.4f}"
-            cells.append(f"<td>{text}</td>")
-        rows.append(f"<tr>{''.join(cells)}</tr>")
+        cells = "".join(f"<td>{format_value(c, row.get(c), '–')}</td>" for c in COLUMNS)
+        rows.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -154,15 +151,22 @@ def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any
 """
 
 
-def write_report(path: str | os.PathLike, summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
-                 plots: Mapping[str, str | os.PathLike], title: str = "groundup training run") -> Path:
+def write_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
+                 plots: Mapping[str, str | os.PathLike], path: str | os.PathLike,
+                 title: str = "groundup training run") -> Path:
     """Write the self-contained report page to `path` and return it.
 
+    Like every `write_*` here, what is written comes first and the file last.
+
     Args:
-        path: the HTML file to write.
         summary: what `summary.json` holds (final metrics, wall time, `config`, versions, ...).
-        history: `TrackResults.history`: one dict per epoch.
+        history: `learn.history`: one dict per epoch.
         plots: `{caption: PNG file}`; each PNG is embedded as a base64 data URI.
+        path: the HTML file to write.
         title: the page's heading.
     """
+    if isinstance(summary, (str, os.PathLike)):  # write_report(path, summary, history, plots) before 0.2
+        summary, history, plots, path = renamed("write_report", "write_report(path, summary, history, plots)",
+                                                "write_report(summary, history, plots, path)",
+                                                (history, plots, path, summary))
     return write_text_atomic(render_report(summary, history, plots, title), path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from groundup.learner import Callback
+from groundup.callbacks.core import Callback
 from groundup.nn.stats import ActivationStats
 
 

@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 from groundup.atomic import atomic_write
-from groundup.callbacks.tracking import TrackResults
+from groundup.callbacks.core import Callback
 from groundup.checkpoint import save_checkpoint
-from groundup.distributed import is_main_process
-from groundup.learner import Callback
+from groundup.process_group import is_main_process
 
 __all__ = ["Checkpoint"]
 
@@ -25,8 +24,9 @@ class Checkpoint(Callback):
         path_or_folder: a file name ending in `.pt` (the best one goes next to it as `best.pt`),
             or a folder (files `model.pt` and `best.pt` inside it).
         every_epoch: save after every epoch; if False, save once when `fit` ends.
-        best_by: a metric of `TrackResults` ("valid_loss", "valid_acc", "train_loss", "train_acc")
-            to keep `best.pt` by, or None. Losses are better lower, accuracies higher.
+        best_by: a column of `learn.history` ("valid_loss", "valid_acc", "train_loss", "train_acc",
+            as `TrackResults` fills it) to keep `best.pt` by, or None. Losses are better lower,
+            accuracies higher.
         extra: more entries for every checkpoint (e.g. `{"config": {...}}`), plain data only.
 
     Each save is atomic (see `groundup.checkpoint`), so a run killed at any moment leaves the last
@@ -54,9 +54,6 @@ class Checkpoint(Callback):
     def before_fit(self) -> None:
         if self.learn.epoch == 0:  # a fresh run; a resumed one keeps the best so far (load_state_dict)
             self.best, self.best_epoch = None, None
-        if self.best_by is not None and self.learn.get_cb(TrackResults) is None:
-            raise ValueError(f"Checkpoint(best_by={self.best_by!r}) reads the metrics of TrackResults; "
-                             f"add TrackResults() to the learner's callbacks or pass best_by=None")
         self._last_done = None
 
     def after_epoch(self) -> None:
@@ -82,8 +79,12 @@ class Checkpoint(Callback):
     def _update_best(self) -> bool:
         if self.best_by is None:
             return False
-        history = self.learn.get_cb(TrackResults).history
-        value = history[-1].get(self.best_by) if history else None
+        history = self.learn.history
+        if not history or history[-1].get("epoch") != self.learn.epoch:
+            raise ValueError(f"Checkpoint(best_by={self.best_by!r}) reads learn.history, which has no row for "
+                             f"epoch {self.learn.epoch}; add TrackResults() to the learner's callbacks (it "
+                             f"fills learn.history) or pass best_by=None")
+        value = history[-1].get(self.best_by)
         if value is None or not math.isfinite(value):
             return False
         lower = self.best_by.endswith("loss")

@@ -26,16 +26,14 @@ epoch ends. On a GPU the flag is read one batch late, so the host never waits fo
 look at it. Errors are not agreed: the failing rank exits, torchrun stops the others, and a
 collective that loses its peers fails (at the latest after `timeout`) instead of hanging.
 
-Limitations (documented in docs/distributed.md): BatchNorm normalizes with per-rank batch statistics;
+Limitations (see the README's "Training on several GPUs or machines"): BatchNorm normalizes with per-rank batch statistics;
 the other Cancel exceptions (batch, step, train, validate, epoch) must be raised alike on every rank;
 the loss must be a mean over the samples of the batch (as `cross_entropy` is).
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -43,7 +41,8 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from groundup.distributed import (
+from groundup.callbacks.core import Callback, CancelFitException
+from groundup.process_group import (
     DEFAULT_TIMEOUT,
     all_reduce_sum,
     broadcast_,
@@ -54,7 +53,6 @@ from groundup.distributed import (
     init_from_env,
     peer_failure_hint,
 )
-from groundup.learner import Callback, CancelFitException
 
 __all__ = ["DistributedCB"]
 
@@ -121,12 +119,13 @@ class DistributedCB(Callback):
     once per epoch over all ranks, no padding) or torch DataLoaders built with a `DistributedSampler`.
     `bs` is the batch size per rank: the global batch is bs × world size. The loaders stay sharded
     after `fit` (each rank keeps iterating over its own part). Only rank 0 prints and
-    writes files (see `groundup.distributed.is_main_process`). See the module docstring for what runs
-    at each event, and docs/distributed.md for the launch commands.
+    writes files (see `groundup.process_group.is_main_process`). See the module docstring for what runs
+    at each event, and the README for the launch commands.
 
-    During `fit`, a torch.nn model is wrapped: `learn.model` is a `DistributedDataParallel` from the
-    first `before_epoch` to `after_fit`, which hands back the original model (use
-    `groundup.distributed.unwrap_model(learn.model)` to reach it in between).
+    It uses the Learner's extension points: `learn.wrap_model` (a torch.nn model trains wrapped in
+    `DistributedDataParallel` from the first `before_epoch` to the end of `fit`;
+    `learn.unwrapped_model` is the user's model throughout) and `learn.hold_cancel_fit` (a
+    `CancelFitException` of another callback is held until all ranks agree to stop).
 
     Args:
         bucket_mb: size of a gradient bucket in megabytes (one all-reduce per bucket).
@@ -134,9 +133,7 @@ class DistributedCB(Callback):
         backend: "nccl" or "gloo"; default NCCL with CUDA, gloo without.
     """
 
-    # After SetupLearnerCB (-10) has put the model on its device. Before MixedPrecision (-5): it must
-    # unscale the averaged gradients, so that every rank finds the same inf/NaN and skips the same steps.
-    order = -7
+    order = -7  # after SetupLearnerCB (-10) has put the model on its device
 
     def __init__(self, bucket_mb: float = 25.0, timeout: float = DEFAULT_TIMEOUT,
                  backend: str | None = None) -> None:
@@ -177,7 +174,7 @@ class DistributedCB(Callback):
         self._buckets = [[self._params[i] for i in idx] for idx in buckets(self._params, self.bucket_mb)] or [[]]
         self._sync = _SyncState()
         self._flag_pending = False
-        self._hold_fit_cancels()
+        learn.hold_cancel_fit = True  # a rank that left alone would leave the others waiting in a collective
 
     def before_epoch(self) -> None:
         if not self.active:
@@ -191,6 +188,7 @@ class DistributedCB(Callback):
     def after_loss(self) -> None:
         if self.active and self.learn.training:
             self._sync.n_local = float(_batch_size(self.learn.batch))
+            self._sync.stop = float(self.learn.cancel_fit_requested)  # rides along with the gradients
             self._sync.header = None
 
     def after_backward(self) -> None:
@@ -206,24 +204,19 @@ class DistributedCB(Callback):
         else:
             header = self._all_reduce_grads()
         if self._stop_seen(header[1]):
-            raise CancelFitException
+            self._stop_together()
 
     def after_train(self) -> None:
         if not self.active:
             return
-        model = self.learn.model
+        model = self.learn.unwrapped_model
         running = [b for b in (model.buffers() if hasattr(model, "buffers") else ()) if b.is_floating_point()]
         self._agree_to_stop(self._poll_flag(), average=running)
 
     def after_fit(self) -> None:
-        if not self.active:
-            return
-        if self._ddp is not None:
-            self.learn.model = self._ddp.module  # the user gets their own model back
-            self._ddp = None
+        # The Learner hands the user's model back and stops holding cancels; forget this fit's state.
+        self._ddp = None
         self._sync.stop, self._flag_pending = 0.0, False
-        # NOTE: rebuilding the learner's event lists drops the wrappers of `_hold_fit_cancels`.
-        self.learn._build_events()
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _shard_loaders(self, dls) -> None:
@@ -249,19 +242,13 @@ class DistributedCB(Callback):
         self._agree_on_normalization(dls)
 
     def _agree_on_normalization(self, dls) -> None:
-        # `DataLoaders.from_folder` measures the statistics on a sample drawn with the loader's seed,
-        # so without a fixed seed each rank would normalize its inputs differently: take rank 0's.
-        from groundup.callbacks.setup import SetupLearnerCB
-        from groundup.data.transforms import Normalize
-
-        stats = getattr(dls, "stats", None)
-        if stats is not None and all(isinstance(t, Tensor) for t in stats):
-            broadcast_(list(stats))
-        setup = self.learn.get_cb(SetupLearnerCB)
-        if setup is not None and setup.normalize is not None:
-            mean_std = [setup.normalize.mean.clone(), setup.normalize.std.clone()]
+        # Statistics measured on a sample drawn with the loader's seed differ per rank without a
+        # fixed seed, so each rank would normalize its inputs differently: take rank 0's.
+        pre = self.learn.preprocessing
+        if pre is not None:
+            mean_std = [pre.mean.clone(), pre.std.clone()]
             broadcast_(mean_std)
-            setup.normalize = Normalize(*mean_std)
+            self.learn.preprocessing = pre.with_stats(*mean_std)
 
     def _wrap_ddp(self) -> None:
         model = self.learn.model
@@ -273,7 +260,7 @@ class DistributedCB(Callback):
                                       bucket_cap_mb=self.bucket_mb, **no_buffer_sync)
         ddp.register_comm_hook(self._sync, _weighted_sum_hook)
         self._ddp = ddp
-        self.learn.model = ddp
+        self.learn.wrap_model(lambda _: ddp)
 
     def _all_reduce_grads(self) -> Tensor:
         """Bucketed all-reduce of n_local × gradient, then ÷ global count; returns the header."""
@@ -326,37 +313,19 @@ class DistributedCB(Callback):
 
     def _agree_to_stop(self, stop: bool = False, average: list[Tensor] | tuple = ()) -> None:
         """One all-reduce: raise CancelFitException on every rank if any asked; average `average` in place."""
-        flag = torch.tensor([1.0 if stop or self._sync.stop else 0.0], device=comm_device())
+        flag = torch.tensor([1.0 if stop or self.learn.cancel_fit_requested else 0.0], device=comm_device())
         summed = all_reduce_sum([flag, *average])
         world = get_world_size()
         with torch.no_grad():
             for t, total in zip(average, summed[1:]):
                 t.copy_(total / world)
         if summed[0].item() > 0:
-            raise CancelFitException
+            self._stop_together()
 
-    def _hold_fit_cancels(self) -> None:
-        """Hold a CancelFitException of any other callback until the next point where the ranks agree.
-
-        A rank that left the loop alone would leave the others waiting in a collective. So every
-        other callback's event method is wrapped (in the learner's event lists, rebuilt in
-        `after_fit`): its CancelFitException sets the stop flag instead of propagating.
-        """
-        for event, methods in self.learn._events.items():
-            if event != "after_fit":  # in place: the list being run (before_fit, now) sees the wrappers
-                methods[:] = [m if getattr(m, "__self__", None) is self else self._held(m) for m in methods]
-
-    def _held(self, method: Callable[[], None]) -> Callable[[], None]:
-        sync = self._sync
-
-        @functools.wraps(method)
-        def held() -> None:
-            try:
-                method()
-            except CancelFitException:
-                sync.stop = 1.0
-
-        return held
+    def _stop_together(self) -> None:
+        """Every rank has agreed: stop fitting here (this cancel must not be held)."""
+        self.learn.hold_cancel_fit = False
+        raise CancelFitException
 
     def __repr__(self) -> str:
         return f"DistributedCB(bucket_mb={self.bucket_mb}, timeout={self.timeout}, backend={self.backend})"

@@ -17,13 +17,14 @@ from __future__ import annotations
 import copy
 import math
 import os
-import random
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from groundup.learner import Callback, CancelFitException, CancelValidateException
+from groundup.callbacks.core import Callback, CancelFitException, CancelValidateException
+from groundup.checks import check_int
+from groundup.rng import get_rng_state, set_rng_state
+from groundup.smoothing import EMA
 
 __all__ = ["METHODS", "LRFinder", "LRSuggestion", "smooth_curve", "suggest_lr"]
 
@@ -55,11 +56,8 @@ def smooth_curve(values: list[float], beta: float) -> list[float]:
     1 - beta**k, as in Adam) so the ends are not pulled towards 0. `beta=0` returns the values.
     """
     def ema(xs: list[float]) -> list[float]:
-        out, avg = [], 0.0
-        for k, x in enumerate(xs, 1):
-            avg = beta * avg + (1 - beta) * x
-            out.append(avg / (1 - beta ** k))
-        return out
+        avg = EMA(beta)
+        return [avg.update(x) for x in xs]
     if beta == 0:
         return list(values)
     return ema(ema(list(values))[::-1])[::-1]
@@ -184,8 +182,8 @@ class LRFinder(Callback):
                              f"max_lr={max_lr!r}")
         if not 1 < mult < math.inf:
             raise ValueError(f"LRFinder: mult must be > 1 (the lr grows by it every batch), got {mult!r}")
-        if max_iter is not None and (not isinstance(max_iter, int) or max_iter < 1):
-            raise ValueError(f"LRFinder: max_iter must be a positive int or None, got {max_iter!r}")
+        if max_iter is not None:
+            check_int("LRFinder", "max_iter", max_iter)
         if not explode > 1:
             raise ValueError(f"LRFinder: explode must be > 1 (a multiple of the best loss), got {explode!r}")
         if not 0 <= beta < 1:
@@ -194,7 +192,7 @@ class LRFinder(Callback):
         self.explode, self.beta = explode, beta
         self.lrs: list[float] = []
         self.losses: list[float] = []
-        self._avg, self._best = 0.0, math.inf  # running loss average and best smoothed loss (explosion rule)
+        self._avg, self._best = EMA(beta), math.inf  # running loss average and best smoothed loss (explosion rule)
         self._saved: dict | None = None  # what after_fit restores
 
     # -- how long ----------------------------------------------------------------------------------
@@ -227,10 +225,10 @@ class LRFinder(Callback):
             "model_training": learn.model.training,
             "opt": None if learn.opt is None else copy.deepcopy(learn.opt.state_dict()),
             "lr": learn.lr,
-            "rng": _rng_state(),
+            "rng": get_rng_state(),
         }
         self.lrs, self.losses = [], []
-        self._avg, self._best = 0.0, math.inf
+        self._avg, self._best = EMA(self.beta), math.inf
         self.learn.lr = self.start_lr  # fit gives it to the optimizer right after before_fit
 
     def after_loss(self) -> None:
@@ -243,8 +241,7 @@ class LRFinder(Callback):
         self.losses.append(loss)
         if not math.isfinite(loss):
             raise CancelFitException
-        self._avg = self.beta * self._avg + (1 - self.beta) * loss
-        smooth = self._avg / (1 - self.beta ** len(self.losses))
+        smooth = self._avg.update(loss)
         self._best = min(self._best, smooth)
         if smooth > self.explode * self._best:
             raise CancelFitException
@@ -273,7 +270,7 @@ class LRFinder(Callback):
         else:
             learn.opt.load_state_dict(saved["opt"])
         learn.lr = saved["lr"]
-        _set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
         self._saved = None
 
     # -- results -----------------------------------------------------------------------------------
@@ -323,17 +320,3 @@ class LRFinder(Callback):
         return (f"LRFinder(start_lr={self.start_lr}, mult={self.mult}, max_lr={self.max_lr}, "
                 f"max_iter={self.max_iter}, explode={self.explode})")
 
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])

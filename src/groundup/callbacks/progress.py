@@ -9,8 +9,8 @@ from typing import TextIO
 
 import torch
 
-from groundup.distributed import is_main_process
-from groundup.learner import Callback
+from groundup.callbacks.core import Callback
+from groundup.process_group import is_main_process
 from groundup.progress import ProgressBar
 
 __all__ = ["ProgressCB"]

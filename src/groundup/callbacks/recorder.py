@@ -6,7 +6,8 @@ import os
 
 import torch
 
-from groundup.learner import Callback
+from groundup.callbacks.core import Callback
+from groundup.smoothing import EMA
 
 __all__ = ["Recorder"]
 
@@ -19,9 +20,8 @@ class Recorder(Callback):
     host-device sync per batch. Reading `losses` or `smooth_losses` mid-epoch converts what is
     pending (one sync).
 
-    The smoothed loss is an exponential moving average with bias correction (as in Adam): with
-    avg_0 = 0, avg_i = beta * avg_{i-1} + (1 - beta) * loss_i, and smooth_i = avg_i / (1 - beta**i),
-    so the first values are not pulled towards 0.
+    The smoothed loss is `groundup.smoothing.EMA`: an exponential moving average with bias
+    correction (as in Adam), so the first values are not pulled towards 0.
 
     Events used: `before_fit` (start a record), `after_loss` (keep the loss tensor and the lr, training
     only), `after_train` and `after_fit` (convert to floats). A good model for a callback that
@@ -50,13 +50,13 @@ class Recorder(Callback):
         self._smooth: list[float] = []
         self._pending: list[torch.Tensor] = []  # detached per-batch losses not yet converted
         self._pending_lrs: list = []
-        self._avg = 0.0  # the running (uncorrected) average behind the smoothed loss
+        self._avg = EMA(beta)  # behind the smoothed loss
 
     def before_fit(self) -> None:
         if self.learn.epoch == 0:
             self._lrs, self._losses, self._smooth = [], [], []
             self._pending, self._pending_lrs = [], []
-            self._avg = 0.0
+            self._avg = EMA(self.beta)
 
     def after_loss(self) -> None:
         learn = self.learn
@@ -77,10 +77,8 @@ class Recorder(Callback):
         losses = torch.stack([t.float().reshape(()) for t in self._pending]).tolist()  # the one sync
         self._lrs.extend(float(lr) for lr in self._pending_lrs)
         self._pending, self._pending_lrs = [], []
-        for loss in losses:
-            self._avg = self.beta * self._avg + (1 - self.beta) * loss
-            self._smooth.append(self._avg / (1 - self.beta ** (len(self._losses) + 1)))
-            self._losses.append(loss)
+        self._smooth.extend(self._avg.update(loss) for loss in losses)
+        self._losses.extend(losses)
 
     @property
     def lrs(self) -> list[float]:
@@ -138,13 +136,15 @@ class Recorder(Callback):
         """The record so far (plain lists and floats)."""
         self._flush()
         return {"beta": self.beta, "lrs": list(self._lrs), "losses": list(self._losses),
-                "smooth_losses": list(self._smooth), "avg": self._avg}
+                "smooth_losses": list(self._smooth), "avg": self._avg.avg}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a record saved by `state_dict` (a resumed fit then appends to it)."""
         self.beta = state["beta"]
         self._lrs, self._losses = list(state["lrs"]), list(state["losses"])
-        self._smooth, self._avg = list(state["smooth_losses"]), state["avg"]
+        self._smooth = list(state["smooth_losses"])
+        self._avg = EMA(self.beta)
+        self._avg.avg, self._avg.count = state["avg"], len(self._losses)
         self._pending, self._pending_lrs = [], []
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ A schedule is a plain function of training progress `pct` in [0, 1] (0 = the fir
 
 `combine_scheds` glues schedules end to end; `one_cycle_sched` builds the 1cycle policy from
 them (Smith 2018, "A disciplined approach to neural network hyper-parameters"): warm the lr up
-from `lr_max / div` to `lr_max`, then anneal it down, while momentum does the opposite.
+from `max_lr / div` to `max_lr`, then anneal it down, while momentum does the opposite.
 
 Because a schedule only depends on progress, and progress only on (epoch, iter, n_epochs,
 n_iter), `OneCycle` needs no saved state: `learn.fit(n, start_epoch=k)` picks up exactly where
@@ -22,7 +22,9 @@ import math
 import os
 from collections.abc import Callable, Sequence
 
-from groundup.learner import Callback
+from groundup.callbacks.core import Callback
+from groundup.checks import check_int, check_number
+from groundup.deprecation import renamed
 
 __all__ = [
     "OneCycle",
@@ -37,7 +39,7 @@ __all__ = [
 Schedule = Callable[[float], float]
 
 ANNEALS = ("linear", "cos")
-COS_DIV_FINAL = 1e4  # where a cosine one-cycle ends when div_final is None: lr_max / 1e4
+COS_DIV_FINAL = 1e4  # where a cosine one-cycle ends when div_final is None: max_lr / 1e4
 
 
 def sched_lin(start: float, end: float) -> Schedule:
@@ -90,52 +92,50 @@ def combine_scheds(pcts: Sequence[float], scheds: Sequence[Schedule]) -> Schedul
     return combined
 
 
-def _check_one_cycle(lr_max, pct_start, div, div_final, anneal) -> None:
-    if isinstance(lr_max, bool) or not isinstance(lr_max, (int, float)) or not 0 < lr_max < math.inf:
-        raise ValueError(f"OneCycle: lr_max must be a positive finite number, got {lr_max!r}")
+def _check_one_cycle(max_lr, pct_start, div, div_final, anneal) -> None:
+    check_number("OneCycle", "max_lr", max_lr, low_inclusive=False)
     if not 0 <= pct_start < 1:
         raise ValueError(f"OneCycle: pct_start (the warm-up fraction) must be in [0, 1), got {pct_start!r}")
     if not div > 0:
-        raise ValueError(f"OneCycle: div must be > 0 (training starts at lr_max / div), got {div!r}")
+        raise ValueError(f"OneCycle: div must be > 0 (training starts at max_lr / div), got {div!r}")
     if div_final is not None and not div_final > 0:
-        raise ValueError(f"OneCycle: div_final must be > 0 or None (training ends at lr_max / div_final), "
+        raise ValueError(f"OneCycle: div_final must be > 0 or None (training ends at max_lr / div_final), "
                          f"got {div_final!r}")
     if anneal not in ANNEALS:
         raise ValueError(f"OneCycle: anneal must be one of {ANNEALS}, got {anneal!r}")
 
 
-def one_cycle_sched(lr_max: float, pct_start: float = 0.25, div: float = 10.0,
+def one_cycle_sched(max_lr: float, pct_start: float = 0.25, div: float = 10.0,
                     div_final: float | None = None, anneal: str = "linear") -> Schedule:
     """The 1cycle learning-rate schedule as a function of progress `pct` in [0, 1].
 
-    Up from `lr_max / div` to `lr_max` during the first `pct_start` of training, then down to
-    `lr_max / div_final`. With `anneal="linear"` (the walkthrough) both halves are straight
+    Up from `max_lr / div` to `max_lr` during the first `pct_start` of training, then down to
+    `max_lr / div_final`. With `anneal="linear"` (the walkthrough) both halves are straight
     lines and `div_final=None` ends at 0. With `anneal="cos"` both halves are half cosines and
-    `div_final=None` ends at `lr_max / 1e4` (`COS_DIV_FINAL`).
+    `div_final=None` ends at `max_lr / 1e4` (`COS_DIV_FINAL`).
     """
-    _check_one_cycle(lr_max, pct_start, div, div_final, anneal)
+    _check_one_cycle(max_lr, pct_start, div, div_final, anneal)
     shape = sched_lin if anneal == "linear" else sched_cos
     if div_final is None:
-        end = 0.0 if anneal == "linear" else lr_max / COS_DIV_FINAL
+        end = 0.0 if anneal == "linear" else max_lr / COS_DIV_FINAL
     else:
-        end = lr_max / div_final
-    return combine_scheds([pct_start, 1 - pct_start], [shape(lr_max / div, lr_max), shape(lr_max, end)])
+        end = max_lr / div_final
+    return combine_scheds([pct_start, 1 - pct_start], [shape(max_lr / div, max_lr), shape(max_lr, end)])
 
 
-def one_cycle_lrs(lr_max: float, n_steps: int, pct_start: float = 0.25, div: float = 10.0,
+def one_cycle_lrs(max_lr: float, n_steps: int, pct_start: float = 0.25, div: float = 10.0,
                   div_final: float | None = None, anneal: str = "linear") -> list[float]:
     """The learning rate of each of `n_steps` optimizer steps under 1cycle (as `OneCycle` sets them).
 
-    Step i is at progress i / n_steps, so the list starts at `lr_max / div` and stops one step
+    Step i is at progress i / n_steps, so the list starts at `max_lr / div` and stops one step
     short of the final value.
 
     Example:
         >>> one_cycle_lrs(1.0, 4)
         [0.1, 1.0, 0.6666666666666667, 0.33333333333333337]
     """
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"one_cycle_lrs: n_steps must be a positive int, got {n_steps!r}")
-    sched = one_cycle_sched(lr_max, pct_start, div, div_final, anneal)
+    check_int("one_cycle_lrs", "n_steps", n_steps)
+    sched = one_cycle_sched(max_lr, pct_start, div, div_final, anneal)
     return [sched(i / n_steps) for i in range(n_steps)]
 
 
@@ -143,8 +143,8 @@ class OneCycle(Callback):
     """Set the learning rate (and momentum) before every training batch along the 1cycle policy.
 
     Progress is `(epoch * n_iter + iter) / (n_epochs * n_iter)`; the lr at that progress comes
-    from `one_cycle_sched` (by default the walkthrough's: up linearly from `lr_max / div` to
-    `lr_max` over the first quarter, then linearly down to 0). Every parameter group gets it.
+    from `one_cycle_sched` (by default the walkthrough's: up linearly from `max_lr / div` to
+    `max_lr` over the first quarter, then linearly down to 0). Every parameter group gets it.
 
     With `moms` (default `(0.95, 0.85, 0.95)`), momentum goes from `moms[0]` to `moms[1]` during
     the warm-up and back to `moms[2]` afterwards, along the same shape: a high lr pairs with a low
@@ -154,10 +154,10 @@ class OneCycle(Callback):
     not schedule it. `moms=None` never touches momentum.
 
     Args:
-        lr_max: the peak learning rate.
+        max_lr: the peak learning rate.
         pct_start: fraction of training spent warming up.
-        div: training starts at `lr_max / div`.
-        div_final: training ends at `lr_max / div_final`; None: 0 for linear, `lr_max / 1e4` for cos.
+        div: training starts at `max_lr / div`.
+        div_final: training ends at `max_lr / div_final`; None: 0 for linear, `max_lr / 1e4` for cos.
         anneal: "linear" (the walkthrough) or "cos".
         moms: (start, middle, end) momentum, or None.
 
@@ -174,10 +174,14 @@ class OneCycle(Callback):
 
     order = 10  # after SetupLearnerCB; before callbacks that read the lr (Recorder)
 
-    def __init__(self, lr_max: float, pct_start: float = 0.25, div: float = 10.0,
+    def __init__(self, max_lr: float | None = None, pct_start: float = 0.25, div: float = 10.0,
                  div_final: float | None = None, anneal: str = "linear",
-                 moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95)) -> None:
-        self.lr_sched = one_cycle_sched(lr_max, pct_start, div, div_final, anneal)
+                 moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95), **old) -> None:
+        if "lr_max" in old:  # the spelling before 0.2
+            max_lr = renamed("OneCycle", "lr_max", "max_lr", old.pop("lr_max"))
+        if old:
+            raise TypeError(f"OneCycle got unexpected arguments {sorted(old)}")
+        self.lr_sched = one_cycle_sched(max_lr, pct_start, div, div_final, anneal)
         if moms is not None:
             if len(moms) != 3 or not all(0 <= m < 1 for m in moms):
                 raise ValueError(f"OneCycle: moms must be three momentums in [0, 1) (start, middle, end) "
@@ -187,7 +191,7 @@ class OneCycle(Callback):
                                             [shape(moms[0], moms[1]), shape(moms[1], moms[2])])
         else:
             self.mom_sched = None
-        self.lr_max, self.pct_start, self.div, self.div_final = lr_max, pct_start, div, div_final
+        self.max_lr, self.pct_start, self.div, self.div_final = max_lr, pct_start, div, div_final
         self.anneal, self.mom_cycle = anneal, moms
         self.lrs: list[float] = []   # the lr set before each training batch of the last fit
         self.moms: list[float] = []  # the momentum set (when any group has one)
@@ -238,8 +242,13 @@ class OneCycle(Callback):
                 ax2.plot(self.moms, color="C1", label="momentum")
                 ax2.set_ylabel("momentum")
 
+    @property
+    def lr_max(self) -> float:
+        """Deprecated: `max_lr`."""
+        return renamed("OneCycle", "lr_max", "max_lr", self.max_lr)
+
     def __repr__(self) -> str:
-        return (f"OneCycle(lr_max={self.lr_max}, pct_start={self.pct_start}, div={self.div}, "
+        return (f"OneCycle(max_lr={self.max_lr}, pct_start={self.pct_start}, div={self.div}, "
                 f"div_final={self.div_final}, anneal={self.anneal!r}, moms={self.mom_cycle})")
 
 

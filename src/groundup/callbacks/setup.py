@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from groundup.data.transforms import Normalize, to_nchw
-from groundup.distributed import local_device
-from groundup.learner import Callback
+from groundup.callbacks.core import Callback
+from groundup.data.preprocessing import Preprocessing
+from groundup.data.transforms import Normalize, batch_stats, to_nchw
+from groundup.process_group import local_device
 
-
-def default_device() -> torch.device:
-    """CUDA when available (under torchrun: this process's GPU, `cuda:LOCAL_RANK`), else CPU."""
-    return local_device()
+__all__ = ["SetupLearnerCB", "to_device"]
 
 
 def to_device(batch, device: torch.device):
@@ -29,35 +27,43 @@ class SetupLearnerCB(Callback):
     """Put the model on the device; turn each batch into what the model eats, on that device.
 
     For a uint8 image batch (N, H, W, C), as groundup's DataLoader yields: move it to the device,
-    then `Normalize` (which divides by 255) and `to_nchw` there, giving float (N, C, H, W). Other
+    then normalize (which divides by 255) and `to_nchw` there, giving float (N, C, H, W). Other
     batches (floats, 2-D features, ...) are only moved.
 
+    The statistics come from `learn.preprocessing` (which `ImageDataLoaders.from_folder` makes);
+    without one, from the first training batch, as the walkthrough does, and they are then
+    recorded as `learn.preprocessing` so that checkpoints and prediction use the same ones.
+
     Args:
-        device: where to train; default CUDA when available, else CPU.
-        normalize: a `Normalize`; default from `learn.dls.stats`, else from the first training
-            batch's statistics (as the walkthrough does).
+        device: where to train; default CUDA when available (under torchrun: this process's GPU),
+            else CPU.
+        normalize: a `Normalize` that takes precedence over `learn.preprocessing`'s statistics.
     """
 
     order = -10  # before every callback that looks at the batch
 
     def __init__(self, device: str | torch.device | None = None, normalize: Normalize | None = None):
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = torch.device(device) if device is not None else local_device()
         self.normalize = normalize
 
     def before_fit(self) -> None:
         self.learn.model.to(self.device)
-        if self.normalize is None:
-            stats = getattr(self.learn.dls, "stats", None)
-            if stats is not None:
-                self.normalize = Normalize(*stats)
 
     def before_batch(self) -> None:
-        xb, *rest = to_device(tuple(self.learn.batch), self.device)
+        learn = self.learn
+        xb, *rest = to_device(tuple(learn.batch), self.device)
         if xb.dtype == torch.uint8 and xb.ndim == 4:
-            if self.normalize is None:  # no stats given: the walkthrough's first-batch statistics
-                self.normalize = Normalize.from_batch(xb)
-            xb = to_nchw(self.normalize(xb))  # (N, C, H, W) float32
-        self.learn.batch = (xb, *rest)
+            xb = to_nchw(self._normalizer(xb)(xb))  # (N, C, H, W) float32
+        learn.batch = (xb, *rest)
+
+    def _normalizer(self, xb: torch.Tensor) -> Normalize:
+        if self.normalize is not None:
+            return self.normalize
+        learn = self.learn
+        if learn.preprocessing is None:  # no statistics given: the walkthrough's first-batch statistics
+            learn.preprocessing = Preprocessing(*batch_stats(xb), size=xb.shape[1] if xb.shape[1] == xb.shape[2]
+                                                else None)
+        return learn.preprocessing.normalize
 
     def __repr__(self) -> str:
         return f"SetupLearnerCB(device={self.device}, normalize={self.normalize})"

@@ -8,9 +8,9 @@ from typing import TextIO
 
 import torch
 
-from groundup.distributed import all_reduce_sum, comm_device, is_distributed, is_main_process
-from groundup.learner import Callback
+from groundup.callbacks.core import Callback
 from groundup.metrics import accuracy
+from groundup.process_group import all_reduce_sum, comm_device, is_distributed, is_main_process
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds")
 
@@ -29,17 +29,24 @@ class TrackResults(Callback):
         metric: `metric(preds, yb) -> 0-d tensor` (default `accuracy`); set to None for
             non-classification losses.
 
-    After `fit`: `history` is a list of dicts with keys `COLUMNS`; `table()` renders it.
+    Each epoch's row (a dict with keys `COLUMNS`) is appended to `learn.history`, which the Learner
+    owns (and checkpoints save): other callbacks and the code after `fit` read it there.
+    `table()` renders it.
     """
 
     order = 50
 
     def __init__(self, print_table: bool = True, file: TextIO | None = None, metric=accuracy):
         self.print_table, self.file, self.metric = print_table, file, metric
-        self.history: list[dict] = []
+
+    @property
+    def history(self) -> list[dict]:
+        """The learner's results so far (`learn.history`); empty before the callback joins a learner."""
+        return self.learn.history if self.learn is not None else []
 
     def before_fit(self) -> None:
-        self.history = [] if self.learn.epoch == 0 else self.history
+        if self.learn.epoch == 0:  # a fresh run; a resumed one appends to the history it loaded
+            self.learn.history = []
         self._printed_header = False
 
     def before_epoch(self) -> None:
@@ -93,7 +100,7 @@ class TrackResults(Callback):
 
     def after_epoch(self) -> None:
         self._row["seconds"] = time.perf_counter() - self._start
-        self.history.append(self._row)
+        self.learn.history.append(self._row)
         if self.print_table and is_main_process():
             out = self.file or sys.stdout
             if not self._printed_header:
@@ -106,19 +113,22 @@ class TrackResults(Callback):
         """A fixed-width table line for `row` (the header when None)."""
         if row is None:
             return "  ".join(f"{c:>10}" for c in COLUMNS)
-        cells = []
-        for c in COLUMNS:
-            v = row.get(c)
-            cells.append(f"{'-':>10}" if v is None else f"{v:>10d}" if c == "epoch" else
-                         f"{v:>10.1f}" if c == "seconds" else f"{v:>10.4f}")
-        return "  ".join(cells)
+        return "  ".join(f"{format_value(c, row.get(c), '-'):>10}" for c in COLUMNS)
 
     def table(self) -> str:
         """The history as the printed table."""
         return "\n".join([self.format_row(None), *(self.format_row(r) for r in self.history)])
 
-    def state_dict(self) -> dict:
-        return {"history": [dict(r) for r in self.history]}
-
     def load_state_dict(self, state: dict) -> None:
-        self.history = [dict(r) for r in state["history"]]
+        """Read the history from a checkpoint written before the Learner owned it (groundup 0.1)."""
+        if state.get("history") and not self.learn.history:
+            self.learn.history = [dict(r) for r in state["history"]]
+
+
+def format_value(column: str, v, missing: str = "") -> str:
+    """How a results cell reads in the table and the report: epochs as integers, seconds to 0.1, the rest to 4 places."""
+    if v is None:
+        return missing
+    if column == "epoch":
+        return f"{v:d}"
+    return f"{v:.1f}" if column == "seconds" else f"{v:.4f}"

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from groundup import __version__
+from groundup._version import __version__
 from groundup.paths import groundup_home
 from groundup.progress import ProgressBar, format_size
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from groundup.checks import check_int
 from groundup.data.cache import BAD, FILLED, DecodeCache
 from groundup.data.files import label_files, parent_label, val2idx
 
@@ -61,8 +62,7 @@ class Dataset:
     def __init__(self, files: Sequence[str | os.PathLike], vocab: dict[str, int] | None = None,
                  size: int = 64, label_func: Callable[[Path], str] = parent_label,
                  cache: bool = True, skip_corrupt: bool = False):
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive int, got {size!r}")
+        check_int("Dataset", "size", size)
         self.files = [Path(f) for f in files]
         self.vocab = vocab if vocab is not None else val2idx(label_func(f) for f in self.files)
         self.labels = np.asarray(label_files(self.files, self.vocab, label_func), dtype=np.int64)

@@ -27,12 +27,15 @@ import signal
 import traceback
 import weakref
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from groundup.checks import check_int
+from groundup.data.preprocessing import Preprocessing
+from groundup.deprecation import renamed
 
 
 def collate(samples: Sequence[Any]) -> Any:
@@ -143,7 +146,7 @@ class DataLoader:
         dataset: any object with `__len__` and `__getitem__` (a groundup `Dataset`, a list, ...).
         bs: batch size.
         shuffle: a new order every epoch. The order of epoch `e` depends only on `(seed, e)`.
-        n_workers: worker processes; 0 loads in the calling process.
+        num_workers: worker processes; 0 loads in the calling process (`n_workers` before 0.2).
         drop_last: drop the last batch when it is smaller than `bs`.
         seed: makes shuffling reproducible; None draws one from torch's global RNG (so
             `torch.manual_seed` controls it too).
@@ -152,23 +155,26 @@ class DataLoader:
         prefetch: batches in flight per worker.
 
     Example:
-        >>> dl = DataLoader(ds, bs=128, shuffle=True, n_workers=2, seed=42)
+        >>> dl = DataLoader(ds, bs=128, shuffle=True, num_workers=2, seed=42)
         >>> for xb, yb in dl: ...          # xb: (128, 64, 64, 3) uint8, yb: (128,) int64
 
     Sharding for data-parallel training: `shard(rank, world_size)` makes this loader yield only
     rank `rank`'s part of every batch (see `epoch_batches`).
     """
 
-    def __init__(self, dataset, bs: int = 64, shuffle: bool = False, n_workers: int = 0,
+    def __init__(self, dataset, bs: int = 64, shuffle: bool = False, num_workers: int = 0,
                  drop_last: bool = False, seed: int | None = None,
-                 collate_fn: Callable[[list], Any] = collate, timeout: float = 5.0, prefetch: int = 2):
+                 collate_fn: Callable[[list], Any] = collate, timeout: float = 5.0, prefetch: int = 2,
+                 n_workers: int | None = None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader needs a dataset with __len__ and __getitem__, "
                             f"got {type(dataset).__name__}")
-        for name, v, lo in (("bs", bs, 1), ("n_workers", n_workers, 0), ("prefetch", prefetch, 1)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"DataLoader {name} must be an int >= {lo}, got {v!r}")
-        self.dataset, self.bs, self.shuffle, self.n_workers = dataset, bs, shuffle, n_workers
+        if n_workers is not None:  # the spelling before 0.2
+            num_workers = renamed("DataLoader", "n_workers", "num_workers", n_workers)
+        check_int("DataLoader", "bs", bs)
+        check_int("DataLoader", "num_workers", num_workers, low=0)
+        check_int("DataLoader", "prefetch", prefetch)
+        self.dataset, self.bs, self.shuffle, self.num_workers = dataset, bs, shuffle, num_workers
         self.drop_last, self.collate_fn, self.timeout, self.prefetch = drop_last, collate_fn, timeout, prefetch
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
         self.epoch = 0  # the epoch the next iteration runs; `set_epoch` moves it (resume)
@@ -225,7 +231,7 @@ class DataLoader:
     def __iter__(self):
         batches = self.epoch_batches(self.epoch)
         self.epoch += 1
-        if self.n_workers == 0 or self._warm_cache():
+        if self.num_workers == 0 or self._warm_cache():
             for idxs in batches:
                 yield _fetch(self.dataset, self.collate_fn, idxs)
             return
@@ -239,7 +245,7 @@ class DataLoader:
 
     def _start_workers(self) -> _WorkerPool:
         if self._pool is None:
-            self._pool = _WorkerPool(self.dataset, self.collate_fn, self.n_workers, self.seed)
+            self._pool = _WorkerPool(self.dataset, self.collate_fn, self.num_workers, self.seed)
             self._finalizer = weakref.finalize(self, self._pool.close)
         return self._pool
 
@@ -248,7 +254,7 @@ class DataLoader:
         tag, sent, done = next(self._tags), 0, {}
         try:
             for i in range(len(batches)):
-                while sent < len(batches) and sent < i + self.n_workers * self.prefetch:
+                while sent < len(batches) and sent < i + self.num_workers * self.prefetch:
                     pool.tasks.put((tag, sent, batches[sent]))
                     sent += 1
                 while i not in done:
@@ -295,20 +301,42 @@ class DataLoader:
 
     def __repr__(self) -> str:
         return (f"DataLoader({len(self.dataset)} samples, bs={self.bs}, shuffle={self.shuffle}, "
-                f"n_workers={self.n_workers})")
+                f"num_workers={self.num_workers})")
 
 
 class DataLoaders:
-    """A training and a validation `DataLoader`: `.train`, `.valid` (plus `.vocab` and `.stats` when known).
+    """A training and a validation `DataLoader`: `.train`, `.valid`, and `.preprocessing` when known.
 
-    Example:
-        >>> dls = DataLoaders.from_folder("imagenette2-160", size=64, bs=128)
-        >>> xb, yb = next(iter(dls.train))
+    Args:
+        train, valid: the two loaders (or any iterables of batches).
+        preprocessing: image size, vocabulary, class names and statistics of the inputs (see
+            `Preprocessing`); the Learner takes it from here.
+        vocab, stats: the walkthrough's separate pieces ({label: index}, (mean, std)); used to
+            build `preprocessing` when it is not given.
+
+    For a folder of images, `ImageDataLoaders.from_folder` (in `groundup.data.folder`) builds
+    everything: both loaders and their preprocessing.
     """
 
     def __init__(self, train: DataLoader, valid: DataLoader, vocab: dict | None = None,
-                 stats: tuple[Tensor, Tensor] | None = None):
-        self.train, self.valid, self.vocab, self.stats = train, valid, vocab, stats
+                 stats: tuple[Tensor, Tensor] | None = None, preprocessing: Preprocessing | None = None):
+        self.train, self.valid = train, valid
+        if preprocessing is None and stats is not None:
+            preprocessing = Preprocessing(*stats, vocab=vocab)
+        self.preprocessing = preprocessing
+        self._vocab = vocab
+
+    @property
+    def vocab(self) -> dict[str, int] | None:
+        """The walkthrough's vocabulary, `{label: index}` (from `preprocessing` when it has one)."""
+        if self.preprocessing is not None and self.preprocessing.vocab is not None:
+            return {label: i for i, label in enumerate(self.preprocessing.vocab)}
+        return self._vocab
+
+    @property
+    def stats(self) -> tuple[Tensor, Tensor] | None:
+        """`(mean, std)` of the inputs, from `preprocessing`."""
+        return None if self.preprocessing is None else self.preprocessing.stats
 
     def __iter__(self):
         return iter((self.train, self.valid))
@@ -318,52 +346,18 @@ class DataLoaders:
 
     def close(self) -> None:
         """Stop the worker processes of both loaders."""
-        self.train.close()
-        self.valid.close()
+        for dl in (self.train, self.valid):
+            if hasattr(dl, "close"):
+                dl.close()
 
     def __repr__(self) -> str:
-        return f"DataLoaders(train={self.train!r}, valid={self.valid!r})"
+        return f"{type(self).__name__}(train={self.train!r}, valid={self.valid!r})"
 
     @classmethod
-    def from_folder(cls, path: str | os.PathLike, size: int = 64, bs: int = 128,
-                    n_workers: int | None = None, seed: int | None = None, valid_bs: int | None = None,
-                    cache: bool = True, skip_corrupt: bool = False) -> DataLoaders:
-        """Loaders for a folder laid out as `train/<label>/*.jpg` and `val/<label>/*.jpg` (or `valid/`).
+    def from_folder(cls, *args, **kwargs) -> DataLoaders:
+        """Deprecated: `ImageDataLoaders.from_folder` (in `groundup.data.folder`); stops working in 0.3."""
+        # The one import of a module above this one: a shim that goes away with the old spelling.
+        from groundup.data.folder import ImageDataLoaders
 
-        Finds the files, builds the vocabulary from the training labels (`val2idx`), splits by
-        grandparent folder, and makes a shuffled training loader and an unshuffled validation
-        loader with a larger batch (2×`bs` unless `valid_bs` is given). `.stats` holds the
-        per-channel mean and std of one training batch (for `Normalize`).
-
-        Args:
-            path: the data set folder.
-            size: images are squashed to `size`×`size`.
-            bs: training batch size.
-            n_workers: worker processes per loader; None uses every CPU core (at most 8).
-            seed: makes the shuffling and the statistics batch reproducible.
-            cache: keep decoded images in a decode cache under `GROUNDUP_HOME`.
-            skip_corrupt: skip undecodable images with a warning instead of failing.
-        """
-        from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
-        from groundup.data.images import Dataset
-        from groundup.data.transforms import batch_stats
-
-        root = Path(path)
-        if not root.is_dir():
-            raise FileNotFoundError(f"data folder not found: {root}")
-        train_files, valid_files = grandparent_split(get_image_files(root))
-        for name, files, where in (("training", train_files, "train"), ("validation", valid_files, "val")):
-            if not files:
-                raise ValueError(f"no {name} images in {root}: expected images in {root}/{where}/<label>/")
-        vocab = val2idx(parent_label(f) for f in train_files)
-        if n_workers is None:
-            n_workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                            else os.cpu_count() or 1, 8)
-        train_ds = Dataset(train_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
-        valid_ds = Dataset(valid_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
-        train = DataLoader(train_ds, bs, shuffle=True, n_workers=n_workers, seed=seed)
-        valid = DataLoader(valid_ds, valid_bs or 2 * bs, n_workers=n_workers, seed=train.seed)
-        rng = np.random.default_rng([train.seed, 2**31])
-        sample = rng.choice(len(train_ds), size=min(bs, len(train_ds)), replace=False)
-        stats = batch_stats(train_ds.get_batch(np.sort(sample))[0])
-        return cls(train, valid, vocab=vocab, stats=stats)
+        renamed("DataLoaders.from_folder", "DataLoaders.from_folder", "ImageDataLoaders.from_folder")
+        return ImageDataLoaders.from_folder(*args, **kwargs)

@@ -11,7 +11,16 @@ from groundup.nn.layers import (
     kaiming_normal_,
     xavier_normal_,
 )
-from groundup.nn.models import ARCHS, ResBlock, conv_bn, get_arch, resnet, simple_cnn
+from groundup.nn.models import (
+    ARCHS,
+    ResBlock,
+    build_arch,
+    conv_bn,
+    get_arch,
+    register_arch,
+    resnet,
+    simple_cnn,
+)
 from groundup.nn.module import HookHandle, Hooks, IncompatibleKeys, Module, Parameter, StateDictError
 from groundup.nn.stats import ActivationStats
 
@@ -32,9 +41,11 @@ __all__ = [
     "ResBlock",
     "Sequential",
     "StateDictError",
+    "build_arch",
     "conv_bn",
     "get_arch",
     "kaiming_normal_",
+    "register_arch",
     "resnet",
     "simple_cnn",
     "xavier_normal_",

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from groundup.checks import check_int
 from groundup.nn.module import Module, Parameter
 
 __all__ = [
@@ -57,8 +58,7 @@ def xavier_normal_(w: Tensor) -> Tensor:
 
 
 def _check_size(layer: str, name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+    check_int(layer, name, value)
 
 
 # -- input checks (called only when the cheap shape test fails) ---------------------------------

@@ -3,24 +3,51 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from groundup.checks import check_int
 from groundup.nn.layers import AdaptivePool, BatchNorm, ConvLayer, Linear, ReLU, Sequential
 from groundup.nn.module import Module
 
-__all__ = ["ARCHS", "ResBlock", "conv_bn", "get_arch", "resnet", "simple_cnn"]
+__all__ = ["ARCHS", "ResBlock", "build_arch", "conv_bn", "get_arch", "register_arch", "resnet", "simple_cnn"]
+
+ARCHS: dict[str, Callable[..., Module]] = {}  # filled by @register_arch: the names `--arch` accepts
+
+
+def register_arch(fn: Callable[..., Module]) -> Callable[..., Module]:
+    """Register a function that builds a model as an architecture, under its own name.
+
+    The name then works with `get_arch` and `groundup train --arch NAME`, and every model it builds
+    records how (`model.arch_spec = {"name", "kwargs"}`): checkpoints store that, so prediction
+    and export rebuild the model from the checkpoint alone.
+    """
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def build(*args: Any, **kwargs: Any) -> Module:
+        model = fn(*args, **kwargs)
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        model.arch_spec = {"name": fn.__name__, "kwargs": dict(bound.arguments)}
+        return model
+
+    ARCHS[fn.__name__] = build
+    return build
 
 
 def _check_positive(fn: str, **sizes: int) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
+        check_int(fn, name, value)
 
 
+@register_arch
 def simple_cnn(n_in: int = 3, n_classes: int = 10) -> Sequential:
     """The walkthrough's CNN: four stride-2 ConvLayers, average pooling and a linear head (10 parameter tensors).
 
@@ -81,6 +108,7 @@ class ResBlock(Module):
         return f"{self.ni}, {self.nf}, stride={self.stride}"
 
 
+@register_arch
 def resnet(n_in: int = 3, n_classes: int = 10, width: int = 16, depth: int = 4,
            blocks_per_stage: int = 1) -> Sequential:
     """A small ResNet built from groundup modules: a stem, `depth` stride-2 stages, pooling and a head.
@@ -112,9 +140,6 @@ def resnet(n_in: int = 3, n_classes: int = 10, width: int = 16, depth: int = 4,
     return Sequential(*layers, AdaptivePool(), Linear(ni, n_classes))
 
 
-ARCHS: dict[str, Callable[..., Module]] = {"simple_cnn": simple_cnn, "resnet": resnet}
-
-
 def get_arch(name: str, **kwargs) -> Module:
     """Build the architecture registered as `name` in `ARCHS`, passing `kwargs` (e.g. n_classes=10).
 
@@ -126,3 +151,10 @@ def get_arch(name: str, **kwargs) -> Module:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ValueError(f"unknown architecture {name!r}{hint}; valid names: {', '.join(sorted(ARCHS))}")
     return ARCHS[name](**kwargs)
+
+
+def build_arch(spec: dict[str, Any]) -> Module:
+    """Rebuild a model from its `arch_spec` (as stored in a checkpoint)."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"an architecture spec is a dict with 'name' and 'kwargs', got {spec!r}")
+    return get_arch(spec["name"], **dict(spec.get("kwargs") or {}))

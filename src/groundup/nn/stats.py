@@ -16,6 +16,7 @@ from typing import Self
 import torch
 from torch import Tensor
 
+from groundup.checks import check_int
 from groundup.nn.module import Hooks, Module
 
 __all__ = ["ActivationStats"]
@@ -48,8 +49,7 @@ class ActivationStats:
     def __init__(self, modules: Iterable[Module | torch.nn.Module], bins: int = 40,
                  hist_range: tuple[float, float] = (0.0, 10.0), zero_threshold: float = 1e-3,
                  train_only: bool = True) -> None:
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise ValueError(f"ActivationStats: bins must be a positive int, got {bins!r}")
+        check_int("ActivationStats", "bins", bins)
         low, high = hist_range
         if not low < high:
             raise ValueError(f"ActivationStats: hist_range must be (low, high) with low < high, got {hist_range!r}")

@@ -1,0 +1,51 @@
+"""`groundup lr-find`: run the learning-rate range test and write its plot and numbers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+
+from groundup.commands.options import HelpFormatter, add_data_options
+from groundup.config import TrainConfig
+from groundup.report import write_text_atomic
+from groundup.run import build_learner, new_out_dir
+
+NAME = "lr-find"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    f = sub.add_parser(NAME, formatter_class=HelpFormatter, help="run the learning-rate finder",
+                       description="Run the learning-rate range test; write lr_find.png and lr_find.json "
+                                   "(lrs, losses, suggestion, method) and print the suggestion.")
+    add_data_options(f)
+    f.add_argument("--start-lr", type=float, default=1e-6, help="the first learning rate tried")
+    f.add_argument("--max-lr", type=float, default=10.0, help="stop once the learning rate passes this")
+    f.add_argument("--out", default=None, help="the output folder; it must be new or empty "
+                                               "(default: runs/<date-time>-lr-find)")
+    f.set_defaults(run=run)
+    return f
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    cfg = TrainConfig(data=args.data, bs=args.bs, size=args.size, arch=args.arch, opt=args.opt,
+                      num_workers=args.num_workers, seed=args.seed, lr="auto")
+    for flag, v in (("--start-lr", args.start_lr), ("--max-lr", args.max_lr)):
+        if not 0 < v < math.inf:
+            raise ValueError(f"{flag} must be a positive number, got {v!r}")
+    if args.start_lr >= args.max_lr:
+        raise ValueError(f"--start-lr ({args.start_lr:g}) must be below --max-lr ({args.max_lr:g})")
+    learn = build_learner(cfg)
+    try:
+        out = new_out_dir(args.out, suffix="-lr-find")
+        found = learn.lr_find(start_lr=args.start_lr, max_lr=args.max_lr, path=out / "lr_find.png")
+    finally:
+        learn.dls.close()
+    result = {"suggestion": found.lr, "method": found.method, "lrs": found.lrs, "losses": found.losses,
+              "arch": cfg.arch, "opt": cfg.opt, "bs": cfg.bs, "size": cfg.size, "seed": cfg.seed,
+              "data_path": str(learn.dls.path.resolve())}
+    write_text_atomic(json.dumps(result, indent=2) + "\n", out / "lr_find.json")
+    print(f"suggested lr: {found.lr:.3g} (method: {found.method})")
+    print(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
+    return 0

@@ -1,0 +1,61 @@
+"""What the subcommands' parsers share: the help format, integer types, and the data options."""
+
+from __future__ import annotations
+
+import argparse
+
+from groundup.config import OPTIMIZERS, TrainConfig
+from groundup.nn.models import ARCHS
+
+__all__ = ["HelpFormatter", "add_data_options", "non_negative_int", "number", "positive_int"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says it (for defaults like None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
+
+
+def _int_at_least(low: int, wording: str):
+    """An argparse `type` that accepts integers >= `low` and says `wording` otherwise."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {v}")
+        return v
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def number(flag: str, text: str) -> float:
+    """`text` as a float, or ValueError naming `flag`."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{flag} must be a number or 'auto', got {text!r}") from None
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """--data, --bs, --size, --arch, --opt, --workers and --seed, as `train` and `lr-find` take them."""
+    d = TrainConfig()
+    p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
+                   help="a folder with train/<label>/ and val/<label>/ image subfolders, or a registry name "
+                        "(see: groundup download --list), downloaded and cached on first use "
+                        "(default: imagenette-mini, shipped in the package)")
+    p.add_argument("--bs", type=positive_int, default=d.bs, help="training batch size (validation: twice that)")
+    p.add_argument("--size", type=positive_int, default=d.size, help="images are squashed to SIZE x SIZE pixels")
+    p.add_argument("--arch", default=d.arch, help=f"model architecture: {', '.join(sorted(ARCHS))}")
+    p.add_argument("--opt", default=d.opt, help=f"optimizer: {' or '.join(OPTIMIZERS)} (adam: AdamW, weight "
+                                                "decay 0.01; sgd: momentum 0.9, weight decay 1e-4)")
+    p.add_argument("--workers", dest="num_workers", type=non_negative_int, default=None,
+                   help="data-loading processes, 0 to load in the main process "
+                        "(default: one per CPU core, at most 8)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed for the weights and the shuffling")

@@ -1,0 +1,43 @@
+"""`groundup predict`: the most probable labels of images, from any groundup checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+from groundup.commands.options import HelpFormatter
+from groundup.predict import Predictor, find_images
+
+NAME = "predict"
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    pr = sub.add_parser(NAME, formatter_class=HelpFormatter, help="predict the labels of images",
+                        description="Print the predicted label and its probability for each image "
+                                    "(path, label, probability; tab-separated).")
+    pr.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint (model.pt, best.pt, or one written "
+                                                             "by Learner.save)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched "
+                                                                         "recursively for images")
+    pr.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable labels")
+    pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, prob, top}")
+    pr.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    pr.set_defaults(run=run)
+    return pr
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.top < 1:
+        raise ValueError(f"--top must be a positive integer, got {args.top}")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    preds = predictor.predict(find_images(args.images), top_k=args.top)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in preds], indent=2))
+        return 0
+    for p in preds:
+        if args.top == 1:
+            print(f"{p.path}\t{p.label}\t{p.prob:.4f}")
+        else:
+            print(f"{p.path}\t" + "\t".join(f"{lab} {prob:.4f}" for lab, prob in zip(p.labels, p.probs)))
+    return 0

@@ -1,0 +1,113 @@
+"""Image folders: the `train/<label>/*.jpg`, `val/<label>/*.jpg` layout, checked, and `ImageDataLoaders`.
+
+This is the recipe that puts the data pieces together (walkthrough steps 1-4): find the image
+files, take labels from their parent folders (`val2idx` gives the vocabulary), split by the
+grandparent folder, make a `Dataset` and a `DataLoader` for each half, and measure the
+normalization statistics on a training batch. The loaders themselves (`groundup.data.loader`)
+know nothing about folders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
+from groundup.data.images import Dataset
+from groundup.data.loader import DataLoader, DataLoaders
+from groundup.data.preprocessing import Preprocessing
+from groundup.data.transforms import batch_stats
+from groundup.deprecation import renamed
+
+__all__ = ["ImageDataLoaders", "check_image_folder", "default_num_workers"]
+
+VALID_NAMES = ("val", "valid")
+
+
+def check_image_folder(root: str | os.PathLike) -> Path:
+    """Check the `train/<label>/*.jpg`, `val/<label>/*.jpg` layout (`valid/` works too); return the folder.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: a file instead of a folder, no train/ or val/ subfolder, a split without class
+            folders, or an empty class folder; the message says which and what is expected.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"data folder not found: {root} (expected {root}/train/<label>/*.jpg and "
+                                f"{root}/val/<label>/*.jpg)")
+    if not root.is_dir():
+        raise ValueError(f"data folder {root} is a file; it must be a folder with train/ and val/ subfolders")
+    valid = next((root / n for n in VALID_NAMES if (root / n).is_dir()), None)
+    missing = [n for n, p in (("train/", root / "train"), ("val/", valid)) if p is None or not p.is_dir()]
+    if missing:
+        raise ValueError(f"data folder {root} has no {' and no '.join(missing)} subfolder; expected "
+                         f"{root}/train/<label>/*.jpg and {root}/val/<label>/*.jpg")
+    for split in (root / "train", valid):
+        classes = [d for d in sorted(split.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        if not classes:
+            raise ValueError(f"{split} has no class folders; expected {split}/<label>/*.jpg")
+        for d in classes:
+            if not get_image_files(d):
+                raise ValueError(f"class folder {d} is empty (no image files); add images or remove it")
+    return root
+
+
+def default_num_workers() -> int:
+    """One loading process per CPU core this process may use, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, 8)
+
+
+class ImageDataLoaders(DataLoaders):
+    """`DataLoaders` for images in class folders; build them with `ImageDataLoaders.from_folder`.
+
+    Besides `.train`, `.valid` and `.preprocessing`, `.path` is the data set's folder.
+    """
+
+    path: Path | None = None
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, size: int = 64, bs: int = 128,
+                    num_workers: int | None = None, seed: int | None = None, valid_bs: int | None = None,
+                    cache: bool = True, skip_corrupt: bool = False, n_workers: int | None = None
+                    ) -> ImageDataLoaders:
+        """Loaders for a folder laid out as `train/<label>/*.jpg` and `val/<label>/*.jpg` (or `valid/`).
+
+        Finds the files, builds the vocabulary from the training labels (`val2idx`), splits by
+        grandparent folder, and makes a shuffled training loader and an unshuffled validation
+        loader with a larger batch (2×`bs` unless `valid_bs` is given). `.preprocessing` holds the
+        image size, the vocabulary and the per-channel mean and std of one training batch.
+
+        Args:
+            path: the data set folder.
+            size: images are squashed to `size`×`size`.
+            bs: training batch size.
+            num_workers: worker processes per loader; None uses every CPU core (at most 8).
+            seed: makes the shuffling and the statistics batch reproducible.
+            cache: keep decoded images in a decode cache under `GROUNDUP_HOME`.
+            skip_corrupt: skip undecodable images with a warning instead of failing.
+
+        Example:
+            >>> dls = ImageDataLoaders.from_folder("imagenette2-160", size=64, bs=128)
+            >>> xb, yb = next(iter(dls.train))     # (128, 64, 64, 3) uint8, (128,) int64
+        """
+        if n_workers is not None:  # the spelling before 0.2
+            num_workers = renamed("ImageDataLoaders.from_folder", "n_workers", "num_workers", n_workers)
+        root = check_image_folder(path)
+        train_files, valid_files = grandparent_split(get_image_files(root), valid_names=VALID_NAMES)
+        vocab = val2idx(parent_label(f) for f in train_files)
+        if num_workers is None:
+            num_workers = default_num_workers()
+        train_ds = Dataset(train_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
+        valid_ds = Dataset(valid_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
+        train = DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers, seed=seed)
+        valid = DataLoader(valid_ds, valid_bs or 2 * bs, num_workers=num_workers, seed=train.seed)
+        rng = np.random.default_rng([train.seed, 2**31])
+        sample = rng.choice(len(train_ds), size=min(bs, len(train_ds)), replace=False)
+        mean, std = batch_stats(train_ds.get_batch(np.sort(sample))[0])
+        dls = cls(train, valid, preprocessing=Preprocessing(mean, std, size=size, vocab=vocab))
+        dls.path = root
+        return dls

@@ -1,0 +1,93 @@
+"""`Preprocessing`: everything a trained model needs to turn an image into its input, in one object.
+
+`ImageDataLoaders.from_folder` makes it (image size, vocabulary, class names, normalization
+statistics), the Learner carries it (`learn.preprocessing`), every checkpoint stores it under the
+one key `"preprocessing"` (as plain data, so it loads with `weights_only=True`), and prediction
+and export read it back. A checkpoint therefore always knows how to read a new image.
+
+Example:
+    >>> pre = Preprocessing(mean=[0.46, 0.46, 0.43], std=[0.26, 0.26, 0.28], size=64, vocab=["cat", "dog"])
+    >>> x = pre.normalize(xb)       # uint8 (N, H, W, C) -> float (N, H, W, C)
+    >>> pre.class_names
+    ['cat', 'dog']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from groundup.checks import check_int
+from groundup.data.transforms import Normalize
+
+__all__ = ["Preprocessing"]
+
+
+@dataclass
+class Preprocessing:
+    """Image size, vocabulary, class names and normalization statistics of a model's inputs.
+
+    Args:
+        mean, std: per-channel statistics in [0, 1] units (see `batch_stats`).
+        size: images are squashed to `size`×`size` (None: not known, e.g. a model fed tensors).
+        vocab: the labels in index order (`vocab[i]` is the label of output `i`), e.g. folder names.
+        class_names: human-readable names in the same order; default: the vocabulary itself.
+    """
+
+    mean: Tensor
+    std: Tensor
+    size: int | None = None
+    vocab: list[str] | None = None
+    class_names: list[str] | None = None
+    _normalize: Normalize | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.mean = torch.as_tensor(self.mean, dtype=torch.float32).flatten().clone()
+        self.std = torch.as_tensor(self.std, dtype=torch.float32).flatten().clone()
+        if self.size is not None:
+            check_int("Preprocessing", "size", self.size)
+        if isinstance(self.vocab, Mapping):  # {label: index} from val2idx
+            self.vocab = [label for label, _ in sorted(self.vocab.items(), key=lambda kv: kv[1])]
+        if self.vocab is not None:
+            self.vocab = [str(v) for v in self.vocab]
+        if self.class_names is None:
+            self.class_names = None if self.vocab is None else list(self.vocab)
+        elif self.vocab is not None and len(self.class_names) != len(self.vocab):
+            raise ValueError(f"Preprocessing: {len(self.class_names)} class names for {len(self.vocab)} labels; "
+                             f"give one name per label, in the vocabulary's order")
+        self._normalize = Normalize(self.mean, self.std)  # checks the statistics
+
+    @property
+    def normalize(self) -> Normalize:
+        """The `Normalize` built from `mean` and `std` (made once)."""
+        return self._normalize
+
+    @property
+    def stats(self) -> tuple[Tensor, Tensor]:
+        """`(mean, std)`."""
+        return self.mean, self.std
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, numbers, strings) for a checkpoint or a JSON file."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "size": self.size,
+                "vocab": None if self.vocab is None else list(self.vocab),
+                "class_names": None if self.class_names is None else list(self.class_names)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
+        """The inverse of `to_dict`."""
+        return cls(mean=d["mean"], std=d["std"], size=d.get("size"), vocab=d.get("vocab"),
+                   class_names=d.get("class_names"))
+
+    def with_stats(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Preprocessing:
+        """A copy with other statistics (e.g. rank 0's, in a distributed run)."""
+        return Preprocessing(mean, std, self.size, self.vocab, self.class_names)
+
+    def __repr__(self) -> str:
+        fmt = lambda t: "(" + ", ".join(f"{v:.3f}" for v in t.tolist()) + ")"
+        n = "?" if self.vocab is None else len(self.vocab)
+        return f"Preprocessing(size={self.size}, {n} classes, mean={fmt(self.mean)}, std={fmt(self.std)})"
