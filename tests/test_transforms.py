@@ -41,6 +41,15 @@ def test_normalize_with_one_argument_that_is_not_a_pair_says_what_to_pass(arg, g
         Normalize(arg)
 
 
+def test_normalize_refuses_0_255_statistics_for_uint8_batches():
+    xb = torch.randint(0, 256, (4, 5, 6, 3), dtype=torch.uint8)
+    xf = xb.float()  # forgot the / 255
+    norm = Normalize([xf.mean((0, 1, 2)), xf.std((0, 1, 2))])
+    with pytest.raises(ValueError, match=r"0-255 units.*batch_stats\(xb\), or on xb.float\(\) / 255"):
+        norm(xb)
+    assert norm(xf).shape == xb.shape  # float input in the same units is fine
+
+
 def test_to_nchw_is_a_view_with_channels_second():
     xb = torch.randn(2, 5, 6, 3)
     x = to_nchw(xb)

@@ -70,6 +70,10 @@ class Normalize:
     def _scale_bias(self, device: torch.device, uint8: bool) -> tuple[Tensor, Tensor]:
         key = (device, uint8)
         if key not in self._cache:  # built once per device: no host-to-device copy per batch
+            if uint8 and bool((self.mean > 1).any()):  # statistics of xb.float() without the / 255
+                raise ValueError(f"Normalize: mean {[round(v, 3) for v in self.mean.tolist()]} is in 0-255 "
+                                 f"units, but a uint8 batch is divided by 255 first; compute the statistics "
+                                 f"in [0, 1] units: batch_stats(xb), or on xb.float() / 255")
             scale = 1 / (self.std * (255.0 if uint8 else 1.0))
             self._cache[key] = (scale.to(device), (-self.mean / self.std).to(device))
         return self._cache[key]
