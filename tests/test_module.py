@@ -128,6 +128,20 @@ def test_shared_parameters_are_listed_once():
     assert len(list(model.parameters())) == 2
 
 
+def test_parameters_is_a_list_counted_with_len_at_any_depth():
+    class Mixed(Module):  # a groundup child holding a torch.nn child, beside a torch.nn child
+        def __init__(self):
+            super().__init__()
+            self.inner = Sequential(Linear(2, 3), torch.nn.Linear(3, 3))
+            self.theirs = torch.nn.Sequential(torch.nn.Linear(3, 1))
+
+    model = Mixed()
+    params = model.parameters()
+    assert isinstance(params, list) and len(params) == 6
+    assert [p.shape for p in params] == [p.shape for _, p in model.named_parameters()]
+    assert len(TwoLayer().parameters()) == 4 and len(model.inner.parameters()) == 4
+
+
 def test_module_without_forward_says_to_define_it():
     class Empty(Module):
         pass

@@ -299,10 +299,13 @@ class Module:
         """Yield `(dotted name, parameter)` for every parameter in the tree, shared ones once."""
         return self._named_tensors("_parameters")
 
-    def parameters(self) -> Iterator[Parameter]:
-        """Yield every parameter in the tree (what an optimizer needs)."""
-        for _, p in self.named_parameters():
-            yield p
+    def parameters(self) -> list[Parameter]:
+        """Every parameter in the tree (what an optimizer needs), shared ones once, torch.nn children's too.
+
+        A list, as in the walkthrough, so `len(model.parameters())` counts the parameter tensors
+        (10 for `simple_cnn`); iterating over it works as over torch's generator.
+        """
+        return [p for _, p in self.named_parameters()]
 
     def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
         """Yield `(dotted name, buffer)` for every buffer in the tree."""
