@@ -284,7 +284,7 @@ def test_deepcopy_keeps_registration_and_copies_values():
 
 
 def test_repr_shows_the_tree_and_parameter_counts():
-    text = repr(Sequential(ConvLayer(3, 16), Linear(16, 10)))
+    text = repr(Sequential(ConvLayer(3, 16, stride=2), Linear(16, 10)))
     assert text.splitlines()[0] == "Sequential(  # 618 parameters"
     assert "(0): ConvLayer(3, 16, stride=2)  # 448 parameters" in text
     assert "(1): Linear(16, 10)  # 170 parameters" in text
