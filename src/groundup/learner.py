@@ -71,6 +71,7 @@ class Callback:
       walkthrough (`self.model`, `self.loss`, `self.opt`, ...), but a write must go through the
       learner (`self.learn.lr = 0.1`): writing `self.lr = 0.1` after the callback was added to a
       learner is an error, since it would silently set the callback's attribute instead.
+    - `self.learner` is the walkthrough's name for `self.learn` (`self.learner.lr = 1e-6` works).
     - Stop or skip work by raising a Cancel* exception, never by setting flags.
     - A callback with state worth saving in a checkpoint implements `state_dict()` and
       `load_state_dict()`.
@@ -94,6 +95,15 @@ class Callback:
                 f"{type(self).__name__}: 'self.{name} = ...' would shadow the learner's attribute "
                 f"{name!r} instead of changing it; write 'self.learn.{name} = ...'")
         object.__setattr__(self, name, value)
+
+    @property
+    def learner(self) -> Learner | None:
+        """The walkthrough's name for `self.learn`: `self.learner.lr = 1e-6` changes the learner's lr."""
+        return self.learn
+
+    @learner.setter
+    def learner(self, learn: Learner | None) -> None:
+        self.learn = learn
 
     @property
     def name(self) -> str:
@@ -131,7 +141,8 @@ class Learner:
         the current pass), n_iter (its number of batches), iter (index of the batch in the pass),
         batch (the tuple from the loader, after `before_batch` may have replaced it), xb, yb
         (`batch[0]`, `batch[1]`), preds, loss, loss_grad (what `backward` is called on; a
-        callback may replace it in `after_loss`, e.g. to scale it).
+        callback may replace it in `after_loss`, e.g. to scale it). `num` reads `iter` under the
+        walkthrough's name.
 
     Example:
         >>> learn = Learner(simple_cnn(), dls, cross_entropy, lr=0.1, cbs=[SetupLearnerCB(), TrackResults()])
@@ -210,6 +221,11 @@ class Learner:
     @property
     def yb(self):
         return self.batch[1]
+
+    @property
+    def num(self) -> int:
+        """The walkthrough's name for `iter`, the index of the batch in the current pass (read-only)."""
+        return self.iter
 
     def fit(self, n_epochs: int, cbs: Sequence[Callback] | None = None, start_epoch: int = 0) -> None:
         """Train for `n_epochs`: each epoch a training pass then a validation pass.
