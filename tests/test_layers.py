@@ -45,6 +45,14 @@ def test_conv_layer_1x1_kernel_matches_torch():
     torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, layer.bias, stride=2))
 
 
+def test_conv_layer_keeps_the_size_by_default_as_the_walkthrough():
+    x = torch.randn(2, 3, 64, 64)
+    layer = ConvLayer(3, 4)
+    assert layer.stride == 1 and layer(x).shape == (2, 4, 64, 64)
+    assert ConvLayer(3, 4, stride=2)(x).shape == (2, 4, 32, 32)
+    assert len(layer.parameters()) == 2  # weight and bias, as the walkthrough's len(l.parameters())
+
+
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7)])
 def test_linear_forward_and_backward_match_torch(shape):
     torch.manual_seed(0)

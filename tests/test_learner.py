@@ -149,6 +149,28 @@ def test_callbacks_read_learner_state_but_writes_must_go_through_learn():
     assert learn.lr == 0.25 and learn.opt.param_groups[0]["lr"] == 0.25  # opt made after before_fit
 
 
+def test_callbacks_reach_the_learner_as_self_learner_and_the_batch_index_as_num():
+    class Chapter(Callback):  # written with the walkthrough's names
+        def before_fit(self):
+            assert self.learner is self.learn
+            self.learner.lr = 0.25
+            self.nums = []
+        def before_batch(self):
+            xb, yb = self.batch
+            self.learner.batch = xb * 0, yb  # replaces the learner's batch
+        def after_pred(self):
+            assert self.num == self.learn.iter
+            self.nums.append((self.learner.training, self.num))
+            assert self.xb.abs().sum() == 0
+    cb = Chapter()
+    learn = Learner(groundup_mlp(), Points(n=128, bs=32), cross_entropy, lr=0.5, cbs=[cb])
+    learn.fit(1)
+    assert learn.lr == 0.25 and learn.opt.lr == 0.25
+    assert cb.nums == [(True, 0), (True, 1), (True, 2), (False, 0)]
+    with pytest.raises(AttributeError):
+        learn.num = 3  # read-only: the loop owns the index
+
+
 def test_extra_fit_callbacks_are_removed_afterwards():
     learn = Learner(groundup_mlp(), Points(n=64), cross_entropy)
     learn.fit(1, cbs=[CancelAtStart()])

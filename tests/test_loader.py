@@ -33,6 +33,15 @@ class Squares:
         return torch.tensor([i, i * i]), i
 
 
+def test_collate_takes_the_walkthroughs_indices_and_dataset():
+    xb, yb = collate([1, 2], Squares())
+    assert xb.tolist() == [[1, 1], [2, 4]] and yb.tolist() == [1, 2]
+    xb2, yb2 = collate(np.array([1, 2]), Squares())  # index arrays as the DataLoader makes them
+    assert torch.equal(xb2, xb) and torch.equal(yb2, yb)
+    with pytest.raises(TypeError, match=r"needs a dataset .* as ds, got int; .*call collate\(samples\)"):
+        collate([1, 2], 3)
+
+
 def test_batches_cover_the_dataset_in_order_and_drop_last():
     dl = DataLoader(Squares(), bs=4)
     assert len(dl) == 3

@@ -128,6 +128,20 @@ def test_shared_parameters_are_listed_once():
     assert len(list(model.parameters())) == 2
 
 
+def test_parameters_is_a_list_counted_with_len_at_any_depth():
+    class Mixed(Module):  # a groundup child holding a torch.nn child, beside a torch.nn child
+        def __init__(self):
+            super().__init__()
+            self.inner = Sequential(Linear(2, 3), torch.nn.Linear(3, 3))
+            self.theirs = torch.nn.Sequential(torch.nn.Linear(3, 1))
+
+    model = Mixed()
+    params = model.parameters()
+    assert isinstance(params, list) and len(params) == 6
+    assert [p.shape for p in params] == [p.shape for _, p in model.named_parameters()]
+    assert len(TwoLayer().parameters()) == 4 and len(model.inner.parameters()) == 4
+
+
 def test_module_without_forward_says_to_define_it():
     class Empty(Module):
         pass
@@ -270,7 +284,7 @@ def test_deepcopy_keeps_registration_and_copies_values():
 
 
 def test_repr_shows_the_tree_and_parameter_counts():
-    text = repr(Sequential(ConvLayer(3, 16), Linear(16, 10)))
+    text = repr(Sequential(ConvLayer(3, 16, stride=2), Linear(16, 10)))
     assert text.splitlines()[0] == "Sequential(  # 618 parameters"
     assert "(0): ConvLayer(3, 16, stride=2)  # 448 parameters" in text
     assert "(1): Linear(16, 10)  # 170 parameters" in text
@@ -328,6 +342,64 @@ def test_hooks_removes_every_hook_when_the_block_ends(make):
         raise RuntimeError("boom")  # hooks go away even when the block fails
     model(torch.randn(5, 3))
     assert shapes == [(5, 4), (5, 4), (5, 2)]
+
+
+def test_hook_slot_calls_output_then_inputs_after_each_forward():
+    layer, x, seen = Linear(3, 2), torch.randn(4, 3), []
+    layer.hook = lambda outp, inp: seen.append((outp, inp))
+    out = layer(x)
+    layer(x)
+    assert len(seen) == 2 and seen[0][0] is out and seen[0][1][0] is x
+    assert len(layer._forward_hooks) == 1  # it is a registered forward hook, not a stray attribute
+
+
+def test_hook_slot_holds_one_function_and_none_or_del_removes_it():
+    layer, calls = ReLU(), []
+    first, second = (lambda o, i: calls.append("first")), (lambda o, i: calls.append("second"))
+    assert layer.hook is None
+    layer.hook = first
+    layer.hook = second  # replaces, does not add
+    assert layer.hook is second
+    layer(torch.zeros(1))
+    layer.hook = None
+    layer(torch.zeros(1))
+    layer.hook = first
+    del layer.hook
+    layer(torch.zeros(1))
+    assert calls == ["second"] and layer.hook is None and not layer._forward_hooks
+
+
+def test_hook_slot_ignores_the_return_value_and_keeps_other_hooks():
+    layer, calls = ReLU(), []
+    layer.register_forward_hook(lambda m, inp, out: calls.append("registered"))
+    layer.hook = lambda outp, inp: outp + 1  # the walkthrough ignores what a hook returns
+    torch.testing.assert_close(layer(torch.zeros(2)), torch.zeros(2))
+    layer.hook = None
+    layer(torch.zeros(2))
+    assert calls == ["registered", "registered"]
+
+
+def test_hook_slot_survives_deepcopy_on_the_copy_only():
+    model, calls = Sequential(Linear(2, 2)), []
+    model[0].hook = lambda outp, inp: calls.append(outp.shape)
+    clone = copy.deepcopy(model)
+    clone[0].hook = None  # removing it from the copy leaves the original's
+    clone(torch.zeros(1, 2))
+    model(torch.zeros(1, 2))
+    assert calls == [(1, 2)]
+
+
+def test_hook_slot_errors_say_what_to_do():
+    with pytest.raises(TypeError, match=r"ReLU.hook must be a function hook\(output, inputs\), or None.*got str"):
+        ReLU().hook = "print"
+
+    class Early(Module):
+        def __init__(self):
+            self.hook = print
+            super().__init__()
+
+    with pytest.raises(AttributeError, match=r"Early.hook before Module.__init__\(\) ran; call super"):
+        Early()
 
 
 def test_hooks_explains_a_single_module_argument():

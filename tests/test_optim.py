@@ -85,6 +85,19 @@ def test_lr_property_reads_the_first_group_and_sets_all():
         opt.lr = -1
 
 
+@pytest.mark.parametrize("opt_cls", [SGD, Adam])
+def test_lr_property_is_what_the_next_step_uses_in_every_group(opt_cls):
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
+    opt = opt_cls([{"params": [a]}, {"params": [b]}], lr=0.1)
+    assert opt.lr == 0.1  # the common lr
+    opt.lr *= 2  # the walkthrough's LR finder: read, multiply, write back
+    assert opt.lr == pytest.approx(0.2) and [g["lr"] for g in opt.param_groups] == [opt.lr, opt.lr]
+    a.grad, b.grad = torch.ones(3), torch.ones(2)
+    opt.step()
+    # SGD moves by lr * grad; Adam's first step by lr * g / (|g| + eps): both about -0.2 here
+    torch.testing.assert_close(torch.cat([a, b]).detach(), torch.full((5,), -0.2), rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("make_opt", [lambda ps: SGD(ps, 0.05, weight_decay=0.01, momentum=0.9),
                                       lambda ps: Adam(ps, 1e-2, weight_decay=0.1)], ids=["sgd", "adam"])
 def test_state_dict_round_trip_resumes_bit_exactly(make_opt):

@@ -13,7 +13,7 @@ from groundup.nn.stats import ActivationStats
 
 def small_cnn():
     torch.manual_seed(0)
-    return Sequential(ConvLayer(3, 4), ConvLayer(4, 8))
+    return Sequential(ConvLayer(3, 4, stride=2), ConvLayer(4, 8, stride=2))
 
 
 def test_records_mean_std_near_zero_and_histogram_per_layer_per_batch():

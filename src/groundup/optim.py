@@ -116,7 +116,11 @@ class Optimizer:
 
     @property
     def lr(self) -> float:
-        """The learning rate of the first group; setting it sets every group's."""
+        """The learning rate of the first group; setting it sets every group's.
+
+        This is the walkthrough's `opt.lr`: its LR finder does `self.opt.lr *= 1.2`, its OneCycle
+        `self.opt.lr = lr`, and the next `step` uses the new value in every group.
+        """
         return self.param_groups[0]["lr"]
 
     @lr.setter

@@ -38,14 +38,22 @@ from groundup.data.preprocessing import Preprocessing
 from groundup.deprecation import renamed
 
 
-def collate(samples: Sequence[Any]) -> Any:
+def collate(samples: Sequence[Any], ds: Any = None) -> Any:
     """Stack a list of samples into a batch: tuples field by field, tensors/arrays stacked, numbers to tensors.
 
-    `None` samples (skipped corrupt images) are dropped.
+    With a dataset, `collate(idxs, ds)` is the walkthrough's form: the first argument is then a list
+    of indices, and the samples are `ds[i]` for each of them. `None` samples (skipped corrupt
+    images) are dropped.
 
     Example:
         >>> xb, yb = collate([(torch.zeros(2, 2), 0), (torch.ones(2, 2), 1)])   # (2, 2, 2), tensor([0, 1])
+        >>> xb, yb = collate([1, 2], train_ds)                                  # (2, 64, 64, 3), (2,)
     """
+    if ds is not None:
+        if not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
+            raise TypeError(f"collate(idxs, ds) needs a dataset with __len__ and __getitem__ as ds, "
+                            f"got {type(ds).__name__}; to batch samples you already have, call collate(samples)")
+        samples = [ds[int(i)] for i in samples]
     samples = [s for s in samples if s is not None]
     if not samples:
         raise ValueError("cannot collate an empty batch (were all its images skipped as corrupt?)")

@@ -37,14 +37,23 @@ class Normalize:
     """Map an (N, H, W, C) batch to float `(x/255 - mean) / std` per channel (uint8 input) or `(x - mean) / std`.
 
     Args:
-        mean, std: per-channel statistics in [0, 1] units, e.g. from `batch_stats`.
+        mean, std: per-channel statistics in [0, 1] units, e.g. from `batch_stats`. The walkthrough's
+            single argument, a pair `stats = [mean, std]`, works too: `Normalize(stats)`.
 
     Example:
         >>> norm = Normalize.from_batch(xb)              # xb: (128, 64, 64, 3) uint8
         >>> x = to_nchw(norm(xb.to(device)))             # (128, 3, 64, 64) float32
+        >>> xf = xb.float() / 255                        # the walkthrough's way, same result
+        >>> norm = Normalize([xf.mean((0, 1, 2)), xf.std((0, 1, 2))])
     """
 
-    def __init__(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor):
+    def __init__(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor | None = None):
+        if std is None:
+            if not (isinstance(mean, (list, tuple)) and len(mean) == 2):
+                got = f"a {type(mean).__name__} of {len(mean)}" if isinstance(mean, (list, tuple)) else repr(mean)
+                raise TypeError(f"Normalize got one argument, {got:.80}; pass the statistics as a pair "
+                                f"[mean, std] (the walkthrough's `stats`) or as two: Normalize(mean, std)")
+            mean, std = mean
         self.mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
         self.std = torch.as_tensor(std, dtype=torch.float32).flatten()
         if self.mean.shape != self.std.shape:
@@ -61,6 +70,10 @@ class Normalize:
     def _scale_bias(self, device: torch.device, uint8: bool) -> tuple[Tensor, Tensor]:
         key = (device, uint8)
         if key not in self._cache:  # built once per device: no host-to-device copy per batch
+            if uint8 and bool((self.mean > 1).any()):  # statistics of xb.float() without the / 255
+                raise ValueError(f"Normalize: mean {[round(v, 3) for v in self.mean.tolist()]} is in 0-255 "
+                                 f"units, but a uint8 batch is divided by 255 first; compute the statistics "
+                                 f"in [0, 1] units: batch_stats(xb), or on xb.float() / 255")
             scale = 1 / (self.std * (255.0 if uint8 else 1.0))
             self._cache[key] = (scale.to(device), (-self.mean / self.std).to(device))
         return self._cache[key]

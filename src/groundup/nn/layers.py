@@ -97,7 +97,7 @@ class ConvLayer(Module):
     Args:
         ni: input channels.
         nf: output channels (number of filters).
-        stride: 2 (default) halves height and width; 1 keeps them.
+        stride: 1 (default, as in the walkthrough) keeps height and width; 2 halves them.
         bias: learn a per-channel bias (turn it off when BatchNorm follows).
         act: apply ReLU. Also picks the init: kaiming-normal for ReLU, xavier-normal otherwise.
         kernel_size: odd kernel size, 3 by default (1 gives the 1×1 convs of ResNet shortcuts).
@@ -106,10 +106,12 @@ class ConvLayer(Module):
 
     Example:
         >>> ConvLayer(3, 16)(torch.randn(8, 3, 64, 64)).shape
+        torch.Size([8, 16, 64, 64])
+        >>> ConvLayer(3, 16, stride=2)(torch.randn(8, 3, 64, 64)).shape
         torch.Size([8, 16, 32, 32])
     """
 
-    def __init__(self, ni: int, nf: int, stride: int = 2, bias: bool = True, act: bool = True,
+    def __init__(self, ni: int, nf: int, stride: int = 1, bias: bool = True, act: bool = True,
                  kernel_size: int = 3) -> None:
         super().__init__()
         name = f"ConvLayer({ni}, {nf})"

@@ -52,8 +52,11 @@ def simple_cnn(n_in: int = 3, n_classes: int = 10) -> Sequential:
     """The walkthrough's CNN: four stride-2 ConvLayers, average pooling and a linear head (10 parameter tensors).
 
     Shape flow for a 64-pixel batch:
-        (N, 3, 64, 64) -> ConvLayer(3, 16) -> (N, 16, 32, 32) -> ConvLayer(16, 32) -> (N, 32, 16, 16)
-        -> ConvLayer(32, 64) -> (N, 64, 8, 8) -> ConvLayer(64, 128) -> (N, 128, 4, 4)
+        (N, 3, 64, 64)
+        -> ConvLayer(3, 16, stride=2)   -> (N, 16, 32, 32)
+        -> ConvLayer(16, 32, stride=2)  -> (N, 32, 16, 16)
+        -> ConvLayer(32, 64, stride=2)  -> (N, 64, 8, 8)
+        -> ConvLayer(64, 128, stride=2) -> (N, 128, 4, 4)
         -> AdaptivePool -> (N, 128) -> Linear(128, 10) -> (N, 10)
 
     Args:
@@ -62,12 +65,12 @@ def simple_cnn(n_in: int = 3, n_classes: int = 10) -> Sequential:
     """
     _check_positive("simple_cnn", n_in=n_in, n_classes=n_classes)
     return Sequential(
-        ConvLayer(n_in, 16),   # (N, 16, H/2, W/2)
-        ConvLayer(16, 32),     # (N, 32, H/4, W/4)
-        ConvLayer(32, 64),     # (N, 64, H/8, W/8)
-        ConvLayer(64, 128),    # (N, 128, H/16, W/16)
-        AdaptivePool(),        # (N, 128)
-        Linear(128, n_classes),  # (N, n_classes)
+        ConvLayer(n_in, 16, stride=2),   # (N, 16, H/2, W/2)
+        ConvLayer(16, 32, stride=2),     # (N, 32, H/4, W/4)
+        ConvLayer(32, 64, stride=2),     # (N, 64, H/8, W/8)
+        ConvLayer(64, 128, stride=2),    # (N, 128, H/16, W/16)
+        AdaptivePool(),                  # (N, 128)
+        Linear(128, n_classes),          # (N, n_classes)
     )
 
 

@@ -98,6 +98,16 @@ class HookHandle:
         self.remove()
 
 
+class _SlotHook:
+    """Adapts the walkthrough's `hook(output, inputs)` to a forward hook `(module, inputs, output)`."""
+
+    def __init__(self, fn: Callable[[Any, tuple], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, module: Any, inputs: tuple, output: Any) -> None:
+        self.fn(output, inputs)  # returns None: the walkthrough ignores what its hook returns
+
+
 def _is_module(value: Any) -> bool:
     return isinstance(value, (Module, torch.nn.Module))
 
@@ -135,6 +145,9 @@ class Module:
     # -- registration ---------------------------------------------------------------------------
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "hook":  # the walkthrough's hook slot: registered, never a plain attribute (see `hook`)
+            self._set_hook(value)
+            return
         d = self.__dict__
         params = d.get("_parameters")
         if params is None and (_is_parameter(value) or _is_module(value)):
@@ -166,6 +179,9 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
+        if name == "hook":
+            self._set_hook(None)
+            return
         self._forget(name)
         object.__delattr__(self, name)
 
@@ -256,6 +272,37 @@ class Module:
         self._forward_hooks[key] = hook
         return HookHandle(self._forward_hooks, key)
 
+    @property
+    def hook(self) -> Callable[[Any, tuple], Any] | None:
+        """The walkthrough's one-slot forward hook: `hook(output, inputs)` runs after each forward; None if unset.
+
+        Setting it registers the function through `register_forward_hook`, replacing the one set
+        before; setting None (or `del module.hook`) removes it. What it returns is ignored, as in the
+        walkthrough. It runs beside any hooks registered with `register_forward_hook`.
+
+        Example:
+            >>> def print_stats(outp, inp): print(outp.mean().item(), outp.std().item())
+            >>> for i in range(4): model.layers[i].hook = print_stats   # prints 4 lines per forward
+            >>> for i in range(4): model.layers[i].hook = None
+        """
+        handle = self.__dict__.get("_hook_handle")
+        slot = None if handle is None else self._forward_hooks.get(handle.id)
+        return None if slot is None else slot.fn
+
+    def _set_hook(self, fn: Callable[[Any, tuple], Any] | None) -> None:
+        d, owner = self.__dict__, type(self).__name__
+        if "_forward_hooks" not in d:
+            raise AttributeError(f"cannot set {owner}.hook before Module.__init__() ran; "
+                                 f"call super().__init__() at the top of {owner}.__init__")
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{owner}.hook must be a function hook(output, inputs), or None to remove it; "
+                            f"got {type(fn).__name__}")
+        handle = d.pop("_hook_handle", None)
+        if handle is not None:
+            handle.remove()
+        if fn is not None:
+            d["_hook_handle"] = self.register_forward_hook(_SlotHook(fn))
+
     # -- walking the tree -----------------------------------------------------------------------
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, AnyModule]]:
@@ -299,10 +346,13 @@ class Module:
         """Yield `(dotted name, parameter)` for every parameter in the tree, shared ones once."""
         return self._named_tensors("_parameters")
 
-    def parameters(self) -> Iterator[Parameter]:
-        """Yield every parameter in the tree (what an optimizer needs)."""
-        for _, p in self.named_parameters():
-            yield p
+    def parameters(self) -> list[Parameter]:
+        """Every parameter in the tree (what an optimizer needs), shared ones once, torch.nn children's too.
+
+        A list, as in the walkthrough, so `len(model.parameters())` counts the parameter tensors
+        (10 for `simple_cnn`); iterating over it works as over torch's generator.
+        """
+        return [p for _, p in self.named_parameters()]
 
     def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
         """Yield `(dotted name, buffer)` for every buffer in the tree."""
