@@ -2,7 +2,6 @@ import pytest
 import torch
 from conftest import Points, groundup_mlp, torch_mlp
 
-from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import COLUMNS, TrackResults
 from groundup.learner import (
     EVENTS,
@@ -192,36 +191,74 @@ def test_bad_learner_arguments_are_named(kwargs, match):
         Learner(groundup_mlp(), Points(), cross_entropy).fit(0)
 
 
-def test_track_results_weights_by_batch_size_and_matches_a_direct_computation():
-    dls = Points(n=80, bs=32)  # validation: 20 samples in one batch; training 60: 32 + 28
-    track = TrackResults(print_table=False)
-    learn = Learner(groundup_mlp(), dls, cross_entropy, lr=0.1, cbs=[track])
+# -- the extension points -------------------------------------------------------------------------------
+
+def test_wrap_model_trains_the_wrapper_and_gives_the_model_back_after_fit():
+    model, calls = groundup_mlp(), []
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+        def forward(self, x):
+            calls.append(len(x))
+            return self.inner(x)
+    class Wrap(Callback):
+        def before_fit(self):
+            self.learn.wrap_model(Counting)
+        def after_batch(self):
+            assert isinstance(self.learn.model, Counting) and self.learn.unwrapped_model is model
+    learn = Learner(model, Points(n=64, bs=16), cross_entropy, cbs=[Wrap()])
     learn.fit(1)
-    xs, ys = zip(*dls.valid)
-    x, y = torch.cat(xs), torch.cat(ys)
-    with torch.no_grad():
-        preds = learn.model(x)
-    assert track.history[0]["valid_loss"] == pytest.approx(cross_entropy(preds, y).item(), rel=1e-5)
-    assert track.history[0]["valid_acc"] == pytest.approx((preds.argmax(1) == y).float().mean().item())
+    assert learn.model is model and learn.unwrapped_model is model and len(calls) == len(learn.dls.train) + len(learn.dls.valid)
 
 
-def test_track_results_prints_a_table(capsys):
-    Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[TrackResults()]).fit(2)
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == list(COLUMNS) and len(lines) == 3
-    assert lines[2].split()[0] == "1"
+def test_autocast_and_grad_scaler_go_back_to_their_defaults_after_fit():
+    seen = []
+    class Set(Callback):
+        def before_fit(self):
+            self.learn.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+        def after_pred(self):
+            seen.append(self.learn.preds.dtype)
+    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[Set()])
+    learn.fit(1)
+    assert set(seen) == {torch.bfloat16}
+    assert learn.grad_scaler is None and not torch.is_autocast_enabled("cpu")
+    with learn.autocast():
+        assert not torch.is_autocast_enabled("cpu")
 
 
-def test_setup_learner_cb_normalizes_uint8_nhwc_to_float_nchw_on_the_device():
-    xb = torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8)
-    yb = torch.tensor([0, 1, 0, 1])
-    class Dls:
-        train, valid, stats = [(xb, yb)], [(xb, yb)], (torch.tensor([0.5] * 3), torch.tensor([0.25] * 3))
-    class Check(Callback):
-        def before_batch(self):
-            x = self.xb
-            assert x.shape == (4, 3, 8, 8) and x.dtype == torch.float32 and x.device.type == "cpu"
-            torch.testing.assert_close(x, ((xb.float() / 255 - 0.5) / 0.25).permute(0, 3, 1, 2))
+def test_hold_cancel_fit_turns_a_cancel_into_a_request():
+    class Hold(Callback):
+        order = -1
+        def before_fit(self):
+            self.learn.hold_cancel_fit = True
+    class Cancel(Callback):
+        def after_batch(self):
             raise CancelFitException
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    Learner(model, Dls(), cross_entropy, cbs=[SetupLearnerCB(device="cpu"), Check()]).fit(1)
+    class Agree(Callback):  # what a distributed callback does at an agreed point
+        order = 10
+        def after_epoch(self):
+            if self.learn.cancel_fit_requested and self.learn.epoch == 1:
+                self.learn.hold_cancel_fit = False
+                raise CancelFitException
+    ev = Events()
+    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[Hold(), Cancel(), Agree(), ev])
+    learn.fit(4)
+    assert ev.seen.count("before_epoch") == 2  # held through epoch 0, stopped at the end of epoch 1
+    assert not learn.hold_cancel_fit and not learn.cancel_fit_requested
+
+
+def test_history_belongs_to_the_learner_and_lr_find_leaves_it_alone(tmp_path):
+    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[TrackResults(print_table=False)])
+    learn.fit(2)
+    history = [dict(r) for r in learn.history]
+    assert [r["epoch"] for r in history] == [0, 1]
+    learn.lr_find(path=None, max_iter=3)
+    assert learn.history == history
+
+
+def test_fit_one_cycle_takes_max_lr_and_warns_on_the_old_lr_max():
+    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy)
+    learn.fit_one_cycle(1, max_lr=0.05)
+    with pytest.warns(DeprecationWarning, match="'lr_max' is now called 'max_lr'"):
+        learn.fit_one_cycle(1, lr_max=0.05)

@@ -324,11 +324,9 @@ def __getattr__(name: str):
     # Names that lived here before 0.2 and moved to the module of their concept.
     import groundup.checks
     import groundup.config
-    import groundup.rng
     from groundup.deprecation import renamed
 
-    moved = {"SCHEDULES": groundup.config, "OPTIMIZERS": groundup.config, "check_choice": groundup.checks,
-             "seed_everything": groundup.rng}
+    moved = {"SCHEDULES": groundup.config, "OPTIMIZERS": groundup.config, "check_choice": groundup.checks}
     if name not in moved:
         raise AttributeError(f"module 'groundup.run' has no attribute {name!r}")
     module = moved[name]
