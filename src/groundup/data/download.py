@@ -37,9 +37,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from tqdm.auto import tqdm
+
 from groundup import __version__
 from groundup.paths import groundup_home
-from groundup.progress import ProgressBar, format_size
+from groundup.progress import format_size
 
 try:  # POSIX
     import fcntl
@@ -412,9 +414,12 @@ def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None, ti
                 "nothing was kept. If the published archive changed, pass the url itself to untar_data"
             )
         received = have
+        # tqdm's disable=None: draw only on a terminal (or in a notebook, as a widget).
+        disable = None if progress is None else not progress
         with (
             open(part, mode) as f,
-            ProgressBar(total, desc=archive.filename, unit="B", enabled=progress, initial=have) as bar,
+            tqdm(total=total, initial=have, desc=archive.filename, unit="B", unit_scale=True, unit_divisor=1024,
+                 disable=disable) as bar,
         ):
             while True:
                 try:
