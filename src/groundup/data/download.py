@@ -26,28 +26,20 @@ import re
 import shutil
 import stat
 import tarfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from groundup import __version__
 from groundup.paths import groundup_home
 from groundup.progress import format_size
-
-try:  # POSIX
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
-    import msvcrt
 
 __all__ = [
     "DATASETS",
@@ -310,28 +302,14 @@ def _data_root(dest: Path) -> Path:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
 
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path` (created if missing); the OS frees it if we die."""
+def _locked(lock_path: Path) -> FileLock:
+    """An exclusive lock on `lock_path` (created if missing) for a `with` block; waits as long as it takes.
+
+    filelock takes an OS lock (`flock`, or `msvcrt.locking` on Windows), which the OS frees if the
+    process dies, so a crashed download never leaves the archive locked.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as f:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        else:
-            while True:  # msvcrt's blocking lock gives up after ~10 s; keep waiting
-                try:
-                    msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-            else:
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+    return FileLock(lock_path, timeout=-1)
 
 
 # ---------------------------------------------------------------------------------------------
