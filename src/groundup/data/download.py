@@ -47,7 +47,6 @@ __all__ = [
     "ChecksumError",
     "DownloadError",
     "UnsafeArchiveError",
-    "download_archive",
     "extract_archive",
     "list_datasets",
     "untar_data",
@@ -198,21 +197,6 @@ def untar_data(
             _download_if_needed(archive, archive_path, progress=progress, timeout=timeout)
             extract_archive(archive_path, dest)
     return _data_root(dest)
-
-
-def download_archive(
-    name_or_url: str | Archive, *, progress: bool | None = None, timeout: float = 30.0
-) -> Path:
-    """Download an archive into `<home>/archives/` (resuming a `.part` file) and return its path.
-
-    A file already there and matching the archive's size and checksums is reused. Extract
-    it with `extract_archive`, or let `untar_data` do both.
-    """
-    archive = name_or_url if isinstance(name_or_url, Archive) else _resolve(name_or_url)
-    archive_path = groundup_home() / "archives" / archive.filename
-    with _locked(archive_path.with_name(archive_path.name + ".lock")):
-        _download_if_needed(archive, archive_path, progress=progress, timeout=timeout)
-    return archive_path
 
 
 def extract_archive(archive_path: str | Path, dest: str | Path) -> Path:
