@@ -40,11 +40,11 @@ def worker(kind: str, epochs: int, n: int, world: int) -> None:
     from groundup.callbacks.distributed import DistributedCB
     from groundup.callbacks.tracking import TrackResults
     from groundup.data.loader import DataLoader, DataLoaders
-    from groundup.process_group import get_rank, init_from_env, is_distributed
     from groundup.learner import Learner
     from groundup.losses import cross_entropy
     from groundup.nn.layers import Linear, ReLU, Sequential
     from groundup.optim import SGD
+    from groundup.process_group import get_rank, init_from_env, is_distributed
 
     init_from_env()
     torch.manual_seed(0)

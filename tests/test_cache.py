@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from groundup.data.cache import BAD, EMPTY, FILLED, DecodeCache
+from groundup.data.cache import BAD, EMPTY, FILLED, HEADER, DecodeCache
 from groundup.data.files import get_image_files
 from groundup.data.images import Dataset
 
@@ -33,11 +33,15 @@ def test_a_half_written_image_is_never_read_as_filled(image_folder, tmp_path):
     # Simulate a writer killed after the pixels but before the flag: the image stays EMPTY and
     # is decoded again (the real pixels, not the garbage).
     ds = Dataset(get_image_files(image_folder), size=8)
-    ds.cache._map()
-    ds.cache._pixels[3] = 7  # garbage, flag untouched
+    c = ds.cache
+    image_bytes = c.size * c.size * 3
+    with open(c.path, "r+b") as f:  # the file's layout (module notes): header, one flag per image, pixels
+        f.seek(HEADER + c.n + 3 * image_bytes)
+        f.write(b"\x07" * image_bytes)  # garbage pixels for image 3, its flag untouched
+    assert (c.read([3]) == 7).all() and c.flags(3) == EMPTY  # garbage where image 3's pixels go
     x, _ = ds[3]
     assert not (x.numpy() == 7).all()
-    assert ds.cache.flags(3) == FILLED
+    assert c.flags(3) == FILLED and np.array_equal(c.read([3])[0], x.numpy())
 
 
 def _fill(files, size, idxs, folder, q):

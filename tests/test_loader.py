@@ -1,3 +1,4 @@
+import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -80,15 +81,22 @@ def test_bad_arguments_name_themselves(bad):
         DataLoader(5)
 
 
+def children_since(before: set[int]) -> list[int]:
+    """PIDs of this process's live child processes that are not in `before` (the workers started since)."""
+    return sorted(p.pid for p in mp.active_children() if p.pid not in before)
+
+
 def test_workers_give_the_same_batches_and_persist_across_epochs():
     plain = list(DataLoader(Squares(), 3, shuffle=True, seed=5))
+    before = {p.pid for p in mp.active_children()}
     with DataLoader(Squares(), 3, shuffle=True, seed=5, n_workers=2) as dl:
         got = list(dl)
-        pids = [p.pid for p in dl._pool.procs]
+        pids = children_since(before)
+        assert len(pids) == 2
         list(dl)
-        assert [p.pid for p in dl._pool.procs] == pids  # started once, reused
+        assert children_since(before) == pids  # started once, reused
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, got))
-    assert dl._pool is None and not any(_alive(p) for p in pids)
+    assert children_since(before) == [] and not any(_alive(p) for p in pids)  # close() stopped them
 
 
 def _alive(pid):
@@ -134,22 +142,23 @@ class Dies:
 
 
 def test_a_dead_worker_raises_a_clear_error_instead_of_hanging():
+    before = {p.pid for p in mp.active_children()}
     dl = DataLoader(Dies(), 2, n_workers=2, timeout=0.2)
     with pytest.raises(WorkerError, match=r"worker \d \(pid \d+\) exited unexpectedly \(exit code 7\)"):
         list(dl)
-    assert dl._pool is None  # the other worker was stopped too
+    assert children_since(before) == []  # the other worker was stopped too
 
 
 def test_ctrl_c_leaves_no_orphan_workers(tmp_path):
     script = textwrap.dedent("""
-        import sys, time, torch
+        import multiprocessing, sys, time, torch
         from groundup.data.loader import DataLoader
         class Slow:
             def __len__(self): return 10_000
             def __getitem__(self, i): time.sleep(0.01); return i
         dl = DataLoader(Slow(), 4, n_workers=2)
         it = iter(dl); next(it)
-        print(*[p.pid for p in dl._pool.procs], flush=True)
+        print(*[p.pid for p in multiprocessing.active_children()], flush=True)  # the two workers
         for _ in it: pass
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

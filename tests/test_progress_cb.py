@@ -1,6 +1,8 @@
+"""ProgressCB: tqdm bars drawn into a file, the smoothed loss, clean table rows, rank 0 only."""
+
 import io
 import re
-from types import SimpleNamespace
+import time
 
 import pytest
 import torch
@@ -35,27 +37,54 @@ def screen(text: str) -> list[str]:
     return lines
 
 
-def test_bars_and_table_rows_do_not_garble_each_other():
+class Terminal(io.StringIO):
+    """A StringIO that says it is a terminal."""
+    def isatty(self):
+        return True
+
+
+def test_an_enabled_bar_draws_each_pass_and_the_epochs():
     out = io.StringIO()
-    track = TrackResults(file=out)
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=0), track).fit(2)
+    make_learner(ProgressCB(enabled=True, file=out, min_interval=0)).fit(2)
     text = out.getvalue()
-    assert "epoch 1/2 train" in text and "epoch 2/2 valid" in text and "6/6 batch" in text
-    assert re.search(r"loss \d\.\d{4}", text)
-    # On screen: the table, untouched, then the epoch bar's final line; every batch bar was erased.
-    lines = screen(text)
-    assert lines[:3] == track.table().splitlines()
-    assert lines[0].split() == list(COLUMNS)
-    assert lines[3].startswith("epochs: 100%|") and "2/2 epoch" in lines[3]
-    assert lines[4:] == [""]
+    assert "epoch 1/2 train" in text and "epoch 2/2 valid" in text
+    assert "6/6 [" in text and "2/2 [" in text  # Points: 6 training, 2 validation batches
+    lines = screen(text)  # every batch bar was erased; the epoch bar's final line stays
+    assert len(lines) == 2 and lines[0].startswith("epochs: 100%|") and lines[1] == ""
+
+
+def test_the_smoothed_loss_is_shown_after_the_training_counters():
+    out = io.StringIO()
+    make_learner(ProgressCB(enabled=True, file=out, min_interval=0)).fit(1)
+    train_draws = [d for d in out.getvalue().split("\r") if d.startswith("epoch 1/1 train") and "1/6" in d]
+    assert re.search(r"batch/s, loss \d\.\d{4}\]", train_draws[0])
+    assert not any("loss" in d for d in out.getvalue().split("\r") if d.startswith("epoch 1/1 valid"))
 
 
 @pytest.mark.parametrize("kwargs", [{"enabled": None}, {"enabled": False}])
 def test_quiet_when_not_a_terminal_or_disabled(kwargs):
     out = io.StringIO()  # not a terminal
-    cb = ProgressCB(file=out, **kwargs)
-    make_learner(cb).fit(1)
-    assert out.getvalue() == "" and cb.batch_bar is None
+    make_learner(ProgressCB(file=out, **kwargs)).fit(1)
+    assert out.getvalue() == ""
+
+
+def test_draws_by_default_on_a_terminal():
+    out = Terminal()
+    make_learner(ProgressCB(file=out)).fit(1)
+    assert "epochs: 100%|" in out.getvalue()
+
+
+def test_bars_and_table_rows_do_not_garble_each_other():
+    out = io.StringIO()
+    track = TrackResults(file=out)
+    make_learner(ProgressCB(enabled=True, file=out, min_interval=0), track).fit(2)
+    # On screen: the table, untouched, then the epoch bar's final line; every batch bar was erased.
+    # (A row printed after a bar fragment, or over a longer one, would show the fragment here.)
+    lines = screen(out.getvalue())
+    assert lines[:3] == track.table().splitlines()
+    assert lines[0].split() == list(COLUMNS)
+    assert lines[3].startswith("epochs: 100%|") and "2/2 [" in lines[3]
+    assert lines[4:] == [""]
 
 
 def test_the_loss_is_read_only_when_the_bar_redraws(monkeypatch):
@@ -76,24 +105,36 @@ def test_the_shown_loss_is_the_bias_corrected_moving_average():
     assert shown[-1] == pytest.approx(rec.smooth_losses[-1], abs=1e-4)
 
 
-def test_a_cancelled_or_failed_fit_leaves_a_clean_line():
-    class StopMidPass(Callback):
-        def __init__(self, exc):
-            self.exc = exc
-        def after_batch(self):
-            if self.learn.iter == 2:
-                raise self.exc
-    for exc in (CancelFitException(), RuntimeError("boom")):
-        out = io.StringIO()
-        cb = ProgressCB(enabled=True, file=out, min_interval=0)
-        learn = make_learner(cb, StopMidPass(exc))
-        if isinstance(exc, RuntimeError):
-            with pytest.raises(RuntimeError):
-                learn.fit(2)
-        else:
+def test_redraws_several_batches_apart_show_the_exact_moving_average(monkeypatch):
+    clock = iter(range(10**6))
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))  # one tick per call: per pass, then per batch
+    out, rec = io.StringIO(), Recorder(beta=0.9)
+    make_learner(ProgressCB(enabled=True, file=out, min_interval=2.5, beta=0.9), rec).fit(1)
+    shown = [float(v) for v in re.findall(r"loss (\d+\.\d+)", out.getvalue())]
+    # Pass starts at tick 0; batches at ticks 1..6; redraws at ticks >= 2.5 and >= 5.5: batches 3 and 6.
+    assert shown == pytest.approx([rec.smooth_losses[2], rec.smooth_losses[5]], abs=1e-4)
+
+
+class StopMidPass(Callback):
+    def __init__(self, exc):
+        self.exc = exc
+
+    def after_batch(self):
+        if self.learn.iter == 2:
+            raise self.exc
+
+
+@pytest.mark.parametrize("exc", [CancelFitException(), RuntimeError("boom")])
+def test_a_cancelled_or_failed_fit_leaves_a_clean_line(exc):
+    out = io.StringIO()
+    learn = make_learner(ProgressCB(enabled=True, file=out, min_interval=0), StopMidPass(exc))
+    if isinstance(exc, RuntimeError):
+        with pytest.raises(RuntimeError):
             learn.fit(2)
-        lines = screen(out.getvalue())
-        assert lines[0].startswith("epochs:   0%|") and lines[1:] == [""] and cb.batch_bar is None
+    else:
+        learn.fit(2)
+    lines = screen(out.getvalue())
+    assert lines[0].startswith("epochs:   0%|") and lines[1:] == [""]
 
 
 def test_bad_beta_is_named():
@@ -102,17 +143,7 @@ def test_bad_beta_is_named():
 
 
 def test_only_rank_0_draws_in_a_distributed_run(monkeypatch):
-    import io
-
-    import groundup.callbacks.progress as progress_mod
-
-    monkeypatch.setattr(progress_mod, "is_main_process", lambda: False)
+    monkeypatch.setenv("RANK", "1")  # what torchrun sets for the second process
     out = io.StringIO()
-    cb = progress_mod.ProgressCB(enabled=True, file=out)
-    x = torch.randn(8, 2)
-    y = (x[:, 0] > 0).long()
-
-    dls = SimpleNamespace(train=[(x, y)], valid=[(x, y)])
-
-    Learner(torch.nn.Linear(2, 2), dls, cross_entropy, lr=0.1, cbs=[cb]).fit(1)
+    make_learner(ProgressCB(enabled=True, file=out, min_interval=0)).fit(1)
     assert out.getvalue() == ""

@@ -22,3 +22,13 @@ def test_ema_of_tensors_stays_a_tensor_and_matches_floats():
 def test_ema_checks_beta():
     with pytest.raises(ValueError, match=r"beta must be in \[0, 1\), got 1"):
         EMA(1)
+
+
+def test_update_many_equals_one_update_at_a_time():
+    xs = torch.tensor([3.0, 1.0, 2.0, 5.0, 4.0], dtype=torch.float64)
+    one, many = EMA(0.9), EMA(0.9)
+    one.update(7.0)
+    many.update(7.0)
+    for x in xs.tolist():
+        expected = one.update(x)
+    assert float(many.update_many(xs)) == pytest.approx(expected) and many.count == 6

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 __all__ = ["EMA"]
 
 
@@ -34,6 +36,20 @@ class EMA:
         """Add `x` and return the smoothed value."""
         self.avg = self.avg * self.beta + x * (1 - self.beta)
         self.count += 1
+        return self.value
+
+    def update_many(self, xs: Any) -> Any:
+        """Add the values of the 1-d tensor `xs` in order, in one vectorised step; return the smoothed value.
+
+        k updates at once: avg = beta^k * avg + (1 - beta) * sum_i beta^(k-1-i) * xs[i]. On a GPU
+        this stays on the device (no sync), so a caller can collect per-batch losses and fold them in
+        only when it needs the value.
+        """
+        k = len(xs)
+        if k:
+            powers = torch.arange(k - 1, -1, -1, device=xs.device, dtype=xs.dtype)
+            self.avg = self.avg * self.beta ** k + ((1 - self.beta) * self.beta ** powers * xs).sum()
+            self.count += k
         return self.value
 
     @property

@@ -1,40 +1,46 @@
-"""`ProgressCB`: progress bars over the epochs and over the batches of each pass."""
+"""`ProgressCB`: tqdm bars over the epochs and over the batches of each pass."""
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from typing import TextIO
 
 import torch
+from tqdm import tqdm
+from tqdm.auto import tqdm as tqdm_auto
 
 from groundup.callbacks.core import Callback
 from groundup.process_group import is_main_process
-from groundup.progress import ProgressBar
+from groundup.smoothing import EMA
 
 __all__ = ["ProgressCB"]
+
+_FOLD_EVERY = 256  # losses kept at most before they are folded into the average (bounds memory)
 
 
 class ProgressCB(Callback):
     """Show a bar over the batches of each pass, with the smoothed training loss, and one over epochs.
 
-    Only one bar is on screen at a time, on the last line: while a pass runs, its batch bar
-    (labelled `epoch 3/10 train`); between passes, the epoch bar. A batch bar is erased when its
-    pass ends, before `after_epoch`, so table rows printed there (`TrackResults`, order 50) land on
-    a clean line above the bar. The epoch bar's final state stays on screen after `fit`.
+    The bars are tqdm's: with no `file` given, `tqdm.auto` picks a widget in a Jupyter notebook and a
+    text line elsewhere. Only one text bar is on screen at a time, on the last line: while a pass
+    runs, its batch bar (labelled `epoch 3/10 train`); between passes, the epoch bar. A batch bar is
+    closed (and its line erased) when its pass ends, before `after_epoch`, so table rows printed there
+    (`TrackResults`, order 50) land on a clean line above the bar. The epoch bar's final state stays
+    on screen after `fit`.
 
-    The loss shown is an exponential moving average (with bias correction) kept on the device:
-    one small tensor op per batch and no host sync; the value is read (one sync) only when the
-    bar is about to redraw, at most every `min_interval` seconds.
+    The loss shown is `groundup.smoothing.EMA` (a bias-corrected moving average) kept on the device,
+    with no host sync per batch: each training loss is kept (detached) and folded into the average in one
+    vectorised step at the next redraw (or every 256 batches), and the value is read (one sync) only
+    when the bar is about to redraw, at most every `min_interval` seconds. Between redraws tqdm is
+    not called at all: the batch count catches up at the next redraw.
 
     Events used: `before_fit`/`after_fit` (the epoch bar), `before_train`/`before_validate` and
     `after_train`/`after_validate` (a batch bar per pass), `after_loss` (the running loss),
-    `after_batch` (count, and sometimes redraw), `after_epoch` (the epoch bar).
+    `after_batch` (sometimes a redraw), `after_epoch` (the epoch bar).
 
     Args:
-        enabled: draw at all? None (default): only when `file` is a terminal; False: never.
-            In a distributed run only rank 0 draws.
+        enabled: draw at all? None (default): only when `file` is a terminal (or, with no `file`,
+            in a notebook); False: never. In a distributed run only rank 0 draws.
         file: where to draw (default `sys.stderr`, looked up at each fit).
         beta: smoothing of the displayed loss, in [0, 1).
         min_interval: least seconds between two redraws (and loss reads).
@@ -50,38 +56,35 @@ class ProgressCB(Callback):
         if not 0 <= beta < 1:
             raise ValueError(f"ProgressCB: beta must be in [0, 1), got {beta!r}")
         self.enabled, self.file, self.beta, self.min_interval = enabled, file, beta, min_interval
-        self.epoch_bar: ProgressBar | None = None
-        self.batch_bar: ProgressBar | None = None
-        self._on = False
-        self._epoch_bar_shown = False
-        self._avg: torch.Tensor | None = None
-        self._count = 0
+        self.epoch_bar: tqdm | None = None
+        self.batch_bar: tqdm | None = None
+        self._losses: list[torch.Tensor] = []  # training losses not yet in the average
+        self._ema = EMA(beta)  # the displayed loss, on the device
         self._next_draw = 0.0
 
-    def _out(self) -> TextIO:
-        return self.file if self.file is not None else sys.stderr
+    def _bar(self, **kwargs) -> tqdm:
+        # Both bars share line 0 (position=0) and draw whenever `update` is called (mininterval=0,
+        # miniters=1): this callback decides when, so that a redraw and a loss read go together.
+        cls = tqdm_auto if self.file is None else tqdm  # a file given explicitly gets text, not a widget
+        return cls(file=self.file, position=0, mininterval=0, miniters=1, **kwargs)
 
     def before_fit(self) -> None:
         learn = self.learn
-        enabled = self.enabled if is_main_process() else False  # in a distributed run only rank 0 draws
-        self.epoch_bar = ProgressBar(total=learn.n_epochs, desc="epochs", unit="epoch", file=self._out(),
-                                     enabled=enabled, min_interval=math.inf, initial=learn.epoch)
-        self._on = self.epoch_bar.enabled
-        self._epoch_bar_shown = self._on  # a bar draws itself when made
-        self._avg, self._count = None, 0
+        self._losses, self._ema = [], EMA(self.beta)
+        if not is_main_process():  # in a distributed run only rank 0 draws
+            return
+        disable = None if self.enabled is None else not self.enabled  # tqdm's None: only on a terminal
+        bar = self._bar(total=learn.n_epochs, initial=learn.epoch, desc="epochs", unit="epoch",
+                        disable=disable, leave=True)
+        self.epoch_bar = None if bar.disable else bar
 
     def _start_pass(self, name: str) -> None:
-        if not self._on:
+        if self.epoch_bar is None:
             return
         learn = self.learn
-        if self._epoch_bar_shown:
-            _erase(self.epoch_bar)
-            self._epoch_bar_shown = False
-        # min_interval=inf: the bar never redraws by itself; after_batch decides when (and reads
-        # the loss just then), so a loss read and a redraw always go together.
-        self.batch_bar = ProgressBar(total=learn.n_iter or None,
-                                     desc=f"epoch {learn.epoch + 1}/{learn.n_epochs} {name}", unit="batch",
-                                     file=self._out(), enabled=True, min_interval=math.inf)
+        self.epoch_bar.clear()  # one line: the batch bar takes the epoch bar's place while the pass runs
+        self.batch_bar = self._bar(total=learn.n_iter or None, unit="batch", leave=False,
+                                   desc=f"epoch {learn.epoch + 1}/{learn.n_epochs} {name}")
         self._next_draw = time.monotonic() + self.min_interval
 
     def before_train(self) -> None:
@@ -91,54 +94,50 @@ class ProgressCB(Callback):
         self._start_pass("valid")
 
     def after_loss(self) -> None:
-        if self._on and self.learn.training:
-            loss = self.learn.loss.detach().float()
-            # A running average on the device: avg = beta * avg + (1 - beta) * loss, no sync.
-            self._avg = loss * (1 - self.beta) if self._avg is None else torch.lerp(self._avg, loss, 1 - self.beta)
-            self._count += 1
+        if self.epoch_bar is not None and self.learn.training:
+            # A list append (under a microsecond) instead of a tensor op per batch (a few microseconds):
+            # on a tiny model that is most of this callback's cost (benchmarks/bench_progress.py).
+            self._losses.append(self.learn.loss.detach())  # detached: keeps no graph alive
+            if len(self._losses) >= _FOLD_EVERY:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Fold the kept losses into the average, on the device and without a sync."""
+        if self._losses:
+            self._ema.update_many(torch.stack(self._losses).float())  # (k,)
+            self._losses = []
 
     def after_batch(self) -> None:
         bar = self.batch_bar
         if bar is None:
             return
-        bar.update()
         now = time.monotonic()
-        if now >= self._next_draw:
-            if self.learn.training and self._avg is not None:
-                smooth = self._avg.item() / (1 - self.beta ** self._count)  # the one sync, per redraw
-                bar.set_postfix(f"loss {smooth:.4f}")
-            bar.refresh()
-            self._next_draw = now + self.min_interval
+        if now < self._next_draw:
+            return
+        self._fold()
+        if self.learn.training and self._ema.count:
+            smooth = self._ema.value.item()  # the one sync, per redraw
+            bar.set_postfix_str(f"loss {smooth:.4f}", refresh=False)
+        bar.update(self.learn.iter + 1 - bar.n)  # count the batches since the last redraw, and draw
+        self._next_draw = now + self.min_interval
 
     def _end_pass(self) -> None:
         if self.batch_bar is not None:
-            _erase(self.batch_bar)
+            self.batch_bar.close()  # leave=False: erases its line, so `after_epoch` prints on a clean one
             self.batch_bar = None
 
     after_train = after_validate = _end_pass
 
     def after_epoch(self) -> None:
-        if self._on:
-            self.epoch_bar.update()  # min_interval=inf: counts without drawing ...
-            self.epoch_bar.refresh()  # ... and this draws
-            self._epoch_bar_shown = True
+        if self.epoch_bar is not None:
+            self.epoch_bar.update()  # draws now, below the row TrackResults just printed
 
     def after_fit(self) -> None:
         self._end_pass()  # a cancel or an error may have left a pass open
         if self.epoch_bar is not None:
-            self.epoch_bar.close()  # draws the final state and ends the line
+            self.epoch_bar.close()  # leave=True: draws the final state and ends the line
             self.epoch_bar = None
-        self._avg = None
+        self._losses = []
 
     def __repr__(self) -> str:
         return f"ProgressCB(enabled={self.enabled})"
-
-
-def _erase(bar: ProgressBar | None) -> None:
-    """Blank out a bar's line and put the cursor back at its start (the bar's state is kept)."""
-    if bar is None or not bar.enabled or bar.closed:
-        return
-    bar.refresh()  # draw now, so the width of the line on screen is the width of the line measured
-    width = len(bar.format_line()) + 2  # + 2: a counter that just gained a digit
-    bar.file.write("\r" + " " * width + "\r")
-    bar.file.flush()

@@ -26,26 +26,20 @@ import re
 import shutil
 import stat
 import tarfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from filelock import FileLock
+from tqdm.auto import tqdm
+
 from groundup._version import __version__
 from groundup.paths import groundup_home
-from groundup.progress import ProgressBar, format_size
-
-try:  # POSIX
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
-    import msvcrt
+from groundup.progress import format_size
 
 __all__ = [
     "DATASETS",
@@ -53,7 +47,6 @@ __all__ = [
     "ChecksumError",
     "DownloadError",
     "UnsafeArchiveError",
-    "download_archive",
     "extract_archive",
     "list_datasets",
     "untar_data",
@@ -206,21 +199,6 @@ def untar_data(
     return _data_root(dest)
 
 
-def download_archive(
-    name_or_url: str | Archive, *, progress: bool | None = None, timeout: float = 30.0
-) -> Path:
-    """Download an archive into `<home>/archives/` (resuming a `.part` file) and return its path.
-
-    A file already there and matching the archive's size and checksums is reused. Extract
-    it with `extract_archive`, or let `untar_data` do both.
-    """
-    archive = name_or_url if isinstance(name_or_url, Archive) else _resolve(name_or_url)
-    archive_path = groundup_home() / "archives" / archive.filename
-    with _locked(archive_path.with_name(archive_path.name + ".lock")):
-        _download_if_needed(archive, archive_path, progress=progress, timeout=timeout)
-    return archive_path
-
-
 def extract_archive(archive_path: str | Path, dest: str | Path) -> Path:
     """Safely extract a tar (.tgz, .tar.gz, .tar.bz2, .tar.xz, .tar) or zip archive into `dest`.
 
@@ -308,28 +286,14 @@ def _data_root(dest: Path) -> Path:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
 
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path` (created if missing); the OS frees it if we die."""
+def _locked(lock_path: Path) -> FileLock:
+    """An exclusive lock on `lock_path` (created if missing) for a `with` block; waits as long as it takes.
+
+    filelock takes an OS lock (`flock`, or `msvcrt.locking` on Windows), which the OS frees if the
+    process dies, so a crashed download never leaves the archive locked.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as f:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        else:
-            while True:  # msvcrt's blocking lock gives up after ~10 s; keep waiting
-                try:
-                    msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-            else:
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+    return FileLock(lock_path, timeout=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,9 +376,12 @@ def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None, ti
                 "nothing was kept. If the published archive changed, pass the url itself to untar_data"
             )
         received = have
+        # tqdm's disable=None: draw only on a terminal (or in a notebook, as a widget).
+        disable = None if progress is None else not progress
         with (
             open(part, mode) as f,
-            ProgressBar(total, desc=archive.filename, unit="B", enabled=progress, initial=have) as bar,
+            tqdm(total=total, initial=have, desc=archive.filename, unit="B", unit_scale=True, unit_divisor=1024,
+                 disable=disable) as bar,
         ):
             while True:
                 try:
