@@ -1,8 +1,8 @@
 """Benchmark: data-parallel training with 2 processes (torchrun, gloo, CPU) vs 1 process, same data.
 
 Both runs train the same MLP on the same synthetic data with the same global batch (128), for the
-same number of epochs, once with a groundup Module (DistributedCB's own bucketed all-reduce) and once
-with a torch.nn model (DistributedDataParallel with DistributedCB's comm hook). Each configuration is
+same number of epochs, once with a groundup Module (DistributedTraining's own bucketed all-reduce) and once
+with a torch.nn model (DistributedDataParallel with DistributedTraining's comm hook). Each configuration is
 a fresh subprocess and reports its median epoch time (training and validation pass) after a warm-up
 epoch: process start-up, imports and DistributedDataParallel's one-time set-up are not counted, and
 the median shrugs off an epoch slowed by other work on the machine.
@@ -37,7 +37,7 @@ def worker(kind: str, epochs: int, n: int, world: int) -> None:
     import torch
     from torch import nn
 
-    from groundup.callbacks.distributed import DistributedCB
+    from groundup.callbacks.distributed import DistributedTraining
     from groundup.callbacks.tracking import TrackResults
     from groundup.data.loader import DataLoader, DataLoaders
     from groundup.learner import Learner
@@ -60,7 +60,7 @@ def worker(kind: str, epochs: int, n: int, world: int) -> None:
         model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
         opt_func = torch.optim.SGD
     track = TrackResults(print_table=False)
-    learn = Learner(model, dls, cross_entropy, lr=0.05, cbs=[track, DistributedCB()], opt_func=opt_func)
+    learn = Learner(model, dls, cross_entropy, lr=0.05, cbs=[track, DistributedTraining()], opt_func=opt_func)
     learn.fit(1)  # warm-up: first-touch allocations, DistributedDataParallel's imports and set-up
     if is_distributed():
         torch.distributed.barrier()

@@ -1,4 +1,4 @@
-"""ProgressCB overhead: the same fit with and without `ProgressCB(enabled=True, file=io.StringIO())`.
+"""ProgressBar overhead: the same fit with and without `ProgressBar(enabled=True, file=io.StringIO())`.
 
 A tiny MLP (a few microseconds of arithmetic per batch) on preloaded batches, so that anything the
 callback does per batch shows up: the device-side loss average in `after_loss`, the clock check in
@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import median
 
-from groundup.callbacks.progress import ProgressCB
+from groundup.callbacks.progress import ProgressBar
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.layers import Linear, ReLU, Sequential
@@ -55,7 +55,7 @@ def main():
                     cross_entropy, lr=0.01)
 
     def fit(with_progress: bool) -> float:
-        cbs = [ProgressCB(enabled=True, file=io.StringIO())] if with_progress else []
+        cbs = [ProgressBar(enabled=True, file=io.StringIO())] if with_progress else []
         start = time.process_time()
         learn.fit(1, cbs=cbs)
         return time.process_time() - start
@@ -69,9 +69,9 @@ def main():
     n = args.batches + len(dls.valid)
     print(f"MLP 32-{args.hidden}-10, bs {args.bs}, {args.batches} train + {len(dls.valid)} valid batches per fit, "
           f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
-    print(f"no ProgressCB : median {plain:.3f} CPU s/fit ({plain / n * 1e6:.0f} us/batch)")
-    print(f"ProgressCB    : median {progress:.3f} CPU s/fit ({progress / n * 1e6:.0f} us/batch)")
-    print(f"ratio with / without ProgressCB: {progress / plain:.4f}x (target <= 1.01x)")
+    print(f"no ProgressBar : median {plain:.3f} CPU s/fit ({plain / n * 1e6:.0f} us/batch)")
+    print(f"ProgressBar    : median {progress:.3f} CPU s/fit ({progress / n * 1e6:.0f} us/batch)")
+    print(f"ratio with / without ProgressBar: {progress / plain:.4f}x (target <= 1.01x)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 from conftest import make_image_folder
 
 from groundup import cli
-from groundup.callbacks.checkpoint import Checkpoint
+from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.tracking import COLUMNS
 from groundup.checkpoint import read_checkpoint
 from groundup.cli import TrainConfig, main, resolve_data, shipped_dataset

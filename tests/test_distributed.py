@@ -1,4 +1,4 @@
-"""Data-parallel training (`DistributedCB`, `groundup.distributed`) on CPU: gloo, 2 processes, 127.0.0.1.
+"""Data-parallel training (`DistributedTraining`, `groundup.distributed`) on CPU: gloo, 2 processes, 127.0.0.1.
 
 The distributed runs are real torchrun launches of this very file:
 
@@ -7,7 +7,7 @@ The distributed runs are real torchrun launches of this very file:
 Each rank trains tiny models on a tiny synthetic data set (45 training samples: shards of unequal
 size, a short last batch) and saves what it saw and ended with; the tests compare that with one
 process trained on the same global batches. Ranks start from different seeds on purpose, so the
-runs only agree if DistributedCB makes them agree (weights and shuffling seeds broadcast from rank 0).
+runs only agree if DistributedTraining makes them agree (weights and shuffling seeds broadcast from rank 0).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import torch.distributed as dist
 from conftest import make_image_folder
 from torch import nn
 
-from groundup.callbacks.checkpoint import Checkpoint
-from groundup.callbacks.distributed import DistributedCB
+from groundup.callbacks.checkpointing import Checkpoint
+from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.data.folder import ImageDataLoaders
@@ -144,31 +144,31 @@ def run_rank(scenario: str, out: Path) -> None:
     assert init_from_env(timeout=60) and is_distributed(), "run me with torchrun --nproc_per_node=2"
     rank, results = get_rank(), {}
     if scenario == "fail":
-        make_learner("groundup", 100 + rank, cbs=[FailAt(rank=1, epoch=1, iter=1), DistributedCB()]).fit(EPOCHS)
+        make_learner("groundup", 100 + rank, cbs=[FailAt(rank=1, epoch=1, iter=1), DistributedTraining()]).fit(EPOCHS)
         return
     for kind in ("groundup", "torch"):
         seen, track = SeenSamples(), TrackResults()
         ckpt = Checkpoint(out / f"ckpt_{kind}_rank{rank}", best_by=None)
-        learn = make_learner(kind, 100 + rank, cbs=[seen, track, ckpt, DistributedCB()])
+        learn = make_learner(kind, 100 + rank, cbs=[seen, track, ckpt, DistributedTraining()])
         printed = io.StringIO()
         with redirect_stdout(printed):
             learn.fit(EPOCHS)
         results[kind] = {"state": state_of(learn), "model_type": type(learn.model), "history": track.history,
                          "seen": seen.seen, "stdout": printed.getvalue()}
     for kind in ("groundup_bn", "torch_bn"):  # per-rank batch statistics; running statistics averaged
-        learn = make_learner(kind, 100 + rank, cbs=[DistributedCB()])
+        learn = make_learner(kind, 100 + rank, cbs=[DistributedTraining()])
         learn.fit(2)
         results[kind] = {"state": state_of(learn)}
     for kind in ("groundup", "torch"):  # one rank cancels; both must stop at the same step
         track = TrackResults(print_table=False)
-        learn = make_learner(kind, 100 + rank, cbs=[CancelAt(rank=1, epoch=1, iter=2), track, DistributedCB()])
+        learn = make_learner(kind, 100 + rank, cbs=[CancelAt(rank=1, epoch=1, iter=2), track, DistributedTraining()])
         learn.fit(EPOCHS)
         results[f"cancel_{kind}"] = {"state": state_of(learn), "history": track.history}
     track = TrackResults(print_table=False)  # a cancel during validation: agreed at the end of the epoch
-    learn = make_learner("groundup", 100 + rank, cbs=[CancelAt(1, 0, 1, training=False), track, DistributedCB()])
+    learn = make_learner("groundup", 100 + rank, cbs=[CancelAt(1, 0, 1, training=False), track, DistributedTraining()])
     learn.fit(EPOCHS)
     results["cancel_valid"] = {"state": state_of(learn), "epochs": [r["epoch"] for r in track.history]}
-    learn = make_learner("groundup", 100 + rank, cbs=[DistributedCB()])  # resume a single-process checkpoint
+    learn = make_learner("groundup", 100 + rank, cbs=[DistributedTraining()])  # resume a single-process checkpoint
     learn.load(out / "single.pt")
     learn.fit(EPOCHS, start_epoch=1)
     results["resumed"] = {"state": state_of(learn)}
@@ -176,10 +176,10 @@ def run_rank(scenario: str, out: Path) -> None:
     dls = ImageDataLoaders.from_folder(out / "images", size=8, bs=4, num_workers=0, cache=False)
     setup = SetupLearnerCB(device="cpu")
     learn = Learner(Sequential(Flatten(), Linear(8 * 8 * 3, 3)), dls, cross_entropy, lr=0.1,
-                    cbs=[setup, DistributedCB()])
+                    cbs=[setup, DistributedTraining()])
     learn.fit(1)
     results["images"] = {"state": state_of(learn), "mean": learn.preprocessing.mean, "std": learn.preprocessing.std}
-    learn = make_learner("groundup", 100 + rank, cbs=[DistributedCB()])
+    learn = make_learner("groundup", 100 + rank, cbs=[DistributedTraining()])
     learn.dls = DataLoaders(*[[b for b in dl] for dl in learn.dls])  # plain lists cannot be sharded
     try:
         learn.fit(1)
@@ -343,7 +343,7 @@ def test_an_error_on_rank_1_ends_both_processes_with_its_message(tmp_path):
 
 # -- single-process behaviour (no launch) ----------------------------------------------------------------
 def test_distributed_cb_does_nothing_in_a_single_process():
-    with_cb = make_learner("groundup", seed=100, cbs=[DistributedCB()])
+    with_cb = make_learner("groundup", seed=100, cbs=[DistributedTraining()])
     with_cb.fit(2)
     without = make_learner("groundup", seed=100)
     without.fit(2)
@@ -386,9 +386,9 @@ def test_buckets_split_by_dtype_and_size():
 
 def test_distributed_cb_checks_its_arguments():
     with pytest.raises(ValueError, match="bucket_mb"):
-        DistributedCB(bucket_mb=0)
+        DistributedTraining(bucket_mb=0)
     with pytest.raises(ValueError, match="backend"):
-        DistributedCB(backend="mpi")
+        DistributedTraining(backend="mpi")
 
 
 if __name__ == "__main__":  # a torchrun worker: python tests/test_distributed.py <scenario> <out folder>

@@ -1,11 +1,11 @@
-"""Tests for groundup.progress: byte formatting, and clear errors for the names tqdm replaced."""
+"""Byte formatting, and the old `groundup.progress` module: clear errors for the names tqdm replaced."""
 
 import re
 
 import pytest
 
 import groundup.progress
-from groundup.progress import format_size
+from groundup.data.download import format_size
 
 
 @pytest.mark.parametrize(
@@ -37,4 +37,8 @@ def test_removed_format_duration_names_tqdms_format_interval():
 
 def test_other_missing_names_are_plain_attribute_errors():
     assert not hasattr(groundup.progress, "no_such_name")
-    assert groundup.progress.__all__ == ["format_size"]
+
+
+def test_format_size_moved_to_the_download_module_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="groundup.data.download.format_size"):
+        assert groundup.progress.format_size is format_size

@@ -1,4 +1,4 @@
-"""ProgressCB: tqdm bars drawn into a file, the smoothed loss, clean table rows, rank 0 only."""
+"""ProgressBar: tqdm bars drawn into a file, the smoothed loss, clean table rows, rank 0 only."""
 
 import io
 import re
@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import Points
 
-from groundup.callbacks.progress import ProgressCB
+from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.tracking import COLUMNS, TrackResults
 from groundup.learner import Callback, CancelFitException, Learner
@@ -45,7 +45,7 @@ class Terminal(io.StringIO):
 
 def test_an_enabled_bar_draws_each_pass_and_the_epochs():
     out = io.StringIO()
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=0)).fit(2)
+    make_learner(ProgressBar(enabled=True, file=out, min_interval=0)).fit(2)
     text = out.getvalue()
     assert "epoch 1/2 train" in text and "epoch 2/2 valid" in text
     assert "6/6 [" in text and "2/2 [" in text  # Points: 6 training, 2 validation batches
@@ -55,7 +55,7 @@ def test_an_enabled_bar_draws_each_pass_and_the_epochs():
 
 def test_the_smoothed_loss_is_shown_after_the_training_counters():
     out = io.StringIO()
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=0)).fit(1)
+    make_learner(ProgressBar(enabled=True, file=out, min_interval=0)).fit(1)
     train_draws = [d for d in out.getvalue().split("\r") if d.startswith("epoch 1/1 train") and "1/6" in d]
     assert re.search(r"batch/s, loss \d\.\d{4}\]", train_draws[0])
     assert not any("loss" in d for d in out.getvalue().split("\r") if d.startswith("epoch 1/1 valid"))
@@ -64,20 +64,20 @@ def test_the_smoothed_loss_is_shown_after_the_training_counters():
 @pytest.mark.parametrize("kwargs", [{"enabled": None}, {"enabled": False}])
 def test_quiet_when_not_a_terminal_or_disabled(kwargs):
     out = io.StringIO()  # not a terminal
-    make_learner(ProgressCB(file=out, **kwargs)).fit(1)
+    make_learner(ProgressBar(file=out, **kwargs)).fit(1)
     assert out.getvalue() == ""
 
 
 def test_draws_by_default_on_a_terminal():
     out = Terminal()
-    make_learner(ProgressCB(file=out)).fit(1)
+    make_learner(ProgressBar(file=out)).fit(1)
     assert "epochs: 100%|" in out.getvalue()
 
 
 def test_bars_and_table_rows_do_not_garble_each_other():
     out = io.StringIO()
     track = TrackResults(file=out)
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=0), track).fit(2)
+    make_learner(ProgressBar(enabled=True, file=out, min_interval=0), track).fit(2)
     # On screen: the table, untouched, then the epoch bar's final line; every batch bar was erased.
     # (A row printed after a bar fragment, or over a longer one, would show the fragment here.)
     lines = screen(out.getvalue())
@@ -92,15 +92,15 @@ def test_the_loss_is_read_only_when_the_bar_redraws(monkeypatch):
     item = torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(1) or item(t))
     out = io.StringIO()
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=1e9)).fit(2)
+    make_learner(ProgressBar(enabled=True, file=out, min_interval=1e9)).fit(2)
     assert reads == [] and "loss" not in out.getvalue()  # never time to redraw: never a sync
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=0)).fit(1)
+    make_learner(ProgressBar(enabled=True, file=out, min_interval=0)).fit(1)
     assert len(reads) == 6  # a redraw after every training batch: one read each
 
 
 def test_the_shown_loss_is_the_bias_corrected_moving_average():
     out, rec = io.StringIO(), Recorder(beta=0.9)
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=0, beta=0.9), rec).fit(1)
+    make_learner(ProgressBar(enabled=True, file=out, min_interval=0, beta=0.9), rec).fit(1)
     shown = [float(v) for v in re.findall(r"loss (\d+\.\d+)", out.getvalue())]
     assert shown[-1] == pytest.approx(rec.smooth_losses[-1], abs=1e-4)
 
@@ -109,7 +109,7 @@ def test_redraws_several_batches_apart_show_the_exact_moving_average(monkeypatch
     clock = iter(range(10**6))
     monkeypatch.setattr(time, "monotonic", lambda: next(clock))  # one tick per call: per pass, then per batch
     out, rec = io.StringIO(), Recorder(beta=0.9)
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=2.5, beta=0.9), rec).fit(1)
+    make_learner(ProgressBar(enabled=True, file=out, min_interval=2.5, beta=0.9), rec).fit(1)
     shown = [float(v) for v in re.findall(r"loss (\d+\.\d+)", out.getvalue())]
     # Pass starts at tick 0; batches at ticks 1..6; redraws at ticks >= 2.5 and >= 5.5: batches 3 and 6.
     assert shown == pytest.approx([rec.smooth_losses[2], rec.smooth_losses[5]], abs=1e-4)
@@ -127,7 +127,7 @@ class StopMidPass(Callback):
 @pytest.mark.parametrize("exc", [CancelFitException(), RuntimeError("boom")])
 def test_a_cancelled_or_failed_fit_leaves_a_clean_line(exc):
     out = io.StringIO()
-    learn = make_learner(ProgressCB(enabled=True, file=out, min_interval=0), StopMidPass(exc))
+    learn = make_learner(ProgressBar(enabled=True, file=out, min_interval=0), StopMidPass(exc))
     if isinstance(exc, RuntimeError):
         with pytest.raises(RuntimeError):
             learn.fit(2)
@@ -138,12 +138,12 @@ def test_a_cancelled_or_failed_fit_leaves_a_clean_line(exc):
 
 
 def test_bad_beta_is_named():
-    with pytest.raises(ValueError, match="ProgressCB: beta must be in"):
-        ProgressCB(beta=1.0)
+    with pytest.raises(ValueError, match="ProgressBar: beta must be in"):
+        ProgressBar(beta=1.0)
 
 
 def test_only_rank_0_draws_in_a_distributed_run(monkeypatch):
     monkeypatch.setenv("RANK", "1")  # what torchrun sets for the second process
     out = io.StringIO()
-    make_learner(ProgressCB(enabled=True, file=out, min_interval=0)).fit(1)
+    make_learner(ProgressBar(enabled=True, file=out, min_interval=0)).fit(1)
     assert out.getvalue() == ""

@@ -8,7 +8,6 @@ re-exported here.
 
 from groundup._version import __version__
 from groundup.callbacks import (
-    ActivationStatsCB,
     Callback,
     CancelBatchException,
     CancelEpochException,
@@ -17,14 +16,15 @@ from groundup.callbacks import (
     CancelTrainException,
     CancelValidateException,
     Checkpoint,
-    DistributedCB,
+    DistributedTraining,
     LRFinder,
     LRSuggestion,
     MixedPrecision,
     OneCycle,
-    ProgressCB,
+    ProgressBar,
     Recorder,
     SetupLearnerCB,
+    TrackActivations,
     TrackResults,
 )
 from groundup.data import (
@@ -44,6 +44,7 @@ from groundup.data import (
     untar_data,
     val2idx,
 )
+from groundup.deprecation import moved_names
 from groundup.learner import Learner
 from groundup.losses import cross_entropy, log_softmax, logsumexp, nll
 from groundup.metrics import accuracy
@@ -67,7 +68,6 @@ from groundup.optim import SGD, Adam
 __all__ = [
     "SGD",
     "ActivationStats",
-    "ActivationStatsCB",
     "Adam",
     "AdaptivePool",
     "BatchNorm",
@@ -83,7 +83,7 @@ __all__ = [
     "DataLoader",
     "DataLoaders",
     "Dataset",
-    "DistributedCB",
+    "DistributedTraining",
     "Flatten",
     "Hooks",
     "ImageDataLoaders",
@@ -97,11 +97,12 @@ __all__ = [
     "OneCycle",
     "Parameter",
     "Preprocessing",
-    "ProgressCB",
+    "ProgressBar",
     "ReLU",
     "Recorder",
     "Sequential",
     "SetupLearnerCB",
+    "TrackActivations",
     "TrackResults",
     "__version__",
     "accuracy",
@@ -121,3 +122,8 @@ __all__ = [
     "untar_data",
     "val2idx",
 ]
+
+# Names before 0.2: callbacks are named for what they do, with no suffix (SetupLearnerCB keeps the walkthrough's).
+__getattr__ = moved_names(__name__, {"ProgressCB": "groundup.callbacks.progress.ProgressBar",
+                                     "ActivationStatsCB": "groundup.callbacks.activations.TrackActivations",
+                                     "DistributedCB": "groundup.callbacks.distributed.DistributedTraining"})

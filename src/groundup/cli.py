@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from groundup._version import __version__
 from groundup.commands import COMMANDS
 from groundup.commands.options import HelpFormatter
+from groundup.deprecation import moved_names
 
 __all__ = ["build_parser", "main"]
 
@@ -81,17 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def __getattr__(name: str):
-    # Before 0.2 this module re-exported the run layer's names; they live in groundup.run/config.
-    import groundup.config
-    import groundup.data.folder
-    import groundup.run
-    from groundup.deprecation import renamed
-
-    homes = {"TrainConfig": groundup.config, "OPTIMIZERS": groundup.config, "SCHEDULES": groundup.config,
-             "train": groundup.run, "resolve_data": groundup.run, "shipped_dataset": groundup.run,
-             "check_image_folder": groundup.data.folder}
-    if name not in homes:
-        raise AttributeError(f"module 'groundup.cli' has no attribute {name!r}")
-    module = homes[name]
-    return renamed("groundup.cli", f"groundup.cli.{name}", f"{module.__name__}.{name}", getattr(module, name))
+# Before 0.2 this module re-exported the run layer's names; they live in groundup.run and groundup.config.
+__getattr__ = moved_names(__name__, {
+    "TrainConfig": "groundup.config.TrainConfig", "OPTIMIZERS": "groundup.config.OPTIMIZERS",
+    "SCHEDULES": "groundup.config.SCHEDULES", "train": "groundup.run.train",
+    "resolve_data": "groundup.run.resolve_data", "shipped_dataset": "groundup.run.shipped_dataset",
+    "check_image_folder": "groundup.data.folder.check_image_folder"})

@@ -1,30 +1,16 @@
-"""`format_size`: byte counts for people (`groundup download --list`, download errors).
+"""Deprecated module (removed in 0.3): progress bars are tqdm's now.
 
-Progress bars are tqdm's: `ProgressCB` draws them during `fit`, `untar_data` while downloading
-(`tqdm.auto`, so a notebook gets a widget). The hand-written `ProgressBar` and `format_duration`
-that lived here are gone; importing them raises an ImportError that names the tqdm replacement.
-
-Example:
-    >>> format_size(99_003_388)
-    '94.4 MiB'
+The `ProgressBar` callback (`groundup.callbacks.progress`) draws them during `fit`, and
+`untar_data` while downloading (`tqdm.auto`, so a notebook gets a widget). The hand-written
+`ProgressBar` class and `format_duration` that lived here are gone: importing them raises an
+ImportError that names the tqdm replacement. `format_size` moved to `groundup.data.download`.
 """
 
 from __future__ import annotations
 
-__all__ = ["format_size"]
+from groundup.deprecation import moved_names
 
-_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def format_size(num_bytes: float) -> str:
-    """Format a byte count with binary prefixes: `1536` -> `'1.5 KiB'`, `99003388` -> `'94.4 MiB'`."""
-    value = float(num_bytes)
-    for unit in _SIZE_UNITS:
-        if abs(value) < 1024 or unit == _SIZE_UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # the loop always returns at the last unit
-
+_moved = moved_names(__name__, {"format_size": "groundup.data.download.format_size"})
 
 # Removed names and what replaces them. Importing one raises rather than warns: an alias to tqdm
 # would not take the old arguments (`enabled`, `min_interval`, `set_postfix(text)`, `wrap`), so it
@@ -41,4 +27,4 @@ _REMOVED = {
 def __getattr__(name: str):
     if name in _REMOVED:
         raise ImportError(f"groundup.progress.{name} was removed in favour of tqdm; {_REMOVED[name]}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _moved(name)

@@ -2,7 +2,7 @@
 
     build_learner(cfg)        data (a folder, a registry name or the shipped set) -> ImageDataLoaders,
                               the model from `cfg.arch`, and a Learner with SetupLearnerCB,
-                              DistributedCB and (with `cfg.amp`) MixedPrecision; shared by
+                              DistributedTraining and (with `cfg.amp`) MixedPrecision; shared by
                               `train` and `lr-find`
     fit_run(learn, cfg, ...)  the LR finder when `lr="auto"`, the callbacks of a run (results,
                               recorder, checkpoints, metrics.csv after every epoch, progress bar),
@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from groundup._version import __version__
-from groundup.callbacks.checkpoint import Checkpoint
+from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.core import Callback
-from groundup.callbacks.distributed import DistributedCB
+from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.mixed_precision import MixedPrecision
-from groundup.callbacks.progress import ProgressCB
+from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
@@ -41,6 +41,7 @@ from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_
 from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
 from groundup.data.download import DATASETS, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
+from groundup.deprecation import moved_names
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.models import get_arch
@@ -86,7 +87,7 @@ def resolve_data(data: str | None) -> Path:
 def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) -> Learner:
     """The Learner a run trains: its loaders, model (seeded by `cfg.seed`), loss, optimizer and device callbacks.
 
-    The learner's callbacks are `SetupLearnerCB` (device, normalization), `DistributedCB` (a no-op
+    The learner's callbacks are `SetupLearnerCB` (device, normalization), `DistributedTraining` (a no-op
     unless started by torchrun) and, with `cfg.amp`, `MixedPrecision`. `learn.lr` is `cfg.lr`
     (1e-3 until the LR finder replaces it when `cfg.lr == "auto"`). Call `learn.dls.close()` when done.
     """
@@ -94,7 +95,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
                                        num_workers=cfg.num_workers, seed=cfg.seed)
     seed_everything(cfg.seed)
     model = get_arch(cfg.arch, n_classes=len(dls.preprocessing.vocab))
-    cbs: list[Callback] = [SetupLearnerCB(device), DistributedCB()]
+    cbs: list[Callback] = [SetupLearnerCB(device), DistributedTraining()]
     if cfg.amp:
         cbs.append(MixedPrecision())
     return Learner(model, dls, cross_entropy, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
@@ -157,7 +158,7 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     if main_process:
         cbs.append(_MetricsFile(run_dir / "metrics.csv"))
         if not quiet:
-            cbs.append(ProgressCB())
+            cbs.append(ProgressBar())
     for cb in cbs:
         learn.add_cb(cb)
 
@@ -320,14 +321,7 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     return summary
 
 
-def __getattr__(name: str):
-    # Names that lived here before 0.2 and moved to the module of their concept.
-    import groundup.checks
-    import groundup.config
-    from groundup.deprecation import renamed
-
-    moved = {"SCHEDULES": groundup.config, "OPTIMIZERS": groundup.config, "check_choice": groundup.checks}
-    if name not in moved:
-        raise AttributeError(f"module 'groundup.run' has no attribute {name!r}")
-    module = moved[name]
-    return renamed("groundup.run", f"groundup.run.{name}", f"{module.__name__}.{name}", getattr(module, name))
+# Names that lived here before 0.2 and moved to the module of their concept.
+__getattr__ = moved_names(__name__, {"SCHEDULES": "groundup.config.SCHEDULES",
+                                     "OPTIMIZERS": "groundup.config.OPTIMIZERS",
+                                     "check_choice": "groundup.checks.check_choice"})

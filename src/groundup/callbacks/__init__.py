@@ -4,8 +4,8 @@ To write one: subclass `Callback` (from here or `groundup.callbacks.core`), defi
 needs, and pass an instance in the Learner's `cbs`. See `groundup.learner` for the loop.
 """
 
-from groundup.callbacks.activations import ActivationStatsCB
-from groundup.callbacks.checkpoint import Checkpoint
+from groundup.callbacks.activations import TrackActivations
+from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.core import (
     EVENTS,
     Callback,
@@ -16,18 +16,18 @@ from groundup.callbacks.core import (
     CancelTrainException,
     CancelValidateException,
 )
-from groundup.callbacks.distributed import DistributedCB
+from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.mixed_precision import MixedPrecision
-from groundup.callbacks.progress import ProgressCB
+from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
+from groundup.deprecation import moved_names
 
 __all__ = [
     "EVENTS",
-    "ActivationStatsCB",
     "Callback",
     "CancelBatchException",
     "CancelEpochException",
@@ -36,13 +36,19 @@ __all__ = [
     "CancelTrainException",
     "CancelValidateException",
     "Checkpoint",
-    "DistributedCB",
+    "DistributedTraining",
     "LRFinder",
     "LRSuggestion",
     "MixedPrecision",
     "OneCycle",
-    "ProgressCB",
+    "ProgressBar",
     "Recorder",
     "SetupLearnerCB",
+    "TrackActivations",
     "TrackResults",
 ]
+
+# Names before 0.2: callbacks are named for what they do, with no suffix (SetupLearnerCB keeps the walkthrough's).
+__getattr__ = moved_names(__name__, {"ProgressCB": "groundup.callbacks.progress.ProgressBar",
+                                     "ActivationStatsCB": "groundup.callbacks.activations.TrackActivations",
+                                     "DistributedCB": "groundup.callbacks.distributed.DistributedTraining"})

@@ -1,4 +1,4 @@
-"""`ActivationStatsCB`: activation statistics (mean, std, near-zero share, histogram) during `fit`."""
+"""`TrackActivations`: activation statistics (mean, std, near-zero share, histogram) during `fit`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import os
 from collections.abc import Callable, Iterable
 
 from groundup.callbacks.core import Callback
+from groundup.deprecation import moved_names
 from groundup.nn.stats import ActivationStats
 
 
-class ActivationStatsCB(Callback):
+class TrackActivations(Callback):
     """Watch the outputs of `modules` (default: the model's direct children) while training.
 
     Hooks are attached in `before_fit` and removed in `after_fit` (also after a cancel or an
@@ -22,7 +23,7 @@ class ActivationStatsCB(Callback):
         **kwargs: passed to `ActivationStats` (bins, hist_range, zero_threshold, train_only).
 
     Example:
-        >>> cb = ActivationStatsCB(path="activations.png")
+        >>> cb = TrackActivations(path="activations.png")
         >>> learn.fit(1, cbs=[cb]); cb.stats.means[0]
     """
 
@@ -43,3 +44,6 @@ class ActivationStatsCB(Callback):
             self.stats.remove()
             if self.path is not None and self.stats.means and len(self.stats.means[0]):
                 self.stats.plot(self.path)
+
+
+__getattr__ = moved_names(__name__, {"ActivationStatsCB": "groundup.callbacks.activations.TrackActivations"})  # the name before 0.2

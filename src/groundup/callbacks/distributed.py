@@ -1,4 +1,4 @@
-"""`DistributedCB`: data-parallel training over the processes torchrun started, added with one line.
+"""`DistributedTraining`: data-parallel training over the processes torchrun started, added with one line.
 
 Each of N processes (ranks) holds a full copy of the model and trains on its own slice of every
 global batch; averaging the gradients before each step keeps the copies identical. What happens where:
@@ -42,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from groundup.callbacks.core import Callback, CancelFitException
+from groundup.deprecation import moved_names
 from groundup.process_group import (
     DEFAULT_TIMEOUT,
     all_reduce_sum,
@@ -54,7 +55,7 @@ from groundup.process_group import (
     peer_failure_hint,
 )
 
-__all__ = ["DistributedCB"]
+__all__ = ["DistributedTraining"]
 
 
 class _SyncState:
@@ -78,7 +79,7 @@ def _weighted_sum_hook(state, bucket):  # no annotations: DDP checks them, and o
 
     DistributedDataParallel calls it for each bucket as soon as the bucket's gradients are ready,
     so the communication overlaps the rest of the backward pass. The division by the global batch
-    size happens in `DistributedCB.after_backward`, once every bucket (and so the header) is back.
+    size happens in `DistributedTraining.after_backward`, once every bucket (and so the header) is back.
     """
     buf = bucket.buffer()
     buf.mul_(state.n_local)  # the local mean gradient times n_local: this rank's sum over its samples
@@ -105,12 +106,12 @@ def _batch_size(batch) -> int:
     return len(x)
 
 
-class DistributedCB(Callback):
+class DistributedTraining(Callback):
     """Train data-parallel on every process torchrun started; in a single process, do nothing.
 
     Add it to the Learner's callbacks and start the unchanged script with torchrun:
 
-        learn = Learner(model, dls, cross_entropy, cbs=[SetupLearnerCB(), TrackResults(), DistributedCB()])
+        learn = Learner(model, dls, cross_entropy, cbs=[SetupLearnerCB(), TrackResults(), DistributedTraining()])
         learn.fit(5)
 
         $ torchrun --nproc_per_node=4 train.py        # 4 GPUs (NCCL), or 4 CPU processes (gloo)
@@ -138,11 +139,11 @@ class DistributedCB(Callback):
     def __init__(self, bucket_mb: float = 25.0, timeout: float = DEFAULT_TIMEOUT,
                  backend: str | None = None) -> None:
         if not bucket_mb > 0:
-            raise ValueError(f"DistributedCB: bucket_mb must be > 0, got {bucket_mb!r}")
+            raise ValueError(f"DistributedTraining: bucket_mb must be > 0, got {bucket_mb!r}")
         if not timeout > 0:
-            raise ValueError(f"DistributedCB: timeout must be > 0 seconds, got {timeout!r}")
+            raise ValueError(f"DistributedTraining: timeout must be > 0 seconds, got {timeout!r}")
         if backend not in (None, "nccl", "gloo"):
-            raise ValueError(f"DistributedCB: backend must be 'nccl', 'gloo' or None, got {backend!r}")
+            raise ValueError(f"DistributedTraining: backend must be 'nccl', 'gloo' or None, got {backend!r}")
         self.bucket_mb, self.timeout, self.backend = bucket_mb, timeout, backend
         self.active = False  # True during a fit with more than one process
         self._ddp: DistributedDataParallel | None = None
@@ -161,11 +162,11 @@ class DistributedCB(Callback):
             return
         learn = self.learn
         if isinstance(learn.model, DistributedDataParallel):
-            raise TypeError("DistributedCB wraps the model in DistributedDataParallel itself; give the "
+            raise TypeError("DistributedTraining wraps the model in DistributedDataParallel itself; give the "
                             "Learner the plain model (learn.model = learn.model.module)")
         model = learn.model
         if dist.get_backend() == "nccl" and any(p.device.type != "cuda" for p in model.parameters()):
-            raise ValueError("DistributedCB: NCCL needs the model on this process's GPU, but some parameters "
+            raise ValueError("DistributedTraining: NCCL needs the model on this process's GPU, but some parameters "
                              "are on the CPU; add SetupLearnerCB() to the callbacks (it picks cuda:LOCAL_RANK)")
         self._shard_loaders(learn.dls)
         buffers = list(model.buffers()) if hasattr(model, "buffers") else []
@@ -197,7 +198,7 @@ class DistributedCB(Callback):
         if self._ddp is not None:  # the hook has summed n_local × gradient; divide by the global count
             header = self._sync.header
             if header is None:
-                raise RuntimeError("DistributedCB: DistributedDataParallel did not all-reduce the gradients "
+                raise RuntimeError("DistributedTraining: DistributedDataParallel did not all-reduce the gradients "
                                    "in this backward pass (does the loss depend on the model's parameters?)")
             grads = [p.grad for p in self._params if p.grad is not None]
             torch._foreach_div_(grads, header[0])
@@ -231,7 +232,7 @@ class DistributedCB(Callback):
                 self._samplers.append(dl.sampler)
             else:
                 raise TypeError(
-                    f"DistributedCB: dls.{name} is a {type(dl).__name__}, which cannot give each of the "
+                    f"DistributedTraining: dls.{name} is a {type(dl).__name__}, which cannot give each of the "
                     f"{world} ranks its own part of the data; use groundup.data.DataLoader (it shards "
                     f"itself), or a torch DataLoader with sampler=DistributedSampler(dataset)")
         if seeded:  # a seed drawn at random differs per process: everyone takes rank 0's
@@ -328,4 +329,7 @@ class DistributedCB(Callback):
         raise CancelFitException
 
     def __repr__(self) -> str:
-        return f"DistributedCB(bucket_mb={self.bucket_mb}, timeout={self.timeout}, backend={self.backend})"
+        return f"DistributedTraining(bucket_mb={self.bucket_mb}, timeout={self.timeout}, backend={self.backend})"
+
+
+__getattr__ = moved_names(__name__, {"DistributedCB": "groundup.callbacks.distributed.DistributedTraining"})  # the name before 0.2

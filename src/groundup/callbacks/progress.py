@@ -1,4 +1,4 @@
-"""`ProgressCB`: tqdm bars over the epochs and over the batches of each pass."""
+"""`ProgressBar`: tqdm bars over the epochs and over the batches of each pass."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from tqdm import tqdm
 from tqdm.auto import tqdm as tqdm_auto
 
 from groundup.callbacks.core import Callback
+from groundup.deprecation import moved_names
 from groundup.process_group import is_main_process
 from groundup.smoothing import EMA
 
-__all__ = ["ProgressCB"]
+__all__ = ["ProgressBar"]
 
 _FOLD_EVERY = 256  # losses kept at most before they are folded into the average (bounds memory)
 
 
-class ProgressCB(Callback):
+class ProgressBar(Callback):
     """Show a bar over the batches of each pass, with the smoothed training loss, and one over epochs.
 
     The bars are tqdm's: with no `file` given, `tqdm.auto` picks a widget in a Jupyter notebook and a
@@ -46,7 +47,7 @@ class ProgressCB(Callback):
         min_interval: least seconds between two redraws (and loss reads).
 
     Example:
-        >>> learn.fit(3, cbs=[ProgressCB(), TrackResults()])
+        >>> learn.fit(3, cbs=[ProgressBar(), TrackResults()])
     """
 
     order = 60  # after TrackResults (50): its row is printed before the epoch bar is redrawn
@@ -54,7 +55,7 @@ class ProgressCB(Callback):
     def __init__(self, enabled: bool | None = None, file: TextIO | None = None, beta: float = 0.98,
                  min_interval: float = 0.1) -> None:
         if not 0 <= beta < 1:
-            raise ValueError(f"ProgressCB: beta must be in [0, 1), got {beta!r}")
+            raise ValueError(f"ProgressBar: beta must be in [0, 1), got {beta!r}")
         self.enabled, self.file, self.beta, self.min_interval = enabled, file, beta, min_interval
         self.epoch_bar: tqdm | None = None
         self.batch_bar: tqdm | None = None
@@ -140,4 +141,7 @@ class ProgressCB(Callback):
         self._losses = []
 
     def __repr__(self) -> str:
-        return f"ProgressCB(enabled={self.enabled})"
+        return f"ProgressBar(enabled={self.enabled})"
+
+
+__getattr__ = moved_names(__name__, {"ProgressCB": "groundup.callbacks.progress.ProgressBar"})  # the name before 0.2

@@ -19,7 +19,7 @@ class TrackResults(Callback):
     """Keep running sums of loss and accuracy on the device; print one table row per epoch.
 
     Sums are weighted by batch size (so a smaller last batch counts for what it is) and turned
-    into numbers once per pass, never per batch. In a distributed run (see `DistributedCB`) the
+    into numbers once per pass, never per batch. In a distributed run (see `DistributedTraining`) the
     sums of all ranks are added up first (one all-reduce per pass), so every rank records the
     metrics of the whole data set, and only rank 0 prints.
 

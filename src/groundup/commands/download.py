@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 from groundup.checks import check_choice
 from groundup.commands.options import HelpFormatter
-from groundup.data.download import DATASETS, list_datasets, untar_data
-from groundup.progress import format_size
+from groundup.data.download import DATASETS, format_size, list_datasets, untar_data
 
 NAME = "download"
 
