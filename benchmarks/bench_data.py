@@ -4,7 +4,7 @@ Compares, each variant in a fresh process, the same number of worker processes:
   reference    torch.utils.data.DataLoader over a PIL Dataset (decode + resize + normalize per item)
   walkthrough  the walkthrough's loader: a ProcessPoolExecutor opened every epoch, the dataset
                pickled with every batch
-  groundup     DataLoaders.from_folder: draft-mode decoding, persistent workers, uint8 batches,
+  groundup     ImageDataLoaders.from_folder: draft-mode decoding, persistent workers, uint8 batches,
                Normalize + to_nchw on the whole batch; epoch 1 fills the decode cache, later
                epochs read it
 
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import PILDataset, Timer, median, peak_rss_mib, require_data, warm_page_cache
 
 from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
-from groundup.data.loader import DataLoaders
+from groundup.data.folder import ImageDataLoaders
 from groundup.data.transforms import Normalize, to_nchw
 
 
@@ -81,7 +81,7 @@ def run_groundup(args):
         os.symlink(f, dst)
     os.makedirs(os.path.join(root, "val", files[0].parent.name))
     os.symlink(files[0], os.path.join(root, "val", files[0].parent.name, files[0].name))
-    dls = DataLoaders.from_folder(root, size=64, bs=128, n_workers=args.workers, seed=0)
+    dls = ImageDataLoaders.from_folder(root, size=64, bs=128, num_workers=args.workers, seed=0)
     norm = Normalize(*dls.stats)
     times = []
     for _ in range(args.epochs):

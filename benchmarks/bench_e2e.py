@@ -2,7 +2,7 @@
 
   reference  a hand-written loop over torch.utils.data.DataLoader with a PIL Dataset
              (decode + resize + normalize per item in workers, float batches)
-  groundup   Learner + DataLoaders.from_folder + SetupLearnerCB + TrackResults
+  groundup   Learner + ImageDataLoaders.from_folder + SetupLearnerCB + TrackResults
              (epoch 1 decodes and fills the decode cache; later epochs read it)
 
 Each variant runs in a fresh process with a cold decode cache; both use the same number of
@@ -64,10 +64,10 @@ def run_groundup(args):
     os.environ["GROUNDUP_HOME"] = tempfile.mkdtemp(prefix="bench-e2e-")  # cold decode cache
     from groundup.callbacks.setup import SetupLearnerCB
     from groundup.callbacks.tracking import TrackResults
-    from groundup.data.loader import DataLoaders
+    from groundup.data.folder import ImageDataLoaders
     from groundup.learner import Learner
 
-    dls = DataLoaders.from_folder(require_data(), size=64, bs=128, n_workers=args.workers, seed=0)
+    dls = ImageDataLoaders.from_folder(require_data(), size=64, bs=128, num_workers=args.workers, seed=0)
     torch.manual_seed(0)
     track = TrackResults(print_table=False)
     learn = Learner(simple_cnn(), dls, cross_entropy, lr=0.1, cbs=[SetupLearnerCB(), track])

@@ -57,8 +57,8 @@ def main() -> None:
     print(f"{len(train_ds)} training and {len(valid_ds)} validation images, {len(vocab)} classes")
 
     # Steps 3-4: DataLoaders, statistics from a batch, Normalize (SetupLearnerCB applies it on the device).
-    dls = DataLoaders(DataLoader(train_ds, 128, shuffle=True, n_workers=args.workers, seed=args.seed),
-                      DataLoader(valid_ds, 256, n_workers=args.workers))
+    dls = DataLoaders(DataLoader(train_ds, 128, shuffle=True, num_workers=args.workers, seed=args.seed),
+                      DataLoader(valid_ds, 256, num_workers=args.workers))
     xb, _yb = next(iter(dls.train))
     norm = Normalize(*batch_stats(xb))
     print(f"first batch: {tuple(xb.shape)} {xb.dtype}; {norm}")

@@ -8,11 +8,12 @@ import pytest
 import torch
 from conftest import make_image_folder
 
-from groundup import cli
 from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.tracking import COLUMNS
 from groundup.checkpoint import read_checkpoint
-from groundup.cli import TrainConfig, main, resolve_data, shipped_dataset
+from groundup.cli import main
+from groundup.config import TrainConfig
+from groundup.run import resolve_data, shipped_dataset
 
 RUN_FILES = {"metrics.csv", "summary.json", "model.pt", "best.pt", "losses.png", "schedule.png", "report.html"}
 
@@ -340,13 +341,6 @@ def test_no_command_prints_help_and_fails(capsys):
 def test_unknown_command_is_a_one_line_error(capsys):
     assert main(["trian"]) == 2
     assert_one_line_error(capsys, r"invalid choice: 'trian'")
-
-
-def test_train_config_validates_like_the_command_line():
-    with pytest.raises(ValueError, match="--epochs must be a positive integer"):
-        TrainConfig(epochs=0)
-    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "unknown": 1}) == TrainConfig()
-    assert cli.TrainConfig(lr="auto").lr == "auto"
 
 
 def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(tmp_path):

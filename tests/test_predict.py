@@ -125,3 +125,37 @@ def test_find_images_takes_files_and_folders(image_folder):
     assert files[0] == one and len(files) == 1 + 9
     with pytest.raises(ValueError, match="no images given"):
         find_images([])
+
+
+def test_any_learner_checkpoint_predicts_as_the_learner_would(image_folder, tmp_path):
+    from groundup.callbacks.setup import SetupLearnerCB
+    from groundup.data.folder import ImageDataLoaders
+    from groundup.learner import Learner
+    from groundup.losses import cross_entropy
+    from groundup.nn.models import simple_cnn
+
+    dls = ImageDataLoaders.from_folder(image_folder, size=16, bs=4, num_workers=0, seed=0)
+    learn = Learner(simple_cnn(n_classes=3), dls, cross_entropy, lr=0.05, cbs=[SetupLearnerCB("cpu")])
+    learn.fit(1)
+    learn.save(tmp_path / "plain.pt")  # no run settings: the preprocessing and arch are enough
+    files = sorted(get_image_files(image_folder / "val"))
+    preds = Predictor.from_checkpoint(tmp_path / "plain.pt", device="cpu").predict(files)
+    xb = torch.as_tensor(dls.valid.dataset.get_batch(list(range(len(files))))[0])  # (n, 16, 16, 3) uint8
+    learn.model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(learn.model(learn.preprocessing.normalize(xb).permute(0, 3, 1, 2)), 1)
+    order = [dls.valid.dataset.files.index(f) for f in files]
+    assert [p.label for p in preds] == [learn.preprocessing.vocab[int(probs[i].argmax())] for i in order]
+
+
+def test_a_checkpoint_of_format_version_1_still_predicts(run, image_folder, tmp_path):
+    ckpt = read_checkpoint(run / "model.pt")
+    pre = ckpt.pop("preprocessing")
+    del ckpt["arch"], ckpt["history"]
+    ckpt.update(version=1, vocab=pre["vocab"], stats={"mean": torch.tensor(pre["mean"]), "std": torch.tensor(pre["std"])})
+    torch.save(ckpt, tmp_path / "v1.pt")
+    files = sorted(get_image_files(image_folder / "val"))
+    old = Predictor.from_checkpoint(tmp_path / "v1.pt", device="cpu").predict(files, top_k=3)
+    new = Predictor.from_checkpoint(run / "model.pt", device="cpu").predict(files, top_k=3)
+    assert [p.labels for p in old] == [p.labels for p in new]
+    assert [q for p in old for q in p.probs] == pytest.approx([q for p in new for q in p.probs])

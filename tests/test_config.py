@@ -1,0 +1,33 @@
+import functools
+
+import pytest
+
+from groundup.config import TrainConfig, opt_func_for
+from groundup.optim import SGD, Adam
+
+
+def test_train_config_validates_like_the_command_line():
+    with pytest.raises(ValueError, match="--epochs must be a positive integer"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match=r"unknown --arch 'resnt' \(did you mean 'resnet'\?\)"):
+        TrainConfig(arch="resnt")
+    with pytest.raises(ValueError, match="--workers must be an integer >= 0, got -1"):
+        TrainConfig(num_workers=-1)
+    assert TrainConfig(lr="auto").lr == "auto"
+
+
+def test_from_dict_ignores_unknown_keys_and_reads_the_old_workers_key():
+    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "unknown": 1}) == TrainConfig()
+    assert TrainConfig.from_dict({"workers": 3}).num_workers == 3  # checkpoints of groundup 0.1
+    assert TrainConfig(num_workers=2).workers == 2
+
+
+@pytest.mark.parametrize("name, cls, group", [("sgd", SGD, {"momentum": 0.9, "weight_decay": 1e-4}),
+                                               ("adam", Adam, {"weight_decay": 1e-2})])
+def test_opt_func_for_names_the_optimizer_and_its_settings(name, cls, group):
+    import torch
+
+    make = opt_func_for(name)
+    assert isinstance(make, functools.partial) and make.func is cls
+    opt = make([torch.zeros(2, requires_grad=True)], 0.1)
+    assert all(opt.param_groups[0][k] == v for k, v in group.items())
