@@ -46,3 +46,34 @@ def test_the_image_example_runs_on_a_folder(image_folder, tmp_path, monkeypatch,
     exec(compile(code, "README image example", "exec"), {})  # noqa: S102
     out = capsys.readouterr().out
     assert "LRSuggestion(lr=" in out and (tmp_path / "lr_find.png").is_file()
+
+
+def test_where_things_go_names_files_that_exist_and_registrations_that_work(monkeypatch):
+    text = README.read_text()
+    guide = text[text.index("## Where things go"):]
+    guide = guide[:guide.index("\n## ", 1)]
+    root = README.parent
+    for path in re.findall(r"`((?:src/)?groundup/[\w/.]+\.py)`", guide):
+        assert (root / ("" if path.startswith("src/") else "src") / path).is_file(), path
+    # an architecture: one decorator, and get_arch and --arch find it
+    from groundup.nn.layers import Flatten, Linear, Sequential
+    from groundup.nn.models import ARCHS, get_arch, register_arch
+
+    @register_arch
+    def tiny_mlp(n_classes: int = 10):
+        return Sequential(Flatten(), Linear(3 * 8 * 8, n_classes))
+    try:
+        assert get_arch("tiny_mlp", n_classes=3).arch_spec == {"name": "tiny_mlp", "kwargs": {"n_classes": 3}}
+    finally:
+        del ARCHS["tiny_mlp"]
+    # a subcommand: a module with add_parser and run, listed in COMMANDS
+    import types
+
+    import groundup.commands
+    from groundup.cli import main
+
+    hello = types.SimpleNamespace(add_parser=lambda sub: sub.add_parser("hello").set_defaults(
+        run=lambda args, argv: 7))
+    monkeypatch.setattr(groundup.commands, "COMMANDS", (*groundup.commands.COMMANDS, hello))
+    monkeypatch.setattr("groundup.cli.COMMANDS", groundup.commands.COMMANDS)
+    assert main(["hello"]) == 7
