@@ -18,13 +18,9 @@ which refuses to run code stored in a file (a pickle can otherwise run anything)
     versions             groundup, torch and python versions that wrote the file
     ...                  anything passed as `**extra` (the CLI stores its run settings as `config`)
 
-Writing goes to a temporary file in the same folder, which is flushed, fsync'ed and then renamed
-over the target with `os.replace` (atomic on POSIX and Windows): a crash or kill while saving
-leaves the previous checkpoint untouched and never a half-written one under the real name.
-
-Resuming is exact because nothing else carries state from one epoch to the next: schedules are
-functions of (epoch, iter), the DataLoader's order is a function of (seed, epoch), and the RNG
-states are restored for anything random in the model (dropout, augmentation).
+Writing is atomic (`groundup.atomic`): a kill while saving leaves the previous checkpoint intact.
+Resuming is exact: schedules are functions of (epoch, iter), the DataLoader's order of (seed,
+epoch), and the RNG states are restored for anything random in the model.
 
 Example:
     >>> learn.fit_one_cycle(2, 0.01, cbs=[Checkpoint("runs/a")])   # writes runs/a/model.pt each epoch

@@ -11,24 +11,14 @@ global batch; averaging the gradients before each step keeps the copies identica
     after_backward   gradients = Σ_ranks(n_local × local gradient) / Σ_ranks(n_local), i.e. exactly the
                      gradient of one process on the whole global batch, shards of unequal size included
     after_train      average BatchNorm's running statistics over the ranks
-    after_fit        hand the user's own model back (unwrap DistributedDataParallel)
 
-The gradient average travels in buckets of about `bucket_mb` megabytes: one all-reduce per bucket,
-not per tensor. torch.nn models use DistributedDataParallel with a communication hook doing the
-same weighting (and overlapping the communication with the backward pass); groundup Modules use
-the same collectives in `after_backward`.
-
-Stopping together. A `CancelFitException` raised by any callback on one rank is held back and
-raised on every rank at the next point where the ranks talk anyway: a one-number flag rides along
-in the first gradient bucket of every training batch (no extra collective), and one small
-all-reduce at the end of each training pass and at the start of each epoch covers validation and
-epoch ends. On a GPU the flag is read one batch late, so the host never waits for the GPU just to
-look at it. Errors are not agreed: the failing rank exits, torchrun stops the others, and a
-collective that loses its peers fails (at the latest after `timeout`) instead of hanging.
-
-Limitations (see the README's "Training on several GPUs or machines"): BatchNorm normalizes with per-rank batch statistics;
-the other Cancel exceptions (batch, step, train, validate, epoch) must be raised alike on every rank;
-the loss must be a mean over the samples of the batch (as `cross_entropy` is).
+Gradients travel in buckets of about `bucket_mb` megabytes (one all-reduce per bucket); torch.nn
+models use DistributedDataParallel with a communication hook doing the same weighting.
+Stopping together: with `learn.hold_cancel_fit`, a `CancelFitException` of any callback becomes
+a request that rides along in the first gradient bucket of the next batch (and in one small
+all-reduce per training pass and per epoch), so every rank stops at the same step. The README's
+"Training on several GPUs or machines" gives the limitations (per-rank BatchNorm statistics, the
+other Cancel exceptions raised alike on every rank, a loss that is a mean over the batch).
 """
 
 from __future__ import annotations

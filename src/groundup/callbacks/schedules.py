@@ -1,4 +1,4 @@
-"""Hyper-parameter schedules and the `OneCycle` callback (walkthrough step 12).
+"""Hyper-parameter schedules and the `OneCycle` callback (walkthrough step 13).
 
 A schedule is a plain function of training progress `pct` in [0, 1] (0 = the first batch,
 1 = the end of training) that returns a value, such as a learning rate:

@@ -25,7 +25,7 @@ def open_image(path: str | os.PathLike, size: int) -> np.ndarray:
 
     Grayscale, RGBA, CMYK and palette images are converted to RGB. JPEGs are decoded in
     draft mode: libjpeg scales by 1/2, 1/4 or 1/8 while decoding (never below `size`), which
-    is 2-3× faster than decoding at full resolution and then resizing.
+    saves most of the decoding work (`benchmarks/bench_data.py` measures it).
     """
     try:
         with Image.open(path) as im:

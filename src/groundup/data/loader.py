@@ -246,8 +246,8 @@ class DataLoader:
         yield from self._iter_workers(batches)
 
     def _warm_cache(self) -> bool:
-        # A fully decoded cache makes a batch one gather from a memory map (~0.2 ms for 128
-        # images at 64 px): cheaper in this process than shipping it from a worker.
+        # A fully decoded cache makes a batch one gather from a memory map: cheaper in this
+        # process than shipping it from a worker (benchmarks/bench_data.py, cached epochs).
         is_cached = getattr(self.dataset, "is_cached", None)
         return self.collate_fn is collate and callable(is_cached) and is_cached()
 
