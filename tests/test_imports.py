@@ -113,3 +113,15 @@ def test_the_version_is_written_once():
     pyproject = tomllib.loads((ROOT.parent.parent / "pyproject.toml").read_text())
     assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
     assert groundup.__version__ == importlib.metadata.version("groundup")
+
+
+def test_no_callback_touches_a_private_attribute_of_the_learner():
+    """Callbacks change the loop through the Learner's public extension points, never its privates."""
+    offenders = []
+    for f in sorted((ROOT / "callbacks").glob("*.py")) + [ROOT / "run.py"]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and ((isinstance(node.value, ast.Attribute) and node.value.attr in ("learn", "learner"))
+                         or (isinstance(node.value, ast.Name) and node.value.id in ("learn", "learner")))):
+                offenders.append(f"{f.name}:{node.lineno} .{node.attr}")
+    assert not offenders, offenders
