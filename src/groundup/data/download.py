@@ -34,10 +34,11 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from groundup._version import __version__
+from groundup.data.class_names import IMAGENETTE_CLASS_NAMES, IMAGEWOOF_CLASS_NAMES
 from groundup.paths import groundup_home
 from groundup.progress import ProgressBar, format_size
 
@@ -56,6 +57,7 @@ __all__ = [
     "download_archive",
     "extract_archive",
     "list_datasets",
+    "registry_class_names",
     "untar_data",
 ]
 
@@ -76,6 +78,7 @@ class Archive:
             check fastai publishes in its `checks.txt`; it catches a wrong or changed file
             cheaply but, unlike `md5`/`sha256`, not corruption after the first MiB.
         sha256: hex sha256 of the whole archive, or None.
+        class_names: `{class folder: human-readable name}` (e.g. `{"n01440764": "tench"}`), or None.
     """
 
     name: str
@@ -84,6 +87,7 @@ class Archive:
     md5: str | None = None
     head_md5: str | None = None
     sha256: str | None = None
+    class_names: dict[str, str] | None = field(default=None, hash=False, compare=False, repr=False)
 
     @property
     def filename(self) -> str:
@@ -104,6 +108,7 @@ DATASETS: dict[str, Archive] = {
             size=99_003_388,
             md5="e793b78cc4c9e9a4ccc0c1155377a412",
             head_md5="c475f8f7617a200ba35b9facc48443c3",
+            class_names=IMAGENETTE_CLASS_NAMES,
         ),
         Archive(
             "imagenette-320",
@@ -111,18 +116,21 @@ DATASETS: dict[str, Archive] = {
             size=341_663_724,
             md5="3df6f0d01a2c9592104656642f5e78a3",
             head_md5="1f1f74f133caff120e575856659b87a2",
+            class_names=IMAGENETTE_CLASS_NAMES,
         ),
         Archive(
             "imagewoof-160",
             f"{_FASTAI_IMAGECLAS}/imagewoof2-160.tgz",
             size=92_612_825,
             head_md5="3559b194123981a540b87132dbda412f",
+            class_names=IMAGEWOOF_CLASS_NAMES,
         ),
         Archive(
             "imagewoof-320",
             f"{_FASTAI_IMAGECLAS}/imagewoof2-320.tgz",
             size=328_387_740,
             head_md5="7a1fd92672a559a85de76e4810a20c21",
+            class_names=IMAGEWOOF_CLASS_NAMES,
         ),
     ]
 }
@@ -138,6 +146,12 @@ class ChecksumError(DownloadError):
 
 class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the destination, or is a link or device."""
+
+
+def registry_class_names() -> dict[str, str]:
+    """`{class folder: human-readable name}` over every registry data set (WordNet ids are unique)."""
+    return {folder: name for archive in DATASETS.values()
+            for folder, name in (archive.class_names or {}).items()}
 
 
 def list_datasets() -> list[Archive]:
