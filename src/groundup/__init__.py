@@ -44,6 +44,7 @@ from groundup.data import (
     untar_data,
     val2idx,
 )
+from groundup.interpret import Interpretation
 from groundup.learner import Learner
 from groundup.losses import cross_entropy, log_softmax, logsumexp, nll
 from groundup.metrics import accuracy
@@ -87,6 +88,7 @@ __all__ = [
     "Flatten",
     "Hooks",
     "ImageDataLoaders",
+    "Interpretation",
     "LRFinder",
     "LRSuggestion",
     "Learner",

@@ -24,10 +24,11 @@ from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_
 from groundup.checks import check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
+from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, to_nchw
 from groundup.nn.models import build_arch
 
-__all__ = ["Prediction", "Predictor", "find_images"]
+__all__ = ["Prediction", "Predictor", "find_images", "load_trained_model"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,45 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def load_trained_model(path: str | os.PathLike, model=None):
+    """Load a checkpoint safely; return `(model, preprocessing)`: its model rebuilt (from its `arch`, or
+    the `model` given) with its weights, and its `Preprocessing` (image size, vocabulary, class names,
+    statistics).
+
+    Any checkpoint of a learner that knew its preprocessing works (`Learner.save`, the `Checkpoint`
+    callback, `groundup train`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: truncated/foreign file, no preprocessing (vocabulary, statistics, image
+            size), or weights that do not fit the architecture.
+    """
+    ckpt = read_checkpoint(path)
+    pre = checkpoint_preprocessing(ckpt)
+    if pre is None or not pre.vocab:
+        raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; it must "
+                              f"come from a Learner whose loaders know them (ImageDataLoaders.from_folder)")
+    if pre.size is None:
+        raise CheckpointError(f"checkpoint {path} does not record the image size its model was trained on")
+    spec = ckpt.get("arch")
+    if spec is None and isinstance(ckpt.get("config"), dict) and "arch" in ckpt["config"]:
+        spec = {"name": ckpt["config"]["arch"], "kwargs": {"n_classes": len(pre.vocab)}}  # format version 1
+    if model is None:
+        if spec is None:
+            raise CheckpointError(f"checkpoint {path} does not say which architecture it holds (its model "
+                                  f"was not built by a registered architecture); pass the model: "
+                                  f"Predictor.from_checkpoint(path, model=...)")
+        model = build_arch(spec)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        arch = f" {spec['name']!r}" if spec else ""
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} "
+                              f"({first[:300]})") from e
+    return model, pre
+
+
 class Predictor:
     """A trained model with what it needs to read images: vocabulary, image size and normalization.
 
@@ -99,46 +139,16 @@ class Predictor:
         self.model = model.to(self.device)
         self.model.eval()
         self.vocab, self.size, self.normalize = list(vocab), size, normalize
+        self.preprocessing: Preprocessing | None = None  # all of it, when loaded from a checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         model=None) -> Predictor:
-        """Load a checkpoint safely and rebuild its model (from its `arch`, or the `model` given).
-
-        Any checkpoint of a learner that knew its preprocessing works (`Learner.save`, the
-        `Checkpoint` callback, `groundup train`): the image size, vocabulary and statistics are
-        stored under one key, and a model built by a registered architecture records how to
-        rebuild it.
-
-        Raises:
-            FileNotFoundError: no such file.
-            CheckpointError: truncated/foreign file, no preprocessing (vocabulary, statistics, image
-                size), or weights that do not fit the architecture.
-        """
-        ckpt = read_checkpoint(path)
-        pre = checkpoint_preprocessing(ckpt)
-        if pre is None or not pre.vocab:
-            raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; it must "
-                                  f"come from a Learner whose loaders know them (ImageDataLoaders.from_folder)")
-        if pre.size is None:
-            raise CheckpointError(f"checkpoint {path} does not record the image size its model was trained on")
-        spec = ckpt.get("arch")
-        if spec is None and isinstance(ckpt.get("config"), dict) and "arch" in ckpt["config"]:
-            spec = {"name": ckpt["config"]["arch"], "kwargs": {"n_classes": len(pre.vocab)}}  # format version 1
-        if model is None:
-            if spec is None:
-                raise CheckpointError(f"checkpoint {path} does not say which architecture it holds (its model "
-                                      f"was not built by a registered architecture); pass the model: "
-                                      f"Predictor.from_checkpoint(path, model=...)")
-            model = build_arch(spec)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            arch = f" {spec['name']!r}" if spec else ""
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} "
-                                  f"({first[:300]})") from e
-        return cls(model, pre.vocab, pre.size, pre.normalize, device)
+        """Load a checkpoint safely and rebuild its model (see `load_trained_model`)."""
+        model, pre = load_trained_model(path, model=model)
+        predictor = cls(model, pre.vocab, pre.size, pre.normalize, device)
+        predictor.preprocessing = pre
+        return predictor
 
     @torch.no_grad()
     def probabilities(self, xb: torch.Tensor) -> torch.Tensor:
