@@ -137,7 +137,8 @@ class Interpretation:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike,
                         split: str | None = None, bs: int = 64, num_workers: int = 0,
-                        loss_func: Callable = cross_entropy, device: str | torch.device | None = None) -> Interpretation:
+                        loss_func: Callable = cross_entropy,
+                        device: str | torch.device | None = None) -> Interpretation:
         """Interpret a checkpoint's model on a labelled folder (see `labelled_files` for the layouts).
 
         The model, image size, vocabulary, class names and statistics come from the checkpoint
