@@ -14,7 +14,8 @@ from groundup.callbacks.tracking import COLUMNS
 from groundup.checkpoint import read_checkpoint
 from groundup.cli import TrainConfig, main, resolve_data, shipped_dataset
 
-RUN_FILES = {"metrics.csv", "summary.json", "model.pt", "best.pt", "losses.png", "schedule.png", "report.html"}
+RUN_FILES = {"metrics.csv", "summary.json", "model.pt", "best.pt", "losses.png", "schedule.png",
+             "report.html", "confusion_matrix.png", "top_losses.png", "per_class.csv"}
 
 
 def tiny(folder, *extra, epochs=2):
@@ -46,7 +47,7 @@ def test_train_writes_every_run_file(image_folder, tmp_path):
     assert main(tiny(image_folder, "--out", str(out), epochs=3)) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert list(rows[0]) == list(COLUMNS)
+    assert list(rows[0]) == [*COLUMNS, "lr"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final"]["valid_acc"] == pytest.approx(float(rows[-1]["valid_acc"]))
@@ -56,6 +57,33 @@ def test_train_writes_every_run_file(image_folder, tmp_path):
     assert summary["wall_seconds"] > 0 and summary["data_path"] == str(image_folder.resolve())
     ckpt = read_checkpoint(out / "model.pt")
     assert ckpt["epoch"] == 2 and ckpt["config"]["arch"] == "simple_cnn" and ckpt["config"]["size"] == 16
+    per_class = list(csv.DictReader((out / "per_class.csv").open()))
+    assert [r["label"] for r in per_class] == ["cat", "dog", "emu"]
+    assert sum(int(r["support"]) for r in per_class) == 9
+
+
+def test_the_summary_and_report_name_the_run_its_machine_and_its_best_epoch(image_folder, tmp_path):
+    out = tmp_path / "run"
+    args = tiny(image_folder, "--out", str(out), "--arch", "resnet", epochs=3)
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"] == "groundup " + " ".join(args)  # as typed
+    weights_and_buffers = read_checkpoint(out / "model.pt")["model"].values()
+    n_params = sum(t.numel() for t in weights_and_buffers if t.is_floating_point())
+    assert 0 < summary["n_params"] <= n_params  # parameters, not buffers
+    machine = summary["machine"]
+    assert machine["cpu"] and machine["cpu_cores"] >= 1 and machine["gpu"] is None
+    assert summary["world_size"] == 1 and summary["global_batch"] == 4 and summary["lr_finder"] is None
+    assert len(summary["epoch_seconds"]) == 3
+    best_epoch = read_checkpoint(out / "best.pt")["epoch"]
+    assert summary["best"]["epoch"] == best_epoch and summary["best_by"] == "valid_loss"
+    assert summary["settings"]["num_workers"] == "0" and summary["settings"]["seed"] == "42 (default)"
+    assert [r["name"] for r in summary["per_class"]] == ["cat", "dog", "emu"]
+    page = (out / "report.html").read_text()
+    for text in (f"{summary['n_params']:,}", "world size", "not run (--lr 0.01 given)", "per epoch",
+                 f"{best_epoch} (valid_loss", "best.pt holds the epoch with the lowest valid_loss",
+                 'id="per-class"', "Confusion matrix", "Top losses", "one process; global batch 4"):
+        assert text in page, text
 
 
 def test_train_prints_the_table_and_where_it_wrote(image_folder, tmp_path, capsys):
@@ -78,6 +106,17 @@ def test_python_dash_m_groundup_train_end_to_end(image_folder, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "valid_acc" in r.stdout
     assert RUN_FILES <= {p.name for p in (tmp_path / "run").iterdir()}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["command"].startswith(f"python -m groundup train --data {image_folder} --size 16")
+
+
+def test_the_command_line_of_a_torchrun_run_names_torchrun(monkeypatch):
+    from groundup.run import command_line
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    expected = "torchrun --nnodes=2 --nproc_per_node=2 -m groundup train --data 'my data'"
+    assert command_line(["train", "--data", "my data"]) == expected
 
 
 def test_train_without_data_uses_the_shipped_data_set(tmp_path, monkeypatch):

@@ -294,7 +294,8 @@ class Interpretation:
                 pixels = self._image(t.index)
                 pixels = pixels.numpy() if isinstance(pixels, Tensor) else np.asarray(pixels)
                 ax.imshow(pixels)
-                ax.set_title(f"true: {t.actual}\npred: {t.predicted} ({t.prob:.2f})\nloss {t.loss:.2f}",
+                loss = f"{t.loss:.2f}".replace("-0.00", "0.00")  # a rounding error below zero reads as 0
+                ax.set_title(f"true: {t.actual}\npred: {t.predicted} ({t.prob:.2f})\nloss {loss}",
                              fontsize=8, color="black" if t.actual == t.predicted else "firebrick")
             fig.suptitle(f"top {len(top)} losses (true label, predicted label and its probability, loss)",
                          fontsize=10)
