@@ -114,6 +114,7 @@ class Interpretation:
         self.vocab = list(vocab) if vocab is not None else list(self.class_names)
         self._image = image
         self.items = [str(p) for p in items] if items is not None else None
+        self.learn: Learner | None = None  # the learner whose model made the predictions, if known
 
     # -- making one ---------------------------------------------------------------------------------
     @classmethod
@@ -132,7 +133,9 @@ class Interpretation:
                     and getattr(dl, "world_size", 1) == 1)
         image = (lambda i: ds[i][0]) if in_order else None
         items = getattr(ds, "files", None) if in_order else None
-        return cls(probs, targets, losses, names, vocab, image=image, items=items)
+        interp = cls(probs, targets, losses, names, vocab, image=image, items=items)
+        interp.learn = learn
+        return interp
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike,
