@@ -1,4 +1,4 @@
-"""`groundup evaluate`: confusion matrix, per-class scores and top losses of a checkpoint on labelled images."""
+"""`groundup evaluate`: confusion matrix, per-class scores and top losses of a checkpoint on labelled data."""
 
 from __future__ import annotations
 
