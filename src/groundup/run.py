@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import os
 import platform
 import shlex
@@ -199,11 +200,7 @@ def package_versions() -> dict[str, str]:
 def new_out_dir(out: str | None, suffix: str = "") -> Path:
     """A fresh folder for a run: `out` if it is new or empty (else an error), or `runs/<date-time>[-n]`."""
     if out is not None:
-        path = Path(out).expanduser()
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            have = ", ".join(sorted(p.name for p in path.iterdir())[:5]) if path.is_dir() else "a file"
-            raise ValueError(f"--out {path} already exists and is not empty ({have}); choose another --out "
-                             f"or remove it (to continue that run: --resume {path / 'model.pt'})")
+        path = _check_new_out(out)
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + suffix
@@ -266,6 +263,16 @@ def _best(history: Sequence[dict[str, Any]],
     row = min((r for r in history if r.get("valid_loss") is not None), key=lambda r: r["valid_loss"],
               default=None)
     return row, "valid_loss", None
+
+
+def _check_new_out(out: str | os.PathLike) -> Path:
+    """`out` as a Path, if it is new or empty; else the error `--out` gives."""
+    path = Path(out).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        have = ", ".join(sorted(p.name for p in path.iterdir())[:5]) if path.is_dir() else "a file"
+        raise ValueError(f"--out {path} already exists and is not empty ({have}); choose another --out "
+                         f"or remove it (to continue that run: --resume {path / 'model.pt'})")
+    return path
 
 
 def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +375,8 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     Args:
         cfg: the settings (ignored when resuming, except `data` and `num_workers`: the checkpoint's are used).
         out: the run folder; default `runs/<date-time>` (or the checkpoint's folder when resuming).
-        resume: a checkpoint written by an earlier run, to continue from its last finished epoch.
+        resume: a checkpoint written by an earlier run, to continue from its last finished epoch. A run
+            that has finished all its epochs is left alone (its summary is returned, nothing is written).
         quiet: print nothing (no table, no progress bar).
         argv: the command line, recorded in the summary.
     """
@@ -378,6 +386,14 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     say = (lambda *a: None) if quiet or not main_process else functools.partial(print, flush=True)
     if resume is not None:
         cfg = resumed_config(resume, cfg)
+        if read_checkpoint(resume)["epoch"] + 1 >= cfg.epochs:  # nothing left to train: touch nothing
+            here = Path(resume).parent
+            if out is not None and Path(out).expanduser().resolve() != here.resolve():
+                _check_new_out(out)  # the same answer as for a run with epochs left
+            say(f"{resume} has finished all {cfg.epochs} epochs already; nothing to do ({here} is left as "
+                f"it is; to train for longer, start a new run)")
+            summary = here / "summary.json"
+            return json.loads(summary.read_text()) if summary.is_file() else {}
     learn = build_learner(cfg)
     data_path = learn.dls.path
     try:
