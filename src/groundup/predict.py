@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +33,26 @@ __all__ = ["Prediction", "Predictor", "find_images", "load_trained_model"]
 
 @dataclass(frozen=True)
 class Prediction:
-    """The `top_k` most probable labels of one image, most probable first, with their probabilities."""
+    """The `top_k` most probable labels of one image, most probable first, with their probabilities.
+
+    `labels` are vocabulary entries (folder names, e.g. `n01440764`); `names` the same classes'
+    display names (e.g. `tench`; see `Preprocessing.class_names`), when known.
+    """
 
     path: str
     labels: list[str]
     probs: list[float]
+    names: list[str] | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
         """The most probable label."""
         return self.labels[0]
+
+    @property
+    def name(self) -> str:
+        """The display name of the most probable label (the label itself when there are no names)."""
+        return self.names[0] if self.names else self.labels[0]
 
     @property
     def prob(self) -> float:
@@ -127,10 +137,11 @@ class Predictor:
         size: images are squashed to `size`×`size`, as in training.
         normalize: the training normalization.
         device: where to run; default CUDA when available, else CPU.
+        class_names: the display name of each label, in the vocabulary's order (default: the labels).
     """
 
     def __init__(self, model, vocab: Sequence[str], size: int, normalize: Normalize,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, class_names: Sequence[str] | None = None) -> None:
         if not vocab:
             raise ValueError("Predictor needs a non-empty vocab (the labels in index order)")
         check_int("Predictor", "size", size)
@@ -139,6 +150,10 @@ class Predictor:
         self.model = model.to(self.device)
         self.model.eval()
         self.vocab, self.size, self.normalize = list(vocab), size, normalize
+        if class_names is not None and len(class_names) != len(self.vocab):
+            raise ValueError(f"Predictor: {len(class_names)} class names for {len(self.vocab)} labels; give "
+                             f"one name per label, in the vocabulary's order")
+        self.class_names = list(class_names) if class_names is not None else list(self.vocab)
         self.preprocessing: Preprocessing | None = None  # all of it, when loaded from a checkpoint
 
     @classmethod
@@ -146,7 +161,7 @@ class Predictor:
                         model=None) -> Predictor:
         """Load a checkpoint safely and rebuild its model (see `load_trained_model`)."""
         model, pre = load_trained_model(path, model=model)
-        predictor = cls(model, pre.vocab, pre.size, pre.normalize, device)
+        predictor = cls(model, pre.vocab, pre.size, pre.normalize, device, class_names=pre.class_names)
         predictor.preprocessing = pre
         return predictor
 
@@ -174,7 +189,8 @@ class Predictor:
             probs = self.probabilities(torch.from_numpy(np.stack(pixels[i:i + bs])))  # (n, n_classes)
             top = probs.topk(k, dim=1)
             for j, (vals, idxs) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-                out.append(Prediction(str(images[i + j]), [self.vocab[t] for t in idxs], vals))
+                out.append(Prediction(str(images[i + j]), [self.vocab[t] for t in idxs], vals,
+                                      [self.class_names[t] for t in idxs]))
         return out
 
     def __repr__(self) -> str:
