@@ -352,6 +352,12 @@ class DataLoaders:
     def __getitem__(self, i: int) -> DataLoader:
         return (self.train, self.valid)[i]
 
+    def show_batch(self, path: str | os.PathLike = "batch.png", max_n: int = 16, ncols: int | None = None):
+        """Write a PNG grid of the first training batch, titled with the class names (see `show_batch`)."""
+        from groundup.data.show import show_batch  # matplotlib only when a picture is asked for
+
+        return show_batch(self, path, max_n=max_n, ncols=ncols)
+
     def close(self) -> None:
         """Stop the worker processes of both loaders."""
         for dl in (self.train, self.valid):
