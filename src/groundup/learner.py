@@ -342,7 +342,9 @@ class Learner:
         """Run the LR finder and return its suggestion; model, optimizer and history are restored afterwards.
 
         The learning rate starts at `start_lr` and is multiplied by `mult` after every training
-        batch until it exceeds `max_lr` or the loss is NaN or explodes (see `LRFinder`).
+        batch until it exceeds `max_lr` or the loss is NaN or explodes (see `LRFinder`). Callbacks
+        with `during_lr_find = False` (`TrackResults`, `Recorder`, `Checkpoint`) are set aside
+        meanwhile: the finder's batches print no results table and save no checkpoint.
 
         Returns:
             an `LRSuggestion` with `.lr`, `.method`, and the recorded `.lrs`/`.losses`.
@@ -352,11 +354,17 @@ class Learner:
             >>> learn.fit_one_cycle(8, suggestion.lr)
         """
         finder = LRFinder(start_lr=start_lr, mult=mult, max_lr=max_lr, max_iter=max_iter)
-        history = self.history
+        history, cbs = self.history, list(self.cbs)
+        for cb in [cb for cb in cbs if not cb.during_lr_find]:
+            self.remove_cb(cb)
         try:
             self.fit(max(1, finder.epochs_needed(self)), cbs=[finder])
         finally:
             self.history = history  # the finder's batches are not part of the results
+            for cb in cbs:
+                cb.learn = self
+            self.cbs = cbs  # as they were, in their order
+            self._build_events()
         if path is not None:
             finder.plot(path)
         return finder.suggestion()

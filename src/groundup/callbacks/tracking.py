@@ -35,6 +35,7 @@ class TrackResults(Callback):
     """
 
     order = 50
+    during_lr_find = False  # the LR finder's batches are no part of the results table
 
     def __init__(self, print_table: bool = True, file: TextIO | None = None, metric=accuracy):
         self.print_table, self.file, self.metric = print_table, file, metric
