@@ -118,6 +118,20 @@ def test_momentum_cycles_opposite_to_the_lr(model_fn, opt_func):
     assert probe.beta2s == [beta2] * 12  # Adam's beta2 is untouched
 
 
+@pytest.mark.parametrize("model_fn, opt_func, key, own", [
+    (torch_mlp, partial(torch.optim.SGD, momentum=0.9), "momentum", 0.9),
+    (groundup_mlp, partial(SGD, momentum=0.8), "momentum", 0.8),
+    (torch_mlp, partial(torch.optim.AdamW, betas=(0.7, 0.99)), "betas", (0.7, 0.99)),
+])
+def test_the_users_own_momentum_is_back_after_fit(model_fn, opt_func, key, own):
+    learn = Learner(model_fn(), Points(), cross_entropy, lr=0.01, opt_func=opt_func)
+    learn.fit_one_cycle(1, 0.05)
+    assert learn.opt.param_groups[0][key] == own  # cycled in the fit (0.95 -> 0.85 -> 0.95), then restored
+    probe = HyperProbe()
+    learn.fit(1, cbs=[probe])  # a later plain fit trains with it
+    assert set(probe.moms) == {own if key == "momentum" else own[0]}
+
+
 def test_moms_none_leaves_momentum_alone():
     probe = HyperProbe()
     Learner(torch_mlp(), Points(), cross_entropy, cbs=[OneCycle(0.1, moms=None), probe],
