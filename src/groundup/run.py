@@ -44,7 +44,7 @@ from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
 from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
-from groundup.data.download import DATASETS, untar_data
+from groundup.data.download import DATASETS, DownloadError, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.inference import model_device
 from groundup.interpret import Interpretation
@@ -85,7 +85,11 @@ def resolve_data(data: str | None) -> Path:
     if data is None:
         root = shipped_dataset()
     elif data in DATASETS:
-        root = untar_data(data)
+        try:
+            root = untar_data(data)
+        except DownloadError as e:
+            raise e.with_offline_hint("set GROUNDUP_HOME to where it is cached, or pass the extracted folder "
+                                      "as --data FOLDER") from e
     else:
         root = Path(data).expanduser()
         if not root.exists():

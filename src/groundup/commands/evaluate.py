@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from groundup.commands.options import HelpFormatter, non_negative_int, positive_int
-from groundup.data.download import DATASETS, untar_data
+from groundup.data.download import DATASETS, DownloadError, untar_data
 from groundup.inference import model_device
 from groundup.interpret import Interpretation, format_per_class
 from groundup.machine import describe_device
@@ -48,7 +48,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     start = time.perf_counter()
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    folder = untar_data(args.data) if args.data in DATASETS else Path(args.data).expanduser()
+    folder = Path(args.data).expanduser()
+    if args.data in DATASETS:
+        try:
+            folder = untar_data(args.data)
+        except DownloadError as e:
+            raise e.with_offline_hint("set GROUNDUP_HOME to where it is cached, or pass the extracted "
+                                      "folder as --data FOLDER") from e
     interp = Interpretation.from_checkpoint(args.checkpoint, folder, split=args.split, bs=args.bs,
                                             num_workers=args.num_workers, device=args.device)
     out = new_out_dir(args.out, suffix="-evaluate")

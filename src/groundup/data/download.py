@@ -139,6 +139,13 @@ DATASETS: dict[str, Archive] = {
 class DownloadError(OSError):
     """A download failed: the network, the server, or the received file was wrong."""
 
+    url: str | None = None  # set for a network failure, with `reason`
+    reason: object = None
+
+    def with_offline_hint(self, offline: str) -> DownloadError:
+        """This error with another suggestion for working offline (e.g. naming a command-line option)."""
+        return self if self.url is None else _network_error(self.url, self.reason, offline)
+
 
 class ChecksumError(DownloadError):
     """A downloaded file's size or checksum differs from the expected one (the file is removed)."""
@@ -350,12 +357,21 @@ def _locked(lock_path: Path) -> Iterator[None]:
 # Downloading and verifying
 
 
-def _network_error(url: str, reason: object) -> DownloadError:
-    return DownloadError(
+# What to do offline, as a Python caller of `untar_data` would; the command line names its own options
+# instead (`DownloadError.with_offline_hint`).
+OFFLINE_HINT = (
+    "set GROUNDUP_HOME or pass dest= to where the data already is, or pass a local folder or archive "
+    "instead of the name"
+)
+
+
+def _network_error(url: str, reason: object, offline: str = OFFLINE_HINT) -> DownloadError:
+    error = DownloadError(
         f"could not download {url}: {reason}. Check the network connection and try again (a partial "
-        "download is resumed); or, offline, set GROUNDUP_HOME or pass dest= to where the data already "
-        "is, or pass a local folder or archive instead of the name"
+        f"download is resumed); or, offline, {offline}"
     )
+    error.url, error.reason = url, reason
+    return error
 
 
 def _download_if_needed(
