@@ -115,6 +115,11 @@ def test_the_top_losses_grid_shows_the_worst_image(trained, tmp_path):
     assert near.sum() > 2000  # the solid cat-coloured image, the top loss, is drawn large in the grid
 
 
+def test_class_names_must_match_the_model_outputs():
+    with pytest.raises(ValueError, match=r"3 class names for 4 model outputs; .*simple_cnn\(n_classes=3\)"):
+        Interpretation(torch.full((2, 4), 0.25), torch.tensor([0, 1]), torch.ones(2), ["a", "b", "c"])
+
+
 def test_plot_top_losses_needs_the_images():
     with pytest.raises(ValueError, match="plot_top_losses needs the images"):
         made_up().plot_top_losses(2)

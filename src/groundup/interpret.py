@@ -106,7 +106,9 @@ class Interpretation:
             raise ValueError(f"Interpretation needs probs (N, C), targets (N,) and losses (N,), got shapes "
                              f"{tuple(probs.shape)}, {tuple(targets.shape)} and {tuple(losses.shape)}")
         if len(class_names) != probs.shape[1]:
-            raise ValueError(f"Interpretation: {len(class_names)} class names for {probs.shape[1]} classes")
+            raise ValueError(f"Interpretation: {len(class_names)} class names for {probs.shape[1]} model "
+                             f"outputs; the model's last layer needs one output per class (e.g. "
+                             f"simple_cnn(n_classes={len(class_names)}))")
         self.probs, self.targets = probs.float().cpu(), targets.long().cpu()
         self.losses = losses.float().cpu()
         self.preds = self.probs.argmax(dim=1)  # (N,)
