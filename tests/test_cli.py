@@ -174,6 +174,8 @@ def test_lr_auto_runs_the_finder_first_and_trains_with_its_suggestion(image_fold
     assert summary["lr"] == summary["lr_finder"]["lr"] == summary["config"]["lr"] > 0
     assert (out / "lr_find.png").is_file()
     assert "lr finder suggests" in capsys.readouterr().out
+    found = f"suggested lr {summary['lr']:.3g} ({summary['lr_finder']['method']}), used for training"
+    assert found in (out / "report.html").read_text()  # the report's header names the suggestion
     assert max(read_checkpoint(out / "model.pt")["callbacks"]["recorder"]["lrs"]) <= summary["lr"]
 
 
