@@ -237,14 +237,15 @@ def effective_settings(cfg: TrainConfig, learn: Learner) -> dict[str, str]:
     included), defaults marked `(default)`."""
     defaults, shown = TrainConfig().to_dict(), {}
     for key, value in cfg.to_dict().items():
-        text = str(value)
+        text = f"{value:.4g}" if key == "lr" and isinstance(value, float) else str(value)
         if key == "data" and value is None:
-            text = "imagenette-mini, shipped with groundup"
+            text = "imagenette-mini, shipped with groundup (default)"
         elif key == "num_workers" and value is None:
-            text = f"{getattr(learn.dls.train, 'num_workers', '?')}, one per usable CPU core (at most 8)"
-        elif key == "lr" and isinstance(value, float) and value != defaults["lr"]:
-            text = f"{value:.4g}"
-        shown[key] = f"{text} (default)" if value == defaults[key] else text
+            workers = getattr(learn.dls.train, "num_workers", "?")
+            text = f"{workers} (default: one per usable CPU core, at most 8)"
+        elif value == defaults[key]:
+            text += " (default)"
+        shown[key] = text
     return shown
 
 
