@@ -15,7 +15,8 @@ from groundup.cli import main
 from groundup.config import TrainConfig
 from groundup.run import resolve_data, shipped_dataset
 
-RUN_FILES = {"metrics.csv", "summary.json", "model.pt", "best.pt", "losses.png", "schedule.png", "report.html"}
+RUN_FILES = {"metrics.csv", "summary.json", "model.pt", "best.pt", "losses.png", "schedule.png",
+             "report.html", "confusion_matrix.png", "top_losses.png", "per_class.csv"}
 
 
 def tiny(folder, *extra, epochs=2):
@@ -47,7 +48,7 @@ def test_train_writes_every_run_file(image_folder, tmp_path):
     assert main(tiny(image_folder, "--out", str(out), epochs=3)) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert list(rows[0]) == list(COLUMNS)
+    assert list(rows[0]) == [*COLUMNS, "lr"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final"]["valid_acc"] == pytest.approx(float(rows[-1]["valid_acc"]))
@@ -57,6 +58,33 @@ def test_train_writes_every_run_file(image_folder, tmp_path):
     assert summary["wall_seconds"] > 0 and summary["data_path"] == str(image_folder.resolve())
     ckpt = read_checkpoint(out / "model.pt")
     assert ckpt["epoch"] == 2 and ckpt["config"]["arch"] == "simple_cnn" and ckpt["config"]["size"] == 16
+    per_class = list(csv.DictReader((out / "per_class.csv").open()))
+    assert [r["label"] for r in per_class] == ["cat", "dog", "emu"]
+    assert sum(int(r["support"]) for r in per_class) == 9
+
+
+def test_the_summary_and_report_name_the_run_its_machine_and_its_best_epoch(image_folder, tmp_path):
+    out = tmp_path / "run"
+    args = tiny(image_folder, "--out", str(out), "--arch", "resnet", epochs=3)
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"] == "groundup " + " ".join(args)  # as typed
+    weights_and_buffers = read_checkpoint(out / "model.pt")["model"].values()
+    n_params = sum(t.numel() for t in weights_and_buffers if t.is_floating_point())
+    assert 0 < summary["n_params"] <= n_params  # parameters, not buffers
+    machine = summary["machine"]
+    assert machine["cpu"] and machine["cpu_cores"] >= 1 and machine["gpu"] is None
+    assert summary["world_size"] == 1 and summary["global_batch"] == 4 and summary["lr_finder"] is None
+    assert len(summary["epoch_seconds"]) == 3
+    best_epoch = read_checkpoint(out / "best.pt")["epoch"]
+    assert summary["best"]["epoch"] == best_epoch and summary["best_by"] == "valid_loss"
+    assert summary["settings"]["num_workers"] == "0" and summary["settings"]["seed"] == "42 (default)"
+    assert [r["name"] for r in summary["per_class"]] == ["cat", "dog", "emu"]
+    page = (out / "report.html").read_text()
+    for text in (f"{summary['n_params']:,}", "world size", "not run (--lr 0.01 given)", "per epoch",
+                 f"{best_epoch} (valid_loss", "best.pt holds the epoch with the lowest valid_loss",
+                 'id="per-class"', "Confusion matrix", "Top losses", "one process; global batch 4"):
+        assert text in page, text
 
 
 def test_train_prints_the_table_and_where_it_wrote(image_folder, tmp_path, capsys):
@@ -79,6 +107,17 @@ def test_python_dash_m_groundup_train_end_to_end(image_folder, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "valid_acc" in r.stdout
     assert RUN_FILES <= {p.name for p in (tmp_path / "run").iterdir()}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["command"].startswith(f"python -m groundup train --data {image_folder} --size 16")
+
+
+def test_the_command_line_of_a_torchrun_run_names_torchrun(monkeypatch):
+    from groundup.run import command_line
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    expected = "torchrun --nnodes=2 --nproc_per_node=2 -m groundup train --data 'my data'"
+    assert command_line(["train", "--data", "my data"]) == expected
 
 
 def test_train_without_data_uses_the_shipped_data_set(tmp_path, monkeypatch):
@@ -136,6 +175,8 @@ def test_lr_auto_runs_the_finder_first_and_trains_with_its_suggestion(image_fold
     assert summary["lr"] == summary["lr_finder"]["lr"] == summary["config"]["lr"] > 0
     assert (out / "lr_find.png").is_file()
     assert "lr finder suggests" in capsys.readouterr().out
+    found = f"suggested lr {summary['lr']:.3g} ({summary['lr_finder']['method']}), used for training"
+    assert found in (out / "report.html").read_text()  # the report's header names the suggestion
     assert max(read_checkpoint(out / "model.pt")["callbacks"]["recorder"]["lrs"]) <= summary["lr"]
 
 
@@ -175,15 +216,14 @@ def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder
     assert summary["start_epoch"] == 2 and summary["arch"] == "resnet" and summary["config"]["opt"] == "sgd"
 
 
-def test_resuming_a_finished_run_changes_nothing_but_rewrites_the_report(image_folder, tmp_path, capsys):
+def test_resuming_a_finished_run_says_so_and_changes_nothing(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(tiny(image_folder, "--out", str(out))) == 0
-    before = weights(out / "model.pt")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
     assert main(["train", "--resume", str(out / "model.pt")]) == 0
-    assert "finished all 2 epochs" in capsys.readouterr().out
-    after = weights(out / "model.pt")
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert (out / "report.html").is_file()
+    assert "has finished all 2 epochs already; nothing to do" in capsys.readouterr().out
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    assert after == before  # summary.json keeps its wall time and start time; no file is rewritten
 
 
 def test_resume_refuses_a_setting_that_differs_from_the_run(image_folder, tmp_path, capsys):

@@ -19,10 +19,8 @@ def test_one_cycle_lr_max_is_now_max_lr():
         assert sched.lr_max == 0.1
 
 
-def test_dataloader_n_workers_is_now_num_workers():
-    with pytest.warns(DeprecationWarning, match="'n_workers' is now called 'num_workers'"):
-        dl = DataLoader(list(range(4)), 2, n_workers=0)
-    assert dl.num_workers == 0
+def test_dataloader_takes_the_walkthroughs_n_workers_beside_num_workers(recwarn):
+    assert DataLoader(list(range(4)), 2, n_workers=0).num_workers == 0 and not recwarn.list
 
 
 @pytest.mark.parametrize("module, name, new", [

@@ -371,3 +371,22 @@ def test_registry_lists_the_imagenette_and_imagewoof_archives():
     for archive in list_datasets():
         assert archive.url.startswith("https://s3.amazonaws.com/fast-ai-imageclas/")
         assert archive.filename.endswith(".tgz") and archive.size and archive.head_md5
+
+
+@pytest.mark.parametrize("args, option", [
+    (["download", "imagenette-160"], "--dest FOLDER"),
+    (["train", "--data", "imagenette-160"], "--data FOLDER"),
+    (["evaluate", "model.pt", "--data", "imagenette-160"], "--data FOLDER"),
+])
+def test_the_command_line_names_its_own_option_when_offline(home, monkeypatch, capsys, args, option):
+    from groundup.cli import main
+    from groundup.data import download
+
+    def offline(*a, **k):
+        raise download._network_error(download.DATASETS["imagenette-160"].url, "no route to host")
+    for where in ("groundup.commands.download", "groundup.run", "groundup.commands.evaluate"):
+        monkeypatch.setattr(f"{where}.untar_data", offline)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "could not download https://" in err and "no route to host" in err and option in err
+    assert "dest=" not in err  # the Python argument means nothing on the command line

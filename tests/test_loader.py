@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from groundup.data.folder import ImageDataLoaders
 from groundup.data.images import CorruptImageError
-from groundup.data.loader import DataLoader, DataLoaders, WorkerError, collate
+from groundup.data.loader import DataLoader, WorkerError, collate
 
 
 def test_collate_stacks_tuples_numbers_arrays_and_dicts_and_drops_none():
@@ -89,7 +90,7 @@ def children_since(before: set[int]) -> list[int]:
 def test_workers_give_the_same_batches_and_persist_across_epochs():
     plain = list(DataLoader(Squares(), 3, shuffle=True, seed=5))
     before = {p.pid for p in mp.active_children()}
-    with DataLoader(Squares(), 3, shuffle=True, seed=5, n_workers=2) as dl:
+    with DataLoader(Squares(), 3, shuffle=True, seed=5, num_workers=2) as dl:
         got = list(dl)
         pids = children_since(before)
         assert len(pids) == 2
@@ -112,7 +113,7 @@ def _alive(pid):
 
 
 def test_an_abandoned_epoch_does_not_leak_batches_into_the_next():
-    with DataLoader(Squares(), 2, n_workers=2) as dl:
+    with DataLoader(Squares(), 2, num_workers=2) as dl:
         for _ in dl:
             break
         assert order(dl) == list(range(10))
@@ -128,7 +129,7 @@ class Fails:
 
 
 def test_a_worker_exception_is_reraised_with_its_type_and_message():
-    with DataLoader(Fails(), 2, n_workers=2) as dl, pytest.raises(CorruptImageError, match="five.jpg"):
+    with DataLoader(Fails(), 2, num_workers=2) as dl, pytest.raises(CorruptImageError, match="five.jpg"):
         list(dl)
 
 
@@ -143,7 +144,7 @@ class Dies:
 
 def test_a_dead_worker_raises_a_clear_error_instead_of_hanging():
     before = {p.pid for p in mp.active_children()}
-    dl = DataLoader(Dies(), 2, n_workers=2, timeout=0.2)
+    dl = DataLoader(Dies(), 2, num_workers=2, timeout=0.2)
     with pytest.raises(WorkerError, match=r"worker \d \(pid \d+\) exited unexpectedly \(exit code 7\)"):
         list(dl)
     assert children_since(before) == []  # the other worker was stopped too
@@ -156,7 +157,7 @@ def test_ctrl_c_leaves_no_orphan_workers(tmp_path):
         class Slow:
             def __len__(self): return 10_000
             def __getitem__(self, i): time.sleep(0.01); return i
-        dl = DataLoader(Slow(), 4, n_workers=2)
+        dl = DataLoader(Slow(), 4, num_workers=2)
         it = iter(dl); next(it)
         print(*[p.pid for p in multiprocessing.active_children()], flush=True)  # the two workers
         for _ in it: pass
@@ -186,7 +187,7 @@ def test_shards_see_every_sample_once_with_equal_batch_counts(n, bs, world):
 
 
 def test_from_folder_builds_both_loaders_vocab_and_stats(image_folder):
-    dls = DataLoaders.from_folder(image_folder, size=8, bs=4, n_workers=0, seed=0)
+    dls = ImageDataLoaders.from_folder(image_folder, size=8, bs=4, num_workers=0, seed=0)
     assert dls.vocab == {"cat": 0, "dog": 1, "emu": 2}
     assert dls.train.shuffle and not dls.valid.shuffle and dls.valid.bs == 8
     assert len(dls.train.dataset) == 18 and len(dls.valid.dataset) == 9
@@ -194,22 +195,22 @@ def test_from_folder_builds_both_loaders_vocab_and_stats(image_folder):
     assert xb.shape == (4, 8, 8, 3) and xb.dtype == torch.uint8 and yb.dtype == torch.int64
     mean, std = dls.stats
     assert mean.shape == (3,) and 0 < mean.min() and mean.max() < 1 and (std > 0).all()
-    assert torch.equal(DataLoaders.from_folder(image_folder, size=8, bs=4, seed=0).stats[0], mean)
+    assert torch.equal(ImageDataLoaders.from_folder(image_folder, size=8, bs=4, seed=0).stats[0], mean)
     train, valid = dls
     assert train is dls.train and valid is dls[1]
 
 
 def test_from_folder_errors_name_the_folder(image_folder, tmp_path):
     with pytest.raises(FileNotFoundError, match="data folder not found: .*missing"):
-        DataLoaders.from_folder(tmp_path / "missing")
+        ImageDataLoaders.from_folder(tmp_path / "missing")
     import shutil
     shutil.rmtree(image_folder / "val")
     with pytest.raises(ValueError, match=r"data folder .*images has no val/ subfolder; expected .*/val/<label>/"):
-        DataLoaders.from_folder(image_folder)
+        ImageDataLoaders.from_folder(image_folder)
 
 
 def test_from_folder_with_workers_loads_the_whole_epoch_then_reads_the_cache(image_folder):
-    dls = DataLoaders.from_folder(image_folder, size=8, bs=4, n_workers=2, seed=0)
+    dls = ImageDataLoaders.from_folder(image_folder, size=8, bs=4, num_workers=2, seed=0)
     with dls.train as dl:
         first = sorted(torch.cat([y for _, y in dl]).tolist())
         assert dl.dataset.is_cached()

@@ -266,3 +266,24 @@ def test_an_exploded_last_loss_does_not_spoil_the_suggestion():
     s = suggest_lr(lrs, losses)
     assert s.method == "valley" and 1e-3 < s.lr < 1e-1
     assert suggest_lr(lrs, losses, explode=None).lr < 1e-5  # what it was before
+
+
+def test_lr_find_prints_no_results_rows_and_saves_no_checkpoint(tmp_path):
+    import io
+
+    from groundup.callbacks.checkpointing import Checkpoint
+    from groundup.callbacks.recorder import Recorder
+    from groundup.callbacks.tracking import TrackResults
+    from groundup.checkpoint import read_checkpoint
+
+    table = io.StringIO()
+    track, recorder, ckpt = TrackResults(file=table), Recorder(), Checkpoint(tmp_path)
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.1, cbs=[track, recorder, ckpt])
+    learn.fit(1)
+    printed, recorded = table.getvalue(), recorder.losses
+    learn.lr_find(path=None)  # needs many epochs of Points' 6 batches: each would have printed a row
+    assert table.getvalue() == printed and recorder.losses == recorded and len(learn.history) == 1
+    assert read_checkpoint(tmp_path / "model.pt")["epoch"] == 0  # still the fit's checkpoint
+    assert learn.cbs == [track, recorder, ckpt] and all(cb.learn is learn for cb in learn.cbs)
+    learn.fit(2)  # and they are back at work: a header and two rows more
+    assert len(table.getvalue().splitlines()) == 2 + 3 and len(learn.history) == 2

@@ -188,7 +188,6 @@ def test_bad_parameter_lists_get_a_clear_error():
 
 
 @pytest.mark.parametrize("opt_cls", [SGD, Adam])
-def test_wd_is_the_old_spelling_of_weight_decay_and_warns(opt_cls):
-    with pytest.warns(DeprecationWarning, match="'wd' is now called 'weight_decay'"):
-        opt = opt_cls(make_model().parameters(), lr=0.1, wd=0.25)
-    assert opt.param_groups[0]["weight_decay"] == 0.25
+def test_wd_is_the_walkthroughs_spelling_of_weight_decay(opt_cls, recwarn):
+    opt = opt_cls(make_model().parameters(), lr=0.1, wd=0.25)
+    assert opt.param_groups[0]["weight_decay"] == 0.25 and not recwarn.list

@@ -40,9 +40,8 @@ def test_predict_prints_label_and_probability_for_each_image(run, image_folder, 
 def test_predict_top_k_lists_labels_by_probability(run, image_folder, capsys):
     image = image_folder / "val" / "emu" / "emu_1.jpg"
     assert main(["predict", str(run / "model.pt"), str(image), "--top", "5"]) == 0
-    fields = capsys.readouterr().out.strip().split("\t")[1:]
-    labels = [f.split()[0] for f in fields]
-    probs = [float(f.split()[1]) for f in fields]
+    fields = capsys.readouterr().out.strip("\n").split("\t")[1:]
+    labels, probs = fields[::2], [float(f) for f in fields[1::2]]
     assert sorted(labels) == ["cat", "dog", "emu"]  # top 5 of 3 classes: all three
     assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-3)
 
@@ -159,3 +158,29 @@ def test_a_checkpoint_of_format_version_1_still_predicts(run, image_folder, tmp_
     new = Predictor.from_checkpoint(run / "model.pt", device="cpu").predict(files, top_k=3)
     assert [p.labels for p in old] == [p.labels for p in new]
     assert [q for p in old for q in p.probs] == pytest.approx([q for p in new for q in p.probs])
+
+def test_every_line_of_the_top_k_output_is_tab_separated(run, image_folder, capsys):
+    (image_folder / "classes.json").write_text(json.dumps({"cat": "house cat", "dog": "dog", "emu": "emu"}))
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+                 "--epochs", "1", "--quiet", "--out", str(run.parent / "named")]) == 0
+    capsys.readouterr()
+    named = run.parent / "named" / "model.pt"
+    assert main(["predict", str(named), str(image_folder / "val"), "--top", "2"]) == 0
+    for line in capsys.readouterr().out.splitlines():
+        fields = line.split("\t")
+        assert len(fields) == 5 and " " not in fields[2] + fields[4]  # path, name, prob, name, prob
+        assert {fields[1], fields[3]} <= {"house cat", "dog", "emu"}  # the display names, spaces and all
+        assert float(fields[2]) >= float(fields[4])
+
+
+def test_predictions_carry_the_class_names_and_json_keeps_the_labels(run, image_folder, capsys):
+    ckpt = read_checkpoint(run / "model.pt")
+    ckpt["preprocessing"]["class_names"] = ["Cat", "Dog", "Emu"]
+    torch.save(ckpt, run / "named.pt")
+    image = image_folder / "val" / "emu" / "emu_0.jpg"
+    pred = Predictor.from_checkpoint(run / "named.pt").predict([image], top_k=3)[0]
+    assert sorted(pred.names) == ["Cat", "Dog", "Emu"] and pred.name == pred.names[0]
+    assert [n.lower() for n in pred.names] == pred.labels
+    assert main(["predict", str(run / "named.pt"), str(image_folder / "val"), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)[0]
+    assert set(first) == {"path", "label", "prob", "top"} and first["label"] in {"cat", "dog", "emu"}

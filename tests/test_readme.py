@@ -77,3 +77,19 @@ def test_where_things_go_names_files_that_exist_and_registrations_that_work(monk
     monkeypatch.setattr(groundup.commands, "COMMANDS", (*groundup.commands.COMMANDS, hello))
     monkeypatch.setattr("groundup.cli.COMMANDS", groundup.commands.COMMANDS)
     assert main(["hello"]) == 7
+
+def test_the_see_what_the_model_learned_example_runs(image_folder, tmp_path, monkeypatch, capsys):
+    image_example = next(b for b in python_blocks() if "from_folder" in b)
+    block = next(b for b in python_blocks() if "Interpretation.from_learner" in b)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    code = image_example.replace('"imagenette2-160"', repr(str(image_folder))).replace("fit(8", "fit(1")
+    code = code.replace("simple_cnn()", "simple_cnn(n_classes=3)")  # the folder has 3 classes, Imagenette 10
+    exec(compile(code, "README image example", "exec"), namespace)  # noqa: S102
+    image = image_folder / "val" / "dog" / "dog_0.jpg"
+    block = block.replace('"tench.jpg"', repr(str(image)))
+    exec(compile(block, "README interpretation", "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    assert "'loss'" in out and "'acc'" in out
+    assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "top_losses.png").is_file()
+    assert namespace["label"] in {"cat", "dog", "emu"} and namespace["interp"].confusion_matrix().sum() == 9

@@ -4,10 +4,22 @@ import json
 import re
 
 import pytest
+from conftest import Points, groundup_mlp
 
-from groundup.callbacks.tracking import COLUMNS
+from groundup.callbacks.schedules import OneCycle
+from groundup.callbacks.tracking import COLUMNS, TrackResults
+from groundup.learner import Learner
+from groundup.losses import cross_entropy
 from groundup.plots import png_axes
-from groundup.report import render_report, write_metrics_csv, write_report, write_summary
+from groundup.report import (
+    METRICS_COLUMNS,
+    render_report,
+    run_facts,
+    write_metrics_csv,
+    write_per_class_csv,
+    write_report,
+    write_summary,
+)
 
 HISTORY = [
     {"epoch": 0, "train_loss": 2.1, "train_acc": 0.2, "valid_loss": 2.0, "valid_acc": 0.25, "seconds": 1.5},
@@ -27,7 +39,7 @@ def plot(tmp_path):
 
 
 def test_report_is_one_self_contained_page(tmp_path, plot):
-    path = write_report(tmp_path / "report.html", SUMMARY, HISTORY, {"Training loss": plot})
+    path = write_report(SUMMARY, HISTORY, {"Training loss": plot}, tmp_path / "report.html")
     page = path.read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)  # nothing from the network
@@ -56,7 +68,7 @@ def test_metrics_csv_has_one_row_per_epoch_with_full_precision(tmp_path):
     rows = [*HISTORY, {"epoch": 2, "train_loss": 1 / 3, "seconds": 1.0}]  # no validation pass
     path = write_metrics_csv(rows, tmp_path / "metrics.csv")
     read = list(csv.DictReader(path.open()))
-    assert list(read[0]) == list(COLUMNS)
+    assert list(read[0]) == list(METRICS_COLUMNS) == [*COLUMNS, "lr"]
     assert [r["epoch"] for r in read] == ["0", "1", "2"]
     assert float(read[2]["train_loss"]) == 1 / 3 and read[2]["valid_loss"] == ""
 
@@ -65,3 +77,59 @@ def test_summary_is_json_and_writes_leave_no_temporary_files(tmp_path):
     write_summary(SUMMARY, tmp_path / "summary.json")
     assert json.loads((tmp_path / "summary.json").read_text())["final"]["valid_acc"] == 0.375
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_the_lr_column_is_the_lr_at_the_end_of_each_epoch(tmp_path):
+    schedule = OneCycle(0.5)
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, cbs=[TrackResults(print_table=False)])
+    learn.fit(3, cbs=[schedule])
+    rows = list(csv.DictReader(write_metrics_csv(learn.history, tmp_path / "m.csv").open()))
+    n_iter = len(Points().train)
+    assert [float(r["lr"]) for r in rows] == [schedule.lrs[(k + 1) * n_iter - 1] for k in range(3)]
+
+
+def test_per_class_csv_has_a_row_per_class_and_leaves_undefined_scores_empty(tmp_path):
+    rows = [{"label": "n01", "name": "tench", "support": 3, "accuracy": 2 / 3, "precision": 1.0,
+             "recall": 2 / 3, "f1": 0.8},
+            {"label": "n02", "name": "dog", "support": 0, "accuracy": None, "precision": None, "recall": None,
+             "f1": None}]
+    read = list(csv.DictReader(write_per_class_csv(rows, tmp_path / "per_class.csv").open()))
+    assert list(read[0]) == ["label", "name", "support", "accuracy", "precision", "recall", "f1"]
+    assert read[0]["name"] == "tench" and float(read[0]["accuracy"]) == 2 / 3 and read[1]["precision"] == ""
+
+
+FACTS = {**SUMMARY, "command": "groundup train --epochs 2", "started": "2024-05-01T09:30:00",
+         "n_params": 97827,
+         "machine": {"device": "cpu", "cpu": "AMD EPYC 7763", "cpu_cores": 64, "cpu_cores_usable": 2,
+                     "gpu": None},
+         "world_size": 2, "global_batch": 128, "lr_finder": {"lr": 0.00316, "method": "valley"},
+         "epoch_seconds": [1.5, 1.25], "best": HISTORY[1], "best_by": "valid_loss",
+         "best_rule": "best.pt holds the epoch with the lowest valid_loss",
+         "settings": {"data": "imagenette-mini, shipped with groundup", "num_workers": "2, one per core",
+                      "amp": "False (default)", "resume": None},
+         "per_class": [{"label": "n01", "name": "tench", "support": 3, "accuracy": 0.5, "precision": None,
+                        "recall": 0.5, "f1": None}],
+         "most_confused": [["tench", "golf ball", 2]]}
+
+
+def test_the_header_names_the_run_its_machine_and_its_best_epoch():
+    facts = run_facts(FACTS)
+    assert facts["command"] == "groundup train --epochs 2"
+    assert facts["device"] == "cpu; CPU: AMD EPYC 7763 (2 of 64 cores usable)"
+    assert facts["parameters"] == "97,827"
+    assert facts["world size"] == "2: 2 processes (torchrun); global batch 128"
+    assert facts["lr finder"] == "suggested lr 0.00316 (valley), used for training"
+    assert facts["wall time"].startswith("3.2 s in all; per epoch 1.4 s on average (min 1.2, max 1.5")
+    assert facts["best epoch"] == "1 (valid_loss 1.8000); best.pt holds the epoch with the lowest valid_loss"
+    assert run_facts({**FACTS, "lr_finder": None})["lr finder"] == "not run (--lr 0.01 given)"
+
+
+def test_the_page_has_every_section_and_never_a_blank_setting(plot):
+    page = render_report(FACTS, HISTORY, {"Training": plot})
+    for section in ("run", "metrics", "per-class", "plots", "settings", "versions"):
+        assert f'<h2 id="{section}">' in page
+    assert "<td>tench</td><td>n01</td><td>3</td><td>0.5000</td><td>–</td>" in page
+    assert "tench → golf ball: 2" in page and "<th>lr</th>" in page
+    assert "imagenette-mini, shipped with groundup" in page
+    assert not re.search(r'<td class="v"></td>', page)  # a setting left at None reads "none"
+    assert '<td class="k">resume</td><td class="v">none</td>' in page

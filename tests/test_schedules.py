@@ -118,6 +118,20 @@ def test_momentum_cycles_opposite_to_the_lr(model_fn, opt_func):
     assert probe.beta2s == [beta2] * 12  # Adam's beta2 is untouched
 
 
+@pytest.mark.parametrize("model_fn, opt_func, key, own", [
+    (torch_mlp, partial(torch.optim.SGD, momentum=0.9), "momentum", 0.9),
+    (groundup_mlp, partial(SGD, momentum=0.8), "momentum", 0.8),
+    (torch_mlp, partial(torch.optim.AdamW, betas=(0.7, 0.99)), "betas", (0.7, 0.99)),
+])
+def test_the_users_own_momentum_is_back_after_fit(model_fn, opt_func, key, own):
+    learn = Learner(model_fn(), Points(), cross_entropy, lr=0.01, opt_func=opt_func)
+    learn.fit_one_cycle(1, 0.05)
+    assert learn.opt.param_groups[0][key] == own  # cycled in the fit (0.95 -> 0.85 -> 0.95), then restored
+    probe = HyperProbe()
+    learn.fit(1, cbs=[probe])  # a later plain fit trains with it
+    assert set(probe.moms) == {own if key == "momentum" else own[0]}
+
+
 def test_moms_none_leaves_momentum_alone():
     probe = HyperProbe()
     Learner(torch_mlp(), Points(), cross_entropy, cbs=[OneCycle(0.1, moms=None), probe],
@@ -150,7 +164,7 @@ def test_fit_one_cycle_sets_the_lrs():
     learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.3, cbs=[probe])
     learn.fit_one_cycle(2, 0.05, anneal="cos")
     assert probe.lrs == pytest.approx(one_cycle_lrs(0.05, 12, anneal="cos"))
-    learn.fit_one_cycle(1)  # lr_max defaults to learn.lr
+    learn.fit_one_cycle(1)  # max_lr defaults to learn.lr
     assert probe.lrs[12:] == pytest.approx(one_cycle_lrs(0.3, 6))
 
 
@@ -179,11 +193,11 @@ def test_plots_write_pngs(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"max_lr": -1.0}, "max_lr must be a finite number > 0, got -1.0"),
-    ({"lr_max": 0.1, "pct_start": 1.0}, r"pct_start \(the warm-up fraction\) must be in \[0, 1\), got 1.0"),
-    ({"lr_max": 0.1, "div": 0}, "div must be > 0"),
-    ({"lr_max": 0.1, "div_final": 0}, "div_final must be > 0 or None"),
-    ({"lr_max": 0.1, "anneal": "exp"}, r"anneal must be one of \('linear', 'cos'\), got 'exp'"),
-    ({"lr_max": 0.1, "moms": (0.95, 0.85)}, "moms must be three momentums"),
+    ({"max_lr": 0.1, "pct_start": 1.0}, r"pct_start \(the warm-up fraction\) must be in \[0, 1\), got 1.0"),
+    ({"max_lr": 0.1, "div": 0}, "div must be > 0"),
+    ({"max_lr": 0.1, "div_final": 0}, "div_final must be > 0 or None"),
+    ({"max_lr": 0.1, "anneal": "exp"}, r"anneal must be one of \('linear', 'cos'\), got 'exp'"),
+    ({"max_lr": 0.1, "moms": (0.95, 0.85)}, "moms must be three momentums"),
 ])
 def test_bad_one_cycle_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -45,6 +45,7 @@ from groundup.data import (
     val2idx,
 )
 from groundup.deprecation import moved_names
+from groundup.interpret import Interpretation
 from groundup.learner import Learner
 from groundup.losses import cross_entropy, log_softmax, logsumexp, nll
 from groundup.metrics import accuracy
@@ -87,6 +88,7 @@ __all__ = [
     "Flatten",
     "Hooks",
     "ImageDataLoaders",
+    "Interpretation",
     "LRFinder",
     "LRSuggestion",
     "Learner",

@@ -1,4 +1,4 @@
-"""The `groundup` command line: `train`, `lr-find`, `download` and `predict`.
+"""The `groundup` command line: `train`, `lr-find`, `evaluate`, `download` and `predict`.
 
     groundup train                                  # the data set shipped in the package; well under 2 minutes
     groundup train --data imagenette-160 --arch resnet --epochs 5 --lr auto
@@ -6,12 +6,14 @@
     groundup lr-find --arch resnet
     groundup download --list
     groundup predict runs/20240501-093000/model.pt photo.jpg --top 3
+    groundup evaluate runs/20240501-093000/model.pt --data test/     # confusion matrix, per-class scores
 
 `python -m groundup ...` is the same command (and what `torchrun -m groundup train` runs).
 
 A run writes into its own folder (`--out`, default `runs/<date-time>`): `metrics.csv`,
 `summary.json`, `model.pt` (the checkpoint, after every epoch), `best.pt` (the epoch with the lowest
-validation loss), `losses.png`, `schedule.png` and `report.html`. An `--out` folder that already
+validation loss), `losses.png`, `schedule.png`, `confusion_matrix.png`, `top_losses.png`,
+`per_class.csv` and `report.html`. An `--out` folder that already
 holds files is refused (exit status 2), unless it is the folder of the run being resumed: nothing
 an earlier run wrote is ever overwritten by a new one.
 

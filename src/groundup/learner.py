@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -46,6 +46,8 @@ from groundup.checkpoint import load_checkpoint, save_checkpoint
 from groundup.checks import check_int, check_number
 from groundup.data.preprocessing import Preprocessing
 from groundup.deprecation import renamed
+from groundup.inference import evaluating, inference_batches, is_image, item_losses, model_device
+from groundup.metrics import accuracy
 from groundup.optim import SGD
 
 __all__ = [
@@ -57,8 +59,17 @@ __all__ = [
     "CancelStepException",
     "CancelTrainException",
     "CancelValidateException",
+    "ImagePrediction",
     "Learner",
 ]
+
+
+class ImagePrediction(NamedTuple):
+    """What `Learner.predict` returns for one image: `label, index, probs = learn.predict(img)`."""
+
+    label: str  # the class name (`preprocessing.class_names[index]`; the folder name when there are none)
+    index: int  # the class's index in the vocabulary (`preprocessing.vocab[index]`)
+    probs: torch.Tensor  # (n_classes,) the probability of every class
 
 
 class Learner:
@@ -331,7 +342,9 @@ class Learner:
         """Run the LR finder and return its suggestion; model, optimizer and history are restored afterwards.
 
         The learning rate starts at `start_lr` and is multiplied by `mult` after every training
-        batch until it exceeds `max_lr` or the loss is NaN or explodes (see `LRFinder`).
+        batch until it exceeds `max_lr` or the loss is NaN or explodes (see `LRFinder`). Callbacks
+        with `during_lr_find = False` (`TrackResults`, `Recorder`, `Checkpoint`) are set aside
+        meanwhile: the finder's batches print no results table and save no checkpoint.
 
         Returns:
             an `LRSuggestion` with `.lr`, `.method`, and the recorded `.lrs`/`.losses`.
@@ -341,11 +354,17 @@ class Learner:
             >>> learn.fit_one_cycle(8, suggestion.lr)
         """
         finder = LRFinder(start_lr=start_lr, mult=mult, max_lr=max_lr, max_iter=max_iter)
-        history = self.history
+        history, cbs = self.history, list(self.cbs)
+        for cb in [cb for cb in cbs if not cb.during_lr_find]:
+            self.remove_cb(cb)
         try:
             self.fit(max(1, finder.epochs_needed(self)), cbs=[finder])
         finally:
             self.history = history  # the finder's batches are not part of the results
+            for cb in cbs:
+                cb.learn = self
+            self.cbs = cbs  # as they were, in their order
+            self._build_events()
         if path is not None:
             finder.plot(path)
         return finder.suggestion()
@@ -356,6 +375,109 @@ class Learner:
         if "lr_max" in kwargs:  # the spelling before 0.2
             max_lr = renamed("Learner.fit_one_cycle", "lr_max", "max_lr", kwargs.pop("lr_max"))
         self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *(cbs or ())])
+
+    # -- looking at the model: predictions without training ---------------------------------------------
+    def get_preds(self, dl=None, with_loss: bool = False, bs: int = 64) -> tuple:
+        """The model's class probabilities on a loader or a list of images, with the targets (and each loss).
+
+        The model runs batch by batch in eval mode under `torch.no_grad`; its mode (train or eval)
+        is put back afterwards. No callback runs: image batches get the preprocessing of training
+        (`learn.preprocessing`: normalize, NHWC → NCHW) on the model's device, as `SetupLearnerCB`
+        gives them during `fit`.
+
+        Args:
+            dl: a loader of `(xb, yb)` batches (default `dls.valid`), or a list of images (file paths,
+                PIL images or uint8 arrays (H, W, 3)), squashed to `preprocessing.size` as in training.
+            with_loss: also return the loss of each item.
+            bs: the batch size for a list of images.
+
+        Returns:
+            `(probs, targets)`, or `(probs, targets, losses)` with `with_loss`: probs (N, n_classes), the
+            softmax of the outputs; targets (N,), None for a list of images; losses (N,). All on the CPU.
+
+        Example:
+            >>> probs, targets = learn.get_preds()
+            >>> (probs.argmax(1) == targets).float().mean()     # the validation accuracy
+        """
+        images = isinstance(dl, (list, tuple)) and bool(dl) and is_image(dl[0])
+        if with_loss and images:
+            raise ValueError("get_preds(with_loss=True) needs targets, and a list of images has none; pass a "
+                             "loader of (xb, yb) batches")
+        probs, targets, losses = [], [], []
+        with evaluating(self.unwrapped_model) as model:
+            batches = inference_batches(self.dls.valid if dl is None else dl, self.preprocessing,
+                                        model_device(model), bs)
+            for xb, yb in batches:
+                preds = model(xb)                                     # (n, n_classes)
+                probs.append(torch.softmax(preds.float(), dim=1).cpu())
+                if yb is not None:
+                    targets.append(yb.cpu())
+                    if with_loss:
+                        losses.append(item_losses(self.loss_func, preds, yb).cpu())
+                elif with_loss:
+                    raise ValueError("get_preds(with_loss=True): the loader's batches have no targets")
+        if not probs:
+            raise ValueError("get_preds: the loader yielded no batches (is it empty?)")
+        out = (torch.cat(probs), torch.cat(targets) if targets else None)
+        return (*out, torch.cat(losses)) if with_loss else out
+
+    def validate(self, dl=None) -> dict[str, float]:
+        """The mean loss and the accuracy of the model on `dl` (default `dls.valid`), without training.
+
+        Runs as `get_preds` does (eval mode, no gradients, no callbacks); items are weighted equally.
+
+        Returns:
+            `{"loss": ..., "acc": ...}` (`acc` only when the model's outputs are class scores (N, C)).
+
+        Example:
+            >>> learn.validate()
+            {'loss': 1.2345, 'acc': 0.61}
+        """
+        loss_sum = correct = None
+        n = 0
+        with evaluating(self.unwrapped_model) as model:
+            batches = inference_batches(self.dls.valid if dl is None else dl, self.preprocessing,
+                                        model_device(model))
+            for xb, yb in batches:
+                if yb is None:
+                    raise ValueError("validate needs (xb, yb) batches with targets; to predict images, use "
+                                     "get_preds or predict")
+                preds, k = model(xb), len(yb)
+                loss = self.loss_func(preds, yb).detach().float() * k  # sums stay on the device: one sync
+                loss_sum = loss if loss_sum is None else loss_sum + loss
+                if preds.ndim == 2:
+                    acc = accuracy(preds, yb).float() * k
+                    correct = acc if correct is None else correct + acc
+                n += k
+        if not n:
+            raise ValueError("validate: the loader yielded no batches (is it empty?)")
+        result = {"loss": float(loss_sum) / n}
+        if correct is not None:
+            result["acc"] = float(correct) / n
+        return result
+
+    def predict(self, image) -> ImagePrediction:
+        """The most probable class of one image: a file path, a PIL image or a uint8 array (H, W, 3).
+
+        The image goes through the preprocessing of training: squashed to `preprocessing.size`,
+        normalized with its statistics.
+
+        Returns:
+            `ImagePrediction(label, index, probs)`: the class name, its index in the vocabulary and
+            the probability of every class (n_classes,).
+
+        Example:
+            >>> label, index, probs = learn.predict("tench.jpg")
+            >>> label, probs[index]
+            ('tench', tensor(0.9412))
+        """
+        if not is_image(image):
+            raise TypeError(f"predict takes one image (a path, a PIL image or a uint8 array (H, W, 3)), got "
+                            f"{type(image).__name__}; for several images use get_preds([img1, img2, ...])")
+        probs = self.get_preds([image])[0][0]  # (n_classes,)
+        index = int(probs.argmax())
+        names = self.preprocessing.class_names if self.preprocessing is not None else None
+        return ImagePrediction(names[index] if names else str(index), index, probs)
 
     def save(self, path: str | Path, **extra) -> Path:
         """Write a checkpoint (model, optimizer, epoch, RNG states, history, preprocessing, callbacks' state,

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from groundup.checks import check_number
-from groundup.deprecation import renamed
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
@@ -211,7 +210,7 @@ class SGD(Optimizer):
     Args:
         params: parameters or parameter groups (see `Optimizer`).
         lr: learning rate.
-        weight_decay: weight decay (group key "weight_decay"; `wd` before 0.2).
+        weight_decay: weight decay (group key "weight_decay"; `wd`, the walkthrough's name, works too).
         momentum: momentum factor in [0, 1) (group key "momentum").
 
     Example:
@@ -221,8 +220,8 @@ class SGD(Optimizer):
 
     def __init__(self, params: ParamsT, lr: float, weight_decay: float = 0.0, momentum: float = 0.0,
                  wd: float | None = None) -> None:
-        if wd is not None:  # the spelling before 0.2
-            weight_decay = renamed("SGD", "wd", "weight_decay", wd)
+        if wd is not None:  # the walkthrough's spelling, kept beside PyTorch's
+            weight_decay = wd
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
     def _validate(self, group: dict[str, Any]) -> None:
@@ -265,13 +264,13 @@ class Adam(Optimizer):
         lr: learning rate.
         betas: (beta1, beta2), each in [0, 1) (group key "betas"; schedules may change beta1).
         eps: added to the denominator for stability; > 0.
-        weight_decay: decoupled weight decay (group key "weight_decay"; `wd` before 0.2).
+        weight_decay: decoupled weight decay (group key "weight_decay"; `wd` works too).
     """
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99),
                  eps: float = 1e-5, weight_decay: float = 0.0, wd: float | None = None) -> None:
-        if wd is not None:  # the spelling before 0.2
-            weight_decay = renamed("Adam", "wd", "weight_decay", wd)
+        if wd is not None:  # the walkthrough's spelling, kept beside PyTorch's
+            weight_decay = wd
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     def _validate(self, group: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,24 +24,35 @@ from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_
 from groundup.checks import check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
+from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, to_nchw
 from groundup.nn.models import build_arch
 
-__all__ = ["Prediction", "Predictor", "find_images"]
+__all__ = ["Prediction", "Predictor", "find_images", "load_trained_model"]
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The `top_k` most probable labels of one image, most probable first, with their probabilities."""
+    """The `top_k` most probable labels of one image, most probable first, with their probabilities.
+
+    `labels` are vocabulary entries (folder names, e.g. `n01440764`); `names` the same classes'
+    display names (e.g. `tench`; see `Preprocessing.class_names`), when known.
+    """
 
     path: str
     labels: list[str]
     probs: list[float]
+    names: list[str] | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
         """The most probable label."""
         return self.labels[0]
+
+    @property
+    def name(self) -> str:
+        """The display name of the most probable label (the label itself when there are no names)."""
+        return self.names[0] if self.names else self.labels[0]
 
     @property
     def prob(self) -> float:
@@ -77,6 +88,45 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def load_trained_model(path: str | os.PathLike, model=None):
+    """Load a checkpoint safely; return `(model, preprocessing)`: its model rebuilt (from its `arch`, or
+    the `model` given) with its weights, and its `Preprocessing` (image size, vocabulary, class names,
+    statistics).
+
+    Any checkpoint of a learner that knew its preprocessing works (`Learner.save`, the `Checkpoint`
+    callback, `groundup train`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: truncated/foreign file, no preprocessing (vocabulary, statistics, image
+            size), or weights that do not fit the architecture.
+    """
+    ckpt = read_checkpoint(path)
+    pre = checkpoint_preprocessing(ckpt)
+    if pre is None or not pre.vocab:
+        raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; it must "
+                              f"come from a Learner whose loaders know them (ImageDataLoaders.from_folder)")
+    if pre.size is None:
+        raise CheckpointError(f"checkpoint {path} does not record the image size its model was trained on")
+    spec = ckpt.get("arch")
+    if spec is None and isinstance(ckpt.get("config"), dict) and "arch" in ckpt["config"]:
+        spec = {"name": ckpt["config"]["arch"], "kwargs": {"n_classes": len(pre.vocab)}}  # format version 1
+    if model is None:
+        if spec is None:
+            raise CheckpointError(f"checkpoint {path} does not say which architecture it holds (its model "
+                                  f"was not built by a registered architecture); pass the model: "
+                                  f"Predictor.from_checkpoint(path, model=...)")
+        model = build_arch(spec)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        arch = f" {spec['name']!r}" if spec else ""
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} "
+                              f"({first[:300]})") from e
+    return model, pre
+
+
 class Predictor:
     """A trained model with what it needs to read images: vocabulary, image size and normalization.
 
@@ -87,10 +137,11 @@ class Predictor:
         size: images are squashed to `size`×`size`, as in training.
         normalize: the training normalization.
         device: where to run; default CUDA when available, else CPU.
+        class_names: the display name of each label, in the vocabulary's order (default: the labels).
     """
 
     def __init__(self, model, vocab: Sequence[str], size: int, normalize: Normalize,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, class_names: Sequence[str] | None = None) -> None:
         if not vocab:
             raise ValueError("Predictor needs a non-empty vocab (the labels in index order)")
         check_int("Predictor", "size", size)
@@ -99,46 +150,20 @@ class Predictor:
         self.model = model.to(self.device)
         self.model.eval()
         self.vocab, self.size, self.normalize = list(vocab), size, normalize
+        if class_names is not None and len(class_names) != len(self.vocab):
+            raise ValueError(f"Predictor: {len(class_names)} class names for {len(self.vocab)} labels; give "
+                             f"one name per label, in the vocabulary's order")
+        self.class_names = list(class_names) if class_names is not None else list(self.vocab)
+        self.preprocessing: Preprocessing | None = None  # all of it, when loaded from a checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         model=None) -> Predictor:
-        """Load a checkpoint safely and rebuild its model (from its `arch`, or the `model` given).
-
-        Any checkpoint of a learner that knew its preprocessing works (`Learner.save`, the
-        `Checkpoint` callback, `groundup train`): the image size, vocabulary and statistics are
-        stored under one key, and a model built by a registered architecture records how to
-        rebuild it.
-
-        Raises:
-            FileNotFoundError: no such file.
-            CheckpointError: truncated/foreign file, no preprocessing (vocabulary, statistics, image
-                size), or weights that do not fit the architecture.
-        """
-        ckpt = read_checkpoint(path)
-        pre = checkpoint_preprocessing(ckpt)
-        if pre is None or not pre.vocab:
-            raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; it must "
-                                  f"come from a Learner whose loaders know them (ImageDataLoaders.from_folder)")
-        if pre.size is None:
-            raise CheckpointError(f"checkpoint {path} does not record the image size its model was trained on")
-        spec = ckpt.get("arch")
-        if spec is None and isinstance(ckpt.get("config"), dict) and "arch" in ckpt["config"]:
-            spec = {"name": ckpt["config"]["arch"], "kwargs": {"n_classes": len(pre.vocab)}}  # format version 1
-        if model is None:
-            if spec is None:
-                raise CheckpointError(f"checkpoint {path} does not say which architecture it holds (its model "
-                                      f"was not built by a registered architecture); pass the model: "
-                                      f"Predictor.from_checkpoint(path, model=...)")
-            model = build_arch(spec)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            arch = f" {spec['name']!r}" if spec else ""
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} "
-                                  f"({first[:300]})") from e
-        return cls(model, pre.vocab, pre.size, pre.normalize, device)
+        """Load a checkpoint safely and rebuild its model (see `load_trained_model`)."""
+        model, pre = load_trained_model(path, model=model)
+        predictor = cls(model, pre.vocab, pre.size, pre.normalize, device, class_names=pre.class_names)
+        predictor.preprocessing = pre
+        return predictor
 
     @torch.no_grad()
     def probabilities(self, xb: torch.Tensor) -> torch.Tensor:
@@ -164,7 +189,8 @@ class Predictor:
             probs = self.probabilities(torch.from_numpy(np.stack(pixels[i:i + bs])))  # (n, n_classes)
             top = probs.topk(k, dim=1)
             for j, (vals, idxs) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-                out.append(Prediction(str(images[i + j]), [self.vocab[t] for t in idxs], vals))
+                out.append(Prediction(str(images[i + j]), [self.vocab[t] for t in idxs], vals,
+                                      [self.class_names[t] for t in idxs]))
         return out
 
     def __repr__(self) -> str:

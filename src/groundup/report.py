@@ -1,4 +1,5 @@
-"""The files a training run leaves behind: `metrics.csv`, `summary.json` and a one-page `report.html`.
+"""The files a training run leaves behind: `metrics.csv`, `per_class.csv`, `summary.json` and a one-page
+`report.html`.
 
 The report is a single self-contained HTML file: the per-epoch table, the plots embedded as
 base64 `data:` URIs and the run's settings, styled inline. It loads nothing from the network,
@@ -25,7 +26,11 @@ from groundup.atomic import atomic_write
 from groundup.callbacks.tracking import COLUMNS, format_value
 from groundup.deprecation import renamed
 
-__all__ = ["render_report", "write_metrics_csv", "write_report", "write_summary", "write_text_atomic"]
+__all__ = ["METRICS_COLUMNS", "PER_CLASS_COLUMNS", "render_report", "run_facts", "write_metrics_csv",
+           "write_per_class_csv", "write_report", "write_summary", "write_text_atomic"]
+
+METRICS_COLUMNS = (*COLUMNS, "lr")  # metrics.csv: the table's columns and the lr at the end of each epoch
+PER_CLASS_COLUMNS = ("label", "name", "support", "accuracy", "precision", "recall", "f1")
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
@@ -36,15 +41,26 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 
 
 def write_metrics_csv(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """One row per epoch with the columns epoch, train_loss, train_acc, valid_loss, valid_acc, seconds.
+    """One row per epoch with the columns epoch, train_loss, train_acc, valid_loss, valid_acc, seconds, lr.
 
-    A value a pass did not produce (e.g. no validation) is left empty.
+    `lr` is the learning rate at the end of the epoch. A value a pass did not produce (e.g. no
+    validation) is left empty.
     """
+    return _write_csv(history, METRICS_COLUMNS, path)
+
+
+def write_per_class_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """One row per class (`Interpretation.per_class()`): label, name, support, accuracy, precision, recall,
+    f1; a score that is None is left empty."""
+    return _write_csv(rows, PER_CLASS_COLUMNS, path)
+
+
+def _write_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: str | os.PathLike) -> Path:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in history:
-        writer.writerow({c: _csv_value(row.get(c)) for c in COLUMNS})
+    for row in rows:
+        writer.writerow({c: _csv_value(row.get(c)) for c in columns})
     return write_text_atomic(buf.getvalue(), path)
 
 
@@ -67,6 +83,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-t
 .cards { display: flex; gap: 1rem; flex-wrap: wrap; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: .6rem 1rem; min-width: 9rem; }
 .card b { display: block; font-size: 1.4rem; }
+.facts td.k { width: 11rem; }
 table { border-collapse: collapse; margin: .5rem 0; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .8rem; text-align: right; }
 th { background: #f6f6f6; } td.k { text-align: left; color: #555; } td.v { text-align: left; }
@@ -87,22 +104,76 @@ def _fmt(v: Any) -> str:
         return ", ".join(_fmt(x) for x in v)
     if isinstance(v, dict):
         return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
-    return "" if v is None else str(v)
+    return "none" if v is None else str(v)  # never a blank cell
 
 
 def _metrics_table(history: Sequence[Mapping[str, Any]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in METRICS_COLUMNS)
     rows = []
     for row in history:
-        cells = "".join(f"<td>{format_value(c, row.get(c), '–')}</td>" for c in COLUMNS)
+        cells = "".join(f"<td>{format_value(c, row.get(c), '–')}</td>" for c in METRICS_COLUMNS)
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _settings_table(settings: Mapping[str, Any]) -> str:
+def _settings_table(settings: Mapping[str, Any], cls: str = "") -> str:
     rows = "".join(f'<tr><td class="k">{html.escape(str(k))}</td><td class="v">{html.escape(_fmt(v))}</td></tr>'
                    for k, v in settings.items())
-    return f"<table>{rows}</table>"
+    return f'<table class="{cls}">{rows}</table>' if cls else f"<table>{rows}</table>"
+
+
+def _per_class_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    columns = ("name", "label", "support", "accuracy", "precision", "recall", "f1")
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    cell = lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else html.escape(str(v)))
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f'<table class="per-class"><tr>{head}</tr>{body}</table>'
+
+
+def _device_text(machine: Mapping[str, Any]) -> str:
+    cores = f"{machine.get('cpu_cores_usable')} of {machine.get('cpu_cores')} cores usable"
+    cpu = f"CPU: {machine.get('cpu')} ({cores})"
+    gpu = machine.get("gpu")
+    return f"{machine.get('device')}: {gpu}; {cpu}" if gpu else f"{machine.get('device')}; {cpu}"
+
+
+def run_facts(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The report's header, `{what: text}`: command, device, parameters, processes, lr finder, wall time,
+    best epoch.
+
+    Each fact appears when `summary` has it (a training run has them all; `groundup evaluate` fewer).
+    """
+    facts: dict[str, str] = {}
+    if summary.get("command"):
+        facts["command"] = summary["command"]
+    if summary.get("started"):
+        facts["started"] = summary["started"]
+    if summary.get("machine"):
+        facts["device"] = _device_text(summary["machine"])
+    if summary.get("n_params") is not None:
+        facts["parameters"] = f"{summary['n_params']:,}"
+    if summary.get("world_size") is not None:
+        world = summary["world_size"]
+        how = "one process" if world == 1 else f"{world} processes (torchrun)"
+        facts["world size"] = f"{world}: {how}; global batch {summary.get('global_batch')}"
+    if "lr_finder" in summary:
+        found = summary["lr_finder"]
+        facts["lr finder"] = (f"suggested lr {found['lr']:.3g} ({found['method']}), used for training"
+                              if found else f"not run (--lr {_fmt(summary.get('lr'))} given)")
+    if summary.get("wall_seconds") is not None:
+        text = f"{summary['wall_seconds']:.1f} s in all"
+        per_epoch = summary.get("epoch_seconds") or []
+        if per_epoch:
+            mean = sum(per_epoch) / len(per_epoch)
+            text += (f"; per epoch {mean:.1f} s on average (min {min(per_epoch):.1f}, "
+                     f"max {max(per_epoch):.1f}, {len(per_epoch)} epochs)")
+        facts["wall time"] = text
+    best = summary.get("best")
+    if best and summary.get("best_rule"):
+        key = summary.get("best_by", "valid_loss")
+        value = f" ({key} {best[key]:.4f})" if isinstance(best.get(key), float) else ""
+        facts["best epoch"] = f"{best.get('epoch')}{value}; {summary['best_rule']}"
+    return facts
 
 
 def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
@@ -114,18 +185,37 @@ def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any
                        ("train_loss", "train loss")):
         if final.get(key) is not None:
             cards.append(f'<div class="card">{label}<b>{final[key]:.4f}</b></div>')
+    for label, value in (summary.get("metrics") or {}).items():  # `groundup evaluate`'s loss and accuracy
+        cards.append(f'<div class="card">{html.escape(label)}<b>{value:.4f}</b></div>')
+    if summary.get("best") and summary.get("best_rule"):
+        cards.append(f'<div class="card">best epoch<b>{summary["best"].get("epoch")}</b></div>')
     if summary.get("wall_seconds") is not None:
         cards.append(f'<div class="card">wall time<b>{summary["wall_seconds"]:.1f} s</b></div>')
     figures = "".join(
         f'<figure><img alt="{html.escape(name)}" src="{_data_uri(p)}"><figcaption>{html.escape(name)}'
         f"</figcaption></figure>" for name, p in plots.items() if Path(p).is_file())
-    settings = dict(summary.get("config") or {})
-    for key in ("data_path", "n_train", "n_valid", "vocab", "device", "started", "resumed_from"):
+    settings = dict(summary.get("settings") or summary.get("config") or {})
+    for key in ("data_path", "n_train", "n_valid", "vocab", "class_names", "resumed_from"):
         if summary.get(key) is not None:
             settings[key] = summary[key]
+    sections = []
+    facts = run_facts(summary)
+    if facts:
+        sections.append(f'<h2 id="run">Run</h2>\n{_settings_table(facts, "facts")}')
+    if history:
+        sections.append(f'<h2 id="metrics">Per-epoch metrics</h2>\n{_metrics_table(history)}')
+    if summary.get("per_class"):
+        note = html.escape(summary.get("per_class_note", ""))
+        confused = "; ".join(f"{html.escape(a)} → {html.escape(p)}: {n}"
+                             for a, p, n in (summary.get("most_confused") or [])[:10])
+        sections.append(f'<h2 id="per-class">Per-class results</h2>\n<p class="sub">{note}</p>\n'
+                        f'{_per_class_table(summary["per_class"])}'
+                        + (f"<p>Most confused (actual → predicted: count): {confused}</p>"
+                           if confused else ""))
     versions = summary.get("versions") or {}
-    sub = html.escape(f"{summary.get('arch', '')} · {summary.get('epochs', len(history))} epochs · "
-                      f"lr {_fmt(summary.get('lr'))} · {summary.get('schedule', '')}")
+    sub = html.escape(summary.get("subtitle")
+                      or f"{summary.get('arch', '')} · {summary.get('epochs', len(history))} epochs · "
+                         f"lr {_fmt(summary.get('lr'))} · {summary.get('schedule', '')}")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -138,13 +228,12 @@ def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any
 <h1>{html.escape(title)}</h1>
 <p class="sub">{sub}</p>
 <div class="cards">{''.join(cards)}</div>
-<h2>Per-epoch metrics</h2>
-{_metrics_table(history)}
-<h2>Plots</h2>
+{chr(10).join(sections)}
+<h2 id="plots">Plots</h2>
 {figures or '<p>No plots.</p>'}
-<h2>Settings</h2>
+<h2 id="settings">Settings</h2>
 {_settings_table(settings)}
-<h2>Versions</h2>
+<h2 id="versions">Versions</h2>
 {_settings_table(versions)}
 </body>
 </html>

@@ -7,7 +7,9 @@
     fit_run(learn, cfg, ...)  the LR finder when `lr="auto"`, the callbacks of a run (results,
                               recorder, checkpoints, metrics.csv after every epoch, progress bar),
                               resuming from a checkpoint, and `fit`
-    write_run_folder(...)     metrics.csv, summary.json, losses.png, schedule.png and report.html
+    write_run_folder(...)     metrics.csv, summary.json, losses.png, schedule.png, the interpretation of
+                              the validation set (confusion_matrix.png, top_losses.png, per_class.csv)
+                              and report.html
 
 `train(cfg, out=..., resume=...)` does all three; the command line (`groundup.commands.train`)
 parses its flags into a `TrainConfig` and calls it.
@@ -17,7 +19,10 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
+import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,19 +44,26 @@ from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
 from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
-from groundup.data.download import DATASETS, untar_data
+from groundup.data.download import DATASETS, DownloadError, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.deprecation import moved_names
+from groundup.inference import model_device
+from groundup.interpret import Interpretation
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
+from groundup.machine import describe_device
 from groundup.nn.models import get_arch
-from groundup.process_group import broadcast_, cleanup, is_main_process
-from groundup.report import write_metrics_csv, write_report, write_summary
+from groundup.process_group import broadcast_, cleanup, get_world_size, is_main_process, launched_by_torchrun
+from groundup.report import write_metrics_csv, write_per_class_csv, write_report, write_summary
 from groundup.rng import seed_everything
+from groundup.training_plot import plot_training
 
 __all__ = [
     "build_learner",
+    "command_line",
+    "effective_settings",
     "fit_run",
+    "interpret_validation",
     "new_out_dir",
     "read_checkpoint_config",
     "resolve_data",
@@ -74,7 +86,11 @@ def resolve_data(data: str | None) -> Path:
     if data is None:
         root = shipped_dataset()
     elif data in DATASETS:
-        root = untar_data(data)
+        try:
+            root = untar_data(data)
+        except DownloadError as e:
+            raise e.with_offline_hint("set GROUNDUP_HOME to where it is cached, or pass the extracted folder "
+                                      "as --data FOLDER") from e
     else:
         root = Path(data).expanduser()
         if not root.exists():
@@ -189,11 +205,7 @@ def package_versions() -> dict[str, str]:
 def new_out_dir(out: str | None, suffix: str = "") -> Path:
     """A fresh folder for a run: `out` if it is new or empty (else an error), or `runs/<date-time>[-n]`."""
     if out is not None:
-        path = Path(out).expanduser()
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            have = ", ".join(sorted(p.name for p in path.iterdir())[:5]) if path.is_dir() else "a file"
-            raise ValueError(f"--out {path} already exists and is not empty ({have}); choose another --out "
-                             f"or remove it (to continue that run: --resume {path / 'model.pt'})")
+        path = _check_new_out(out)
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + suffix
@@ -207,8 +219,74 @@ def new_out_dir(out: str | None, suffix: str = "") -> Path:
     raise ValueError(f"could not find a free folder name runs/{stamp}-N; pass --out")
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """The command as typed: `groundup train ...`, `python -m groundup train ...`, or for a torchrun run
+    `torchrun --nnodes=N --nproc_per_node=M -m groundup train ...` (rebuilt from torchrun's variables)."""
+    if launched_by_torchrun():
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        nodes = max(1, get_world_size() // max(local, 1))
+        prog = f"torchrun --nnodes={nodes} --nproc_per_node={local} -m groundup"
+    elif getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None) == "groundup.__main__":
+        prog = "python -m groundup"
+    else:
+        prog = "groundup"
+    return f"{prog} {shlex.join(argv)}".strip()
+
+
+def effective_settings(cfg: TrainConfig, learn: Learner) -> dict[str, str]:
+    """The run's settings as the report shows them: every value spelled out (what None stood for
+    included), defaults marked `(default)`."""
+    defaults, shown = TrainConfig().to_dict(), {}
+    for key, value in cfg.to_dict().items():
+        text = f"{value:.4g}" if key == "lr" and isinstance(value, float) else str(value)
+        if key == "data" and value is None:
+            text = "imagenette-mini, shipped with groundup (default)"
+        elif key == "num_workers" and value is None:
+            workers = getattr(learn.dls.train, "num_workers", "?")
+            text = f"{workers} (default: one per usable CPU core, at most 8)"
+        elif value == defaults[key]:
+            text += " (default)"
+        shown[key] = text
+    return shown
+
+
+def interpret_validation(learn: Learner) -> Interpretation:
+    """The `Interpretation` of the whole validation set (also on rank 0 after a distributed run)."""
+    valid = learn.dls.valid
+    if getattr(valid, "world_size", 1) > 1 and hasattr(valid, "shard"):
+        valid.shard(0, 1)  # the run is over: rank 0 looks at every validation image alone
+    return Interpretation.from_learner(learn, valid)
+
+
+def _best(history: Sequence[dict[str, Any]],
+          checkpoint: Checkpoint | None) -> tuple[dict[str, Any] | None, str, str | None]:
+    """The best epoch's row, the column it was chosen by and the rule as a sentence (None: no best.pt)."""
+    if checkpoint is not None and checkpoint.best_by is not None:
+        by = checkpoint.best_by
+        rule = f"best.pt holds the epoch with the {'lowest' if by.endswith('loss') else 'highest'} {by}"
+        row = next((r for r in history if r.get("epoch") == checkpoint.best_epoch), None)
+        return row, by, rule
+    row = min((r for r in history if r.get("valid_loss") is not None), key=lambda r: r["valid_loss"],
+              default=None)
+    return row, "valid_loss", None
+
+
+def _check_new_out(out: str | os.PathLike) -> Path:
+    """`out` as a Path, if it is new or empty; else the error `--out` gives."""
+    path = Path(out).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        have = ", ".join(sorted(p.name for p in path.iterdir())[:5]) if path.is_dir() else "a file"
+        raise ValueError(f"--out {path} already exists and is not empty ({have}); choose another --out "
+                         f"or remove it (to continue that run: --resume {path / 'model.pt'})")
+    return path
+
+
 def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dict[str, Any]) -> dict[str, Any]:
-    """Write metrics.csv, the plots, summary.json and report.html of a finished fit; return the summary.
+    """Write metrics.csv, the plots, the interpretation, summary.json and report.html of a finished fit;
+    return the summary.
+
+    The interpretation looks at the validation set with the model after the last epoch (the one in
+    `model.pt`): `confusion_matrix.png`, `top_losses.png` and `per_class.csv`.
 
     Args:
         learn: the learner after `fit_run`.
@@ -219,39 +297,65 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
     """
     history, recorder = learn.history, facts["recorder"]
     write_metrics_csv(history, run_dir / "metrics.csv")
+    best, best_by, best_rule = _best(history, learn.get_cb(Checkpoint))
     plots = {}
     if recorder.losses:
-        recorder.plot_loss(run_dir / "losses.png")
+        plot_training(recorder.losses, history, run_dir / "losses.png", smooth=recorder.smooth_losses,
+                      best_epoch=best.get("epoch") if best and best_rule else None,
+                      best_rule=f"{'lowest' if best_by.endswith('loss') else 'highest'} {best_by}")
+        plots["Training loss per batch; validation loss and accuracy per epoch"] = run_dir / "losses.png"
+    interp = interpret_validation(learn)
+    interp.plot_confusion_matrix(run_dir / "confusion_matrix.png")
+    interp.plot_top_losses(9, run_dir / "top_losses.png")
+    per_class = interp.per_class()
+    write_per_class_csv(per_class, run_dir / "per_class.csv")
+    plots["Confusion matrix of the validation set (rows: actual class, columns: predicted)"] = \
+        run_dir / "confusion_matrix.png"
+    plots["Top losses: the validation images the model got most wrong"] = run_dir / "top_losses.png"
+    if recorder.losses:
         recorder.plot_lr(run_dir / "schedule.png")
-        plots = {"Training loss per batch": run_dir / "losses.png",
-                 "Learning rate per batch": run_dir / "schedule.png"}
+        plots["Learning rate per batch"] = run_dir / "schedule.png"
     if (run_dir / "lr_find.png").is_file():
         plots["Learning rate finder"] = run_dir / "lr_find.png"
     pre, dls = learn.preprocessing, learn.dls
+    model = learn.unwrapped_model
     final = history[-1] if history else {}
-    best = min((r for r in history if r.get("valid_loss") is not None), key=lambda r: r["valid_loss"],
-               default=None)
+    world = get_world_size()
     summary = {
         "final": final,
         "best": best,
+        "best_by": best_by,
+        "best_rule": best_rule,
         "wall_seconds": facts["wall_seconds"],
         "train_seconds": round(sum(r.get("seconds", 0.0) for r in history), 3),
+        "epoch_seconds": [round(r.get("seconds", 0.0), 3) for r in history],
         "data_path": str(Path(facts["data_path"]).resolve()),
         "n_train": len(dls.train.dataset),
         "n_valid": len(dls.valid.dataset),
         "n_images": len(dls.train.dataset) + len(dls.valid.dataset),
         "vocab": pre.vocab,
+        "class_names": pre.class_names,
         "stats": {"mean": pre.mean.tolist(), "std": pre.std.tolist()},
         "arch": cfg.arch, "lr": cfg.lr, "schedule": cfg.schedule, "epochs": cfg.epochs, "seed": cfg.seed,
         "lr_finder": facts["lr_finder"],
         "config": cfg.to_dict(),
-        "device": str(next(iter(learn.model.parameters())).device),
+        "settings": effective_settings(cfg, learn),
+        "device": str(model_device(model)),
+        "machine": describe_device(model_device(model)),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "world_size": world,
+        "global_batch": cfg.bs * world,
         "started": facts["started"],
         "resumed_from": facts["resumed_from"],
         "start_epoch": facts["start_epoch"],
         "command": facts["command"],
         "versions": package_versions(),
-        "files": sorted(["metrics.csv", "summary.json", "model.pt", "report.html",
+        "per_class": per_class,
+        "per_class_note": f"On the {len(interp)} validation images, with the model after the last epoch "
+                          f"(model.pt): accuracy {interp.accuracy:.4f}. A class's accuracy is the share of "
+                          f"its images predicted correctly (the same number as its recall).",
+        "most_confused": interp.most_confused()[:20],
+        "files": sorted(["metrics.csv", "summary.json", "model.pt", "report.html", "per_class.csv",
                          *(Path(p).name for p in plots.values()),
                          *(["best.pt"] if (run_dir / "best.pt").is_file() else [])]),
     }
@@ -277,7 +381,8 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     Args:
         cfg: the settings (ignored when resuming, except `data` and `num_workers`: the checkpoint's are used).
         out: the run folder; default `runs/<date-time>` (or the checkpoint's folder when resuming).
-        resume: a checkpoint written by an earlier run, to continue from its last finished epoch.
+        resume: a checkpoint written by an earlier run, to continue from its last finished epoch. A run
+            that has finished all its epochs is left alone (its summary is returned, nothing is written).
         quiet: print nothing (no table, no progress bar).
         argv: the command line, recorded in the summary.
     """
@@ -287,6 +392,14 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     say = (lambda *a: None) if quiet or not main_process else functools.partial(print, flush=True)
     if resume is not None:
         cfg = resumed_config(resume, cfg)
+        if read_checkpoint(resume)["epoch"] + 1 >= cfg.epochs:  # nothing left to train: touch nothing
+            here = Path(resume).parent
+            if out is not None and Path(out).expanduser().resolve() != here.resolve():
+                _check_new_out(out)  # the same answer as for a run with epochs left
+            say(f"{resume} has finished all {cfg.epochs} epochs already; nothing to do ({here} is left as "
+                f"it is; to train for longer, start a new run)")
+            summary = here / "summary.json"
+            return json.loads(summary.read_text()) if summary.is_file() else {}
     learn = build_learner(cfg)
     data_path = learn.dls.path
     try:
@@ -311,8 +424,11 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         return {}
     facts.update(data_path=data_path, wall_seconds=round(time.perf_counter() - start, 3), started=started,
                  resumed_from=str(resume) if resume is not None else None,
-                 command="groundup " + " ".join(argv) if argv is not None else None)
-    summary = write_run_folder(learn, cfg, run_dir, facts)
+                 command=command_line(argv) if argv is not None else None)
+    try:
+        summary = write_run_folder(learn, cfg, run_dir, facts)
+    finally:
+        learn.dls.close()  # the interpretation ran the validation loader again
     final = summary["final"]
     if final:
         say(f"valid_acc {final.get('valid_acc', float('nan')):.4f} after {cfg.epochs} epochs "

@@ -38,6 +38,7 @@ class Checkpoint(Callback):
     """
 
     order = 60  # after TrackResults (50) has finished the epoch's row
+    during_lr_find = False  # never save the finder's passing state over a run's checkpoint
 
     def __init__(self, path_or_folder: str | os.PathLike, every_epoch: bool = True,
                  best_by: str | None = "valid_loss", extra: dict | None = None) -> None:

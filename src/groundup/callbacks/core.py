@@ -71,9 +71,13 @@ class Callback:
     - Stop or skip work by raising a Cancel* exception, never by setting flags.
     - A callback with state worth saving in a checkpoint implements `state_dict()` and
       `load_state_dict()`.
+    - `during_lr_find = False` sets the callback aside while `Learner.lr_find` trains: callbacks
+      that keep or report a run's results (`TrackResults`, `Recorder`, `Checkpoint`) do, since the
+      finder's batches are no part of the results.
     """
 
     order: int = 0
+    during_lr_find: bool = True  # see the docstring
     learn: Any = None  # the Learner, set by `Learner.add_cb`
 
     @property

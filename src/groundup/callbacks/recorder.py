@@ -40,6 +40,7 @@ class Recorder(Callback):
     """
 
     order = 20  # after schedules (order 10) set this batch's lr in before_batch
+    during_lr_find = False  # the LR finder's batches are no part of the record
 
     def __init__(self, beta: float = 0.98) -> None:
         if not 0 <= beta < 1:

@@ -151,7 +151,8 @@ class OneCycle(Callback):
     momentum. It is set as `group["momentum"]` for SGD-like groups and as `group["betas"][0]` for
     Adam-like groups. A group with no momentum key, or with momentum 0 when the fit starts (plain
     SGD, as in the walkthrough), is left alone: switching momentum on would change the optimizer,
-    not schedule it. `moms=None` never touches momentum.
+    not schedule it. `moms=None` never touches momentum. When `fit` ends, every group gets back the
+    momentum (or betas) it had before, so `torch.optim.SGD(..., momentum=0.9)` still says 0.9.
 
     Args:
         max_lr: the peak learning rate.
@@ -162,9 +163,10 @@ class OneCycle(Callback):
         moms: (start, middle, end) momentum, or None.
 
     Events used: `before_fit` (reset), `before_train` (check), `before_batch` (set the hyper-parameters,
-    training only). Writing another schedule is the same few lines: compute a value from progress
-    and write it into every `learn.opt.param_groups[i]` (never into optimizer-specific attributes,
-    so groundup and torch.optim optimizers both work).
+    training only), `after_fit` (give the optimizer its own momentum back). Writing another schedule
+    is the same few lines: compute a value from progress and write it into every
+    `learn.opt.param_groups[i]` (never into optimizer-specific attributes, so groundup and
+    torch.optim optimizers both work).
 
     After `fit`, `lrs` and `moms` hold what was set per training batch.
 
@@ -196,10 +198,12 @@ class OneCycle(Callback):
         self.lrs: list[float] = []   # the lr set before each training batch of the last fit
         self.moms: list[float] = []  # the momentum set (when any group has one)
         self._mom_keys: list[str | None] | None = None
+        self._own_moms: list = []  # each group's momentum (or betas) before the schedule set it
 
     def before_fit(self) -> None:
         self.lrs, self.moms = [], []
         self._mom_keys = None  # decided at the first batch: the optimizer is made after before_fit
+        self._own_moms = []
 
     def before_train(self) -> None:
         if not self.learn.n_iter:
@@ -220,6 +224,7 @@ class OneCycle(Callback):
             return
         if self._mom_keys is None:
             self._mom_keys = [_momentum_key(group) for group in groups]
+            self._own_moms = [group[key] if key else None for group, key in zip(groups, self._mom_keys)]
         mom = self.mom_sched(pct)
         for group, key in zip(groups, self._mom_keys):
             if key == "betas":
@@ -228,6 +233,14 @@ class OneCycle(Callback):
                 group["momentum"] = mom
         if any(self._mom_keys):
             self.moms.append(mom)
+
+    def after_fit(self) -> None:
+        if not self._own_moms or self.learn.opt is None:
+            return
+        for group, key, own in zip(self.learn.opt.param_groups, self._mom_keys, self._own_moms):
+            if key:
+                group[key] = own
+        self._own_moms = []
 
     def plot(self, path: str | os.PathLike) -> None:
         """Write a PNG of the lrs (and momentums) set during the last fit, per training batch."""

@@ -29,12 +29,13 @@ class TrackResults(Callback):
         metric: `metric(preds, yb) -> 0-d tensor` (default `accuracy`); set to None for
             non-classification losses.
 
-    Each epoch's row (a dict with keys `COLUMNS`) is appended to `learn.history`, which the Learner
-    owns (and checkpoints save): other callbacks and the code after `fit` read it there.
-    `table()` renders it.
+    Each epoch's row (a dict with keys `COLUMNS`, and `lr`: the learning rate of the first parameter
+    group at the end of the epoch) is appended to `learn.history`, which the Learner owns (and
+    checkpoints save): other callbacks and the code after `fit` read it there. `table()` renders it.
     """
 
     order = 50
+    during_lr_find = False  # the LR finder's batches are no part of the results table
 
     def __init__(self, print_table: bool = True, file: TextIO | None = None, metric=accuracy):
         self.print_table, self.file, self.metric = print_table, file, metric
@@ -100,6 +101,9 @@ class TrackResults(Callback):
 
     def after_epoch(self) -> None:
         self._row["seconds"] = time.perf_counter() - self._start
+        opt = self.learn.opt
+        if opt is not None and opt.param_groups:
+            self._row["lr"] = float(opt.param_groups[0]["lr"])
         self.learn.history.append(self._row)
         if self.print_table and is_main_process():
             out = self.file or sys.stdout
@@ -126,9 +130,12 @@ class TrackResults(Callback):
 
 
 def format_value(column: str, v, missing: str = "") -> str:
-    """How a results cell reads in the table and the report: epochs as integers, seconds to 0.1, the rest to 4 places."""
+    """How a results cell reads in the table and the report: epochs as integers, seconds to 0.1, the lr to 3
+    significant digits, the rest to 4 places."""
     if v is None:
         return missing
     if column == "epoch":
         return f"{v:d}"
+    if column == "lr":
+        return f"{v:.3g}"
     return f"{v:.1f}" if column == "seconds" else f"{v:.4f}"

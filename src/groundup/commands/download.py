@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from groundup.checks import check_choice
 from groundup.commands.options import HelpFormatter
-from groundup.data.download import DATASETS, format_size, list_datasets, untar_data
+from groundup.data.download import DATASETS, DownloadError, format_size, list_datasets, untar_data
 
 NAME = "download"
 
@@ -32,5 +32,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.name is None:
         raise ValueError(f"download needs a NAME (one of: {', '.join(sorted(DATASETS))}) or --list")
     check_choice("data set", args.name, sorted(DATASETS))
-    print(untar_data(args.name, dest=args.dest))
+    try:
+        print(untar_data(args.name, dest=args.dest))
+    except DownloadError as e:
+        raise e.with_offline_hint("set GROUNDUP_HOME, or pass --dest FOLDER, to where the data already "
+                                  "is") from e
     return 0

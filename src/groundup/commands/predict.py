@@ -14,8 +14,10 @@ NAME = "predict"
 
 def add_parser(sub) -> argparse.ArgumentParser:
     pr = sub.add_parser(NAME, formatter_class=HelpFormatter, help="predict the labels of images",
-                        description="Print the predicted label and its probability for each image "
-                                    "(path, label, probability; tab-separated).")
+                        description="Print the predicted class and its probability for each image: one "
+                                    "tab-separated line per image, the path, then a class name and its "
+                                    "probability for each of the --top classes. --json prints the "
+                                    "vocabulary labels (folder names) instead.")
     pr.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint (model.pt, best.pt, or one written "
                                                              "by Learner.save)")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched "
@@ -35,9 +37,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2))
         return 0
-    for p in preds:
-        if args.top == 1:
-            print(f"{p.path}\t{p.label}\t{p.prob:.4f}")
-        else:
-            print(f"{p.path}\t" + "\t".join(f"{lab} {prob:.4f}" for lab, prob in zip(p.labels, p.probs)))
+    for p in preds:  # path, then (name, probability) pairs: every field its own tab-separated column
+        names = p.names or p.labels
+        print("\t".join([p.path, *(f"{name}\t{prob:.4f}" for name, prob in zip(names, p.probs))]))
     return 0

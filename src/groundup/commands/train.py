@@ -18,8 +18,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d = TrainConfig()
     t = sub.add_parser(NAME, formatter_class=HelpFormatter, help="train a model and write a run folder",
                        description="Train an image classifier. A run writes metrics.csv, summary.json, model.pt "
-                                   "(checkpoint after every epoch), best.pt, losses.png, schedule.png and "
-                                   "report.html into its --out folder.")
+                                   "(checkpoint after every epoch), best.pt, losses.png, schedule.png, "
+                                   "confusion_matrix.png, top_losses.png, per_class.csv and report.html into "
+                                   "its --out folder.")
     add_data_options(t)
     t.add_argument("--epochs", type=positive_int, default=d.epochs, help="number of epochs")
     t.add_argument("--lr", default=str(d.lr),

@@ -31,13 +31,14 @@ import urllib.parse
 import urllib.request
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
 from tqdm.auto import tqdm
 
 from groundup._version import __version__
+from groundup.data.class_names import IMAGENETTE_CLASS_NAMES, IMAGEWOOF_CLASS_NAMES
 from groundup.paths import groundup_home
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "UnsafeArchiveError",
     "extract_archive",
     "list_datasets",
+    "registry_class_names",
     "untar_data",
 ]
 
@@ -81,6 +83,7 @@ class Archive:
             check fastai publishes in its `checks.txt`; it catches a wrong or changed file
             cheaply but, unlike `md5`/`sha256`, not corruption after the first MiB.
         sha256: hex sha256 of the whole archive, or None.
+        class_names: `{class folder: human-readable name}` (e.g. `{"n01440764": "tench"}`), or None.
     """
 
     name: str
@@ -89,6 +92,7 @@ class Archive:
     md5: str | None = None
     head_md5: str | None = None
     sha256: str | None = None
+    class_names: dict[str, str] | None = field(default=None, hash=False, compare=False, repr=False)
 
     @property
     def filename(self) -> str:
@@ -109,6 +113,7 @@ DATASETS: dict[str, Archive] = {
             size=99_003_388,
             md5="e793b78cc4c9e9a4ccc0c1155377a412",
             head_md5="c475f8f7617a200ba35b9facc48443c3",
+            class_names=IMAGENETTE_CLASS_NAMES,
         ),
         Archive(
             "imagenette-320",
@@ -116,18 +121,21 @@ DATASETS: dict[str, Archive] = {
             size=341_663_724,
             md5="3df6f0d01a2c9592104656642f5e78a3",
             head_md5="1f1f74f133caff120e575856659b87a2",
+            class_names=IMAGENETTE_CLASS_NAMES,
         ),
         Archive(
             "imagewoof-160",
             f"{_FASTAI_IMAGECLAS}/imagewoof2-160.tgz",
             size=92_612_825,
             head_md5="3559b194123981a540b87132dbda412f",
+            class_names=IMAGEWOOF_CLASS_NAMES,
         ),
         Archive(
             "imagewoof-320",
             f"{_FASTAI_IMAGECLAS}/imagewoof2-320.tgz",
             size=328_387_740,
             head_md5="7a1fd92672a559a85de76e4810a20c21",
+            class_names=IMAGEWOOF_CLASS_NAMES,
         ),
     ]
 }
@@ -136,6 +144,13 @@ DATASETS: dict[str, Archive] = {
 class DownloadError(OSError):
     """A download failed: the network, the server, or the received file was wrong."""
 
+    url: str | None = None  # set for a network failure, with `reason`
+    reason: object = None
+
+    def with_offline_hint(self, offline: str) -> DownloadError:
+        """This error with another suggestion for working offline (e.g. naming a command-line option)."""
+        return self if self.url is None else _network_error(self.url, self.reason, offline)
+
 
 class ChecksumError(DownloadError):
     """A downloaded file's size or checksum differs from the expected one (the file is removed)."""
@@ -143,6 +158,12 @@ class ChecksumError(DownloadError):
 
 class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the destination, or is a link or device."""
+
+
+def registry_class_names() -> dict[str, str]:
+    """`{class folder: human-readable name}` over every registry data set (WordNet ids are unique)."""
+    return {folder: name for archive in DATASETS.values()
+            for folder, name in (archive.class_names or {}).items()}
 
 
 def list_datasets() -> list[Archive]:
@@ -312,12 +333,21 @@ def _locked(lock_path: Path) -> FileLock:
 # Downloading and verifying
 
 
-def _network_error(url: str, reason: object) -> DownloadError:
-    return DownloadError(
+# What to do offline, as a Python caller of `untar_data` would; the command line names its own options
+# instead (`DownloadError.with_offline_hint`).
+OFFLINE_HINT = (
+    "set GROUNDUP_HOME or pass dest= to where the data already is, or pass a local folder or archive "
+    "instead of the name"
+)
+
+
+def _network_error(url: str, reason: object, offline: str = OFFLINE_HINT) -> DownloadError:
+    error = DownloadError(
         f"could not download {url}: {reason}. Check the network connection and try again (a partial "
-        "download is resumed); or, offline, set GROUNDUP_HOME or pass dest= to where the data already "
-        "is, or pass a local folder or archive instead of the name"
+        f"download is resumed); or, offline, {offline}"
     )
+    error.url, error.reason = url, reason
+    return error
 
 
 def _download_if_needed(

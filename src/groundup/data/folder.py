@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from groundup.data.class_names import read_class_names
+from groundup.data.download import registry_class_names
 from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
 from groundup.data.images import Dataset
 from groundup.data.loader import DataLoader, DataLoaders
@@ -79,7 +81,10 @@ class ImageDataLoaders(DataLoaders):
         Finds the files, builds the vocabulary from the training labels (`val2idx`), splits by
         grandparent folder, and makes a shuffled training loader and an unshuffled validation
         loader with a larger batch (2×`bs` unless `valid_bs` is given). `.preprocessing` holds the
-        image size, the vocabulary and the per-channel mean and std of one training batch.
+        image size, the vocabulary, the class names and the per-channel mean and std of one
+        training batch. Class names come from an optional `classes.json` or `labels.txt` in `path`
+        (see `groundup.data.class_names`), else from the registry for Imagenette and Imagewoof
+        folders, else they are the folder names.
 
         Args:
             path: the data set folder.
@@ -108,6 +113,8 @@ class ImageDataLoaders(DataLoaders):
         rng = np.random.default_rng([train.seed, 2**31])
         sample = rng.choice(len(train_ds), size=min(bs, len(train_ds)), replace=False)
         mean, std = batch_stats(train_ds.get_batch(np.sort(sample))[0])
-        dls = cls(train, valid, preprocessing=Preprocessing(mean, std, size=size, vocab=vocab))
+        names = read_class_names(root, list(vocab), known=registry_class_names())
+        pre = Preprocessing(mean, std, size=size, vocab=vocab, class_names=names)
+        dls = cls(train, valid, preprocessing=pre)
         dls.path = root
         return dls

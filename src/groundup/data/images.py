@@ -41,6 +41,35 @@ def open_image(path: str | os.PathLike, size: int) -> np.ndarray:
         raise CorruptImageError(f"cannot decode image file {path}: {e}") from e
 
 
+def image_pixels(image, size: int) -> np.ndarray:
+    """One image as a (size, size, 3) uint8 RGB array, squashed to a square as in training.
+
+    Args:
+        image: an image file's path (decoded by `open_image`, exactly as the `Dataset` does), a PIL
+            image, or a uint8 array or tensor of shape (H, W, 3), (H, W, 4), (H, W, 1) or (H, W).
+        size: the side of the square.
+    """
+    check_int("image_pixels", "size", size)
+    if isinstance(image, (str, os.PathLike)):
+        return open_image(image, size)
+    if not isinstance(image, Image.Image):
+        arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        if arr.dtype != np.uint8:
+            raise TypeError(f"an image array must be uint8 (0-255), got dtype {arr.dtype}; for floats in "
+                            f"[0, 1] pass (x * 255).round().astype(np.uint8)")
+        if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"an image array must be (H, W, C), got shape {arr.shape} (channels first?); "
+                             f"move the channels last: x.transpose(1, 2, 0)")
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4))):
+            raise ValueError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape "
+                             f"{arr.shape}")
+        image = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return np.array(image, dtype=np.uint8)
+
+
 class Dataset:
     """Images and their label indices: `ds[i]` is `(uint8 tensor (size, size, 3), int label)`.
 

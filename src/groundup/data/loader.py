@@ -154,7 +154,8 @@ class DataLoader:
         dataset: any object with `__len__` and `__getitem__` (a groundup `Dataset`, a list, ...).
         bs: batch size.
         shuffle: a new order every epoch. The order of epoch `e` depends only on `(seed, e)`.
-        num_workers: worker processes; 0 loads in the calling process (`n_workers` before 0.2).
+        num_workers: worker processes; 0 loads in the calling process (`n_workers`, the walkthrough's
+            name, works too).
         drop_last: drop the last batch when it is smaller than `bs`.
         seed: makes shuffling reproducible; None draws one from torch's global RNG (so
             `torch.manual_seed` controls it too).
@@ -177,8 +178,8 @@ class DataLoader:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader needs a dataset with __len__ and __getitem__, "
                             f"got {type(dataset).__name__}")
-        if n_workers is not None:  # the spelling before 0.2
-            num_workers = renamed("DataLoader", "n_workers", "num_workers", n_workers)
+        if n_workers is not None:  # the walkthrough's spelling, kept beside PyTorch's
+            num_workers = n_workers
         check_int("DataLoader", "bs", bs)
         check_int("DataLoader", "num_workers", num_workers, low=0)
         check_int("DataLoader", "prefetch", prefetch)
@@ -351,6 +352,12 @@ class DataLoaders:
 
     def __getitem__(self, i: int) -> DataLoader:
         return (self.train, self.valid)[i]
+
+    def show_batch(self, path: str | os.PathLike = "batch.png", max_n: int = 16, ncols: int | None = None):
+        """Write a PNG grid of the first training batch, titled with the class names (see `show_batch`)."""
+        from groundup.data.show import show_batch  # matplotlib only when a picture is asked for
+
+        return show_batch(self, path, max_n=max_n, ncols=ncols)
 
     def close(self) -> None:
         """Stop the worker processes of both loaders."""

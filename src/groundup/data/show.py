@@ -7,26 +7,39 @@ import os
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from groundup.plots import plt, save_figure
 
 
-def show_batch(batch: tuple[Tensor, Tensor], path: str | os.PathLike = "batch.png",
-               vocab: dict | list | None = None, max_n: int = 16, ncols: int | None = None) -> Path:
-    """Write the first `max_n` images of `batch = (xb, yb)` to a PNG grid titled with their labels.
+def show_batch(batch, path: str | os.PathLike = "batch.png", vocab: dict | list | None = None,
+               max_n: int = 16, ncols: int | None = None) -> Path:
+    """Write the first `max_n` images of a batch to a PNG grid titled with their labels.
 
     Args:
-        batch: `xb` of shape (N, H, W, C) as uint8 (as the DataLoader yields it) or float in [0, 1];
-            `yb` label indices.
+        batch: `(xb, yb)`: `xb` of shape (N, H, W, C) as uint8 (as the DataLoader yields it) or float
+            in [0, 1], `yb` label indices. Or loaders to take the first batch from: `DataLoaders` (its
+            training loader, titled with its class names) or a `DataLoader` (titled with its data
+            set's vocabulary).
         path: where to write the PNG.
-        vocab: `{label: index}` (or a list of labels) to print names instead of indices.
+        vocab: the names of the label indices, `{label: index}` or a list; default: the loaders'
+            class names (or vocabulary) when `batch` is loaders, else the indices themselves.
         max_n: how many images to show.
         ncols: grid columns (default: about square).
 
     Example:
-        >>> show_batch(next(iter(dls.train)), "batch.png", vocab=dls.vocab)
+        >>> show_batch(dls, "batch.png")                  # or dls.show_batch("batch.png")
+        >>> show_batch(next(iter(dls.valid)), "valid.png", vocab=dls.preprocessing.class_names)
     """
+    if hasattr(batch, "train") and hasattr(batch, "valid"):  # DataLoaders
+        pre = getattr(batch, "preprocessing", None)
+        if vocab is None:
+            names = pre.class_names if pre is not None else None
+            vocab = names or getattr(batch, "vocab", None)
+        batch = next(iter(batch.train))
+    elif hasattr(batch, "dataset") and not isinstance(batch, (tuple, list)):  # one DataLoader
+        if vocab is None:
+            vocab = getattr(batch.dataset, "vocab", None)
+        batch = next(iter(batch))
     xb, yb = batch
     if xb.ndim != 4 or xb.shape[-1] not in (1, 3, 4):
         raise ValueError(f"show_batch expects images as (N, H, W, C), got shape {tuple(xb.shape)}")

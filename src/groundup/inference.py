@@ -1,0 +1,104 @@
+"""Running a model without training: batches in, model inputs out, per-item losses.
+
+The pieces behind `Learner.get_preds`, `Learner.validate` and `Learner.predict`. They run no
+callback: an image batch gets the same preprocessing `SetupLearnerCB` gives it in training (to the
+model's device, normalize, NHWC → NCHW), from the learner's `Preprocessing`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from groundup.data.images import image_pixels
+from groundup.data.preprocessing import Preprocessing
+from groundup.data.transforms import to_nchw
+
+__all__ = ["evaluating", "inference_batches", "is_image", "item_losses", "model_device", "model_input"]
+
+
+def is_image(x: Any) -> bool:
+    """True for one image as `Learner.predict` takes it: a path, a PIL image, an (H, W[, C]) array or tensor."""
+    if isinstance(x, (str, os.PathLike, Image.Image)):
+        return True
+    if isinstance(x, (np.ndarray, Tensor)):  # its dtype is checked when it is read (`image_pixels`)
+        return x.ndim in (2, 3)
+    return False
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    params = model.parameters()
+    first = next(iter(params), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluating(model) -> Iterator[Any]:
+    """Eval mode and `torch.no_grad` for a `with` block; the model's own mode is put back after it."""
+    was_training = model.training
+    model.train(False)
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def model_input(xb: Tensor, preprocessing: Preprocessing | None, device: torch.device) -> Tensor:
+    """What the model eats: a uint8 image batch (N, H, W, C) normalized to float (N, C, H, W) on `device`.
+
+    Other batches (features, float images) are only moved to `device`.
+    """
+    xb = xb.to(device)
+    if xb.dtype == torch.uint8 and xb.ndim == 4:
+        if preprocessing is None:
+            raise ValueError("uint8 image batches need the normalization statistics of training, but the "
+                             "learner has no preprocessing; pass Learner(..., preprocessing=...) or use "
+                             "ImageDataLoaders.from_folder, which measures them")
+        xb = to_nchw(preprocessing.normalize(xb))  # (N, C, H, W) float32
+    return xb
+
+
+def inference_batches(data: Iterable | Sequence, preprocessing: Preprocessing | None, device: torch.device,
+                      bs: int = 64) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """`(model input, targets on device or None)` for each batch of a loader or of a list of images.
+
+    Args:
+        data: a loader yielding `(xb, yb)` batches (an `xb` alone also works: no targets), or a list
+            of images (see `is_image`), squashed to `preprocessing.size` and batched by `bs`.
+    """
+    if isinstance(data, (list, tuple)) and data and is_image(data[0]):
+        if preprocessing is None or preprocessing.size is None:
+            raise ValueError("predicting images needs the image size and statistics of training "
+                             "(learn.preprocessing); pass Learner(..., preprocessing=...) or use "
+                             "ImageDataLoaders.from_folder")
+        for i in range(0, len(data), bs):
+            pixels = np.stack([image_pixels(im, preprocessing.size) for im in data[i:i + bs]])  # (n, s, s, 3)
+            yield model_input(torch.from_numpy(pixels), preprocessing, device), None
+        return
+    for batch in data:
+        if isinstance(batch, Tensor):
+            xb, yb = batch, None
+        else:
+            xb, yb = batch[0], (batch[1] if len(batch) > 1 else None)
+        yield model_input(xb, preprocessing, device), (yb.to(device) if isinstance(yb, Tensor) else yb)
+
+
+def item_losses(loss_func: Callable, preds: Tensor, targets: Tensor) -> Tensor:
+    """The loss of each item (N,): `loss_func(..., reduction="none")` where it takes it, else item by item."""
+    try:
+        losses = loss_func(preds, targets, reduction="none")
+        if isinstance(losses, Tensor) and losses.shape == (len(targets),):
+            return losses.float()
+    except TypeError:  # no `reduction` argument (groundup's cross_entropy): one call per item
+        pass
+    return torch.stack([loss_func(preds[i:i + 1], targets[i:i + 1]).float().reshape(())
+                        for i in range(len(targets))])

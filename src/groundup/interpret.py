@@ -1,0 +1,325 @@
+"""`Interpretation`: what a model learned, class by class: confusion matrix, per-class scores, top losses.
+
+Made from a Learner (its validation set, or any loader) or from a checkpoint and a labelled folder
+(which is what `groundup evaluate` does). It runs the model once (`Learner.get_preds`) and keeps
+each item's probabilities, target and loss; everything else is computed from those.
+
+Example:
+    >>> interp = Interpretation.from_learner(learn)      # the validation set
+    >>> interp.confusion_matrix()                        # rows: actual class, columns: predicted
+    >>> interp.per_class()[0]
+    {'label': 'n01440764', 'name': 'tench', 'support': 387, 'accuracy': 0.81, 'precision': 0.77, ...}
+    >>> interp.most_confused(min_count=5)                # [('English springer', 'golf ball', 12), ...]
+    >>> interp.top_losses(3)                             # the three images the model got most wrong
+    >>> interp.plot_confusion_matrix("confusion_matrix.png"); interp.plot_top_losses(9, "top_losses.png")
+
+    >>> interp = Interpretation.from_checkpoint("runs/a/model.pt", "data/test")   # any labelled folder
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from groundup.checks import check_int
+from groundup.data.files import get_image_files, parent_label
+from groundup.data.folder import VALID_NAMES
+from groundup.data.images import Dataset
+from groundup.data.loader import DataLoader, DataLoaders
+from groundup.learner import Learner
+from groundup.losses import cross_entropy
+from groundup.plots import plt, save_figure
+from groundup.predict import load_trained_model
+
+__all__ = ["PER_CLASS_COLUMNS", "Interpretation", "TopLoss", "format_per_class", "labelled_files"]
+
+PER_CLASS_COLUMNS = ("label", "name", "support", "accuracy", "precision", "recall", "f1")
+
+
+class TopLoss(NamedTuple):
+    """One item of `Interpretation.top_losses`."""
+
+    index: int  # the item's position in the loader's order (the data set's, for an unshuffled loader)
+    loss: float
+    actual: str  # the class name of the target
+    predicted: str  # the class name of the most probable class
+    prob: float  # the probability of the predicted class
+    item: str | None  # the image file, when known
+
+
+def labelled_files(folder: str | os.PathLike, split: str | None = None) -> list[Path]:
+    """The images of a labelled folder, each in a folder named after its label.
+
+    `folder/<split>/<label>/*.jpg` with `split` given; else `folder/val/<label>/*.jpg` (or `valid/`)
+    when there is one, as in a training data set; else `folder/<label>/*.jpg`, as in a test set.
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: no images, or images that are not in a label folder.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root} (expected {root}/<label>/*.jpg, or a data "
+                                f"set with {root}/val/<label>/*.jpg)")
+    if split is not None:
+        base = root / split
+        if not base.is_dir():
+            raise FileNotFoundError(f"no {split}/ folder in {root}")
+    else:
+        base = next((root / n for n in VALID_NAMES if (root / n).is_dir()), root)
+    files = sorted(get_image_files(base))
+    if not files:
+        raise ValueError(f"no image files in {base}; expected {base}/<label>/*.jpg")
+    loose = [f for f in files if f.parent == base]
+    if loose:
+        raise ValueError(f"{base} holds images outside label folders (e.g. {loose[0].name}); put each image "
+                         f"in a folder named after its label: {base}/<label>/*.jpg")
+    return files
+
+
+class Interpretation:
+    """Each item's class probabilities, target and loss, and what they say about the model.
+
+    Args:
+        probs: (N, n_classes) class probabilities.
+        targets: (N,) class indices.
+        losses: (N,) the loss of each item.
+        class_names: the display name of each class (see `Preprocessing.class_names`).
+        vocab: the labels (folder names) in index order; default the class names.
+        image: `image(i) -> uint8 (H, W, 3)` pixels of item `i`, for `plot_top_losses`; None if unknown.
+        items: the file of each item, if known.
+
+    Build one with `from_learner` or `from_checkpoint`.
+    """
+
+    def __init__(self, probs: Tensor, targets: Tensor, losses: Tensor, class_names: Sequence[str],
+                 vocab: Sequence[str] | None = None, image: Callable[[int], Any] | None = None,
+                 items: Sequence[str | os.PathLike] | None = None) -> None:
+        if probs.ndim != 2 or targets.shape != (len(probs),) or losses.shape != (len(probs),):
+            raise ValueError(f"Interpretation needs probs (N, C), targets (N,) and losses (N,), got shapes "
+                             f"{tuple(probs.shape)}, {tuple(targets.shape)} and {tuple(losses.shape)}")
+        if len(class_names) != probs.shape[1]:
+            raise ValueError(f"Interpretation: {len(class_names)} class names for {probs.shape[1]} model "
+                             f"outputs; the model's last layer needs one output per class (e.g. "
+                             f"simple_cnn(n_classes={len(class_names)}))")
+        self.probs, self.targets = probs.float().cpu(), targets.long().cpu()
+        self.losses = losses.float().cpu()
+        self.preds = self.probs.argmax(dim=1)  # (N,)
+        self.class_names = [str(n) for n in class_names]
+        self.vocab = list(vocab) if vocab is not None else list(self.class_names)
+        self._image = image
+        self.items = [str(p) for p in items] if items is not None else None
+        self.learn: Learner | None = None  # the learner whose model made the predictions, if known
+
+    # -- making one ---------------------------------------------------------------------------------
+    @classmethod
+    def from_learner(cls, learn: Learner, dl=None) -> Interpretation:
+        """Run `learn`'s model on `dl` (default the validation loader) and interpret the results."""
+        dl = learn.dls.valid if dl is None else dl
+        probs, targets, losses = learn.get_preds(dl, with_loss=True)
+        pre = learn.preprocessing
+        n = probs.shape[1]
+        names = pre.class_names if pre is not None and pre.class_names else [str(i) for i in range(n)]
+        vocab = pre.vocab if pre is not None and pre.vocab else None
+        # Images can be looked up by position only if the loader yields the whole data set in order.
+        ds = getattr(dl, "dataset", None)
+        in_order = (ds is not None and hasattr(ds, "__getitem__") and hasattr(ds, "__len__")
+                    and len(ds) == len(probs) and not getattr(dl, "shuffle", False)
+                    and getattr(dl, "world_size", 1) == 1)
+        image = (lambda i: ds[i][0]) if in_order else None
+        items = getattr(ds, "files", None) if in_order else None
+        interp = cls(probs, targets, losses, names, vocab, image=image, items=items)
+        interp.learn = learn
+        return interp
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike,
+                        split: str | None = None, bs: int = 64, num_workers: int = 0,
+                        loss_func: Callable = cross_entropy,
+                        device: str | torch.device | None = None) -> Interpretation:
+        """Interpret a checkpoint's model on a labelled folder (see `labelled_files` for the layouts).
+
+        The model, image size, vocabulary, class names and statistics come from the checkpoint
+        (see `groundup.predict.load_trained_model`); the folder's labels must be in its vocabulary.
+
+        Args:
+            checkpoint: a checkpoint file (`model.pt`, `best.pt`, one written by `Learner.save`).
+            folder: the labelled images: `folder/<label>/*.jpg`, or a data set with `val/`.
+            split: take `folder/<split>/<label>/*.jpg` (e.g. "train" or "test").
+            bs, num_workers: how the images are loaded.
+            loss_func: the loss per item (default cross-entropy, as `groundup train` trains with).
+            device: where the model runs; default CUDA when available, else CPU.
+        """
+        model, pre = load_trained_model(checkpoint)
+        files = labelled_files(folder, split)
+        unknown = sorted({parent_label(f) for f in files} - set(pre.vocab))
+        if unknown:
+            raise ValueError(f"{folder} has labels the checkpoint {checkpoint} was not trained on: "
+                             f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; its labels are "
+                             f"{', '.join(pre.vocab[:10])}{' ...' if len(pre.vocab) > 10 else ''}")
+        dev = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        ds = Dataset(files, {label: i for i, label in enumerate(pre.vocab)}, size=pre.size)
+        dl = DataLoader(ds, bs, num_workers=num_workers)
+        learn = Learner(model.to(dev), DataLoaders([], dl, preprocessing=pre), loss_func)
+        try:
+            return cls.from_learner(learn, dl)
+        finally:
+            dl.close()
+
+    # -- numbers ------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def n_classes(self) -> int:
+        return self.probs.shape[1]
+
+    @property
+    def accuracy(self) -> float:
+        """The share of items whose most probable class is the target."""
+        return float((self.preds == self.targets).float().mean())
+
+    @property
+    def loss(self) -> float:
+        """The mean loss per item."""
+        return float(self.losses.mean())
+
+    def confusion_matrix(self) -> Tensor:
+        """(n_classes, n_classes) int64 counts: entry [i, j] counts the items of class i predicted as j."""
+        n = self.n_classes
+        return torch.bincount(self.targets * n + self.preds, minlength=n * n).reshape(n, n)
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """One row per class: `label`, `name`, `support`, `accuracy`, `precision`, `recall`, `f1`.
+
+        - support: how many items of the class there are.
+        - accuracy: the share of the class's items predicted correctly (what "the accuracy on class c"
+          means; by definition the same number as recall, which is listed under its own name too).
+        - precision: of the items predicted as the class, the share that are of it.
+        - recall: of the items of the class, the share predicted as it.
+        - f1: the harmonic mean of precision and recall.
+
+        A score with nothing to divide by (a class never predicted, or absent) is None.
+        """
+        cm = self.confusion_matrix().double()
+        true_pos, support, predicted = cm.diagonal(), cm.sum(dim=1), cm.sum(dim=0)
+        rows = []
+        for c in range(self.n_classes):
+            recall = float(true_pos[c] / support[c]) if support[c] else None
+            precision = float(true_pos[c] / predicted[c]) if predicted[c] else None
+            f1 = None
+            if precision is not None and recall is not None:
+                f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            rows.append({"label": self.vocab[c], "name": self.class_names[c], "support": int(support[c]),
+                         "accuracy": recall, "precision": precision, "recall": recall, "f1": f1})
+        return rows
+
+    def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
+        """`(actual, predicted, count)` for each pair of classes confused at least `min_count` times,
+        most frequent first."""
+        check_int("most_confused", "min_count", min_count)
+        cm = self.confusion_matrix()
+        n = self.n_classes
+        pairs = [(self.class_names[i], self.class_names[j], int(cm[i, j]))
+                 for i in range(n) for j in range(n) if i != j and cm[i, j] >= min_count]
+        return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
+
+    def top_losses(self, k: int = 9) -> list[TopLoss]:
+        """The `k` items with the highest loss (at most all of them), highest first."""
+        check_int("top_losses", "k", k)
+        values, idxs = self.losses.topk(min(k, len(self)))
+        out = []
+        for loss, i in zip(values.tolist(), idxs.tolist()):
+            pred = int(self.preds[i])
+            out.append(TopLoss(i, loss, self.class_names[int(self.targets[i])], self.class_names[pred],
+                               float(self.probs[i, pred]), self.items[i] if self.items else None))
+        return out
+
+    # -- pictures -----------------------------------------------------------------------------------
+    def confusion_figure(self, title: str | None = None):
+        """The confusion matrix as a matplotlib `Figure`: darker is more; counts written in the cells."""
+        cm = self.confusion_matrix().numpy()
+        n = self.n_classes
+        side = max(4.5, 0.55 * n + 2.5)
+        fig, ax = plt.subplots(figsize=(side + 1, side))
+        image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xticks(range(n), self.class_names, rotation=45, ha="right")
+        ax.set_yticks(range(n), self.class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        ax.set_title(title or f"confusion matrix ({len(self)} images, accuracy {self.accuracy:.3f})")
+        dark = cm.max() / 2
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if cm[i, j] > dark else "black")
+        fig.tight_layout()
+        return fig
+
+    def plot_confusion_matrix(self, path: str | os.PathLike = "confusion_matrix.png",
+                              title: str | None = None) -> Path:
+        """Write the confusion matrix (rows actual, columns predicted) to a PNG; return its path."""
+        fig = self.confusion_figure(title)
+        try:
+            return save_figure(fig, path)
+        finally:
+            plt.close(fig)
+
+    def plot_top_losses(self, k: int = 9, path: str | os.PathLike = "top_losses.png",
+                        ncols: int | None = None) -> Path:
+        """Write a PNG grid of the `k` items with the highest loss: each image with its true label, the
+        predicted label, the probability of the prediction and the loss; return its path.
+
+        Raises:
+            ValueError: the images are not known (an Interpretation of a shuffled loader, or of
+                batches without a data set).
+        """
+        if self._image is None:
+            raise ValueError("plot_top_losses needs the images, but this Interpretation was made from a "
+                             "loader without a data set in order (shuffled, sharded, or plain batches); make "
+                             "it from an unshuffled groundup DataLoader, such as dls.valid")
+        top = self.top_losses(k)
+        ncols = ncols or math.ceil(math.sqrt(len(top)))
+        nrows = math.ceil(len(top) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.9 * nrows), squeeze=False)
+        try:
+            for ax in axes.flat:
+                ax.axis("off")
+            for ax, t in zip(axes.flat, top):
+                pixels = self._image(t.index)
+                pixels = pixels.numpy() if isinstance(pixels, Tensor) else np.asarray(pixels)
+                ax.imshow(pixels)
+                loss = f"{t.loss:.2f}".replace("-0.00", "0.00")  # a rounding error below zero reads as 0
+                ax.set_title(f"true: {t.actual}\npred: {t.predicted} ({t.prob:.2f})\nloss {loss}",
+                             fontsize=8, color="black" if t.actual == t.predicted else "firebrick")
+            fig.suptitle(f"top {len(top)} losses (true label, predicted label and its probability, loss)",
+                         fontsize=10)
+            fig.tight_layout()
+            return save_figure(fig, path)
+        finally:
+            plt.close(fig)
+
+    def __repr__(self) -> str:
+        return f"Interpretation({len(self)} items, {self.n_classes} classes, accuracy={self.accuracy:.4f})"
+
+
+def format_per_class(rows: Sequence[dict[str, Any]]) -> str:
+    """`per_class()` rows as a fixed-width text table (None shows as '-')."""
+    width = max([len("name"), *(len(str(r["name"])) for r in rows)])
+    head = f"{'name':<{width}}  {'support':>7}  {'accuracy':>8}  {'precision':>9}  {'recall':>6}  {'f1':>6}"
+    fmt = lambda v, w: f"{'-':>{w}}" if v is None else f"{v:>{w}.4f}"
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r['name']:<{width}}  {r['support']:>7}  {fmt(r['accuracy'], 8)}  "
+                     f"{fmt(r['precision'], 9)}  {fmt(r['recall'], 6)}  {fmt(r['f1'], 6)}")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Learner.get_preds, validate and predict: the model's outputs without training."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import Points, groundup_mlp, torch_mlp
+from PIL import Image
+
+from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.tracking import TrackResults
+from groundup.data.folder import ImageDataLoaders
+from groundup.data.images import open_image
+from groundup.learner import Learner
+from groundup.losses import cross_entropy
+from groundup.nn.models import simple_cnn
+
+
+def points_learner(model=None, loss_func=cross_entropy):
+    cbs = [TrackResults(print_table=False)]
+    return Learner(model or groundup_mlp(), Points(), loss_func, lr=0.3, cbs=cbs)
+
+
+def test_get_preds_gives_the_softmax_and_targets_of_the_validation_set():
+    learn = points_learner()
+    probs, targets = learn.get_preds()
+    x = torch.cat([xb for xb, _ in learn.dls.valid])
+    torch.testing.assert_close(probs, torch.softmax(learn.model(x), dim=1).detach())
+    assert torch.equal(targets, torch.cat([yb for _, yb in learn.dls.valid]))
+    assert probs.shape == (64, 2) and not probs.requires_grad
+
+
+@pytest.mark.parametrize("model", [groundup_mlp, torch_mlp])
+def test_per_item_losses_match_torch(model):
+    learn = points_learner(model(), F.cross_entropy if model is torch_mlp else cross_entropy)
+    probs, targets, losses = learn.get_preds(learn.dls.train, with_loss=True)
+    expected = F.nll_loss(probs.log(), targets, reduction="none")
+    torch.testing.assert_close(losses, expected, rtol=1e-4, atol=1e-5)
+    assert losses.shape == (192,)
+
+
+class Spy(torch.nn.Module):
+    """Records whether it ran in training mode and with gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.seen = torch.nn.Linear(2, 2), []
+
+    def forward(self, x):
+        self.seen.append((self.training, torch.is_grad_enabled()))
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_get_preds_runs_in_eval_mode_without_grad_and_restores_the_mode(train_mode):
+    spy = Spy().train(train_mode)
+    learn = Learner(spy, Points(), F.cross_entropy)
+    learn.get_preds()
+    assert set(spy.seen) == {(False, False)}
+    assert spy.training is train_mode
+
+
+def test_validate_gives_the_numbers_of_the_validation_pass():
+    learn = points_learner()
+    learn.fit(1)
+    result = learn.validate()
+    assert result["loss"] == pytest.approx(learn.history[-1]["valid_loss"], rel=1e-5)
+    assert result["acc"] == pytest.approx(learn.history[-1]["valid_acc"])
+    assert learn.validate(learn.dls.train)["loss"] != pytest.approx(result["loss"])  # any loader
+
+
+@pytest.fixture
+def image_learner(image_folder):
+    (image_folder / "classes.json").write_text(json.dumps({"cat": "Cat", "dog": "Dog", "emu": "Emu"}))
+    dls = ImageDataLoaders.from_folder(image_folder, size=16, bs=4, num_workers=0, seed=0)
+    torch.manual_seed(0)
+    return Learner(simple_cnn(n_classes=3), dls, cross_entropy, lr=0.05, cbs=[SetupLearnerCB("cpu")])
+
+
+def test_images_get_the_preprocessing_of_training(image_learner, image_folder):
+    learn = image_learner
+    path = min((image_folder / "val" / "dog").iterdir())
+    pixels = open_image(path, 16)
+    # the loader's path: the batch the validation loader makes of this one image
+    from_loader, _ = learn.get_preds([(torch.from_numpy(pixels)[None], torch.tensor([1]))])
+    for image in (path, str(path), Image.open(path), pixels, torch.from_numpy(pixels)):
+        probs, targets = learn.get_preds([image])
+        assert targets is None
+        torch.testing.assert_close(probs, from_loader)
+
+
+def test_a_larger_image_is_squashed_to_the_training_size(image_learner):
+    big = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    small = np.array(Image.fromarray(big).resize((16, 16), Image.BILINEAR))
+    torch.testing.assert_close(image_learner.get_preds([big])[0], image_learner.get_preds([small])[0])
+
+
+def test_predict_returns_the_class_name_its_index_and_the_probabilities(image_learner, image_folder):
+    learn = image_learner
+    learn.fit(3)
+    label, index, probs = learn.predict(min((image_folder / "val" / "emu").iterdir()))
+    assert (label, index) == ("Emu", 2)  # the name from classes.json, the index of "emu" in the vocabulary
+    assert probs.shape == (3,) and probs.sum().item() == pytest.approx(1.0) and int(probs.argmax()) == 2
+
+
+def test_predict_and_get_preds_reject_what_is_no_image(image_learner):
+    with pytest.raises(TypeError, match=r"predict takes one image .* got list; for several .* get_preds"):
+        image_learner.predict(["a.jpg", "b.jpg"])
+    with pytest.raises(TypeError, match=r"must be uint8 \(0-255\), got dtype float32"):
+        image_learner.predict(np.zeros((8, 8, 3), np.uint8).astype(np.float32))
+    with pytest.raises(ValueError, match=r"needs targets, and a list of images has none"):
+        image_learner.get_preds([np.zeros((8, 8, 3), np.uint8)], with_loss=True)
+    with pytest.raises(ValueError, match=r"channels first\?"):
+        image_learner.predict(np.zeros((3, 8, 8), np.uint8))
