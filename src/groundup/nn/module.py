@@ -10,6 +10,17 @@ Every registered value is *also* stored as an ordinary instance attribute, so `s
 `forward` is a plain `__dict__` lookup: no `__getattr__` fallback on the hot path. The registries
 use the same names as `torch.nn.Module`'s, which lets the recursive walks below (`named_parameters`,
 `state_dict`, ...) treat groundup and torch children alike.
+
+Why `Parameter` derives from `torch.nn.Parameter`: the chapter's idea is only a *marker*, a tensor
+subclass that says "train me" so that `__setattr__` can register it by type. Any marker would do
+for groundup itself, but PyTorch's tools look for theirs: the compiler (`torch.compile`'s Dynamo
+and AOTAutograd), `torch.export`, `jit.trace` and DistributedDataParallel treat `torch.nn.Parameter`
+(and its subclasses) as a plain tensor that is a model input, while any *other* tensor subclass is
+taken for a custom tensor type whose every op must go through `__torch_dispatch__`. A bare
+`torch.Tensor` subclass has no such handler, so compiling failed with "Multiple dispatch failed
+for 'aten.convolution.default'". Deriving from torch's class keeps our own `Parameter` name,
+constructor checks, repr and pickling while PyTorch's compiler and autograd see a parameter.
+Results of ops are plain tensors, as before (torch's class disables `__torch_function__`).
 """
 
 from __future__ import annotations
@@ -27,8 +38,11 @@ __all__ = ["HookHandle", "Hooks", "IncompatibleKeys", "Module", "Parameter", "St
 HookFn = Callable[[Any, tuple, Any], Any]
 
 
-class Parameter(torch.Tensor):
+class Parameter(torch.nn.Parameter):
     """A tensor that a `Module` registers as trainable: it requires grad unless told otherwise.
+
+    A marker subclass of `torch.nn.Parameter` (why: see the module docstring), so `torch.compile`,
+    `torch.export` and torch's optimizers treat it as a parameter.
 
     Args:
         data: the initial values (copied by reference, detached from any graph); an empty tensor if None.
@@ -42,6 +56,7 @@ class Parameter(torch.Tensor):
 
     # Results of ops on a Parameter are plain tensors (as with torch.nn.Parameter), and skipping the
     # Python-level __torch_function__ dispatch keeps `F.conv2d(x, self.weight)` as fast as for a Tensor.
+    # (torch.nn.Parameter sets the same; repeated here because the hot path depends on it.)
     __torch_function__ = torch._C._disabled_torch_function_impl
 
     def __new__(cls, data: Tensor | None = None, requires_grad: bool = True) -> Self:
