@@ -32,10 +32,13 @@ from typing import Any, Self
 
 import torch
 from torch import Tensor
+from torch.utils.hooks import BackwardHook
 
 __all__ = ["HookHandle", "Hooks", "IncompatibleKeys", "Module", "Parameter", "StateDictError"]
 
 HookFn = Callable[[Any, tuple, Any], Any]
+PreHookFn = Callable[[Any, tuple], Any]
+BackwardHookFn = Callable[[Any, tuple, tuple], Any]
 
 
 class Parameter(torch.nn.Parameter):
@@ -97,9 +100,9 @@ _hook_ids = itertools.count()
 
 
 class HookHandle:
-    """Removes one forward hook; `with module.register_forward_hook(fn):` removes it on leaving the block."""
+    """Removes one hook; `with module.register_forward_hook(fn):` removes it on leaving the block."""
 
-    def __init__(self, hooks: dict[int, HookFn], key: int) -> None:
+    def __init__(self, hooks: dict[int, Callable], key: int) -> None:
         self._hooks, self.id = hooks, key
 
     def remove(self) -> None:
@@ -145,6 +148,9 @@ class Module:
         d["_parameters"], d["_buffers"], d["_modules"] = {}, {}, {}
         d["_non_persistent_buffers_set"] = set()
         d["_forward_hooks"] = {}
+        # Forward pre-hooks and full backward hooks share one dict of (kind, hook), so that __call__'s
+        # fast path tests one dict for both (each extra attribute read costs every module call).
+        d["_pre_and_backward_hooks"] = {}
         d["training"] = True
 
     # -- registration ---------------------------------------------------------------------------
@@ -246,6 +252,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward(); define forward(self, x) in it")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._pre_and_backward_hooks:  # rare: the same steps as below, plus those hooks
+            return self._call_with_all_hooks(args, kwargs)
         out = self.forward(*args, **kwargs)
         if self._forward_hooks:  # fast path: one dict truth test when no hooks are registered
             for hook in tuple(self._forward_hooks.values()):
@@ -270,6 +278,67 @@ class Module:
         key = next(_hook_ids)
         self._forward_hooks[key] = hook
         return HookHandle(self._forward_hooks, key)
+
+    def register_forward_pre_hook(self, hook: PreHookFn) -> HookHandle:
+        """Call `hook(module, inputs)` before every forward pass; return a handle to remove it.
+
+        `inputs` is the tuple of positional arguments. As in torch, a hook that returns something other
+        than None replaces the inputs: a tuple is used as the new arguments, anything else as the one
+        argument. Several hooks run in registration order, each seeing the previous one's inputs.
+
+        Example:
+            >>> layer.register_forward_pre_hook(lambda m, inputs: (inputs[0].float(),))
+        """
+        if not callable(hook):
+            raise TypeError(f"register_forward_pre_hook expects a function hook(module, inputs), "
+                            f"got {type(hook).__name__}")
+        key = next(_hook_ids)
+        self._pre_and_backward_hooks[key] = ("pre", hook)
+        return HookHandle(self._pre_and_backward_hooks, key)
+
+    def register_full_backward_hook(self, hook: BackwardHookFn) -> HookHandle:
+        """Call `hook(module, grad_input, grad_output)` when the gradients of this module's inputs are
+        computed; return a handle to remove it.
+
+        `grad_output` is the tuple of gradients of the loss with respect to the module's outputs,
+        `grad_input` the same for its positional tensor inputs (None for inputs that need no gradient).
+        As in torch, a hook may return a new tuple to use in place of `grad_input`, and it must not
+        modify its arguments in place. Uses torch's own `torch.utils.hooks.BackwardHook`, so the
+        behaviour (including the errors for inputs modified in place) is torch's.
+
+        Example:
+            >>> norms = []
+            >>> layer.register_full_backward_hook(lambda m, gin, gout: norms.append(gout[0].norm()))
+        """
+        if not callable(hook):
+            raise TypeError(f"register_full_backward_hook expects a function hook(module, grad_input, "
+                            f"grad_output), got {type(hook).__name__}")
+        key = next(_hook_ids)
+        self._pre_and_backward_hooks[key] = ("backward", hook)
+        return HookHandle(self._pre_and_backward_hooks, key)
+
+    def _call_with_all_hooks(self, args: tuple, kwargs: dict) -> Any:
+        """`__call__` when pre-hooks or backward hooks exist, in torch's order: pre-hooks, forward,
+        forward hooks, then the output is wrapped so backward hooks see its gradient."""
+        hooks = tuple(self._pre_and_backward_hooks.values())
+        for kind, hook in hooks:
+            if kind == "pre":
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        backward_hooks = [hook for kind, hook in hooks if kind == "backward"]
+        backward_hook = None
+        if backward_hooks:
+            backward_hook = BackwardHook(self, backward_hooks, [])
+            args = backward_hook.setup_input_hook(args)
+        out = self.forward(*args, **kwargs)
+        for hook in tuple(self._forward_hooks.values()):
+            result = hook(self, args, out)
+            if result is not None:
+                out = result
+        if backward_hook is not None:
+            out = backward_hook.setup_output_hook(out)
+        return out
 
     # -- walking the tree -----------------------------------------------------------------------
 
@@ -301,6 +370,27 @@ class Module:
         """Yield the direct children."""
         for _, module in self.named_children():
             yield module
+
+    def get_submodule(self, target: str) -> AnyModule:
+        """Return the descendant at the dotted path `target` (the names `named_modules` gives), or self for "".
+
+        Example:
+            >>> resnet().get_submodule("1.convs.0")    # stage 1's first conv_bn
+        """
+        if not isinstance(target, str):
+            raise TypeError(f"get_submodule expects a dotted name such as '0.convs', got {target!r}")
+        module: AnyModule = self
+        path = []
+        for name in target.split(".") if target else []:
+            child = module._modules.get(name)
+            if child is None:
+                where = ".".join(path) or "the model"
+                raise AttributeError(
+                    f"{type(self).__name__} has no submodule '{target}': {where} ({type(module).__name__}) "
+                    f"has no child '{name}'; its children: {', '.join(module._modules) or 'none'}")
+            module = child
+            path.append(name)
+        return module
 
     def _named_tensors(self, registry: str) -> Iterator[tuple[str, Tensor]]:
         seen: set[int] = set()
@@ -363,22 +453,64 @@ class Module:
     def to(self, *args: Any, **kwargs: Any) -> Module:
         """Move parameters and buffers to a device and/or cast floating ones to a dtype; return self.
 
+        Takes the arguments of `torch.nn.Module.to`: a device, a dtype, both, a tensor (its device and
+        dtype), and the keywords `device=`, `dtype=`, `non_blocking=` and `memory_format=`. A memory
+        format applies to 4-D and 5-D tensors only (conv weights), as in torch.
+
         Parameters stay the same `Parameter` objects (their `.data` is swapped), so an optimizer built
         before the move still holds them.
 
         Example:
             >>> model.to("cuda")           # or model.to(torch.float64), model.to("cuda", torch.bfloat16)
+            >>> model.to(memory_format=torch.channels_last)   # NHWC conv weights (feed NHWC-strided input too)
         """
-        device, dtype = _parse_to(type(self).__name__, args, kwargs)
+        device, dtype, non_blocking, memory_format = _parse_to(type(self).__name__, args, kwargs)
 
         def convert(t: Tensor) -> Tensor:
-            if dtype is not None and (t.is_floating_point() or t.is_complex()):
-                return t.to(device=device, dtype=dtype)
-            return t.to(device=device)
+            cast = dtype if t.is_floating_point() or t.is_complex() else None
+            if memory_format is not None and t.dim() in (4, 5):
+                return t.to(device=device, dtype=cast, non_blocking=non_blocking, memory_format=memory_format)
+            return t.to(device=device, dtype=cast, non_blocking=non_blocking)
 
+        options = {"device": device, "dtype": dtype, "non_blocking": non_blocking, "memory_format": memory_format}
+        options = {k: v for k, v in options.items() if v is not None}
+        return self._convert_tensors(convert, lambda child: child.to(**options))
+
+    def cuda(self, device: int | str | torch.device | None = None) -> Module:
+        """Move parameters and buffers to a CUDA device (the current one by default); return self."""
+        return self._convert_tensors(lambda t: t.cuda(device), lambda child: child.cuda(device))
+
+    def cpu(self) -> Module:
+        """Move parameters and buffers to the CPU; return self."""
+        return self._convert_tensors(lambda t: t.cpu(), lambda child: child.cpu())
+
+    def _cast_floats(self, dtype: torch.dtype, cast_torch_child: Callable[[torch.nn.Module], Any]) -> Module:
+        # As torch's .half() and friends: floating point tensors only (not complex, not integer ones).
+        return self._convert_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t, cast_torch_child)
+
+    def half(self) -> Module:
+        """Cast floating point parameters and buffers to float16; return self."""
+        return self._cast_floats(torch.float16, lambda child: child.half())
+
+    def bfloat16(self) -> Module:
+        """Cast floating point parameters and buffers to bfloat16; return self."""
+        return self._cast_floats(torch.bfloat16, lambda child: child.bfloat16())
+
+    def float(self) -> Module:
+        """Cast floating point parameters and buffers to float32; return self."""
+        return self._cast_floats(torch.float32, lambda child: child.float())
+
+    def double(self) -> Module:
+        """Cast floating point parameters and buffers to float64; return self."""
+        return self._cast_floats(torch.float64, lambda child: child.double())
+
+    def _convert_tensors(self, convert: Callable[[Tensor], Tensor],
+                         convert_torch_child: Callable[[torch.nn.Module], Any]) -> Module:
+        """Apply `convert` to every parameter (and its gradient) and buffer of the groundup modules in
+        the tree, and `convert_torch_child` to each torch.nn child (which converts its own subtree)."""
         for module in self.modules():
             if not isinstance(module, Module):
-                continue  # torch.nn children are handled by their own .to below
+                continue  # torch.nn children are handled by convert_torch_child below
             for p in module._parameters.values():
                 if p is None:
                     continue
@@ -393,7 +525,7 @@ class Module:
                     object.__setattr__(module, name, b)
             for child in module._modules.values():
                 if child is not None and not isinstance(child, Module):
-                    child.to(device=device, dtype=dtype)
+                    convert_torch_child(child)
         return self
 
     # -- saving and loading ---------------------------------------------------------------------
@@ -493,14 +625,21 @@ def _shape(shape: Any) -> str:
     return "no tensor" if shape is None else str(tuple(shape))
 
 
-def _parse_to(owner: str, args: tuple, kwargs: dict) -> tuple[torch.device | None, torch.dtype | None]:
-    """Read a device and/or dtype from `.to(...)` arguments, the way `Tensor.to` accepts them."""
+def _parse_to(owner: str, args: tuple, kwargs: dict
+              ) -> tuple[torch.device | None, torch.dtype | None, bool, torch.memory_format | None]:
+    """Read device, dtype, non_blocking and memory format from `.to(...)` arguments, as `Module.to` in torch."""
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-    kwargs.pop("non_blocking", None)
+    non_blocking, memory_format = kwargs.pop("non_blocking", False), kwargs.pop("memory_format", None)
     if kwargs:
-        raise TypeError(f"{owner}.to got unexpected keyword arguments {sorted(kwargs)}; use device= and dtype=")
+        raise TypeError(f"{owner}.to got unexpected keyword arguments {sorted(kwargs)}; use device=, dtype=, "
+                        f"non_blocking= and memory_format=")
+    if memory_format is not None and not isinstance(memory_format, torch.memory_format):
+        raise TypeError(f"{owner}.to(memory_format=...) expects a torch.memory_format such as "
+                        f"torch.channels_last, got {memory_format!r}")
     for arg in args:
-        if isinstance(arg, torch.dtype):
+        if isinstance(arg, bool):  # before int: .to("cuda", torch.half, True) is non_blocking, as in torch
+            non_blocking = arg
+        elif isinstance(arg, torch.dtype):
             dtype = arg
         elif isinstance(arg, (str, int, torch.device)):
             device = arg
@@ -512,7 +651,7 @@ def _parse_to(owner: str, args: tuple, kwargs: dict) -> tuple[torch.device | Non
     if dtype is not None and not (dtype.is_floating_point or dtype.is_complex):
         raise TypeError(f"{owner}.to only casts to floating point or complex dtypes, got {dtype}; "
                         f"model weights must stay floating point")
-    return (torch.device(device) if device is not None else None), dtype
+    return (torch.device(device) if device is not None else None), dtype, bool(non_blocking), memory_format
 
 
 class Hooks(list):
