@@ -1,5 +1,6 @@
 """Neural-network building blocks: Parameter and Module, layers, ready-made models, activation statistics."""
 
+from groundup.nn.bridge import TorchBridge, to_torch
 from groundup.nn.layers import (
     AdaptivePool,
     BatchNorm,
@@ -32,10 +33,12 @@ __all__ = [
     "ResBlock",
     "Sequential",
     "StateDictError",
+    "TorchBridge",
     "conv_bn",
     "get_arch",
     "kaiming_normal_",
     "resnet",
     "simple_cnn",
+    "to_torch",
     "xavier_normal_",
 ]
