@@ -1,7 +1,7 @@
 """to_torch: a torch.nn.Module view of a groundup model, and the tools that need one.
 
 Export, jit.trace, DistributedDataParallel (one gloo process), torch.func.functional_call, ONNX
-(when onnx and onnxscript are installed), and a wrapped groundup model nested in a torch.nn.Module.
+(when onnx and onnxscript are installed), and a groundup model nested in a torch.nn.Module.
 """
 
 import copy
@@ -215,6 +215,16 @@ class TorchNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x))
+
+
+def test_a_groundup_model_assigned_into_a_torch_module_is_refused_with_the_fix():
+    with pytest.raises(TypeError, match=r"groundup.nn.layers.Sequential into the torch.nn.Module "
+                                        r".*TorchNet as 'body'.*missing from .*parameters\(\).*to_torch"):
+        TorchNet(wrap=False)
+    for build in (lambda: nn.Sequential(simple_cnn()), lambda: nn.ModuleList([simple_cnn()]),
+                  lambda: nn.ModuleDict({"body": simple_cnn()}), lambda: nn.Linear(2, 2).add_module("x", Linear(2, 2))):
+        with pytest.raises(TypeError, match="to_torch"):
+            build()
 
 
 def test_a_wrapped_groundup_model_is_a_registered_child_that_trains():

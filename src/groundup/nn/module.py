@@ -21,11 +21,22 @@ taken for a custom tensor type whose every op must go through `__torch_dispatch_
 for 'aten.convolution.default'". Deriving from torch's class keeps our own `Parameter` name,
 constructor checks, repr and pickling while PyTorch's compiler and autograd see a parameter.
 Results of ops are plain tensors, as before (torch's class disables `__torch_function__`).
+
+`Module`, on the other hand, is not a `torch.nn.Module`: it is the chapter's from-scratch class,
+and code that asks "is this a torch module?" (DistributedCB, for one) relies on the answer. Tools
+that insist on a torch module get `groundup.nn.to_torch(model)`, a torch.nn.Module view that shares
+the tensors. One consequence needs care: a torch.nn.Module registers a child only if
+`isinstance(value, torch.nn.Module)`, so a groundup model assigned into one would be kept as a plain
+attribute and silently left out of its `parameters()` and `state_dict()`. torch offers no hook for
+that assignment, but Python's `isinstance`, when the class test fails, asks the object for its
+`__class__`; `Module.__class__` answers as usual, except when the asker is torch's `__setattr__` or
+`add_module`: then it raises an error that says to wrap the model with `to_torch`.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
@@ -98,6 +109,9 @@ class StateDictError(RuntimeError, ValueError):
 
 _hook_ids = itertools.count()
 
+# torch.nn.Module's two ways of registering a child; each first tests isinstance(value, torch.nn.Module)
+_TORCH_CHILD_REGISTRATION = {torch.nn.Module.__setattr__.__code__, torch.nn.Module.add_module.__code__}
+
 
 class HookHandle:
     """Removes one hook; `with module.register_forward_hook(fn):` removes it on leaving the block."""
@@ -142,6 +156,27 @@ class Module:
     """
 
     training: bool
+
+    @property
+    def __class__(self) -> type:  # type: ignore[override]
+        """The object's class, as always; raises when a torch.nn.Module is about to store this module.
+
+        Python's `isinstance(obj, cls)` reads `obj.__class__` when `type(obj)` is not a subclass of
+        `cls`; torch.nn.Module tests `isinstance(value, torch.nn.Module)` before registering a child and
+        keeps anything else as a plain, unregistered attribute. So this is the one moment at which
+        groundup can refuse instead of letting the model drop out of the torch parent's parameters.
+        Only failed isinstance tests come here: no cost on the hot path.
+        """
+        caller = sys._getframe(1)
+        if caller.f_code in _TORCH_CHILD_REGISTRATION:
+            parent, name = caller.f_locals.get("self"), caller.f_locals.get("name")
+            ours, theirs = f"{type(self).__module__}.{type(self).__qualname__}", torch.typename(parent)
+            raise TypeError(
+                f"cannot put the groundup module {ours} into the torch.nn.Module {theirs} as '{name}': torch "
+                f"registers only torch.nn.Modules, so its parameters would be missing from the torch "
+                f"module's parameters() and state_dict(). Wrap it first: groundup.nn.to_torch(model) is a "
+                f"torch.nn.Module that shares the model's tensors")
+        return type(self)
 
     def __init__(self) -> None:
         d = self.__dict__  # set directly: our own __setattr__ needs these to exist first
