@@ -46,3 +46,13 @@ def test_the_image_example_runs_on_a_folder(image_folder, tmp_path, monkeypatch,
     exec(compile(code, "README image example", "exec"), {})  # noqa: S102
     out = capsys.readouterr().out
     assert "LRSuggestion(lr=" in out and (tmp_path / "lr_find.png").is_file()
+
+
+def test_the_pytorch_interop_example_runs():
+    block = next(b for b in python_blocks() if "to_torch(model)" in b)
+    assert "torch.compile(model)" in block
+    code = block.replace("torch.compile(model)", 'torch.compile(model, backend="aot_eager")')  # inductor: +10 s
+    lines = []
+    exec(compile(code, "README interop", "exec"), {"print": lambda *a: lines.append(" ".join(map(str, a)))})  # noqa: S102
+    assert lines == ["torch.Size([8, 10])", "torch.Size([8, 10])", "12",
+                     "into ConvLayer(3, 16, stride=2)  # 448 parameters (8, 3, 64, 64)"]
