@@ -26,11 +26,11 @@ What keeps the two in step:
   So `to_torch` turns the groundup modules' two registries into `_AttributeSyncedDict`s, dicts that
   also set the module's attribute on every write: what torch writes is what `forward` reads.
 
-Limits: a module shared by two parents appears under both names in the bridge's `state_dict()`
-(torch's rule) but under the first only in groundup's. The bridge mirrors the tree as it is when `to_torch` is called; build it after adding
-modules to the groundup model. Torch hooks registered on the bridge's *children* do not fire when
-the root runs (the groundup parents call their groundup children directly); use groundup's own hooks
-there, or hooks on the root bridge.
+Limits: the bridge mirrors the tree as it is when `to_torch` is called; build it after adding
+modules to the groundup model. A module shared by two parents appears under both names in the
+bridge's `state_dict()` (torch's rule) but under the first only in groundup's. Torch hooks
+registered on the bridge's *children* do not fire when the root runs (the groundup parents call
+their groundup children directly); use groundup's own hooks there, or hooks on the root bridge.
 """
 
 from __future__ import annotations
