@@ -405,3 +405,13 @@ def test_hook_slot_errors_say_what_to_do():
 def test_hooks_explains_a_single_module_argument():
     with pytest.raises(TypeError, match=r"wrap it in a list: Hooks\(\[module\], fn\)"):
         Hooks(Linear(1, 1), print)
+
+
+def test_parameters_is_a_list_and_next_works_as_on_torchs_generator():
+    from groundup.nn.models import simple_cnn
+
+    model = simple_cnn()
+    params = model.parameters()
+    assert len(params) == 10 and params[0] is next(model.parameters())
+    assert next(params) is params[0] and next(params) is params[1]  # an iterator over itself
+    assert list(model.parameters()) == list(model.parameters())  # each call starts afresh

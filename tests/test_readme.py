@@ -93,3 +93,12 @@ def test_the_see_what_the_model_learned_example_runs(image_folder, tmp_path, mon
     assert "'loss'" in out and "'acc'" in out
     assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "top_losses.png").is_file()
     assert namespace["label"] in {"cat", "dog", "emu"} and namespace["interp"].confusion_matrix().sum() == 9
+
+def test_the_pytorch_interop_example_runs():
+    block = next(b for b in python_blocks() if "to_torch(model)" in b)
+    assert "torch.compile(model)" in block
+    code = block.replace("torch.compile(model)", 'torch.compile(model, backend="aot_eager")')  # inductor: +10 s
+    lines = []
+    exec(compile(code, "README interop", "exec"), {"print": lambda *a: lines.append(" ".join(map(str, a)))})  # noqa: S102
+    assert lines == ["torch.Size([8, 10])", "torch.Size([8, 10])", "12",
+                     "into ConvLayer(3, 16, stride=2)  # 448 parameters (8, 3, 64, 64)"]

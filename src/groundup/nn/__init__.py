@@ -1,5 +1,6 @@
 """Neural-network building blocks: Parameter and Module, layers, ready-made models, activation statistics."""
 
+from groundup.nn.bridge import TorchBridge, to_torch
 from groundup.nn.layers import (
     AdaptivePool,
     BatchNorm,
@@ -41,6 +42,7 @@ __all__ = [
     "ResBlock",
     "Sequential",
     "StateDictError",
+    "TorchBridge",
     "build_arch",
     "conv_bn",
     "get_arch",
@@ -48,5 +50,6 @@ __all__ = [
     "register_arch",
     "resnet",
     "simple_cnn",
+    "to_torch",
     "xavier_normal_",
 ]

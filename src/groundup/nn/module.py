@@ -10,25 +10,53 @@ Every registered value is *also* stored as an ordinary instance attribute, so `s
 `forward` is a plain `__dict__` lookup: no `__getattr__` fallback on the hot path. The registries
 use the same names as `torch.nn.Module`'s, which lets the recursive walks below (`named_parameters`,
 `state_dict`, ...) treat groundup and torch children alike.
+
+Why `Parameter` derives from `torch.nn.Parameter`: the chapter's idea is only a *marker*, a tensor
+subclass that says "train me" so that `__setattr__` can register it by type. Any marker would do
+for groundup itself, but PyTorch's tools look for theirs: the compiler (`torch.compile`'s Dynamo
+and AOTAutograd), `torch.export`, `jit.trace` and DistributedDataParallel treat `torch.nn.Parameter`
+(and its subclasses) as a plain tensor that is a model input, while any *other* tensor subclass is
+taken for a custom tensor type whose every op must go through `__torch_dispatch__`. A bare
+`torch.Tensor` subclass has no such handler, so compiling failed with "Multiple dispatch failed
+for 'aten.convolution.default'". Deriving from torch's class keeps our own `Parameter` name,
+constructor checks, repr and pickling while PyTorch's compiler and autograd see a parameter.
+Results of ops are plain tensors, as before (torch's class disables `__torch_function__`).
+
+`Module`, on the other hand, is not a `torch.nn.Module`: it is the chapter's from-scratch class,
+and code that asks "is this a torch module?" (DistributedCB, for one) relies on the answer. Tools
+that insist on a torch module get `groundup.nn.to_torch(model)`, a torch.nn.Module view that shares
+the tensors. One consequence needs care: a torch.nn.Module registers a child only if
+`isinstance(value, torch.nn.Module)`, so a groundup model assigned into one would be kept as a plain
+attribute and silently left out of its `parameters()` and `state_dict()`. torch offers no hook for
+that assignment, but Python's `isinstance`, when the class test fails, asks the object for its
+`__class__`; `Module.__class__` answers as usual, except when the asker is torch's `__setattr__` or
+`add_module`: then it raises an error that says to wrap the model with `to_torch`.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
 import torch
 from torch import Tensor
+from torch.utils.hooks import BackwardHook
 
-__all__ = ["HookHandle", "Hooks", "IncompatibleKeys", "Module", "Parameter", "StateDictError"]
+__all__ = ["HookHandle", "Hooks", "IncompatibleKeys", "Module", "Parameter", "ParameterList", "StateDictError"]
 
 HookFn = Callable[[Any, tuple, Any], Any]
+PreHookFn = Callable[[Any, tuple], Any]
+BackwardHookFn = Callable[[Any, tuple, tuple], Any]
 
 
-class Parameter(torch.Tensor):
+class Parameter(torch.nn.Parameter):
     """A tensor that a `Module` registers as trainable: it requires grad unless told otherwise.
+
+    A marker subclass of `torch.nn.Parameter` (why: see the module docstring), so `torch.compile`,
+    `torch.export` and torch's optimizers treat it as a parameter.
 
     Args:
         data: the initial values (copied by reference, detached from any graph); an empty tensor if None.
@@ -42,6 +70,7 @@ class Parameter(torch.Tensor):
 
     # Results of ops on a Parameter are plain tensors (as with torch.nn.Parameter), and skipping the
     # Python-level __torch_function__ dispatch keeps `F.conv2d(x, self.weight)` as fast as for a Tensor.
+    # (torch.nn.Parameter sets the same; repeated here because the hot path depends on it.)
     __torch_function__ = torch._C._disabled_torch_function_impl
 
     def __new__(cls, data: Tensor | None = None, requires_grad: bool = True) -> Self:
@@ -80,11 +109,27 @@ class StateDictError(RuntimeError, ValueError):
 
 _hook_ids = itertools.count()
 
+# torch.nn.Module's two ways of registering a child; each first tests isinstance(value, torch.nn.Module)
+_TORCH_CHILD_REGISTRATION = {torch.nn.Module.__setattr__.__code__, torch.nn.Module.add_module.__code__}
+
+
+class ParameterList(list):
+    """What `Module.parameters()` returns: a list (the walkthrough's `len(m.parameters())`) that is
+    also an iterator over itself, so PyTorch's `next(model.parameters())` works as on torch's generator."""
+
+    _next = 0
+
+    def __next__(self) -> Parameter:
+        if self._next >= len(self):
+            raise StopIteration
+        self._next += 1
+        return self[self._next - 1]
+
 
 class HookHandle:
-    """Removes one forward hook; `with module.register_forward_hook(fn):` removes it on leaving the block."""
+    """Removes one hook; `with module.register_forward_hook(fn):` removes it on leaving the block."""
 
-    def __init__(self, hooks: dict[int, HookFn], key: int) -> None:
+    def __init__(self, hooks: dict[int, Callable], key: int) -> None:
         self._hooks, self.id = hooks, key
 
     def remove(self) -> None:
@@ -135,11 +180,35 @@ class Module:
 
     training: bool
 
+    @property
+    def __class__(self) -> type:  # type: ignore[override]
+        """The object's class, as always; raises when a torch.nn.Module is about to store this module.
+
+        Python's `isinstance(obj, cls)` reads `obj.__class__` when `type(obj)` is not a subclass of
+        `cls`; torch.nn.Module tests `isinstance(value, torch.nn.Module)` before registering a child and
+        keeps anything else as a plain, unregistered attribute. So this is the one moment at which
+        groundup can refuse instead of letting the model drop out of the torch parent's parameters.
+        Only failed isinstance tests come here: no cost on the hot path.
+        """
+        caller = sys._getframe(1)
+        if caller.f_code in _TORCH_CHILD_REGISTRATION:
+            parent, name = caller.f_locals.get("self"), caller.f_locals.get("name")
+            ours, theirs = f"{type(self).__module__}.{type(self).__qualname__}", torch.typename(parent)
+            raise TypeError(
+                f"cannot put the groundup module {ours} into the torch.nn.Module {theirs} as '{name}': torch "
+                f"registers only torch.nn.Modules, so its parameters would be missing from the torch "
+                f"module's parameters() and state_dict(). Wrap it first: groundup.nn.to_torch(model) is a "
+                f"torch.nn.Module that shares the model's tensors")
+        return type(self)
+
     def __init__(self) -> None:
         d = self.__dict__  # set directly: our own __setattr__ needs these to exist first
         d["_parameters"], d["_buffers"], d["_modules"] = {}, {}, {}
         d["_non_persistent_buffers_set"] = set()
         d["_forward_hooks"] = {}
+        # Forward pre-hooks and full backward hooks share one dict of (kind, hook), so that __call__'s
+        # fast path tests one dict for both (each extra attribute read costs every module call).
+        d["_pre_and_backward_hooks"] = {}
         d["training"] = True
 
     # -- registration ---------------------------------------------------------------------------
@@ -247,6 +316,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward(); define forward(self, x) in it")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._pre_and_backward_hooks:  # rare: the same steps as below, plus those hooks
+            return self._call_with_all_hooks(args, kwargs)
         out = self.forward(*args, **kwargs)
         if self._forward_hooks:  # fast path: one dict truth test when no hooks are registered
             for hook in tuple(self._forward_hooks.values()):
@@ -302,6 +373,66 @@ class Module:
             handle.remove()
         if fn is not None:
             d["_hook_handle"] = self.register_forward_hook(_SlotHook(fn))
+    def register_forward_pre_hook(self, hook: PreHookFn) -> HookHandle:
+        """Call `hook(module, inputs)` before every forward pass; return a handle to remove it.
+
+        `inputs` is the tuple of positional arguments. As in torch, a hook that returns something other
+        than None replaces the inputs: a tuple is used as the new arguments, anything else as the one
+        argument. Several hooks run in registration order, each seeing the previous one's inputs.
+
+        Example:
+            >>> layer.register_forward_pre_hook(lambda m, inputs: (inputs[0].float(),))
+        """
+        if not callable(hook):
+            raise TypeError(f"register_forward_pre_hook expects a function hook(module, inputs), "
+                            f"got {type(hook).__name__}")
+        key = next(_hook_ids)
+        self._pre_and_backward_hooks[key] = ("pre", hook)
+        return HookHandle(self._pre_and_backward_hooks, key)
+
+    def register_full_backward_hook(self, hook: BackwardHookFn) -> HookHandle:
+        """Call `hook(module, grad_input, grad_output)` when the gradients of this module's inputs are
+        computed; return a handle to remove it.
+
+        `grad_output` is the tuple of gradients of the loss with respect to the module's outputs,
+        `grad_input` the same for its positional tensor inputs (None for inputs that need no gradient).
+        As in torch, a hook may return a new tuple to use in place of `grad_input`, and it must not
+        modify its arguments in place. Uses torch's own `torch.utils.hooks.BackwardHook`, so the
+        behaviour (including the errors for inputs modified in place) is torch's.
+
+        Example:
+            >>> norms = []
+            >>> layer.register_full_backward_hook(lambda m, gin, gout: norms.append(gout[0].norm()))
+        """
+        if not callable(hook):
+            raise TypeError(f"register_full_backward_hook expects a function hook(module, grad_input, "
+                            f"grad_output), got {type(hook).__name__}")
+        key = next(_hook_ids)
+        self._pre_and_backward_hooks[key] = ("backward", hook)
+        return HookHandle(self._pre_and_backward_hooks, key)
+
+    def _call_with_all_hooks(self, args: tuple, kwargs: dict) -> Any:
+        """`__call__` when pre-hooks or backward hooks exist, in torch's order: pre-hooks, forward,
+        forward hooks, then the output is wrapped so backward hooks see its gradient."""
+        hooks = tuple(self._pre_and_backward_hooks.values())
+        for kind, hook in hooks:
+            if kind == "pre":
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        backward_hooks = [hook for kind, hook in hooks if kind == "backward"]
+        backward_hook = None
+        if backward_hooks:
+            backward_hook = BackwardHook(self, backward_hooks, [])
+            args = backward_hook.setup_input_hook(args)
+        out = self.forward(*args, **kwargs)
+        for hook in tuple(self._forward_hooks.values()):
+            result = hook(self, args, out)
+            if result is not None:
+                out = result
+        if backward_hook is not None:
+            out = backward_hook.setup_output_hook(out)
+        return out
 
     # -- walking the tree -----------------------------------------------------------------------
 
@@ -334,6 +465,27 @@ class Module:
         for _, module in self.named_children():
             yield module
 
+    def get_submodule(self, target: str) -> AnyModule:
+        """Return the descendant at the dotted path `target` (the names `named_modules` gives), or self for "".
+
+        Example:
+            >>> resnet().get_submodule("1.convs.0")    # stage 1's first conv_bn
+        """
+        if not isinstance(target, str):
+            raise TypeError(f"get_submodule expects a dotted name such as '0.convs', got {target!r}")
+        module: AnyModule = self
+        path = []
+        for name in target.split(".") if target else []:
+            child = module._modules.get(name)
+            if child is None:
+                where = ".".join(path) or "the model"
+                raise AttributeError(
+                    f"{type(self).__name__} has no submodule '{target}': {where} ({type(module).__name__}) "
+                    f"has no child '{name}'; its children: {', '.join(module._modules) or 'none'}")
+            module = child
+            path.append(name)
+        return module
+
     def _named_tensors(self, registry: str) -> Iterator[tuple[str, Tensor]]:
         seen: set[int] = set()
         for prefix, module in self.named_modules():
@@ -346,13 +498,14 @@ class Module:
         """Yield `(dotted name, parameter)` for every parameter in the tree, shared ones once."""
         return self._named_tensors("_parameters")
 
-    def parameters(self) -> list[Parameter]:
+    def parameters(self) -> ParameterList:
         """Every parameter in the tree (what an optimizer needs), shared ones once, torch.nn children's too.
 
         A list, as in the walkthrough, so `len(model.parameters())` counts the parameter tensors
-        (10 for `simple_cnn`); iterating over it works as over torch's generator.
+        (10 for `simple_cnn`); iterating over it works as over torch's generator, and so does
+        torch's idiom `next(model.parameters())` (see `ParameterList`).
         """
-        return [p for _, p in self.named_parameters()]
+        return ParameterList(p for _, p in self.named_parameters())
 
     def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
         """Yield `(dotted name, buffer)` for every buffer in the tree."""
@@ -398,22 +551,64 @@ class Module:
     def to(self, *args: Any, **kwargs: Any) -> Module:
         """Move parameters and buffers to a device and/or cast floating ones to a dtype; return self.
 
+        Takes the arguments of `torch.nn.Module.to`: a device, a dtype, both, a tensor (its device and
+        dtype), and the keywords `device=`, `dtype=`, `non_blocking=` and `memory_format=`. A memory
+        format applies to 4-D and 5-D tensors only (conv weights), as in torch.
+
         Parameters stay the same `Parameter` objects (their `.data` is swapped), so an optimizer built
         before the move still holds them.
 
         Example:
             >>> model.to("cuda")           # or model.to(torch.float64), model.to("cuda", torch.bfloat16)
+            >>> model.to(memory_format=torch.channels_last)   # NHWC conv weights (feed NHWC-strided input too)
         """
-        device, dtype = _parse_to(type(self).__name__, args, kwargs)
+        device, dtype, non_blocking, memory_format = _parse_to(type(self).__name__, args, kwargs)
 
         def convert(t: Tensor) -> Tensor:
-            if dtype is not None and (t.is_floating_point() or t.is_complex()):
-                return t.to(device=device, dtype=dtype)
-            return t.to(device=device)
+            cast = dtype if t.is_floating_point() or t.is_complex() else None
+            if memory_format is not None and t.dim() in (4, 5):
+                return t.to(device=device, dtype=cast, non_blocking=non_blocking, memory_format=memory_format)
+            return t.to(device=device, dtype=cast, non_blocking=non_blocking)
 
+        options = {"device": device, "dtype": dtype, "non_blocking": non_blocking, "memory_format": memory_format}
+        options = {k: v for k, v in options.items() if v is not None}
+        return self._convert_tensors(convert, lambda child: child.to(**options))
+
+    def cuda(self, device: int | str | torch.device | None = None) -> Module:
+        """Move parameters and buffers to a CUDA device (the current one by default); return self."""
+        return self._convert_tensors(lambda t: t.cuda(device), lambda child: child.cuda(device))
+
+    def cpu(self) -> Module:
+        """Move parameters and buffers to the CPU; return self."""
+        return self._convert_tensors(lambda t: t.cpu(), lambda child: child.cpu())
+
+    def _cast_floats(self, dtype: torch.dtype, cast_torch_child: Callable[[torch.nn.Module], Any]) -> Module:
+        # As torch's .half() and friends: floating point tensors only (not complex, not integer ones).
+        return self._convert_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t, cast_torch_child)
+
+    def half(self) -> Module:
+        """Cast floating point parameters and buffers to float16; return self."""
+        return self._cast_floats(torch.float16, lambda child: child.half())
+
+    def bfloat16(self) -> Module:
+        """Cast floating point parameters and buffers to bfloat16; return self."""
+        return self._cast_floats(torch.bfloat16, lambda child: child.bfloat16())
+
+    def float(self) -> Module:
+        """Cast floating point parameters and buffers to float32; return self."""
+        return self._cast_floats(torch.float32, lambda child: child.float())
+
+    def double(self) -> Module:
+        """Cast floating point parameters and buffers to float64; return self."""
+        return self._cast_floats(torch.float64, lambda child: child.double())
+
+    def _convert_tensors(self, convert: Callable[[Tensor], Tensor],
+                         convert_torch_child: Callable[[torch.nn.Module], Any]) -> Module:
+        """Apply `convert` to every parameter (and its gradient) and buffer of the groundup modules in
+        the tree, and `convert_torch_child` to each torch.nn child (which converts its own subtree)."""
         for module in self.modules():
             if not isinstance(module, Module):
-                continue  # torch.nn children are handled by their own .to below
+                continue  # torch.nn children are handled by convert_torch_child below
             for p in module._parameters.values():
                 if p is None:
                     continue
@@ -428,7 +623,7 @@ class Module:
                     object.__setattr__(module, name, b)
             for child in module._modules.values():
                 if child is not None and not isinstance(child, Module):
-                    child.to(device=device, dtype=dtype)
+                    convert_torch_child(child)
         return self
 
     # -- saving and loading ---------------------------------------------------------------------
@@ -528,14 +723,21 @@ def _shape(shape: Any) -> str:
     return "no tensor" if shape is None else str(tuple(shape))
 
 
-def _parse_to(owner: str, args: tuple, kwargs: dict) -> tuple[torch.device | None, torch.dtype | None]:
-    """Read a device and/or dtype from `.to(...)` arguments, the way `Tensor.to` accepts them."""
+def _parse_to(owner: str, args: tuple, kwargs: dict
+              ) -> tuple[torch.device | None, torch.dtype | None, bool, torch.memory_format | None]:
+    """Read device, dtype, non_blocking and memory format from `.to(...)` arguments, as `Module.to` in torch."""
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-    kwargs.pop("non_blocking", None)
+    non_blocking, memory_format = kwargs.pop("non_blocking", False), kwargs.pop("memory_format", None)
     if kwargs:
-        raise TypeError(f"{owner}.to got unexpected keyword arguments {sorted(kwargs)}; use device= and dtype=")
+        raise TypeError(f"{owner}.to got unexpected keyword arguments {sorted(kwargs)}; use device=, dtype=, "
+                        f"non_blocking= and memory_format=")
+    if memory_format is not None and not isinstance(memory_format, torch.memory_format):
+        raise TypeError(f"{owner}.to(memory_format=...) expects a torch.memory_format such as "
+                        f"torch.channels_last, got {memory_format!r}")
     for arg in args:
-        if isinstance(arg, torch.dtype):
+        if isinstance(arg, bool):  # before int: .to("cuda", torch.half, True) is non_blocking, as in torch
+            non_blocking = arg
+        elif isinstance(arg, torch.dtype):
             dtype = arg
         elif isinstance(arg, (str, int, torch.device)):
             device = arg
@@ -547,7 +749,7 @@ def _parse_to(owner: str, args: tuple, kwargs: dict) -> tuple[torch.device | Non
     if dtype is not None and not (dtype.is_floating_point or dtype.is_complex):
         raise TypeError(f"{owner}.to only casts to floating point or complex dtypes, got {dtype}; "
                         f"model weights must stay floating point")
-    return (torch.device(device) if device is not None else None), dtype
+    return (torch.device(device) if device is not None else None), dtype, bool(non_blocking), memory_format
 
 
 class Hooks(list):
