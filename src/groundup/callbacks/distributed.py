@@ -5,15 +5,16 @@ global batch; averaging the gradients before each step keeps the copies identica
 
     before_fit       join the process group (`init_from_env`); shard `dls.train` and `dls.valid`
                      (every rank takes its slice of each global batch of bs × N samples); agree the
-                     loaders' shuffling seeds and the initial weights (rank 0's)
-    before_epoch     torch.nn models: wrap in DistributedDataParallel (first epoch only)
+                     loaders' shuffling seeds; train the model wrapped in DistributedDataParallel
+                     (`learn.wrap_model`; a groundup model through `groundup.nn.to_torch`), which
+                     starts every rank from rank 0's weights
     after_loss       note this rank's batch size n_local
     after_backward   gradients = Σ_ranks(n_local × local gradient) / Σ_ranks(n_local), i.e. exactly the
                      gradient of one process on the whole global batch, shards of unequal size included
     after_train      average BatchNorm's running statistics over the ranks
 
-Gradients travel in buckets of about `bucket_mb` megabytes (one all-reduce per bucket); torch.nn
-models use DistributedDataParallel with a communication hook doing the same weighting.
+DistributedDataParallel all-reduces the gradients in buckets of about `bucket_mb` megabytes while
+the backward pass runs; its communication hook (`_weighted_sum_hook`) does the weighting.
 Stopping together: with `learn.hold_cancel_fit`, a `CancelFitException` of any callback becomes
 a request that rides along in the first gradient bucket of the next batch (and in one small
 all-reduce per training pass and per epoch), so every rank stops at the same step. The README's
@@ -33,16 +34,15 @@ from torch.utils.data.distributed import DistributedSampler
 
 from groundup.callbacks.core import Callback, CancelFitException
 from groundup.deprecation import moved_names
+from groundup.nn.bridge import to_torch
 from groundup.process_group import (
     DEFAULT_TIMEOUT,
     all_reduce_sum,
     broadcast_,
-    buckets,
     comm_device,
     get_rank,
     get_world_size,
     init_from_env,
-    peer_failure_hint,
 )
 
 __all__ = ["DistributedTraining"]
@@ -113,8 +113,8 @@ class DistributedTraining(Callback):
     writes files (see `groundup.process_group.is_main_process`). See the module docstring for what runs
     at each event, and the README for the launch commands.
 
-    It uses the Learner's extension points: `learn.wrap_model` (a torch.nn model trains wrapped in
-    `DistributedDataParallel` from the first `before_epoch` to the end of `fit`;
+    It uses the Learner's extension points: `learn.wrap_model` (the model trains wrapped in
+    `DistributedDataParallel`, a groundup one through `to_torch`, until the end of `fit`;
     `learn.unwrapped_model` is the user's model throughout) and `learn.hold_cancel_fit` (a
     `CancelFitException` of another callback is held until all ranks agree to stop).
 
@@ -139,7 +139,6 @@ class DistributedTraining(Callback):
         self._ddp: DistributedDataParallel | None = None
         self._sync = _SyncState()
         self._params: list[Tensor] = []
-        self._buckets: list[list[Tensor]] = []
         self._samplers: list[DistributedSampler] = []
         self._flag_host: Tensor | None = None
         self._flag_event = None
@@ -159,12 +158,10 @@ class DistributedTraining(Callback):
             raise ValueError("DistributedTraining: NCCL needs the model on this process's GPU, but some parameters "
                              "are on the CPU; add SetupLearnerCB() to the callbacks (it picks cuda:LOCAL_RANK)")
         self._shard_loaders(learn.dls)
-        buffers = list(model.buffers()) if hasattr(model, "buffers") else []
-        broadcast_([*model.parameters(), *buffers], cap_mb=self.bucket_mb)  # everyone starts from rank 0's weights
         self._params = [p for p in model.parameters() if p.requires_grad]
-        self._buckets = [[self._params[i] for i in idx] for idx in buckets(self._params, self.bucket_mb)] or [[]]
         self._sync = _SyncState()
         self._flag_pending = False
+        self._wrap_ddp()  # DistributedDataParallel broadcasts rank 0's parameters and buffers
         learn.hold_cancel_fit = True  # a rank that left alone would leave the others waiting in a collective
 
     def before_epoch(self) -> None:
@@ -173,8 +170,6 @@ class DistributedTraining(Callback):
         for sampler in self._samplers:
             sampler.set_epoch(self.learn.epoch)  # a torch DistributedSampler reshuffles per epoch only if told
         self._agree_to_stop()  # a cancel from before_fit, the last validation pass or after_epoch
-        if isinstance(self.learn.model, torch.nn.Module) and self._ddp is None:
-            self._wrap_ddp()
 
     def after_loss(self) -> None:
         if self.active and self.learn.training:
@@ -185,15 +180,12 @@ class DistributedTraining(Callback):
     def after_backward(self) -> None:
         if not self.active:
             return
-        if self._ddp is not None:  # the hook has summed n_local × gradient; divide by the global count
-            header = self._sync.header
-            if header is None:
-                raise RuntimeError("DistributedTraining: DistributedDataParallel did not all-reduce the gradients "
-                                   "in this backward pass (does the loss depend on the model's parameters?)")
-            grads = [p.grad for p in self._params if p.grad is not None]
-            torch._foreach_div_(grads, header[0])
-        else:
-            header = self._all_reduce_grads()
+        header = self._sync.header  # the hook has summed n_local × gradient; divide by the global count
+        if header is None:
+            raise RuntimeError("DistributedTraining: DistributedDataParallel did not all-reduce the gradients "
+                               "in this backward pass (does the loss depend on the model's parameters?)")
+        grads = [p.grad for p in self._params if p.grad is not None]
+        torch._foreach_div_(grads, header[0])
         if self._stop_seen(header[1]):
             self._stop_together()
 
@@ -242,7 +234,7 @@ class DistributedTraining(Callback):
             self.learn.preprocessing = pre.with_stats(*mean_std)
 
     def _wrap_ddp(self) -> None:
-        model = self.learn.model
+        model = to_torch(self.learn.model)  # a groundup model through the bridge: the same tensors
         device = next(model.parameters()).device
         # Buffers are averaged once per training pass (after_train), not broadcast at every forward.
         no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
@@ -252,34 +244,6 @@ class DistributedTraining(Callback):
         ddp.register_comm_hook(self._sync, _weighted_sum_hook)
         self._ddp = ddp
         self.learn.wrap_model(lambda _: ddp)
-
-    def _all_reduce_grads(self) -> Tensor:
-        """Bucketed all-reduce of n_local × gradient, then ÷ global count; returns the header."""
-        n, stop = self._sync.n_local, self._sync.stop
-        flats, works = [], []
-        for i, params in enumerate(self._buckets):
-            parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-            if i == 0:
-                like = parts[0] if parts else torch.empty(0, device=comm_device())
-                parts.append(torch.tensor([n, stop], dtype=like.dtype, device=like.device))
-            flat = torch.cat(parts)
-            (flat[:-2] if i == 0 else flat).mul_(n)
-            works.append(dist.all_reduce(flat, async_op=True))
-            flats.append(flat)
-        with peer_failure_hint("the gradient all-reduce"):
-            for work in works:
-                work.wait()
-        header = flats[0][-2:]
-        with torch.no_grad():
-            for i, (params, flat) in enumerate(zip(self._buckets, flats)):
-                grads = flat[:-2] if i == 0 else flat
-                grads.div_(header[0])
-                for p, chunk in zip(params, grads.split([p.numel() for p in params])):
-                    if p.grad is None:
-                        p.grad = chunk.view_as(p)
-                    else:
-                        p.grad.copy_(chunk.view_as(p))
-        return header
 
     def _stop_seen(self, flag: Tensor) -> bool:
         """Whether any rank asked to stop. On a GPU: the previous batch's answer (no host sync)."""

@@ -221,8 +221,8 @@ class LRFinder(Callback):
     def before_fit(self) -> None:
         learn = self.learn
         self._saved = {
-            "model": copy.deepcopy(learn.model.state_dict()),
-            "model_training": learn.model.training,
+            "model": copy.deepcopy(learn.unwrapped_model.state_dict()),
+            "model_training": learn.unwrapped_model.training,
             "opt": None if learn.opt is None else copy.deepcopy(learn.opt.state_dict()),
             "lr": learn.lr,
             "rng": get_rng_state(),
@@ -263,8 +263,8 @@ class LRFinder(Callback):
         if self._saved is None:
             return
         learn, saved = self.learn, self._saved
-        learn.model.load_state_dict(saved["model"])  # copies into the existing tensors
-        learn.model.train(saved["model_training"])
+        learn.unwrapped_model.load_state_dict(saved["model"])  # copies into the existing tensors
+        learn.unwrapped_model.train(saved["model_training"])
         if saved["opt"] is None:
             learn.opt = None  # the next fit makes a fresh optimizer, as it would have
         else:
