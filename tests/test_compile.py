@@ -86,3 +86,42 @@ def test_inductor_compiled_model_matches_eager(arch):
     torch.testing.assert_close(got_out, want_out, rtol=1e-4, atol=1e-5)
     for got, want in zip(got_grads, want_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+# -- learn.compile() --------------------------------------------------------------------------------------
+
+def test_learn_compile_trains_the_compiled_model_and_matches_eager():
+    from conftest import Points, groundup_mlp
+
+    from groundup.callbacks.compile import CompileModel
+    from groundup.callbacks.core import Callback
+    from groundup.callbacks.tracking import TrackResults
+    from groundup.learner import Learner
+    from groundup.losses import cross_entropy
+
+    torch.manual_seed(0)
+    eager_model = groundup_mlp()
+    compiled_model = copy.deepcopy(eager_model)
+    counter = CompileCounterWithBackend("aot_eager")
+    eager = Learner(eager_model, Points(n=96), cross_entropy, lr=0.1, cbs=[TrackResults(print_table=False)])
+    comp = Learner(compiled_model, Points(n=96), cross_entropy, lr=0.1, cbs=[TrackResults(print_table=False)])
+    seen = []
+
+    class Probe(Callback):
+        def after_pred(self):
+            seen.append(type(self.learn.model).__name__)
+
+    comp.compile(backend=counter).add_cb(Probe())
+    eager.fit(2)
+    comp.fit(2)
+    assert counter.frame_count >= 1 and set(seen) == {"OptimizedModule"}  # the compiled module ran
+    assert comp.model is compiled_model and comp.unwrapped_model is compiled_model  # the user's model after fit
+    for a, b in zip(eager.history, comp.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    for p, q in zip(eager_model.parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    frames = counter.frame_count
+    comp.fit(1)  # a later fit reuses the compiled module
+    assert counter.frame_count == frames
+    comp.compile(backend=counter)  # compiling again replaces the callback, never stacks two
+    assert sum(isinstance(cb, CompileModel) for cb in comp.cbs) == 1

@@ -80,3 +80,16 @@ def test_a_checkpoint_without_run_settings_cannot_resume(image_folder, tmp_path)
     learn.save(tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="has no run settings .*Learner.load"):
         read_checkpoint_config(tmp_path / "plain.pt")
+
+
+def test_compile_in_the_config_compiles_the_learners_model(image_folder):
+    from groundup.callbacks.compile import CompileModel
+    from groundup.cli import build_parser
+    from groundup.commands.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--data", str(image_folder), "--compile"])
+    cfg = config_from_args(args)
+    assert cfg.compile is True and TrainConfig().compile is False
+    learn = build_learner(tiny(image_folder, compile=True))
+    learn.dls.close()
+    assert sum(isinstance(cb, CompileModel) for cb in learn.cbs) == 1

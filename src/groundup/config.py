@@ -46,6 +46,8 @@ class TrainConfig:
         num_workers: data-loading processes; None: one per CPU core (at most 8).
         seed: fixes the initial weights and the shuffling: same seed, same run.
         amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
+        compile: train a `torch.compile`d model (`Learner.compile`); pays off only over enough
+            steps (`benchmarks/bench_compile.py`).
     """
 
     data: str | None = None
@@ -59,6 +61,7 @@ class TrainConfig:
     num_workers: int | None = None
     seed: int = 42
     amp: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

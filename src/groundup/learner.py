@@ -40,6 +40,7 @@ from groundup.callbacks.core import (
     CancelValidateException,
     event_methods,
 )
+from groundup.callbacks.compile import CompileModel
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.schedules import OneCycle
 from groundup.checkpoint import load_checkpoint, save_checkpoint
@@ -478,6 +479,20 @@ class Learner:
         index = int(probs.argmax())
         names = self.preprocessing.class_names if self.preprocessing is not None else None
         return ImagePrediction(names[index] if names else str(index), index, probs)
+
+    def compile(self, **kwargs) -> Learner:
+        """Train a `torch.compile`d model from the next `fit` on (kwargs go to `torch.compile`).
+
+        The compiled model is made once and shares the model's tensors; `learn.model` is the
+        wrapper only during a fit (see `CompileModel`). Returns the learner.
+
+        Example:
+            >>> learn.compile().fit_one_cycle(8, 0.01)
+        """
+        existing = next((cb for cb in self.cbs if isinstance(cb, CompileModel)), None)
+        if existing is not None:
+            self.remove_cb(existing)
+        return self.add_cb(CompileModel(**kwargs))
 
     def save(self, path: str | Path, **extra) -> Path:
         """Write a checkpoint (model, optimizer, epoch, RNG states, history, preprocessing, callbacks' state,

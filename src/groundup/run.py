@@ -114,8 +114,9 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     cbs: list[Callback] = [SetupLearnerCB(device), DistributedTraining()]
     if cfg.amp:
         cbs.append(MixedPrecision())
-    return Learner(model, dls, cross_entropy, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
-                   opt_func=opt_func_for(cfg.opt), cbs=cbs)
+    learn = Learner(model, dls, cross_entropy, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
+                    opt_func=opt_func_for(cfg.opt), cbs=cbs)
+    return learn.compile() if cfg.compile else learn
 
 
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ needs, and pass an instance in the Learner's `cbs`. See `groundup.learner` for t
 
 from groundup.callbacks.activations import TrackActivations
 from groundup.callbacks.checkpointing import Checkpoint
+from groundup.callbacks.compile import CompileModel
 from groundup.callbacks.core import (
     EVENTS,
     Callback,
@@ -36,6 +37,7 @@ __all__ = [
     "CancelTrainException",
     "CancelValidateException",
     "Checkpoint",
+    "CompileModel",
     "DistributedTraining",
     "LRFinder",
     "LRSuggestion",

@@ -28,6 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         f"first and use its suggestion (default: {d.lr})")
     t.add_argument("--schedule", default=d.schedule, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     t.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
+    t.add_argument("--compile", action="store_true",
+                   help="train a torch.compile'd model: costs 10-70 s of compiling once, pays off over a few "
+                        "hundred steps or more (see benchmarks/bench_compile.py)")
     t.add_argument("--out", default=None, help="the run folder; it must be new or empty "
                                                "(default: runs/<date-time>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
@@ -43,7 +46,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     lr = args.lr if args.lr == "auto" else number("--lr", args.lr)
     return TrainConfig(data=args.data, epochs=args.epochs, lr=lr, bs=args.bs, size=args.size, arch=args.arch,
                        schedule=args.schedule, opt=args.opt, num_workers=args.num_workers, seed=args.seed,
-                       amp=args.amp)
+                       amp=args.amp, compile=args.compile)
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
