@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from groundup.callbacks.compile import CompileModel
 from groundup.callbacks.core import (
     EVENTS,
     Callback,
@@ -40,7 +41,6 @@ from groundup.callbacks.core import (
     CancelValidateException,
     event_methods,
 )
-from groundup.callbacks.compile import CompileModel
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.schedules import OneCycle
 from groundup.checkpoint import load_checkpoint, save_checkpoint

@@ -1,0 +1,78 @@
+"""`groundup export`: a model that runs with plain torch, in a process that never imports groundup."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from groundup.cli import main
+from groundup.data.files import get_image_files
+from groundup.data.images import open_image
+from groundup.export import ExportedClassifier, export_checkpoint
+from groundup.predict import Predictor, load_trained_model
+
+FRESH = """
+import json, sys
+import numpy as np, torch
+extra = {"groundup.json": ""}
+program = torch.export.load(sys.argv[1], extra_files=extra)
+meta = json.loads(extra["groundup.json"])
+probs = program.module()(torch.from_numpy(np.load(sys.argv[2])))
+names = [meta["class_names"][i] for i in probs.argmax(1).tolist()]
+print(json.dumps({"names": names, "probs": probs.max(1).values.tolist(), "size": meta["size"],
+                  "groundup_imported": any(m.split(".")[0] == "groundup" for m in sys.modules)}))
+"""
+
+
+@pytest.fixture
+def run(image_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+                 "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_an_exported_pt2_predicts_like_groundup_predict_without_groundup(run, image_folder, tmp_path, capsys):
+    assert main(["export", str(run / "model.pt"), "--out", str(tmp_path / "m.pt2")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    files = sorted(get_image_files(image_folder / "val"))
+    np.save(tmp_path / "images.npy", np.stack([open_image(f, 16) for f in files]))  # what groundup decodes
+    r = subprocess.run([sys.executable, "-I", "-c", FRESH, str(tmp_path / "m.pt2"), str(tmp_path / "images.npy")],
+                       capture_output=True, text=True, check=False, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert not got["groundup_imported"] and got["size"] == 16
+    assert main(["predict", str(run / "model.pt"), *map(str, files)]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert got["names"] == [line[1] for line in lines]
+    assert got["probs"] == pytest.approx([float(line[2]) for line in lines], abs=1e-4)
+
+
+def test_the_exported_graph_is_the_predictor_in_one_module(run, image_folder):
+    model, pre = load_trained_model(run / "model.pt")
+    files = sorted(get_image_files(image_folder / "val"))
+    images = torch.from_numpy(np.stack([open_image(f, 16) for f in files]))
+    expected = Predictor.from_checkpoint(run / "model.pt", device="cpu").probabilities(images)
+    torch.testing.assert_close(ExportedClassifier(model, pre).eval()(images), expected)
+
+
+def test_export_errors_are_clear(run, tmp_path, capsys):
+    assert main(["export", str(run / "missing.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["export", str(run / "model.pt"), "--format", "tflite"]) == 2
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_onnx_export_runs_in_onnxruntime(run, image_folder, tmp_path):
+    pytest.importorskip("onnxscript", reason="ONNX export needs pip install 'groundup[onnx]'")
+    ort = pytest.importorskip("onnxruntime")
+    path = export_checkpoint(run / "model.pt", tmp_path / "m.onnx", "onnx")
+    meta = json.loads((tmp_path / "m.onnx.json").read_text())
+    files = sorted(get_image_files(image_folder / "val"))
+    images = np.stack([open_image(f, meta["size"]) for f in files])
+    (probs,) = ort.InferenceSession(str(path)).run(None, {"images": images})
+    expected = Predictor.from_checkpoint(run / "model.pt", device="cpu").probabilities(torch.from_numpy(images))
+    np.testing.assert_allclose(probs, expected.numpy(), rtol=1e-4, atol=1e-5)
