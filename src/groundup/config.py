@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundup.checks import check_choice, check_int
+from groundup.devices import check_device_name
 from groundup.nn.models import ARCHS
 from groundup.optim import SGD, Adam
 
@@ -25,7 +26,7 @@ SCHEDULES = ("one-cycle", "constant")
 OPTIMIZERS = ("adam", "sgd")
 # Settings a resumed run may change: where the data is, how it is loaded. Everything else would
 # make the resumed run a different run (and no longer equal to an uninterrupted one).
-RESUME_MAY_CHANGE = ("data", "num_workers")
+RESUME_MAY_CHANGE = ("data", "num_workers", "device")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TrainConfig:
         num_workers: data-loading processes; None: one per CPU core (at most 8).
         seed: fixes the initial weights and the shuffling: same seed, same run.
         amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
     """
 
     data: str | None = None
@@ -59,6 +61,7 @@ class TrainConfig:
     num_workers: int | None = None
     seed: int = 42
     amp: bool = False
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,6 +80,7 @@ class TrainConfig:
             check_int("", "--workers", self.num_workers, low=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"--seed must be an integer, got {self.seed!r}")
+        check_device_name(self.device)
 
     @property
     def workers(self) -> int | None:

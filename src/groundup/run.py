@@ -42,6 +42,7 @@ from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
 from groundup.data.download import DATASETS, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.deprecation import moved_names
+from groundup.devices import resolve_device
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.models import get_arch
@@ -90,7 +91,10 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     The learner's callbacks are `SetupLearnerCB` (device, normalization), `DistributedTraining` (a no-op
     unless started by torchrun) and, with `cfg.amp`, `MixedPrecision`. `learn.lr` is `cfg.lr`
     (1e-3 until the LR finder replaces it when `cfg.lr == "auto"`). Call `learn.dls.close()` when done.
+    The device is `device` if given, else `cfg.device` (checked first: a device this machine lacks
+    is a ValueError listing those it has).
     """
+    device = resolve_device(cfg.device) if device is None else device
     dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
                                        num_workers=cfg.num_workers, seed=cfg.seed)
     seed_everything(cfg.seed)

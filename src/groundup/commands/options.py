@@ -7,7 +7,7 @@ import argparse
 from groundup.config import OPTIMIZERS, TrainConfig
 from groundup.nn.models import ARCHS
 
-__all__ = ["HelpFormatter", "add_data_options", "non_negative_int", "number", "positive_int"]
+__all__ = ["HelpFormatter", "add_data_options", "add_device_option", "non_negative_int", "number", "positive_int"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -59,3 +59,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="data-loading processes, 0 to load in the main process "
                         "(default: one per CPU core, at most 8)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed for the weights and the shuffling")
+
+
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    """--device, as `train` and `lr-find` take it (checked when the learner is built: `groundup.devices`)."""
+    p.add_argument("--device", default=TrainConfig().device, metavar="{auto,cpu,cuda,cuda:N}",
+                   help="where to train: auto is CUDA when available (under torchrun: each process's GPU), "
+                        "else the CPU")

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from groundup.commands.options import HelpFormatter, add_data_options, number, positive_int
+from groundup.commands.options import HelpFormatter, add_data_options, add_device_option, number, positive_int
 from groundup.config import RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
 from groundup.run import read_checkpoint_config, train
 
@@ -27,6 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         f"first and use its suggestion (default: {d.lr})")
     t.add_argument("--schedule", default=d.schedule, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     t.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
+    add_device_option(t)
     t.add_argument("--out", default=None, help="the run folder; it must be new or empty "
                                                "(default: runs/<date-time>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
@@ -39,17 +40,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The `TrainConfig` the flags describe (validated: a bad value raises ValueError naming its flag)."""
-    lr = args.lr if args.lr == "auto" else number("--lr", args.lr)
-    return TrainConfig(data=args.data, epochs=args.epochs, lr=lr, bs=args.bs, size=args.size, arch=args.arch,
-                       schedule=args.schedule, opt=args.opt, num_workers=args.num_workers, seed=args.seed,
-                       amp=args.amp)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}  # one flag per setting
+    if values["lr"] != "auto":
+        values["lr"] = number("--lr", values["lr"])
+    return TrainConfig(**values)
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(args)
     if args.resume is not None:
         check_resume_flags(args, read_checkpoint_config(args.resume))
-        train(TrainConfig(data=args.data, num_workers=args.num_workers), out=args.out, resume=args.resume,
+        train(TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}), out=args.out, resume=args.resume,
               quiet=args.quiet, argv=argv)
     else:
         train(cfg, out=args.out, quiet=args.quiet, argv=argv)
