@@ -31,3 +31,24 @@ def test_opt_func_for_names_the_optimizer_and_its_settings(name, cls, group):
     assert isinstance(make, functools.partial) and make.func is cls
     opt = make([torch.zeros(2, requires_grad=True)], 0.1)
     assert all(opt.param_groups[0][k] == v for k, v in group.items())
+
+
+@pytest.mark.parametrize("name, wd, momentum, group", [
+    ("sgd", 0.05, 0.8, {"momentum": 0.8, "weight_decay": 0.05}),
+    ("adam", 0.1, 0.85, {"betas": (0.85, 0.99), "weight_decay": 0.1}),
+    ("adam", None, None, {"betas": (0.9, 0.99), "weight_decay": 1e-2}),
+])
+def test_opt_func_for_takes_weight_decay_and_momentum(name, wd, momentum, group):
+    import torch
+
+    opt = opt_func_for(name, wd=wd, momentum=momentum)([torch.zeros(2, requires_grad=True)], 0.1)
+    assert {k: opt.param_groups[0][k] for k in group} == group
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"wd": -0.1}, r"--wd must be a finite number >= 0, got -0.1"),
+    ({"momentum": 1.0}, r"--momentum must be a finite number in \[0, 1\), got 1.0"),
+])
+def test_weight_decay_and_momentum_are_checked(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**kwargs)

@@ -15,15 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from groundup.checks import check_choice, check_int
+from groundup.checks import check_choice, check_int, check_number
 from groundup.devices import check_device_name
 from groundup.nn.models import ARCHS
 from groundup.optim import SGD, Adam
 
-__all__ = ["OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES", "TrainConfig", "opt_func_for"]
+__all__ = ["DEFAULT_MOMENTUM", "DEFAULT_WD", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES", "TrainConfig",
+           "opt_func_for"]
 
 SCHEDULES = ("one-cycle", "constant")
 OPTIMIZERS = ("adam", "sgd")
+DEFAULT_WD = {"adam": 1e-2, "sgd": 1e-4}  # weight decay when --wd is not given (AdamW's is decoupled)
+DEFAULT_MOMENTUM = 0.9  # SGD's momentum and Adam's beta1 when --momentum is not given
 # Settings a resumed run may change: where the data is, how it is loaded. Everything else would
 # make the resumed run a different run (and no longer equal to an uninterrupted one).
 RESUME_MAY_CHANGE = ("data", "num_workers", "device")
@@ -48,6 +51,9 @@ class TrainConfig:
         seed: fixes the initial weights and the shuffling: same seed, same run.
         amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+        wd: weight decay; None: the optimizer's default (`DEFAULT_WD`: 0.01 for adam, 1e-4 for sgd).
+        momentum: SGD's momentum or Adam's beta1, kept fixed; None: 0.9, and under one-cycle the
+            schedule's cycle 0.95 -> 0.85 -> 0.95.
     """
 
     data: str | None = None
@@ -62,6 +68,8 @@ class TrainConfig:
     seed: int = 42
     amp: bool = False
     device: str = "auto"
+    wd: float | None = None
+    momentum: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -81,6 +89,10 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"--seed must be an integer, got {self.seed!r}")
         check_device_name(self.device)
+        if self.wd is not None:
+            check_number("", "--wd", self.wd)
+        if self.momentum is not None:
+            check_number("", "--momentum", self.momentum, 0.0, 1.0)
 
     @property
     def workers(self) -> int | None:
@@ -100,9 +112,15 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def opt_func_for(name: str) -> Callable:
-    """The optimizer factory for `--opt`: AdamW (weight decay 0.01) or SGD (momentum 0.9, weight decay 1e-4)."""
+def opt_func_for(name: str, wd: float | None = None, momentum: float | None = None) -> Callable:
+    """The optimizer factory for `--opt`: AdamW or SGD with weight decay `wd` and momentum (Adam: beta1) `momentum`.
+
+    None takes the defaults: AdamW with weight decay 0.01, betas (0.9, 0.99); SGD with momentum 0.9,
+    weight decay 1e-4 (`DEFAULT_WD`, `DEFAULT_MOMENTUM`).
+    """
     check_choice("--opt", name, OPTIMIZERS)
+    wd = DEFAULT_WD[name] if wd is None else wd
+    momentum = DEFAULT_MOMENTUM if momentum is None else momentum
     if name == "sgd":
-        return functools.partial(SGD, momentum=0.9, weight_decay=1e-4)
-    return functools.partial(Adam, weight_decay=1e-2)
+        return functools.partial(SGD, momentum=momentum, weight_decay=wd)
+    return functools.partial(Adam, betas=(momentum, 0.99), weight_decay=wd)

@@ -103,7 +103,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     if cfg.amp:
         cbs.append(MixedPrecision())
     return Learner(model, dls, cross_entropy, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
-                   opt_func=opt_func_for(cfg.opt), cbs=cbs)
+                   opt_func=opt_func_for(cfg.opt, wd=cfg.wd, momentum=cfg.momentum), cbs=cbs)
 
 
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
@@ -173,7 +173,9 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
             say(f"{resume} has finished all {cfg.epochs} epochs already; rewriting its summary and report")
         else:
             say(f"resuming {resume}: {start_epoch} of {cfg.epochs} epochs done")
-    schedule = [OneCycle(cfg.lr)] if cfg.schedule == "one-cycle" else []
+    # A --momentum given is held fixed; without one, one-cycle cycles it (0.95 -> 0.85 -> 0.95).
+    moms = {} if cfg.momentum is None else {"moms": None}
+    schedule = [OneCycle(cfg.lr, **moms)] if cfg.schedule == "one-cycle" else []
     dls = learn.dls
     say(f"training {cfg.arch} on {dls.path} ({len(dls.train.dataset)} train, {len(dls.valid.dataset)} valid images, "
         f"{len(learn.preprocessing.vocab)} classes) for {cfg.epochs} epochs; writing to {run_dir}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from groundup.config import OPTIMIZERS, TrainConfig
+from groundup.config import DEFAULT_MOMENTUM, DEFAULT_WD, OPTIMIZERS, TrainConfig
 from groundup.nn.models import ARCHS
 
 __all__ = ["HelpFormatter", "add_data_options", "add_device_option", "non_negative_int", "number", "positive_int"]
@@ -44,7 +44,7 @@ def number(flag: str, text: str) -> float:
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    """--data, --bs, --size, --arch, --opt, --workers and --seed, as `train` and `lr-find` take them."""
+    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --workers and --seed, as `train` and `lr-find` take them."""
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
                    help="a folder with train/<label>/ and val/<label>/ image subfolders, or a registry name "
@@ -55,6 +55,12 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=d.arch, help=f"model architecture: {', '.join(sorted(ARCHS))}")
     p.add_argument("--opt", default=d.opt, help=f"optimizer: {' or '.join(OPTIMIZERS)} (adam: AdamW, weight "
                                                 "decay 0.01; sgd: momentum 0.9, weight decay 1e-4)")
+    p.add_argument("--wd", type=float, default=None,
+                   help="weight decay (default: " + ", ".join(f"{DEFAULT_WD[o]:g} for {o}" for o in OPTIMIZERS)
+                        + "; adam's is decoupled, as AdamW)")
+    p.add_argument("--momentum", type=float, default=None,
+                   help=f"SGD's momentum or Adam's beta1, held fixed when given (default: {DEFAULT_MOMENTUM}, "
+                        "cycled 0.95 -> 0.85 -> 0.95 under the one-cycle schedule)")
     p.add_argument("--workers", dest="num_workers", type=non_negative_int, default=None,
                    help="data-loading processes, 0 to load in the main process "
                         "(default: one per CPU core, at most 8)")

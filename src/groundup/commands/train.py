@@ -32,7 +32,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                "(default: runs/<date-time>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue the run saved in CHECKPOINT (its model.pt) with its own settings, from its "
-                        "last finished epoch; only --data and --workers may change (default: a new run)")
+                        "last finished epoch; only --data, --workers and --device may change "
+                        "(default: a new run)")
     t.add_argument("--quiet", action="store_true", help="print nothing: no table, no progress bar")
     t.set_defaults(run=run)
     return t
