@@ -38,3 +38,18 @@ def test_without_momentum_one_cycle_still_cycles_it(image_folder, tmp_path):
     assert main(tiny(image_folder, out, "--opt", "sgd")) == 0
     group = read_checkpoint(out / "model.pt")["opt"]["param_groups"][0]
     assert group["weight_decay"] == 1e-4 and group["momentum"] == pytest.approx(0.95, abs=0.02)
+
+
+# -- short options ---------------------------------------------------------------------------------------
+def test_short_aliases_b_j_e_work_and_are_listed_in_help(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(image_folder), "--size", "16", "-b", "6", "-j", "0", "-e", "1", "--quiet",
+                 "--out", str(out)]) == 0
+    assert {k: read_checkpoint(out / "model.pt")["config"][k] for k in ("bs", "num_workers", "epochs")} == \
+        {"bs": 6, "num_workers": 0, "epochs": 1}
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "-b BS, --bs BS" in text and "-j NUM_WORKERS, --workers NUM_WORKERS" in text
+    assert "-e EPOCHS, --epochs EPOCHS" in text
+    assert main(["lr-find", "--help"]) == 0
+    assert "-b BS, --bs BS" in capsys.readouterr().out

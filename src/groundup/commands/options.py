@@ -50,7 +50,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="a folder with train/<label>/ and val/<label>/ image subfolders, or a registry name "
                         "(see: groundup download --list), downloaded and cached on first use "
                         "(default: imagenette-mini, shipped in the package)")
-    p.add_argument("--bs", type=positive_int, default=d.bs, help="training batch size (validation: twice that)")
+    p.add_argument("-b", "--bs", type=positive_int, default=d.bs, help="training batch size (validation: twice that)")
     p.add_argument("--size", type=positive_int, default=d.size, help="images are squashed to SIZE x SIZE pixels")
     p.add_argument("--arch", default=d.arch, help=f"model architecture: {', '.join(sorted(ARCHS))}")
     p.add_argument("--opt", default=d.opt, help=f"optimizer: {' or '.join(OPTIMIZERS)} (adam: AdamW, weight "
@@ -61,7 +61,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=None,
                    help=f"SGD's momentum or Adam's beta1, held fixed when given (default: {DEFAULT_MOMENTUM}, "
                         "cycled 0.95 -> 0.85 -> 0.95 under the one-cycle schedule)")
-    p.add_argument("--workers", dest="num_workers", type=non_negative_int, default=None,
+    p.add_argument("-j", "--workers", dest="num_workers", type=non_negative_int, default=None,
                    help="data-loading processes, 0 to load in the main process "
                         "(default: one per CPU core, at most 8)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed for the weights and the shuffling")

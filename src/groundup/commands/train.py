@@ -21,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "(checkpoint after every epoch), best.pt, losses.png, schedule.png and "
                                    "report.html into its --out folder.")
     add_data_options(t)
-    t.add_argument("--epochs", type=positive_int, default=d.epochs, help="number of epochs")
+    t.add_argument("-e", "--epochs", type=positive_int, default=d.epochs, help="number of epochs")
     t.add_argument("--lr", default=str(d.lr),
                    help="learning rate (the peak of the one-cycle schedule), or 'auto' to run the LR finder "
                         f"first and use its suggestion (default: {d.lr})")
