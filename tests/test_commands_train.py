@@ -53,3 +53,39 @@ def test_short_aliases_b_j_e_work_and_are_listed_in_help(image_folder, tmp_path,
     assert "-e EPOCHS, --epochs EPOCHS" in text
     assert main(["lr-find", "--help"]) == 0
     assert "-b BS, --bs BS" in capsys.readouterr().out
+
+
+# -- monitor and early stopping ----------------------------------------------------------------------------
+def test_monitor_valid_acc_picks_best_pt_and_the_summary_names_it(image_folder, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out, "--monitor", "valid_acc", epochs=3)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    accs = [r["valid_acc"] for r in read_checkpoint(out / "model.pt")["history"]]
+    best_epoch = accs.index(max(accs))
+    assert summary["monitor"] == "valid_acc" and summary["best"]["epoch"] == best_epoch
+    assert read_checkpoint(out / "best.pt")["epoch"] == best_epoch
+    assert "best.pt: epoch" in (out / "report.html").read_text()
+
+
+def test_patience_stops_a_run_that_does_not_improve_and_keeps_best_pt(image_folder, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run"
+    # lr 1e-30 leaves the weights as they are: the validation loss never improves after epoch 0
+    assert main(tiny(image_folder, out, "--patience", "2", "--lr", "1e-30", "--schedule", "constant",
+                     epochs=10)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_epoch"] == 2 and len(read_checkpoint(out / "model.pt")["history"]) == 3
+    assert read_checkpoint(out / "best.pt")["epoch"] == 0
+    # resuming a run that stopped early trains no more
+    assert main(["train", "--resume", str(out / "model.pt"), "--quiet"]) == 0
+    assert read_checkpoint(out / "model.pt")["epoch"] == 2
+
+
+def test_patience_and_monitor_are_checked(image_folder, tmp_path, capsys):
+    assert main(tiny(image_folder, tmp_path / "a", "--patience", "0")) == 2
+    assert_one_line_error(capsys, r"argument --patience: must be a positive integer, got 0")
+    assert main(tiny(image_folder, tmp_path / "b", "--monitor", "valid_los")) == 2
+    assert_one_line_error(capsys, r"argument --monitor: invalid choice: 'valid_los'")

@@ -20,13 +20,14 @@ from groundup.devices import check_device_name
 from groundup.nn.models import ARCHS
 from groundup.optim import SGD, Adam
 
-__all__ = ["DEFAULT_MOMENTUM", "DEFAULT_WD", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES", "TrainConfig",
+__all__ = ["DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES", "TrainConfig",
            "opt_func_for"]
 
 SCHEDULES = ("one-cycle", "constant")
 OPTIMIZERS = ("adam", "sgd")
 DEFAULT_WD = {"adam": 1e-2, "sgd": 1e-4}  # weight decay when --wd is not given (AdamW's is decoupled)
 DEFAULT_MOMENTUM = 0.9  # SGD's momentum and Adam's beta1 when --momentum is not given
+MONITORS = ("valid_loss", "valid_acc")  # what --monitor may judge a run by (best.pt, early stopping)
 # Settings a resumed run may change: where the data is, how it is loaded. Everything else would
 # make the resumed run a different run (and no longer equal to an uninterrupted one).
 RESUME_MAY_CHANGE = ("data", "num_workers", "device")
@@ -54,6 +55,10 @@ class TrainConfig:
         wd: weight decay; None: the optimizer's default (`DEFAULT_WD`: 0.01 for adam, 1e-4 for sgd).
         momentum: SGD's momentum or Adam's beta1, kept fixed; None: 0.9, and under one-cycle the
             schedule's cycle 0.95 -> 0.85 -> 0.95.
+        monitor: the metric that decides `best.pt` and early stopping: "valid_loss" (lower is
+            better) or "valid_acc" (higher is better).
+        patience: stop when `monitor` has not improved for this many epochs (`EarlyStopping`);
+            None: run every epoch.
     """
 
     data: str | None = None
@@ -70,6 +75,8 @@ class TrainConfig:
     device: str = "auto"
     wd: float | None = None
     momentum: float | None = None
+    monitor: str = "valid_loss"
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -93,6 +100,9 @@ class TrainConfig:
             check_number("", "--wd", self.wd)
         if self.momentum is not None:
             check_number("", "--momentum", self.momentum, 0.0, 1.0)
+        check_choice("--monitor", self.monitor, MONITORS)
+        if self.patience is not None:
+            check_int("", "--patience", self.patience)
 
     @property
     def workers(self) -> int | None:

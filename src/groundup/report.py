@@ -114,6 +114,10 @@ def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any
                        ("train_loss", "train loss")):
         if final.get(key) is not None:
             cards.append(f'<div class="card">{label}<b>{final[key]:.4f}</b></div>')
+    best, monitor = summary.get("best"), summary.get("monitor")
+    if best and monitor and best.get(monitor) is not None:  # the epoch best.pt holds
+        cards.append(f'<div class="card">best.pt: epoch {best.get("epoch")}, by {html.escape(monitor)}'
+                     f'<b>{best[monitor]:.4f}</b></div>')
     if summary.get("wall_seconds") is not None:
         cards.append(f'<div class="card">wall time<b>{summary["wall_seconds"]:.1f} s</b></div>')
     figures = "".join(

@@ -31,6 +31,7 @@ from groundup._version import __version__
 from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.core import Callback
 from groundup.callbacks.distributed import DistributedTraining
+from groundup.callbacks.early_stopping import EarlyStopping
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
@@ -140,8 +141,9 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     """Fit `learn` as a run does (see the module docstring); return facts for the summary.
 
     Returns:
-        `{"recorder", "lr_finder", "start_epoch"}`: the per-batch record, the LR finder's result
-        (None unless `cfg.lr == "auto"`, or resumed from a run that used it) and the first epoch run.
+        `{"recorder", "lr_finder", "start_epoch", "stopped_epoch"}`: the per-batch record, the LR
+        finder's result (None unless `cfg.lr == "auto"`, or resumed from a run that used it), the
+        first epoch run, and the epoch after which early stopping ended the run (None if it did not).
     """
     main_process = is_main_process()
     lr_found = None
@@ -157,8 +159,11 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
 
     recorder = Recorder()
     cbs: list[Callback] = [TrackResults(print_table=not quiet and main_process), recorder,
-                           Checkpoint(run_dir, best_by="valid_loss",
+                           Checkpoint(run_dir, best_by=cfg.monitor,
                                       extra={"config": cfg.to_dict(), "run": {"lr_finder": lr_found}})]
+    early = EarlyStopping(cfg.monitor, cfg.patience) if cfg.patience is not None else None
+    if early is not None:
+        cbs.append(early)
     if main_process:
         cbs.append(_MetricsFile(run_dir / "metrics.csv"))
         if not quiet:
@@ -166,10 +171,14 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     for cb in cbs:
         learn.add_cb(cb)
 
-    start_epoch = 0
+    start_epoch, stopped_epoch = 0, None
     if resume is not None:
         start_epoch = learn.load(resume)["epoch"] + 1
-        if start_epoch >= cfg.epochs:
+        stopped_epoch = early.stop_epoch(learn.history) if early is not None else None
+        if stopped_epoch is not None:  # it stopped early: it is finished
+            start_epoch = cfg.epochs
+            say(f"{resume} stopped early after epoch {stopped_epoch}; rewriting its summary and report")
+        elif start_epoch >= cfg.epochs:
             say(f"{resume} has finished all {cfg.epochs} epochs already; rewriting its summary and report")
         else:
             say(f"resuming {resume}: {start_epoch} of {cfg.epochs} epochs done")
@@ -180,7 +189,9 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     say(f"training {cfg.arch} on {dls.path} ({len(dls.train.dataset)} train, {len(dls.valid.dataset)} valid images, "
         f"{len(learn.preprocessing.vocab)} classes) for {cfg.epochs} epochs; writing to {run_dir}")
     learn.fit(cfg.epochs, cbs=schedule, start_epoch=start_epoch)
-    return {"recorder": recorder, "lr_finder": lr_found, "start_epoch": start_epoch}
+    if early is not None and early.stopped_epoch is not None:
+        stopped_epoch = early.stopped_epoch
+    return {"recorder": recorder, "lr_finder": lr_found, "start_epoch": start_epoch, "stopped_epoch": stopped_epoch}
 
 
 # -- 3. write -----------------------------------------------------------------------------------------------
@@ -235,11 +246,13 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         plots["Learning rate finder"] = run_dir / "lr_find.png"
     pre, dls = learn.preprocessing, learn.dls
     final = history[-1] if history else {}
-    best = min((r for r in history if r.get("valid_loss") is not None), key=lambda r: r["valid_loss"],
-               default=None)
+    scored = [r for r in history if r.get(cfg.monitor) is not None]
+    best = (min if cfg.monitor.endswith("loss") else max)(scored, key=lambda r: r[cfg.monitor], default=None)
     summary = {
         "final": final,
         "best": best,
+        "monitor": cfg.monitor,
+        "stopped_epoch": facts.get("stopped_epoch"),
         "wall_seconds": facts["wall_seconds"],
         "train_seconds": round(sum(r.get("seconds", 0.0) for r in history), 3),
         "data_path": str(Path(facts["data_path"]).resolve()),
@@ -319,10 +332,16 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
                  resumed_from=str(resume) if resume is not None else None,
                  command="groundup " + " ".join(argv) if argv is not None else None)
     summary = write_run_folder(learn, cfg, run_dir, facts)
-    final = summary["final"]
+    final, best = summary["final"], summary["best"]
     if final:
-        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f} after {cfg.epochs} epochs "
+        ran = len(learn.history)
+        after = (f"after {ran} epochs" if summary["stopped_epoch"] is None
+                 else f"after {ran} of {cfg.epochs} epochs (stopped early: {cfg.monitor} had not improved "
+                      f"for {cfg.patience} epochs)")
+        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f} {after} "
             f"({summary['wall_seconds']:.1f} s); wrote {run_dir}/: {', '.join(summary['files'])}")
+    if best is not None and (run_dir / "best.pt").is_file():
+        say(f"best.pt is epoch {best['epoch']}, by {cfg.monitor}: {best[cfg.monitor]:.4f}")
     say(f"open {run_dir / 'report.html'} in a browser for the report")
     return summary
 

@@ -17,6 +17,7 @@ from groundup.callbacks.core import (
     CancelValidateException,
 )
 from groundup.callbacks.distributed import DistributedTraining
+from groundup.callbacks.early_stopping import EarlyStopping
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.progress import ProgressBar
@@ -37,6 +38,7 @@ __all__ = [
     "CancelValidateException",
     "Checkpoint",
     "DistributedTraining",
+    "EarlyStopping",
     "LRFinder",
     "LRSuggestion",
     "MixedPrecision",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from groundup.commands.options import HelpFormatter, add_data_options, add_device_option, number, positive_int
-from groundup.config import RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
+from groundup.config import MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
 from groundup.run import read_checkpoint_config, train
 
 NAME = "train"
@@ -28,6 +28,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--schedule", default=d.schedule, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     t.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
     add_device_option(t)
+    t.add_argument("--monitor", default=d.monitor, choices=MONITORS,
+                   help="the metric that picks best.pt and that --patience watches (a loss: lower is better; "
+                        "an accuracy: higher)")
+    t.add_argument("--patience", type=positive_int, default=None, metavar="N",
+                   help="stop early when --monitor has not improved for N epochs; best.pt keeps the best "
+                        "epoch (default: run every epoch)")
     t.add_argument("--out", default=None, help="the run folder; it must be new or empty "
                                                "(default: runs/<date-time>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
