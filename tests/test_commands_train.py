@@ -89,3 +89,45 @@ def test_patience_and_monitor_are_checked(image_folder, tmp_path, capsys):
     assert_one_line_error(capsys, r"argument --patience: must be a positive integer, got 0")
     assert main(tiny(image_folder, tmp_path / "b", "--monitor", "valid_los")) == 2
     assert_one_line_error(capsys, r"argument --monitor: invalid choice: 'valid_los'")
+
+
+# -- clipping and accumulation -------------------------------------------------------------------------------
+def initial_weights(folder):
+    from groundup.config import TrainConfig
+    from groundup.run import build_learner
+
+    learn = build_learner(TrainConfig(data=str(folder), size=16, bs=4, num_workers=0))
+    learn.dls.close()
+    return {k: v.clone() for k, v in learn.model.state_dict().items()}
+
+
+def test_clip_bounds_every_step(image_folder, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    # plain SGD (no momentum, no weight decay): each step moves the weights by lr x (clipped gradient)
+    assert main(tiny(image_folder, out, "--opt", "sgd", "--momentum", "0", "--wd", "0", "--schedule", "constant",
+                     "--lr", "0.1", "--clip", "1e-6")) == 0
+    start, end = initial_weights(image_folder), read_checkpoint(out / "model.pt")["model"]
+    moved = torch.sqrt(sum(((end[k] - start[k]) ** 2).sum() for k in start))
+    assert 0 < moved <= 10 * 0.1 * 1e-6 * 1.001  # 10 steps of at most lr x 1e-6
+    assert read_checkpoint(out / "model.pt")["config"]["clip"] == 1e-6
+
+
+def test_accumulate_steps_once_every_k_batches(image_folder, tmp_path):
+    out = tmp_path / "run"
+    # 18 training images in batches of 4: 5 batches per epoch, in groups of 3 and 2: 2 steps per epoch
+    assert main(tiny(image_folder, out, "--accumulate", "3")) == 0
+    ckpt = read_checkpoint(out / "model.pt")
+    assert {s["step"] for s in ckpt["opt"]["state"].values()} == {4}  # Adam counts its steps
+    assert ckpt["config"]["accumulate"] == 3
+
+
+@pytest.mark.parametrize("flag, value, pattern", [
+    ("--clip", "0", r"argument --clip: must be a positive number, got 0"),
+    ("--clip", "big", r"argument --clip: must be a positive number, got 'big'"),
+    ("--accumulate", "0", r"argument --accumulate: must be a positive integer, got 0"),
+])
+def test_clip_and_accumulate_are_checked(image_folder, tmp_path, capsys, flag, value, pattern):
+    assert main(tiny(image_folder, tmp_path / "run", flag, value)) == 2
+    assert_one_line_error(capsys, pattern)

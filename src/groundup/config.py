@@ -59,6 +59,9 @@ class TrainConfig:
             better) or "valid_acc" (higher is better).
         patience: stop when `monitor` has not improved for this many epochs (`EarlyStopping`);
             None: run every epoch.
+        clip: clip the gradient norm to this before each step (`GradientClipping`); None: no clipping.
+        accumulate: add up the gradients of this many batches per step, the loss divided by it
+            (`GradientAccumulation`): like a batch this many times larger.
     """
 
     data: str | None = None
@@ -77,6 +80,8 @@ class TrainConfig:
     momentum: float | None = None
     monitor: str = "valid_loss"
     patience: int | None = None
+    clip: float | None = None
+    accumulate: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,6 +108,9 @@ class TrainConfig:
         check_choice("--monitor", self.monitor, MONITORS)
         if self.patience is not None:
             check_int("", "--patience", self.patience)
+        if self.clip is not None:
+            check_number("", "--clip", self.clip, low_inclusive=False)
+        check_int("", "--accumulate", self.accumulate)
 
     @property
     def workers(self) -> int | None:

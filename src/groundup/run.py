@@ -32,6 +32,8 @@ from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.core import Callback
 from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.early_stopping import EarlyStopping
+from groundup.callbacks.gradient_accumulation import GradientAccumulation
+from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
@@ -164,6 +166,10 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     early = EarlyStopping(cfg.monitor, cfg.patience) if cfg.patience is not None else None
     if early is not None:
         cbs.append(early)
+    if cfg.clip is not None:
+        cbs.append(GradientClipping(cfg.clip))
+    if cfg.accumulate > 1:
+        cbs.append(GradientAccumulation(cfg.accumulate))
     if main_process:
         cbs.append(_MetricsFile(run_dir / "metrics.csv"))
         if not quiet:

@@ -18,6 +18,8 @@ from groundup.callbacks.core import (
 )
 from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.early_stopping import EarlyStopping
+from groundup.callbacks.gradient_accumulation import GradientAccumulation
+from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.progress import ProgressBar
@@ -39,6 +41,8 @@ __all__ = [
     "Checkpoint",
     "DistributedTraining",
     "EarlyStopping",
+    "GradientAccumulation",
+    "GradientClipping",
     "LRFinder",
     "LRSuggestion",
     "MixedPrecision",

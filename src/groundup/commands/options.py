@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from groundup.config import DEFAULT_MOMENTUM, DEFAULT_WD, OPTIMIZERS, TrainConfig
 from groundup.nn.models import ARCHS
 
-__all__ = ["HelpFormatter", "add_data_options", "add_device_option", "non_negative_int", "number", "positive_int"]
+__all__ = ["HelpFormatter", "add_data_options", "add_device_option", "non_negative_int", "number", "positive_int",
+           "positive_number"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -33,6 +35,17 @@ def _int_at_least(low: int, wording: str):
 
 positive_int = _int_at_least(1, "a positive integer")
 non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def positive_number(text: str) -> float:
+    """An argparse `type` that accepts finite numbers > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not 0 < v < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
 
 
 def number(flag: str, text: str) -> float:

@@ -7,7 +7,14 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from groundup.commands.options import HelpFormatter, add_data_options, add_device_option, number, positive_int
+from groundup.commands.options import (
+    HelpFormatter,
+    add_data_options,
+    add_device_option,
+    number,
+    positive_int,
+    positive_number,
+)
 from groundup.config import MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
 from groundup.run import read_checkpoint_config, train
 
@@ -26,6 +33,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="learning rate (the peak of the one-cycle schedule), or 'auto' to run the LR finder "
                         f"first and use its suggestion (default: {d.lr})")
     t.add_argument("--schedule", default=d.schedule, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    t.add_argument("--clip", type=positive_number, default=None, metavar="NORM",
+                   help="clip the gradient norm to NORM before each step (default: no clipping)")
+    t.add_argument("--accumulate", type=positive_int, default=d.accumulate, metavar="K",
+                   help="step once every K batches, adding up their gradients (the loss divided by K): "
+                        "like a batch K times larger, in the memory of one")
     t.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
     add_device_option(t)
     t.add_argument("--monitor", default=d.monitor, choices=MONITORS,
