@@ -131,3 +131,26 @@ def test_accumulate_steps_once_every_k_batches(image_folder, tmp_path):
 def test_clip_and_accumulate_are_checked(image_folder, tmp_path, capsys, flag, value, pattern):
     assert main(tiny(image_folder, tmp_path / "run", flag, value)) == 2
     assert_one_line_error(capsys, pattern)
+
+
+# -- resume with more epochs ---------------------------------------------------------------------------------
+def test_resume_extends_a_constant_schedule_run_to_more_epochs(image_folder, tmp_path):
+    import torch
+
+    cut, full = tmp_path / "cut", tmp_path / "full"
+    assert main(tiny(image_folder, cut, "--schedule", "constant", epochs=2)) == 0
+    assert main(["train", "--resume", str(cut / "model.pt"), "--epochs", "3", "--quiet", "-j", "0"]) == 0
+    ckpt = read_checkpoint(cut / "model.pt")
+    assert ckpt["epoch"] == 2 and ckpt["config"]["epochs"] == 3 and len(ckpt["history"]) == 3
+    # the same as three epochs in one go
+    assert main(tiny(image_folder, full, "--schedule", "constant", epochs=3)) == 0
+    for k, v in read_checkpoint(full / "model.pt")["model"].items():
+        assert torch.equal(v, ckpt["model"][k]), k
+
+
+def test_resume_cannot_change_the_epochs_of_a_one_cycle_run_and_says_why(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out, epochs=1)) == 0
+    assert main(["train", "--resume", str(out / "model.pt"), "--epochs", "3"]) == 2
+    assert_one_line_error(capsys, r"--epochs 3 cannot change the resumed run's 1 epochs: its one-cycle schedule "
+                                  r"sets each batch's lr from the progress through all 1, .*start a new run")

@@ -41,6 +41,7 @@ from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
+from groundup.checks import check_int
 from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
 from groundup.data.download import DATASETS, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
@@ -118,11 +119,23 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def resumed_config(resume: str | Path, cfg: TrainConfig) -> TrainConfig:
-    """The checkpoint's settings, with those a resumed run may change (`RESUME_MAY_CHANGE`) taken from `cfg`."""
+def resumed_config(resume: str | Path, cfg: TrainConfig, epochs: int | None = None) -> TrainConfig:
+    """The checkpoint's settings, with those a resumed run may change (`RESUME_MAY_CHANGE`) taken from `cfg`.
+
+    `epochs`, if given, is the resumed run's new number of epochs: a constant schedule can be
+    extended; a one-cycle schedule cannot (ValueError saying why).
+    """
     saved = read_checkpoint_config(resume)
-    return TrainConfig.from_dict({**saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE
-                                              if getattr(cfg, k) is not None}})
+    values = {**saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE if getattr(cfg, k) is not None}}
+    before = TrainConfig.from_dict(saved)
+    if epochs is not None and epochs != before.epochs:
+        if before.schedule != "constant":
+            raise ValueError(f"--epochs {epochs} cannot change the resumed run's {before.epochs} epochs: its "
+                             f"{before.schedule} schedule sets each batch's lr from the progress through all "
+                             f"{before.epochs}, so the epochs done belong to that cycle (runs with --schedule "
+                             f"constant can be extended); start a new run for {epochs} epochs")
+        values["epochs"] = check_int("", "--epochs", epochs)
+    return TrainConfig.from_dict(values)
 
 
 # -- 2. fit -------------------------------------------------------------------------------------------------
@@ -296,7 +309,7 @@ def _run_dir(out: str | None, resume: str | None) -> Path:
 
 
 def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, quiet: bool = False,
-          argv: Sequence[str] | None = None) -> dict[str, Any]:
+          argv: Sequence[str] | None = None, epochs: int | None = None) -> dict[str, Any]:
     """Train as `groundup train` does and write the run's files; return the summary.
 
     Args:
@@ -305,13 +318,15 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         resume: a checkpoint written by an earlier run, to continue from its last finished epoch.
         quiet: print nothing (no table, no progress bar).
         argv: the command line, recorded in the summary.
+        epochs: when resuming, a new number of epochs (a constant schedule can be extended; see
+            `resumed_config`).
     """
     start = time.perf_counter()
     started = datetime.datetime.now().isoformat(timespec="seconds")
     main_process = is_main_process()
     say = (lambda *a: None) if quiet or not main_process else functools.partial(print, flush=True)
     if resume is not None:
-        cfg = resumed_config(resume, cfg)
+        cfg = resumed_config(resume, cfg, epochs=epochs)
     learn = build_learner(cfg)
     data_path = learn.dls.path
     try:

@@ -28,7 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "(checkpoint after every epoch), best.pt, losses.png, schedule.png and "
                                    "report.html into its --out folder.")
     add_data_options(t)
-    t.add_argument("-e", "--epochs", type=positive_int, default=d.epochs, help="number of epochs")
+    t.add_argument("-e", "--epochs", type=positive_int, default=None,
+                   help=f"number of epochs; with --resume, a new number for a --schedule constant run "
+                        f"(default: {d.epochs})")
     t.add_argument("--lr", default=str(d.lr),
                    help="learning rate (the peak of the one-cycle schedule), or 'auto' to run the LR finder "
                         f"first and use its suggestion (default: {d.lr})")
@@ -60,6 +62,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The `TrainConfig` the flags describe (validated: a bad value raises ValueError naming its flag)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}  # one flag per setting
+    values = {k: v for k, v in values.items() if v is not None}  # not given: TrainConfig's default
     if values["lr"] != "auto":
         values["lr"] = number("--lr", values["lr"])
     return TrainConfig(**values)
@@ -70,20 +73,25 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.resume is not None:
         check_resume_flags(args, read_checkpoint_config(args.resume))
         train(TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}), out=args.out, resume=args.resume,
-              quiet=args.quiet, argv=argv)
+              quiet=args.quiet, argv=argv, epochs=args.epochs)
     else:
         train(cfg, out=args.out, quiet=args.quiet, argv=argv)
     return 0
 
 
 def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None:
-    """A resumed run keeps its settings: a flag given with a different value is an error, not ignored."""
+    """A resumed run keeps its settings: a flag given with a different value is an error, not ignored.
+
+    `--epochs` is checked by `groundup.run.resumed_config` (a constant schedule may be extended).
+    """
     defaults = TrainConfig()
     saved = TrainConfig.from_dict(saved).to_dict()
     for f in dataclasses.fields(TrainConfig):
-        if f.name in RESUME_MAY_CHANGE:
+        if f.name in (*RESUME_MAY_CHANGE, "epochs"):
             continue
         given = getattr(args, f.name)
+        if given is None:  # not given
+            continue
         if f.name == "lr" and given != "auto":
             given = number("--lr", given)
         if given != getattr(defaults, f.name) and given != saved.get(f.name):
