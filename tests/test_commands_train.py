@@ -154,3 +154,18 @@ def test_resume_cannot_change_the_epochs_of_a_one_cycle_run_and_says_why(image_f
     assert main(["train", "--resume", str(out / "model.pt"), "--epochs", "3"]) == 2
     assert_one_line_error(capsys, r"--epochs 3 cannot change the resumed run's 1 epochs: its one-cycle schedule "
                                   r"sets each batch's lr from the progress through all 1, .*start a new run")
+
+
+# -- logs ----------------------------------------------------------------------------------------------------
+def test_a_run_writes_steps_csv_with_a_row_per_training_batch(image_folder, tmp_path):
+    import csv
+    import json
+
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out)) == 0
+    with open(out / "steps.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "iteration", "lr", "loss"] and len(rows) == 2 * 5  # 5 batches of 4 or 2
+    recorded = read_checkpoint(out / "model.pt")["callbacks"]["recorder"]
+    assert [float(r["loss"]) for r in rows] == pytest.approx(recorded["losses"])
+    assert "steps.csv" in json.loads((out / "summary.json").read_text())["files"]

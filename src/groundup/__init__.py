@@ -27,6 +27,7 @@ from groundup.callbacks import (
     ProgressBar,
     Recorder,
     SetupLearnerCB,
+    StepLogger,
     TrackActivations,
     TrackResults,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "Recorder",
     "Sequential",
     "SetupLearnerCB",
+    "StepLogger",
     "TrackActivations",
     "TrackResults",
     "__version__",

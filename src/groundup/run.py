@@ -5,8 +5,8 @@
                               DistributedTraining and (with `cfg.amp`) MixedPrecision; shared by
                               `train` and `lr-find`
     fit_run(learn, cfg, ...)  the LR finder when `lr="auto"`, the callbacks of a run (results,
-                              recorder, checkpoints, metrics.csv after every epoch, progress bar),
-                              resuming from a checkpoint, and `fit`
+                              recorder, checkpoints, metrics.csv after every epoch, steps.csv, early
+                              stopping, clipping, accumulation, progress bar), resuming, and `fit`
     write_run_folder(...)     metrics.csv, summary.json, losses.png, schedule.png and report.html
 
 `train(cfg, out=..., resume=...)` does all three; the command line (`groundup.commands.train`)
@@ -39,6 +39,7 @@ from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.step_logger import StepLogger
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
 from groundup.checks import check_int
@@ -184,7 +185,7 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     if cfg.accumulate > 1:
         cbs.append(GradientAccumulation(cfg.accumulate))
     if main_process:
-        cbs.append(_MetricsFile(run_dir / "metrics.csv"))
+        cbs += [_MetricsFile(run_dir / "metrics.csv"), StepLogger(run_dir / "steps.csv")]
         if not quiet:
             cbs.append(ProgressBar())
     for cb in cbs:
@@ -290,6 +291,7 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         "command": facts["command"],
         "versions": package_versions(),
         "files": sorted(["metrics.csv", "summary.json", "model.pt", "report.html",
+                         *(name for name in ("steps.csv",) if (run_dir / name).is_file()),
                          *(Path(p).name for p in plots.values()),
                          *(["best.pt"] if (run_dir / "best.pt").is_file() else [])]),
     }

@@ -26,6 +26,7 @@ from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.step_logger import StepLogger
 from groundup.callbacks.tracking import TrackResults
 from groundup.deprecation import moved_names
 
@@ -50,6 +51,7 @@ __all__ = [
     "ProgressBar",
     "Recorder",
     "SetupLearnerCB",
+    "StepLogger",
     "TrackActivations",
     "TrackResults",
 ]
