@@ -169,3 +169,26 @@ def test_a_run_writes_steps_csv_with_a_row_per_training_batch(image_folder, tmp_
     recorded = read_checkpoint(out / "model.pt")["callbacks"]["recorder"]
     assert [float(r["loss"]) for r in rows] == pytest.approx(recorded["losses"])
     assert "steps.csv" in json.loads((out / "summary.json").read_text())["files"]
+
+
+def test_tensorboard_writes_event_files_into_the_run_folder(image_folder, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out, "--tensorboard")) == 0
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert len(acc.Scalars("train/loss")) == 10 and len(acc.Scalars("epoch/valid_acc")) == 2
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    assert read_checkpoint(out / "model.pt")["config"]["tensorboard"] is True
+
+
+def test_tensorboard_without_the_package_is_a_one_line_error(image_folder, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert main(tiny(image_folder, tmp_path / "run", "--tensorboard")) == 2
+    assert_one_line_error(capsys, r"--tensorboard: TensorBoard logging needs the tensorboard package: "
+                                  r"pip install 'groundup\[tensorboard\]'")
+    assert not (tmp_path / "run").exists()

@@ -28,6 +28,7 @@ from groundup.callbacks import (
     Recorder,
     SetupLearnerCB,
     StepLogger,
+    TensorBoardLogger,
     TrackActivations,
     TrackResults,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "Sequential",
     "SetupLearnerCB",
     "StepLogger",
+    "TensorBoardLogger",
     "TrackActivations",
     "TrackResults",
     "__version__",

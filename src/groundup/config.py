@@ -30,7 +30,7 @@ DEFAULT_MOMENTUM = 0.9  # SGD's momentum and Adam's beta1 when --momentum is not
 MONITORS = ("valid_loss", "valid_acc")  # what --monitor may judge a run by (best.pt, early stopping)
 # Settings a resumed run may change: where the data is, how it is loaded. Everything else would
 # make the resumed run a different run (and no longer equal to an uninterrupted one).
-RESUME_MAY_CHANGE = ("data", "num_workers", "device")
+RESUME_MAY_CHANGE = ("data", "num_workers", "device", "tensorboard")
 
 
 @dataclass
@@ -62,6 +62,8 @@ class TrainConfig:
         clip: clip the gradient norm to this before each step (`GradientClipping`); None: no clipping.
         accumulate: add up the gradients of this many batches per step, the loss divided by it
             (`GradientAccumulation`): like a batch this many times larger.
+        tensorboard: also write TensorBoard event files into the run folder's `tensorboard/`
+            (`TensorBoardLogger`; needs `pip install 'groundup[tensorboard]'`).
     """
 
     data: str | None = None
@@ -82,6 +84,7 @@ class TrainConfig:
     patience: int | None = None
     clip: float | None = None
     accumulate: int = 1
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

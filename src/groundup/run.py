@@ -6,7 +6,8 @@
                               `train` and `lr-find`
     fit_run(learn, cfg, ...)  the LR finder when `lr="auto"`, the callbacks of a run (results,
                               recorder, checkpoints, metrics.csv after every epoch, steps.csv, early
-                              stopping, clipping, accumulation, progress bar), resuming, and `fit`
+                              stopping, clipping, accumulation, TensorBoard, progress bar),
+                              resuming, and `fit`
     write_run_folder(...)     metrics.csv, summary.json, losses.png, schedule.png and report.html
 
 `train(cfg, out=..., resume=...)` does all three; the command line (`groundup.commands.train`)
@@ -40,6 +41,7 @@ from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.step_logger import StepLogger
+from groundup.callbacks.tensorboard import TensorBoardLogger
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
 from groundup.checks import check_int
@@ -186,6 +188,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
         cbs.append(GradientAccumulation(cfg.accumulate))
     if main_process:
         cbs += [_MetricsFile(run_dir / "metrics.csv"), StepLogger(run_dir / "steps.csv")]
+        if cfg.tensorboard:
+            cbs.append(TensorBoardLogger(run_dir / "tensorboard", hparams=cfg.to_dict()))
         if not quiet:
             cbs.append(ProgressBar())
     for cb in cbs:

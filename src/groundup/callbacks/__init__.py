@@ -27,6 +27,7 @@ from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.step_logger import StepLogger
+from groundup.callbacks.tensorboard import TensorBoardLogger
 from groundup.callbacks.tracking import TrackResults
 from groundup.deprecation import moved_names
 
@@ -52,6 +53,7 @@ __all__ = [
     "Recorder",
     "SetupLearnerCB",
     "StepLogger",
+    "TensorBoardLogger",
     "TrackActivations",
     "TrackResults",
 ]

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from groundup.callbacks.tensorboard import require_tensorboard
 from groundup.commands.options import (
     HelpFormatter,
     add_data_options,
@@ -54,6 +55,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="continue the run saved in CHECKPOINT (its model.pt) with its own settings, from its "
                         "last finished epoch; only --data, --workers and --device may change "
                         "(default: a new run)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also log to TensorBoard, into the run folder's tensorboard/ (needs: pip install "
+                        "'groundup[tensorboard]')")
     t.add_argument("--quiet", action="store_true", help="print nothing: no table, no progress bar")
     t.set_defaults(run=run)
     return t
@@ -70,6 +74,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(args)
+    if args.tensorboard:
+        try:  # before any work: a missing optional package is a one-line error
+            require_tensorboard()
+        except ImportError as e:
+            raise ValueError(f"--tensorboard: {e}") from None
     if args.resume is not None:
         check_resume_flags(args, read_checkpoint_config(args.resume))
         train(TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}), out=args.out, resume=args.resume,
