@@ -192,3 +192,77 @@ def test_tensorboard_without_the_package_is_a_one_line_error(image_folder, tmp_p
     assert_one_line_error(capsys, r"--tensorboard: TensorBoard logging needs the tensorboard package: "
                                   r"pip install 'groundup\[tensorboard\]'")
     assert not (tmp_path / "run").exists()
+
+
+# -- config files --------------------------------------------------------------------------------------------
+def write_toml(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_settings_come_from_a_toml_file_and_flags_win(image_folder, tmp_path):
+    out = tmp_path / "run"
+    config = write_toml(tmp_path / "run.toml", f"""
+data = "{image_folder}"
+epochs = 1
+bs = 6
+size = 16
+workers = 0          # the flag's name works too
+schedule = "constant"
+monitor = "valid_acc"
+quiet = true
+out = "{out}"
+""")
+    assert main(["train", "--config", config, "--bs", "4"]) == 0
+    saved = read_checkpoint(out / "model.pt")["config"]
+    assert (saved["bs"], saved["epochs"], saved["size"], saved["num_workers"]) == (4, 1, 16, 0)
+    assert saved["schedule"] == "constant" and saved["monitor"] == "valid_acc"
+
+
+def test_print_config_prints_toml_that_config_loads_back(image_folder, tmp_path, capsys):
+    from groundup.config import TrainConfig
+
+    config = write_toml(tmp_path / "a.toml", f'data = "{image_folder}"\nepochs = 3\nclip = 0.5\n')
+    assert main(["train", "--config", config, "-b", "8", "--patience", "2", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "bs = 8" in printed and "patience = 2" in printed and "# wd: not set (adam's default, 0.01)" in printed
+    again = write_toml(tmp_path / "b.toml", printed)
+    expected = TrainConfig(data=str(image_folder), epochs=3, clip=0.5, bs=8, patience=2)
+    assert TrainConfig.from_toml(again) == expected
+    assert main(["train", "--config", again, "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_option_of_train_can_come_from_the_file():
+    import argparse
+    import dataclasses
+
+    from groundup.commands.train import FILE_EXTRAS, add_parser
+    from groundup.config import TrainConfig
+
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    dests = {a.dest for a in parser._actions} - {"help", "config", "print_config"}  # argparse lists them only here
+    assert dests <= {f.name for f in dataclasses.fields(TrainConfig)} | set(FILE_EXTRAS)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("lrr = 0.1\n", r"a.toml: unknown setting 'lrr' \(did you mean 'lr'\?\); valid settings: data, epochs, "),
+    ("bs = 0\n", r"a.toml: --bs must be a positive integer, got 0"),
+    ("quiet = 1\n", r"a.toml: quiet must be a bool, got 1"),
+    ("epochs = \n", r"a.toml is not valid TOML: "),
+])
+def test_a_bad_config_file_is_a_one_line_error_naming_the_key(tmp_path, capsys, text, pattern):
+    assert main(["train", "--config", write_toml(tmp_path / "a.toml", text), "--out", str(tmp_path / "run")]) == 2
+    assert_one_line_error(capsys, pattern)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_run_folder_has_its_config_toml(image_folder, tmp_path):
+    from groundup.config import TrainConfig
+
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out, "--lr", "auto", epochs=1)) == 0
+    cfg = TrainConfig.from_toml(out / "config.toml")
+    assert cfg.to_dict() == read_checkpoint(out / "model.pt")["config"]
+    assert isinstance(cfg.lr, float)  # the lr the finder found, so the file repeats the run

@@ -52,3 +52,24 @@ def test_opt_func_for_takes_weight_decay_and_momentum(name, wd, momentum, group)
 def test_weight_decay_and_momentum_are_checked(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         TrainConfig(**kwargs)
+
+
+def test_to_toml_and_from_toml_give_back_an_equal_config(tmp_path):
+    cfg = TrainConfig(data='a "quoted" \\ path é', lr="auto", wd=0.05, patience=3, clip=1e-3, accumulate=2,
+                      device="cpu", tensorboard=True)
+    (tmp_path / "c.toml").write_text(cfg.to_toml())
+    assert TrainConfig.from_toml(tmp_path / "c.toml") == cfg
+    assert "# num_workers: not set (one data-loading process per CPU core, at most 8)" in cfg.to_toml()
+    assert TrainConfig.from_toml(_write(tmp_path / "d.toml", "")) == TrainConfig()
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_from_toml_names_an_unknown_key_and_the_closest_valid_one(tmp_path):
+    with pytest.raises(ValueError, match=r"e.toml: unknown setting 'patiense' \(did you mean 'patience'\?\)"):
+        TrainConfig.from_toml(_write(tmp_path / "e.toml", "patiense = 3\n"))
+    with pytest.raises(FileNotFoundError, match=r"config file not found: .*missing.toml"):
+        TrainConfig.from_toml(tmp_path / "missing.toml")

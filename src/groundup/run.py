@@ -54,7 +54,7 @@ from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.models import get_arch
 from groundup.process_group import broadcast_, cleanup, is_main_process
-from groundup.report import write_metrics_csv, write_report, write_summary
+from groundup.report import write_metrics_csv, write_report, write_summary, write_text_atomic
 from groundup.rng import seed_everything
 
 __all__ = [
@@ -209,6 +209,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     # A --momentum given is held fixed; without one, one-cycle cycles it (0.95 -> 0.85 -> 0.95).
     moms = {} if cfg.momentum is None else {"moms": None}
     schedule = [OneCycle(cfg.lr, **moms)] if cfg.schedule == "one-cycle" else []
+    if main_process:  # the settings as a file `groundup train --config` reads (the lr as found, if "auto")
+        write_text_atomic(cfg.to_toml(), run_dir / "config.toml")
     dls = learn.dls
     say(f"training {cfg.arch} on {dls.path} ({len(dls.train.dataset)} train, {len(dls.valid.dataset)} valid images, "
         f"{len(learn.preprocessing.vocab)} classes) for {cfg.epochs} epochs; writing to {run_dir}")
@@ -295,7 +297,7 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         "command": facts["command"],
         "versions": package_versions(),
         "files": sorted(["metrics.csv", "summary.json", "model.pt", "report.html",
-                         *(name for name in ("steps.csv",) if (run_dir / name).is_file()),
+                         *(name for name in ("steps.csv", "config.toml") if (run_dir / name).is_file()),
                          *(Path(p).name for p in plots.values()),
                          *(["best.pt"] if (run_dir / "best.pt").is_file() else [])]),
     }

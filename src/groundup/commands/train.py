@@ -16,8 +16,8 @@ from groundup.commands.options import (
     positive_int,
     positive_number,
 )
-from groundup.config import MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
-from groundup.run import read_checkpoint_config, train
+from groundup.config import MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
+from groundup.run import read_checkpoint_config, resumed_config, train
 
 NAME = "train"
 
@@ -59,8 +59,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="also log to TensorBoard, into the run folder's tensorboard/ (needs: pip install "
                         "'groundup[tensorboard]')")
     t.add_argument("--quiet", action="store_true", help="print nothing: no table, no progress bar")
-    t.set_defaults(run=run)
+    t.add_argument("--config", default=None, metavar="FILE",
+                   help="read settings from a TOML file, one 'key = value' per option (as --print-config "
+                        "writes them; also out, resume and quiet); flags on the command line win "
+                        "(default: none)")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the settings (file and flags together) as TOML, loadable by --config, and exit")
+    t.set_defaults(run=run, parser=t)
     return t
+
+
+# Settings a --config file may hold besides TrainConfig's fields: how this command runs, not the run.
+FILE_EXTRAS = {"out": str, "resume": str, "quiet": bool}
+
+
+def with_config_file(args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments read again with the settings of `--config FILE` as defaults, so that flags given win."""
+    settings = read_toml_settings(args.config, extra=FILE_EXTRAS)
+    parser = args.parser
+    parser.set_defaults(**settings)
+    argv = list(argv)
+    return parser.parse_args(argv[argv.index(NAME) + 1:])
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -73,7 +92,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.config is not None:
+        args = with_config_file(args, argv)
     cfg = config_from_args(args)
+    if args.print_config:
+        if args.resume is not None:
+            check_resume_flags(args, read_checkpoint_config(args.resume))
+            cfg = resumed_config(args.resume, TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}),
+                                 epochs=args.epochs)
+        print(cfg.to_toml(), end="")
+        return 0
     if args.tensorboard:
         try:  # before any work: a missing optional package is a one-line error
             require_tensorboard()
