@@ -17,7 +17,7 @@ parses its flags into a `TrainConfig` and calls it.
 from __future__ import annotations
 
 import datetime
-import functools
+import logging
 import platform
 import sys
 import time
@@ -67,6 +67,9 @@ __all__ = [
     "train",
     "write_run_folder",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 # -- data ---------------------------------------------------------------------------------------------------
@@ -155,8 +158,11 @@ class _MetricsFile(Callback):
 
 
 def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path | None = None,
-            quiet: bool = False, say: Callable[..., None] = print) -> dict[str, Any]:
+            quiet: bool = False, say: Callable[..., None] | None = None) -> dict[str, Any]:
     """Fit `learn` as a run does (see the module docstring); return facts for the summary.
+
+    `quiet` leaves out the table and the progress bar; messages go to `say` (default: the
+    "groundup.run" logger's `info`).
 
     Returns:
         `{"recorder", "lr_finder", "start_epoch", "stopped_epoch"}`: the per-batch record, the LR
@@ -164,6 +170,7 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
         first epoch run, and the epoch after which early stopping ended the run (None if it did not).
     """
     main_process = is_main_process()
+    say = say or log.info
     lr_found = None
     if resume is not None:
         lr_found = (read_checkpoint(resume).get("run") or {}).get("lr_finder")
@@ -324,7 +331,8 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         cfg: the settings (ignored when resuming, except `data` and `num_workers`: the checkpoint's are used).
         out: the run folder; default `runs/<date-time>` (or the checkpoint's folder when resuming).
         resume: a checkpoint written by an earlier run, to continue from its last finished epoch.
-        quiet: print nothing (no table, no progress bar).
+        quiet: no table, no progress bar. The other messages are log records of the "groundup.run"
+            logger (see `groundup.logs`), shown by the command line and routed by the application.
         argv: the command line, recorded in the summary.
         epochs: when resuming, a new number of epochs (a constant schedule can be extended; see
             `resumed_config`).
@@ -332,7 +340,7 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     start = time.perf_counter()
     started = datetime.datetime.now().isoformat(timespec="seconds")
     main_process = is_main_process()
-    say = (lambda *a: None) if quiet or not main_process else functools.partial(print, flush=True)
+    say = log.info if main_process else (lambda *a: None)
     if resume is not None:
         cfg = resumed_config(resume, cfg, epochs=epochs)
     learn = build_learner(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +14,8 @@ from groundup.checkpoint import save_checkpoint
 from groundup.process_group import is_main_process
 
 __all__ = ["Checkpoint"]
+
+log = logging.getLogger(__name__)
 
 
 class Checkpoint(Callback):
@@ -65,6 +68,9 @@ class Checkpoint(Callback):
                 _copy_atomic(self.path, self.best_path)
         elif improved:
             self._save(self.best_path)
+        if improved:
+            log.debug("saved %s: epoch %d, the best %s so far (%.4f)", self.best_path, self.best_epoch,
+                      self.best_by, self.best)
 
     def after_fit(self) -> None:
         # Without every_epoch: one save at the end, if any epoch finished (a cancelled first epoch saves nothing).
@@ -73,6 +79,7 @@ class Checkpoint(Callback):
 
     def _save(self, path: Path) -> None:
         save_checkpoint(self.learn, path, epoch=self._last_done, **self.extra)
+        log.debug("saved %s (epoch %d)", path, self._last_done)
 
     def _update_best(self) -> bool:
         if self.best_by is None:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from groundup.commands.options import HelpFormatter, add_data_options, add_device_option
 from groundup.config import TrainConfig
+from groundup.logs import setup_logging
 from groundup.report import write_text_atomic
 from groundup.run import build_learner, new_out_dir
 
@@ -23,6 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_device_option(f)
     f.add_argument("--start-lr", type=float, default=1e-6, help="the first learning rate tried")
     f.add_argument("--max-lr", type=float, default=10.0, help="stop once the learning rate passes this")
+    f.add_argument("-v", "--verbose", action="count", default=0, help="also show debug messages")
     f.add_argument("--out", default=None, help="the output folder; it must be new or empty "
                                                "(default: runs/<date-time>-lr-find)")
     f.set_defaults(run=run)
@@ -30,6 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    setup_logging(args.verbose)
     cfg = TrainConfig(data=args.data, bs=args.bs, size=args.size, arch=args.arch, opt=args.opt,
                       num_workers=args.num_workers, seed=args.seed, lr="auto",
                       device=args.device, wd=args.wd, momentum=args.momentum)

@@ -17,6 +17,7 @@ from groundup.commands.options import (
     positive_number,
 )
 from groundup.config import MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
+from groundup.logs import setup_logging
 from groundup.run import read_checkpoint_config, resumed_config, train
 
 NAME = "train"
@@ -58,10 +59,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--tensorboard", action="store_true",
                    help="also log to TensorBoard, into the run folder's tensorboard/ (needs: pip install "
                         "'groundup[tensorboard]')")
-    t.add_argument("--quiet", action="store_true", help="print nothing: no table, no progress bar")
+    t.add_argument("--quiet", action="store_true",
+                   help="no table, no progress bar, no messages but warnings (errors still print)")
+    t.add_argument("-v", "--verbose", action="count", default=0,
+                   help="also show debug messages (e.g. each checkpoint saved); the log is Python logging's "
+                        "'groundup' logger")
     t.add_argument("--config", default=None, metavar="FILE",
                    help="read settings from a TOML file, one 'key = value' per option (as --print-config "
-                        "writes them; also out, resume and quiet); flags on the command line win "
+                        "writes them; also out, resume, quiet, verbose); flags on the command line win "
                         "(default: none)")
     t.add_argument("--print-config", action="store_true",
                    help="print the settings (file and flags together) as TOML, loadable by --config, and exit")
@@ -70,7 +75,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 # Settings a --config file may hold besides TrainConfig's fields: how this command runs, not the run.
-FILE_EXTRAS = {"out": str, "resume": str, "quiet": bool}
+FILE_EXTRAS = {"out": str, "resume": str, "quiet": bool, "verbose": int}
 
 
 def with_config_file(args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
@@ -94,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.config is not None:
         args = with_config_file(args, argv)
+    setup_logging(args.verbose, args.quiet)
     cfg = config_from_args(args)
     if args.print_config:
         if args.resume is not None:
