@@ -266,3 +266,16 @@ def test_every_run_folder_has_its_config_toml(image_folder, tmp_path):
     cfg = TrainConfig.from_toml(out / "config.toml")
     assert cfg.to_dict() == read_checkpoint(out / "model.pt")["config"]
     assert isinstance(cfg.lr, float)  # the lr the finder found, so the file repeats the run
+
+
+def test_piped_output_gets_a_plain_progress_line_per_epoch(image_folder, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "groundup", "train", "--data", str(image_folder), "--size", "16",
+                        "-b", "4", "-j", "0", "-e", "2", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" done in ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], r.stderr
+    assert "\r" not in r.stderr and "training batches" in lines[0]
