@@ -160,7 +160,7 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
-        """The config in a TOML file (as `to_toml` writes it); unknown keys and bad values are errors naming the file."""
+        """The config in a TOML file (as `to_toml` writes it); an unknown key or bad value is a ValueError."""
         return cls.from_dict(read_toml_settings(path))
 
 
@@ -217,7 +217,7 @@ def read_toml_settings(path: str | os.PathLike, extra: dict[str, type] | None = 
 
 
 def opt_func_for(name: str, wd: float | None = None, momentum: float | None = None) -> Callable:
-    """The optimizer factory for `--opt`: AdamW or SGD with weight decay `wd` and momentum (Adam: beta1) `momentum`.
+    """The optimizer factory for `--opt`: AdamW or SGD, with weight decay `wd` and momentum (Adam: beta1).
 
     None takes the defaults: AdamW with weight decay 0.01, betas (0.9, 0.99); SGD with momentum 0.9,
     weight decay 1e-4 (`DEFAULT_WD`, `DEFAULT_MOMENTUM`).

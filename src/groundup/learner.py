@@ -98,9 +98,10 @@ class Learner:
             (distributed training: every rank stops at the same batch).
         keep_grads: while True, a training batch ends after `backward()`: no `after_backward`, no
             step, no `zero_grad` (`after_batch` still runs), so the next batch's gradients add to
-            these (`GradientAccumulation` sets it in `before_batch` on all batches but every K-th). A Cancel exception can't say this: skipping
-            `zero_grad` is not enough with a `grad_scaler`, whose gradients must stay scaled until
-            the batch that steps unscales them all at once.
+            these (`GradientAccumulation` sets it in `before_batch` on all batches but every K-th).
+            A Cancel exception can't say this: skipping `zero_grad` is not enough with a
+            `grad_scaler`, whose gradients must stay scaled until the batch that steps unscales
+            them all at once.
         `learn.dls` may be replaced in `before_fit` (e.g. by sharded loaders).
 
     Example:

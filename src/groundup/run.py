@@ -224,7 +224,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     learn.fit(cfg.epochs, cbs=schedule, start_epoch=start_epoch)
     if early is not None and early.stopped_epoch is not None:
         stopped_epoch = early.stopped_epoch
-    return {"recorder": recorder, "lr_finder": lr_found, "start_epoch": start_epoch, "stopped_epoch": stopped_epoch}
+    return {"recorder": recorder, "lr_finder": lr_found, "start_epoch": start_epoch,
+            "stopped_epoch": stopped_epoch}
 
 
 # -- 3. write -----------------------------------------------------------------------------------------------

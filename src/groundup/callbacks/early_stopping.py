@@ -33,7 +33,8 @@ class EarlyStopping(Callback):
     rows of `learn.history` that the checkpoint brought back.
 
     Example:
-        >>> learn.fit(30, cbs=[EarlyStopping("valid_loss", patience=3), Checkpoint("runs/a", best_by="valid_loss")])
+        >>> learn.fit(30, cbs=[EarlyStopping("valid_loss", patience=3),
+        ...                    Checkpoint("runs/a", best_by="valid_loss")])
     """
 
     order = 70  # after TrackResults (50) has the epoch's row and Checkpoint (60) has saved the epoch
@@ -64,7 +65,7 @@ class EarlyStopping(Callback):
         return next((int(row["epoch"]) for row in rows if self._update(row)), None)
 
     def stop_epoch(self, history: list[dict]) -> int | None:
-        """The epoch after which these results stop a fit, or None (e.g. to tell whether a saved run stopped early)."""
+        """The epoch after which these results stop a fit, or None (did a saved run stop early?)."""
         return EarlyStopping(self.monitor, self.patience, self.min_delta)._count(history)
 
     def before_fit(self) -> None:
@@ -77,10 +78,12 @@ class EarlyStopping(Callback):
         history = learn.history
         if not history or history[-1].get("epoch") != learn.epoch:
             raise ValueError(f"EarlyStopping({self.monitor!r}) reads learn.history, which has no row for epoch "
-                             f"{learn.epoch}; add TrackResults() to the learner's callbacks (it fills learn.history)")
+                             f"{learn.epoch}; add TrackResults() to the learner's callbacks (it fills "
+                             f"learn.history)")
         if self._update(history[-1]):
             self.stopped_epoch = int(learn.epoch)
-            best = "no finite value yet" if self.best is None else f"best {self.best:.4f} at epoch {self.best_epoch}"
+            best = ("no finite value yet" if self.best is None
+                    else f"best {self.best:.4f} at epoch {self.best_epoch}")
             log.info("early stopping after epoch %d: %s has not improved for %d epochs (%s)",
                      learn.epoch, self.monitor, self.wait, best)
             raise CancelFitException

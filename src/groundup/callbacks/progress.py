@@ -1,4 +1,4 @@
-"""`ProgressBar`: tqdm bars over the epochs and over the batches of each pass; plain lines where there is no terminal."""
+"""`ProgressBar`: tqdm bars over the epochs and the batches of each pass; plain lines without a terminal."""
 
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ class ProgressBar(Callback):
         self.lines, self._train_batches = False, 0
         if not is_main_process():  # in a distributed run only rank 0 draws
             return
-        if self.enabled is None and not _isatty(self.file or sys.stderr) and not (self.file is None and _in_notebook()):
+        in_notebook = self.file is None and _in_notebook()
+        if self.enabled is None and not _isatty(self.file or sys.stderr) and not in_notebook:
             self.lines = True
             self._epoch_start, self._last_epoch_seconds = _now(), 0.0
             return

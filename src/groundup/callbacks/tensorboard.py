@@ -1,4 +1,4 @@
-"""`TensorBoardLogger`: the loss and lr per batch, the metrics per epoch and the hyper-parameters, for TensorBoard.
+"""`TensorBoardLogger`: loss and lr per batch, metrics per epoch and the hyper-parameters, for TensorBoard.
 
 Needs the `tensorboard` package, an optional extra: `pip install 'groundup[tensorboard]'`. Then
 `tensorboard --logdir runs/` shows every run.
@@ -58,7 +58,8 @@ class TensorBoardLogger(Callback):
 
     order = 65  # after TrackResults (50) has the epoch's row; before EarlyStopping (70) may end the fit
 
-    def __init__(self, log_dir: str | os.PathLike, hparams: dict[str, Any] | None = None, every: int = 100) -> None:
+    def __init__(self, log_dir: str | os.PathLike, hparams: dict[str, Any] | None = None,
+                 every: int = 100) -> None:
         self._writer_class = require_tensorboard()
         self.log_dir = Path(log_dir)
         self.hparams = None if hparams is None else dict(hparams)
@@ -80,7 +81,9 @@ class TensorBoardLogger(Callback):
     def _write_hparams(self) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        given = self.hparams if self.hparams is not None else {"lr": self.learn.lr, "n_epochs": self.learn.n_epochs}
+        given = self.hparams
+        if given is None:
+            given = {"lr": self.learn.lr, "n_epochs": self.learn.n_epochs}
         shown = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in given.items()}
         metrics = {f"epoch/{m}": 0.0 for m in METRICS}  # the tags the epoch scalars are written under
         for summary in hparams(shown, metrics):  # experiment, session start, session end
