@@ -77,3 +77,19 @@ def test_where_things_go_names_files_that_exist_and_registrations_that_work(monk
     monkeypatch.setattr(groundup.commands, "COMMANDS", (*groundup.commands.COMMANDS, hello))
     monkeypatch.setattr("groundup.cli.COMMANDS", groundup.commands.COMMANDS)
     assert main(["hello"]) == 7
+
+
+def test_the_train_options_table_lists_every_option_with_its_python_equivalent():
+    import argparse
+
+    from groundup.commands.train import add_parser
+
+    text = README.read_text()
+    table = text[text.index("### Options of `groundup train`"):]
+    table = table[:table.index("\n\n", table.index("| option |"))]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| `-")]
+    documented = {flag for row in rows for flag in re.findall(r"`(--?[\w-]+)", row[0])}
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    flags = {s for a in parser._actions for s in a.option_strings} - {"-h", "--help"}
+    assert documented == flags
+    assert all(len(row) == 4 and row[3].strip(" |") for row in rows)  # option, default, what, Python
