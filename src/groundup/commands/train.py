@@ -26,9 +26,9 @@ NAME = "train"
 def add_parser(sub) -> argparse.ArgumentParser:
     d = TrainConfig()
     t = sub.add_parser(NAME, formatter_class=HelpFormatter, help="train a model and write a run folder",
-                       description="Train an image classifier. A run writes metrics.csv, summary.json, model.pt "
-                                   "(checkpoint after every epoch), best.pt, losses.png, schedule.png and "
-                                   "report.html into its --out folder.")
+                       description="Train an image classifier. A run writes metrics.csv, steps.csv, config.toml, "
+                                   "summary.json, model.pt (checkpoint after every epoch), best.pt, losses.png, "
+                                   "schedule.png and report.html into its --out folder.")
     add_data_options(t)
     t.add_argument("-e", "--epochs", type=positive_int, default=None,
                    help=f"number of epochs; with --resume, a new number for a --schedule constant run "
