@@ -68,3 +68,10 @@ def test_resuming_says_so_in_the_log(image_folder, tmp_path, caplog):
           quiet=True, epochs=3)
     assert any(r.getMessage().startswith(f"resuming {tmp_path / 'run' / 'model.pt'}: 2 of 3 epochs done")
                for r in caplog.records if r.name == "groundup.run")
+
+
+def test_a_command_shows_the_log_only_while_it_runs(tmp_path, capsys):
+    logger = logging.getLogger("groundup")
+    before = (list(logger.handlers), logger.level)
+    assert main(["train", "--data", str(tmp_path / "missing")]) == 2
+    assert (list(logger.handlers), logger.level) == before

@@ -8,17 +8,19 @@ child of "groundup", so an application routes or silences all of it in one place
     >>> import logging
     >>> logging.getLogger("groundup").setLevel(logging.WARNING)     # or add your own handler
 
-As a library, groundup adds no handler of its own; the command line calls `setup_logging`, which
-prints info (and, with `-v`, debug) lines on stdout and warnings on stderr. Python code that wants
-the same can call it too.
+As a library, groundup adds no handler of its own; the command line shows the log while a command
+runs (`console_logging`): info (and, with `-v`, debug) lines on stdout, warnings on stderr.
+Python code that wants the same calls `setup_logging()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
-__all__ = ["LOGGER_NAME", "setup_logging"]
+__all__ = ["LOGGER_NAME", "console_logging", "setup_logging"]
 
 LOGGER_NAME = "groundup"
 
@@ -57,3 +59,15 @@ def setup_logging(verbosity: int = 0, quiet: bool = False) -> logging.Logger:
     logger.addHandler(ConsoleHandler())
     logger.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING if quiet else logging.INFO)
     return logger
+
+
+@contextlib.contextmanager
+def console_logging(verbosity: int = 0, quiet: bool = False) -> Iterator[logging.Logger]:
+    """`setup_logging` for the length of a `with` block; then the logger is as it was (what each command does)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        yield setup_logging(verbosity, quiet)
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)

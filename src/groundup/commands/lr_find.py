@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from groundup.commands.options import HelpFormatter, add_data_options, add_device_option
 from groundup.config import TrainConfig
-from groundup.logs import setup_logging
+from groundup.logs import console_logging
 from groundup.report import write_text_atomic
 from groundup.run import build_learner, new_out_dir
 
@@ -32,7 +32,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    setup_logging(args.verbose)
+    with console_logging(args.verbose):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = TrainConfig(data=args.data, bs=args.bs, size=args.size, arch=args.arch, opt=args.opt,
                       num_workers=args.num_workers, seed=args.seed, lr="auto",
                       device=args.device, wd=args.wd, momentum=args.momentum)

@@ -17,7 +17,7 @@ from groundup.commands.options import (
     positive_number,
 )
 from groundup.config import MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
-from groundup.logs import setup_logging
+from groundup.logs import console_logging
 from groundup.run import read_checkpoint_config, resumed_config, train
 
 NAME = "train"
@@ -99,7 +99,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.config is not None:
         args = with_config_file(args, argv)
-    setup_logging(args.verbose, args.quiet)
+    with console_logging(args.verbose, args.quiet):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(args)
     if args.print_config:
         if args.resume is not None:
