@@ -278,10 +278,10 @@ def _no_val(tmp_path):
     (None, ["--lr", "0"], r"--lr must be a positive number or 'auto', got 0.0"),
     (None, ["--lr", "-1"], r"--lr must be a positive number"),
     (None, ["--lr", "fast"], r"--lr must be a number or 'auto', got 'fast'"),
-    (None, ["--bs", "0"], r"argument --bs: must be a positive integer, got 0"),
-    (None, ["--epochs", "-2"], r"argument --epochs: must be a positive integer, got -2"),
+    (None, ["--bs", "0"], r"argument -b/--bs: must be a positive integer, got 0"),
+    (None, ["--epochs", "-2"], r"argument -e/--epochs: must be a positive integer, got -2"),
     (None, ["--size", "x"], r"argument --size: must be a positive integer, got 'x'"),
-    (None, ["--workers", "-1"], r"argument --workers: must be an integer >= 0"),
+    (None, ["--workers", "-1"], r"argument -j/--workers: must be an integer >= 0"),
 ])
 def test_bad_train_input_is_a_one_line_error_with_status_2(image_folder, tmp_path, capsys, make_data, options,
                                                            pattern):

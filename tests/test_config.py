@@ -31,3 +31,45 @@ def test_opt_func_for_names_the_optimizer_and_its_settings(name, cls, group):
     assert isinstance(make, functools.partial) and make.func is cls
     opt = make([torch.zeros(2, requires_grad=True)], 0.1)
     assert all(opt.param_groups[0][k] == v for k, v in group.items())
+
+
+@pytest.mark.parametrize("name, wd, momentum, group", [
+    ("sgd", 0.05, 0.8, {"momentum": 0.8, "weight_decay": 0.05}),
+    ("adam", 0.1, 0.85, {"betas": (0.85, 0.99), "weight_decay": 0.1}),
+    ("adam", None, None, {"betas": (0.9, 0.99), "weight_decay": 1e-2}),
+])
+def test_opt_func_for_takes_weight_decay_and_momentum(name, wd, momentum, group):
+    import torch
+
+    opt = opt_func_for(name, wd=wd, momentum=momentum)([torch.zeros(2, requires_grad=True)], 0.1)
+    assert {k: opt.param_groups[0][k] for k in group} == group
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"wd": -0.1}, r"--wd must be a finite number >= 0, got -0.1"),
+    ({"momentum": 1.0}, r"--momentum must be a finite number in \[0, 1\), got 1.0"),
+])
+def test_weight_decay_and_momentum_are_checked(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**kwargs)
+
+
+def test_to_toml_and_from_toml_give_back_an_equal_config(tmp_path):
+    cfg = TrainConfig(data='a "quoted" \\ path é', lr="auto", wd=0.05, patience=3, clip=1e-3, accumulate=2,
+                      device="cpu", tensorboard=True)
+    (tmp_path / "c.toml").write_text(cfg.to_toml())
+    assert TrainConfig.from_toml(tmp_path / "c.toml") == cfg
+    assert "# num_workers: not set (one data-loading process per CPU core, at most 8)" in cfg.to_toml()
+    assert TrainConfig.from_toml(_write(tmp_path / "d.toml", "")) == TrainConfig()
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_from_toml_names_an_unknown_key_and_the_closest_valid_one(tmp_path):
+    with pytest.raises(ValueError, match=r"e.toml: unknown setting 'patiense' \(did you mean 'patience'\?\)"):
+        TrainConfig.from_toml(_write(tmp_path / "e.toml", "patiense = 3\n"))
+    with pytest.raises(FileNotFoundError, match=r"config file not found: .*missing.toml"):
+        TrainConfig.from_toml(tmp_path / "missing.toml")

@@ -248,6 +248,23 @@ def test_hold_cancel_fit_turns_a_cancel_into_a_request():
     assert not learn.hold_cancel_fit and not learn.cancel_fit_requested
 
 
+def test_keep_grads_ends_the_batch_after_backward_and_the_next_backward_adds_up():
+    grads = []
+    class Keep(Callback):
+        order = -1
+        def before_batch(self):
+            self.learn.keep_grads = self.learn.training and self.learn.iter == 0
+        def after_batch(self):
+            if self.learn.training:
+                grads.append(next(iter(self.learn.model.parameters())).grad)
+    ev = Events()
+    learn = Learner(groundup_mlp(), Points(n=64, bs=24), cross_entropy, lr=0.1, cbs=[Keep(), ev])
+    learn.fit(1)  # two training batches: the first keeps its gradients, the second steps
+    assert ev.seen.count("after_backward") == ev.seen.count("after_step") == 1 and ev.seen.count("after_batch") == 3
+    assert grads[0] is not None and grads[1] is None  # kept after batch 0; zeroed after the step
+    assert not learn.keep_grads  # back to its default after fit
+
+
 def test_history_belongs_to_the_learner_and_lr_find_leaves_it_alone(tmp_path):
     learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[TrackResults(print_table=False)])
     learn.fit(2)

@@ -61,11 +61,48 @@ def test_the_smoothed_loss_is_shown_after_the_training_counters():
     assert not any("loss" in d for d in out.getvalue().split("\r") if d.startswith("epoch 1/1 valid"))
 
 
-@pytest.mark.parametrize("kwargs", [{"enabled": None}, {"enabled": False}])
-def test_quiet_when_not_a_terminal_or_disabled(kwargs):
-    out = io.StringIO()  # not a terminal
-    make_learner(ProgressBar(file=out, **kwargs)).fit(1)
+def test_quiet_when_disabled():
+    out = io.StringIO()
+    make_learner(ProgressBar(file=out, enabled=False)).fit(1)
     assert out.getvalue() == ""
+
+
+class Clock:
+    """A fake clock for the plain lines, `step` seconds later after every batch."""
+
+    def __init__(self, monkeypatch, step):
+        self.t, self.step = 1000.0, step
+        monkeypatch.setattr("groundup.callbacks.progress._now", lambda: self.t)
+
+    def callback(self):
+        clock = self
+
+        class Tick(Callback):
+            order = 59  # before ProgressBar (60) looks at the time
+            def after_batch(self):
+                clock.t += clock.step
+        return Tick()
+
+
+def test_without_a_terminal_it_prints_one_plain_line_per_epoch(monkeypatch):
+    clock = Clock(monkeypatch, step=0.5)
+    out = io.StringIO()  # not a terminal
+    make_learner(ProgressBar(file=out), clock.callback()).fit(2)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 2  # a short epoch: no lines while it runs
+    assert re.fullmatch(r"epoch 1/2 done in 4\.0 s \(6 training batches, 1\.5 batch/s, loss \d\.\d{4}\)", lines[0])
+    assert lines[1].startswith("epoch 2/2 done in 4.0 s")  # 6 training + 2 validation batches of 0.5 s
+
+
+def test_a_long_epoch_gets_a_line_every_30_seconds_with_count_and_speed(monkeypatch):
+    clock = Clock(monkeypatch, step=20.0)  # 6 training batches of 20 s: a 2-minute pass
+    out = io.StringIO()
+    make_learner(ProgressBar(file=out), clock.callback()).fit(1)
+    lines = out.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["epoch 1/1 train: batch 2/6", "epoch 1/1 train: batch 4/6",
+                                                     "epoch 1/1 train: batch 6/6", "epoch 1/1 valid: batch 2/2",
+                                                     "epoch 1/1 done in 2.7 min (6 training batches"]
+    assert re.fullmatch(r"epoch 1/1 train: batch 2/6, 0\.05 batch/s, loss \d\.\d{4}, about 80\.0 s left", lines[0])
 
 
 def test_draws_by_default_on_a_terminal():

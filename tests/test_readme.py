@@ -102,3 +102,18 @@ def test_the_pytorch_interop_example_runs():
     exec(compile(code, "README interop", "exec"), {"print": lambda *a: lines.append(" ".join(map(str, a)))})  # noqa: S102
     assert lines == ["torch.Size([8, 10])", "torch.Size([8, 10])", "12",
                      "into ConvLayer(3, 16, stride=2)  # 448 parameters (8, 3, 64, 64)"]
+
+def test_the_train_options_table_lists_every_option_with_its_python_equivalent():
+    import argparse
+
+    from groundup.commands.train import add_parser
+
+    text = README.read_text()
+    table = text[text.index("### Options of `groundup train`"):]
+    table = table[:table.index("\n\n", table.index("| option |"))]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| `-")]
+    documented = {flag for row in rows for flag in re.findall(r"`(--?[\w-]+)", row[0])}
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    flags = {s for a in parser._actions for s in a.option_strings} - {"-h", "--help"}
+    assert documented == flags
+    assert all(len(row) == 4 and row[3].strip(" |") for row in rows)  # option, default, what, Python

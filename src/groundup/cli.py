@@ -10,10 +10,10 @@
 
 `python -m groundup ...` is the same command (and what `torchrun -m groundup train` runs).
 
-A run writes into its own folder (`--out`, default `runs/<date-time>`): `metrics.csv`,
-`summary.json`, `model.pt` (the checkpoint, after every epoch), `best.pt` (the epoch with the lowest
-validation loss), `losses.png`, `schedule.png`, `confusion_matrix.png`, `top_losses.png`,
-`per_class.csv` and `report.html`. An `--out` folder that already
+A run writes into its own folder (`--out`, default `runs/<date-time>`): `metrics.csv`, `steps.csv`,
+`config.toml`, `summary.json`, `model.pt` (the checkpoint, after every epoch), `best.pt` (the best
+epoch by `--monitor`, default the lowest validation loss), `losses.png`, `schedule.png`,
+`confusion_matrix.png`, `top_losses.png`, `per_class.csv` and `report.html`. An `--out` folder that already
 holds files is refused (exit status 2), unless it is the folder of the run being resumed: nothing
 an earlier run wrote is ever overwritten by a new one.
 

@@ -3,29 +3,39 @@
 A run is defined by its config alone (plus the data): it is stored in every checkpoint as
 `config`, so `groundup train --resume` continues with the same settings. The command line
 (`groundup.commands.train`) fills one from its flags; `groundup.run.build_learner` turns one into
-a Learner.
+a Learner. As a file it is TOML, one `key = value` line per setting (`to_toml`, `from_toml`;
+`groundup train --config run.toml`, `--print-config`, and `config.toml` in every run folder).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import json
 import math
+import os
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from groundup.checks import check_choice, check_int
+from groundup.checks import check_choice, check_int, check_number
+from groundup.devices import check_device_name
 from groundup.nn.models import ARCHS
 from groundup.optim import SGD, Adam
 
-__all__ = ["OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES", "TrainConfig", "opt_func_for"]
+__all__ = ["DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES",
+           "TrainConfig", "opt_func_for", "read_toml_settings"]
 
 SCHEDULES = ("one-cycle", "constant")
 OPTIMIZERS = ("adam", "sgd")
+DEFAULT_WD = {"adam": 1e-2, "sgd": 1e-4}  # weight decay when --wd is not given (AdamW's is decoupled)
+DEFAULT_MOMENTUM = 0.9  # SGD's momentum and Adam's beta1 when --momentum is not given
+MONITORS = ("valid_loss", "valid_acc")  # what --monitor may judge a run by (best.pt, early stopping)
 # Settings a resumed run may change: where the data is, how it is loaded. Everything else would
 # make the resumed run a different run (and no longer equal to an uninterrupted one).
-RESUME_MAY_CHANGE = ("data", "num_workers")
+RESUME_MAY_CHANGE = ("data", "num_workers", "device", "tensorboard")
 
 
 @dataclass
@@ -48,6 +58,19 @@ class TrainConfig:
         amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
         compile: train a `torch.compile`d model (`Learner.compile`); pays off only over enough
             steps (`benchmarks/bench_compile.py`).
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+        wd: weight decay; None: the optimizer's default (`DEFAULT_WD`: 0.01 for adam, 1e-4 for sgd).
+        momentum: SGD's momentum or Adam's beta1, kept fixed; None: 0.9, and under one-cycle the
+            schedule's cycle 0.95 -> 0.85 -> 0.95.
+        monitor: the metric that decides `best.pt` and early stopping: "valid_loss" (lower is
+            better) or "valid_acc" (higher is better).
+        patience: stop when `monitor` has not improved for this many epochs (`EarlyStopping`);
+            None: run every epoch.
+        clip: clip the gradient norm to this before each step (`GradientClipping`); None: no clipping.
+        accumulate: add up the gradients of this many batches per step, the loss divided by it
+            (`GradientAccumulation`): like a batch this many times larger.
+        tensorboard: also write TensorBoard event files into the run folder's `tensorboard/`
+            (`TensorBoardLogger`; needs `pip install 'groundup[tensorboard]'`).
     """
 
     data: str | None = None
@@ -62,6 +85,14 @@ class TrainConfig:
     seed: int = 42
     amp: bool = False
     compile: bool = False
+    device: str = "auto"
+    wd: float | None = None
+    momentum: float | None = None
+    monitor: str = "valid_loss"
+    patience: int | None = None
+    clip: float | None = None
+    accumulate: int = 1
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -80,6 +111,17 @@ class TrainConfig:
             check_int("", "--workers", self.num_workers, low=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"--seed must be an integer, got {self.seed!r}")
+        check_device_name(self.device)
+        if self.wd is not None:
+            check_number("", "--wd", self.wd)
+        if self.momentum is not None:
+            check_number("", "--momentum", self.momentum, 0.0, 1.0)
+        check_choice("--monitor", self.monitor, MONITORS)
+        if self.patience is not None:
+            check_int("", "--patience", self.patience)
+        if self.clip is not None:
+            check_number("", "--clip", self.clip, low_inclusive=False)
+        check_int("", "--accumulate", self.accumulate)
 
     @property
     def workers(self) -> int | None:
@@ -98,10 +140,94 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def to_toml(self) -> str:
+        """The settings as TOML, one `key = value` line each, which `from_toml` reads back to an equal config.
 
-def opt_func_for(name: str) -> Callable:
-    """The optimizer factory for `--opt`: AdamW (weight decay 0.01) or SGD (momentum 0.9, weight decay 1e-4)."""
+        TOML has no None: a setting left unset is a comment that says what happens instead.
+        """
+        lines = ["# groundup train settings; use them with: groundup train --config FILE"]
+        for name, value in self.to_dict().items():
+            if value is None:
+                lines.append(f"# {name}: not set ({self._unset_meaning(name)})")
+            else:
+                lines.append(f"{name} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    def _unset_meaning(self, name: str) -> str:
+        return {"data": "the data set shipped in the package, imagenette-mini",
+                "num_workers": "one data-loading process per CPU core, at most 8",
+                "wd": f"{self.opt}'s default, {DEFAULT_WD.get(self.opt, 0):g}",
+                "momentum": f"{DEFAULT_MOMENTUM}, cycled 0.95 -> 0.85 -> 0.95 under one-cycle",
+                "patience": "no early stopping",
+                "clip": "no gradient clipping"}.get(name, "the default")
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
+        """The config in a TOML file (as `to_toml` writes it); an unknown key or bad value is a ValueError."""
+        return cls.from_dict(read_toml_settings(path))
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML literal for a bool, number or string (strings as JSON writes them: a valid TOML basic string)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v == math.inf else "-inf" if v == -math.inf else repr(v))
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    raise TypeError(f"no TOML form for {type(v).__name__} {v!r}")
+
+
+def read_toml_settings(path: str | os.PathLike, extra: dict[str, type] | None = None) -> dict[str, Any]:
+    """The settings in the TOML file `path`, checked: every key must be a `TrainConfig` field (or in `extra`).
+
+    Args:
+        path: the file.
+        extra: more keys the caller accepts, with their type (e.g. `{"out": str}` for the command line).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not TOML, an unknown key (named with the closest valid one), or a bad value;
+            the message starts with the file's name.
+    """
+    extra = extra or {}
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path} is not valid TOML: {e}") from None
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    if "workers" in data and "num_workers" not in data:  # the flag's name is fine too
+        data["num_workers"] = data.pop("workers")
+    valid = [*fields, *extra]
+    for key in data:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"{path}: unknown setting '{key}'{hint}; valid settings: {', '.join(valid)}")
+    for key, kind in extra.items():
+        if key in data and not isinstance(data[key], kind):
+            raise ValueError(f"{path}: {key} must be a {kind.__name__}, got {data[key]!r}")
+    try:
+        TrainConfig(**{k: v for k, v in data.items() if k in fields})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return data
+
+
+def opt_func_for(name: str, wd: float | None = None, momentum: float | None = None) -> Callable:
+    """The optimizer factory for `--opt`: AdamW or SGD, with weight decay `wd` and momentum (Adam: beta1).
+
+    None takes the defaults: AdamW with weight decay 0.01, betas (0.9, 0.99); SGD with momentum 0.9,
+    weight decay 1e-4 (`DEFAULT_WD`, `DEFAULT_MOMENTUM`).
+    """
     check_choice("--opt", name, OPTIMIZERS)
+    wd = DEFAULT_WD[name] if wd is None else wd
+    momentum = DEFAULT_MOMENTUM if momentum is None else momentum
     if name == "sgd":
-        return functools.partial(SGD, momentum=0.9, weight_decay=1e-4)
-    return functools.partial(Adam, weight_decay=1e-2)
+        return functools.partial(SGD, momentum=momentum, weight_decay=wd)
+    return functools.partial(Adam, betas=(momentum, 0.99), weight_decay=wd)

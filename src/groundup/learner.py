@@ -8,7 +8,8 @@ The loop, with the event fired at each step:
           for batch in dls.train:       before_batch
             preds = model(xb)           after_pred
             loss = loss_func(preds, yb) after_loss
-            learn.backward()            after_backward     (loss.backward(), through a grad scaler if set)
+            learn.backward()            after_backward     (loss.backward(), through a grad scaler if set;
+                                                        while keep_grads is set the batch ends here)
             learn.step()                after_step         (opt.step(), likewise)
             opt.zero_grad()             after_batch
                                         after_train
@@ -107,6 +108,12 @@ class Learner:
         hold_cancel_fit: while True, a `CancelFitException` raised by a callback does not stop the
             loop; it sets `cancel_fit_requested`, for a callback to act on at an agreed point
             (distributed training: every rank stops at the same batch).
+        keep_grads: while True, a training batch ends after `backward()`: no `after_backward`, no
+            step, no `zero_grad` (`after_batch` still runs), so the next batch's gradients add to
+            these (`GradientAccumulation` sets it in `before_batch` on all batches but every K-th).
+            A Cancel exception can't say this: skipping `zero_grad` is not enough with a
+            `grad_scaler`, whose gradients must stay scaled until the batch that steps unscales
+            them all at once.
         `learn.dls` may be replaced in `before_fit` (e.g. by sharded loaders).
 
     Example:
@@ -137,6 +144,7 @@ class Learner:
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.grad_scaler = None
         self.hold_cancel_fit, self.cancel_fit_requested = False, False
+        self.keep_grads = False
         self._unwrapped = None  # the user's model while a wrapper from wrap_model trains in its place
         self._unscaled = False  # grad_scaler.unscale_ ran since its last update()
         self.cbs: list[Callback] = []
@@ -224,6 +232,8 @@ class Learner:
         if self._unscaled:  # the last batch's step was skipped: close its bookkeeping first
             scaler.update()
         scaler.scale(self.loss_grad).backward()
+        if self.keep_grads:  # accumulating: the gradients stay scaled until the batch that steps
+            return
         scaler.unscale_(self.opt)  # from here on the gradients are the true ones
         self._unscaled = True
 
@@ -289,7 +299,7 @@ class Learner:
                 finally:  # the extension points go back to their defaults for the next fit
                     self._unwrap()
                     self.autocast, self.grad_scaler, self._unscaled = contextlib.nullcontext, None, False
-                    self.cancel_fit_requested = False
+                    self.cancel_fit_requested = self.keep_grads = False
 
     def _with_events(self, f: Callable[[], None], name: str, cancel: type[Exception]) -> None:
         try:
@@ -329,6 +339,8 @@ class Learner:
         if not self.training:
             return
         self.backward()
+        if self.keep_grads:  # accumulating gradients: the next batch's backward adds to these
+            return
         try:
             self("after_backward")
             self.step()

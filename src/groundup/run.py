@@ -5,8 +5,9 @@
                               DistributedTraining and (with `cfg.amp`) MixedPrecision; shared by
                               `train` and `lr-find`
     fit_run(learn, cfg, ...)  the LR finder when `lr="auto"`, the callbacks of a run (results,
-                              recorder, checkpoints, metrics.csv after every epoch, progress bar),
-                              resuming from a checkpoint, and `fit`
+                              recorder, checkpoints, metrics.csv after every epoch, steps.csv, early
+                              stopping, clipping, accumulation, TensorBoard, progress bar),
+                              resuming, and `fit`
     write_run_folder(...)     metrics.csv, summary.json, losses.png, schedule.png, the interpretation of
                               the validation set (confusion_matrix.png, top_losses.png, per_class.csv)
                               and report.html
@@ -18,8 +19,8 @@ parses its flags into a `TrainConfig` and calls it.
 from __future__ import annotations
 
 import datetime
-import functools
 import json
+import logging
 import os
 import platform
 import shlex
@@ -36,17 +37,24 @@ from groundup._version import __version__
 from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.core import Callback
 from groundup.callbacks.distributed import DistributedTraining
+from groundup.callbacks.early_stopping import EarlyStopping
+from groundup.callbacks.gradient_accumulation import GradientAccumulation
+from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.step_logger import StepLogger
+from groundup.callbacks.tensorboard import TensorBoardLogger
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
+from groundup.checks import check_int
 from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
 from groundup.data.download import DATASETS, DownloadError, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.deprecation import moved_names
+from groundup.devices import resolve_device
 from groundup.inference import model_device
 from groundup.interpret import Interpretation
 from groundup.learner import Learner
@@ -54,7 +62,13 @@ from groundup.losses import cross_entropy
 from groundup.machine import describe_device
 from groundup.nn.models import get_arch
 from groundup.process_group import broadcast_, cleanup, get_world_size, is_main_process, launched_by_torchrun
-from groundup.report import write_metrics_csv, write_per_class_csv, write_report, write_summary
+from groundup.report import (
+    write_metrics_csv,
+    write_per_class_csv,
+    write_report,
+    write_summary,
+    write_text_atomic,
+)
 from groundup.rng import seed_everything
 from groundup.training_plot import plot_training
 
@@ -71,6 +85,9 @@ __all__ = [
     "train",
     "write_run_folder",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 # -- data ---------------------------------------------------------------------------------------------------
@@ -106,7 +123,10 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     The learner's callbacks are `SetupLearnerCB` (device, normalization), `DistributedTraining` (a no-op
     unless started by torchrun) and, with `cfg.amp`, `MixedPrecision`. `learn.lr` is `cfg.lr`
     (1e-3 until the LR finder replaces it when `cfg.lr == "auto"`). Call `learn.dls.close()` when done.
+    The device is `device` if given, else `cfg.device` (checked first: a device this machine lacks
+    is a ValueError listing those it has).
     """
+    device = resolve_device(cfg.device) if device is None else device
     dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
                                        num_workers=cfg.num_workers, seed=cfg.seed)
     seed_everything(cfg.seed)
@@ -115,7 +135,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     if cfg.amp:
         cbs.append(MixedPrecision())
     learn = Learner(model, dls, cross_entropy, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
-                    opt_func=opt_func_for(cfg.opt), cbs=cbs)
+                    opt_func=opt_func_for(cfg.opt, wd=cfg.wd, momentum=cfg.momentum), cbs=cbs)
     return learn.compile() if cfg.compile else learn
 
 
@@ -128,11 +148,23 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def resumed_config(resume: str | Path, cfg: TrainConfig) -> TrainConfig:
-    """The checkpoint's settings, with those a resumed run may change (`RESUME_MAY_CHANGE`) taken from `cfg`."""
+def resumed_config(resume: str | Path, cfg: TrainConfig, epochs: int | None = None) -> TrainConfig:
+    """The checkpoint's settings, with those a resumed run may change (`RESUME_MAY_CHANGE`) taken from `cfg`.
+
+    `epochs`, if given, is the resumed run's new number of epochs: a constant schedule can be
+    extended; a one-cycle schedule cannot (ValueError saying why).
+    """
     saved = read_checkpoint_config(resume)
-    return TrainConfig.from_dict({**saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE
-                                              if getattr(cfg, k) is not None}})
+    values = {**saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE if getattr(cfg, k) is not None}}
+    before = TrainConfig.from_dict(saved)
+    if epochs is not None and epochs != before.epochs:
+        if before.schedule != "constant":
+            raise ValueError(f"--epochs {epochs} cannot change the resumed run's {before.epochs} epochs: its "
+                             f"{before.schedule} schedule sets each batch's lr from the progress through all "
+                             f"{before.epochs}, so the epochs done belong to that cycle (runs with --schedule "
+                             f"constant can be extended); start a new run for {epochs} epochs")
+        values["epochs"] = check_int("", "--epochs", epochs)
+    return TrainConfig.from_dict(values)
 
 
 # -- 2. fit -------------------------------------------------------------------------------------------------
@@ -149,14 +181,20 @@ class _MetricsFile(Callback):
 
 
 def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path | None = None,
-            quiet: bool = False, say: Callable[..., None] = print) -> dict[str, Any]:
+            quiet: bool = False, say: Callable[..., None] | None = None) -> dict[str, Any]:
     """Fit `learn` as a run does (see the module docstring); return facts for the summary.
 
+    `quiet` leaves out the table and the progress bar; messages go to `say` (default: the
+    "groundup.run" logger's `info`).
+
     Returns:
-        `{"recorder", "lr_finder", "start_epoch"}`: the per-batch record, the LR finder's result
-        (None unless `cfg.lr == "auto"`, or resumed from a run that used it) and the first epoch run.
+        `{"recorder", "checkpoint", "lr_finder", "start_epoch", "stopped_epoch"}`: the per-batch record,
+        the `Checkpoint` callback (which epoch `best.pt` holds), the LR
+        finder's result (None unless `cfg.lr == "auto"`, or resumed from a run that used it), the
+        first epoch run, and the epoch after which early stopping ended the run (None if it did not).
     """
     main_process = is_main_process()
+    say = say or log.info
     lr_found = None
     if resume is not None:
         lr_found = (read_checkpoint(resume).get("run") or {}).get("lr_finder")
@@ -169,29 +207,49 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
         say(f"lr finder suggests lr={cfg.lr:.3g} ({found.method}); wrote {run_dir / 'lr_find.png'}")
 
     recorder = Recorder()
-    cbs: list[Callback] = [TrackResults(print_table=not quiet and main_process), recorder,
-                           Checkpoint(run_dir, best_by="valid_loss",
-                                      extra={"config": cfg.to_dict(), "run": {"lr_finder": lr_found}})]
+    checkpoint = Checkpoint(run_dir, best_by=cfg.monitor, extra={"config": cfg.to_dict(),
+                                                                 "run": {"lr_finder": lr_found}})
+    cbs: list[Callback] = [TrackResults(print_table=not quiet and main_process), recorder, checkpoint]
+    early = EarlyStopping(cfg.monitor, cfg.patience) if cfg.patience is not None else None
+    if early is not None:
+        cbs.append(early)
+    if cfg.clip is not None:
+        cbs.append(GradientClipping(cfg.clip))
+    if cfg.accumulate > 1:
+        cbs.append(GradientAccumulation(cfg.accumulate))
     if main_process:
-        cbs.append(_MetricsFile(run_dir / "metrics.csv"))
+        cbs += [_MetricsFile(run_dir / "metrics.csv"), StepLogger(run_dir / "steps.csv")]
+        if cfg.tensorboard:
+            cbs.append(TensorBoardLogger(run_dir / "tensorboard", hparams=cfg.to_dict()))
         if not quiet:
             cbs.append(ProgressBar())
     for cb in cbs:
         learn.add_cb(cb)
 
-    start_epoch = 0
+    start_epoch, stopped_epoch = 0, None
     if resume is not None:
         start_epoch = learn.load(resume)["epoch"] + 1
-        if start_epoch >= cfg.epochs:
+        stopped_epoch = early.stop_epoch(learn.history) if early is not None else None
+        if stopped_epoch is not None:  # it stopped early: it is finished
+            start_epoch = cfg.epochs
+            say(f"{resume} stopped early after epoch {stopped_epoch}; rewriting its summary and report")
+        elif start_epoch >= cfg.epochs:
             say(f"{resume} has finished all {cfg.epochs} epochs already; rewriting its summary and report")
         else:
             say(f"resuming {resume}: {start_epoch} of {cfg.epochs} epochs done")
-    schedule = [OneCycle(cfg.lr)] if cfg.schedule == "one-cycle" else []
+    # A --momentum given is held fixed; without one, one-cycle cycles it (0.95 -> 0.85 -> 0.95).
+    moms = {} if cfg.momentum is None else {"moms": None}
+    schedule = [OneCycle(cfg.lr, **moms)] if cfg.schedule == "one-cycle" else []
+    if main_process:  # the settings as a file `groundup train --config` reads (the lr as found, if "auto")
+        write_text_atomic(cfg.to_toml(), run_dir / "config.toml")
     dls = learn.dls
     say(f"training {cfg.arch} on {dls.path} ({len(dls.train.dataset)} train, {len(dls.valid.dataset)} valid images, "
         f"{len(learn.preprocessing.vocab)} classes) for {cfg.epochs} epochs; writing to {run_dir}")
     learn.fit(cfg.epochs, cbs=schedule, start_epoch=start_epoch)
-    return {"recorder": recorder, "lr_finder": lr_found, "start_epoch": start_epoch}
+    if early is not None and early.stopped_epoch is not None:
+        stopped_epoch = early.stopped_epoch
+    return {"recorder": recorder, "checkpoint": checkpoint, "lr_finder": lr_found, "start_epoch": start_epoch,
+            "stopped_epoch": stopped_epoch}
 
 
 # -- 3. write -----------------------------------------------------------------------------------------------
@@ -298,7 +356,7 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
     """
     history, recorder = learn.history, facts["recorder"]
     write_metrics_csv(history, run_dir / "metrics.csv")
-    best, best_by, best_rule = _best(history, learn.get_cb(Checkpoint))
+    best, best_by, best_rule = _best(history, facts.get("checkpoint"))
     plots = {}
     if recorder.losses:
         plot_training(recorder.losses, history, run_dir / "losses.png", smooth=recorder.smooth_losses,
@@ -327,6 +385,8 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         "best": best,
         "best_by": best_by,
         "best_rule": best_rule,
+        "monitor": cfg.monitor,
+        "stopped_epoch": facts.get("stopped_epoch"),
         "wall_seconds": facts["wall_seconds"],
         "train_seconds": round(sum(r.get("seconds", 0.0) for r in history), 3),
         "epoch_seconds": [round(r.get("seconds", 0.0), 3) for r in history],
@@ -357,6 +417,7 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
                           f"its images predicted correctly (the same number as its recall).",
         "most_confused": interp.most_confused()[:20],
         "files": sorted(["metrics.csv", "summary.json", "model.pt", "report.html", "per_class.csv",
+                         *(name for name in ("steps.csv", "config.toml") if (run_dir / name).is_file()),
                          *(Path(p).name for p in plots.values()),
                          *(["best.pt"] if (run_dir / "best.pt").is_file() else [])]),
     }
@@ -376,7 +437,7 @@ def _run_dir(out: str | None, resume: str | None) -> Path:
 
 
 def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, quiet: bool = False,
-          argv: Sequence[str] | None = None) -> dict[str, Any]:
+          argv: Sequence[str] | None = None, epochs: int | None = None) -> dict[str, Any]:
     """Train as `groundup train` does and write the run's files; return the summary.
 
     Args:
@@ -384,15 +445,18 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         out: the run folder; default `runs/<date-time>` (or the checkpoint's folder when resuming).
         resume: a checkpoint written by an earlier run, to continue from its last finished epoch. A run
             that has finished all its epochs is left alone (its summary is returned, nothing is written).
-        quiet: print nothing (no table, no progress bar).
+        quiet: no table, no progress bar. The other messages are log records of the "groundup.run"
+            logger (see `groundup.logs`), shown by the command line and routed by the application.
         argv: the command line, recorded in the summary.
+        epochs: when resuming, a new number of epochs (a constant schedule can be extended; see
+            `resumed_config`).
     """
     start = time.perf_counter()
     started = datetime.datetime.now().isoformat(timespec="seconds")
     main_process = is_main_process()
-    say = (lambda *a: None) if quiet or not main_process else functools.partial(print, flush=True)
+    say = log.info if main_process else (lambda *a: None)
     if resume is not None:
-        cfg = resumed_config(resume, cfg)
+        cfg = resumed_config(resume, cfg, epochs=epochs)
         if read_checkpoint(resume)["epoch"] + 1 >= cfg.epochs:  # nothing left to train: touch nothing
             here = Path(resume).parent
             if out is not None and Path(out).expanduser().resolve() != here.resolve():
@@ -430,10 +494,16 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         summary = write_run_folder(learn, cfg, run_dir, facts)
     finally:
         learn.dls.close()  # the interpretation ran the validation loader again
-    final = summary["final"]
+    final, best = summary["final"], summary["best"]
     if final:
-        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f} after {cfg.epochs} epochs "
+        ran = len(learn.history)
+        after = (f"after {ran} epochs" if summary["stopped_epoch"] is None
+                 else f"after {ran} of {cfg.epochs} epochs (stopped early: {cfg.monitor} had not improved "
+                      f"for {cfg.patience} epochs)")
+        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f} {after} "
             f"({summary['wall_seconds']:.1f} s); wrote {run_dir}/: {', '.join(summary['files'])}")
+    if best is not None and (run_dir / "best.pt").is_file():
+        say(f"best.pt is epoch {best['epoch']}, by {cfg.monitor}: {best[cfg.monitor]:.4f}")
     say(f"open {run_dir / 'report.html'} in a browser for the report")
     return summary
 

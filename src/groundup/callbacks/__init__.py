@@ -18,12 +18,17 @@ from groundup.callbacks.core import (
     CancelValidateException,
 )
 from groundup.callbacks.distributed import DistributedTraining
+from groundup.callbacks.early_stopping import EarlyStopping
+from groundup.callbacks.gradient_accumulation import GradientAccumulation
+from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.step_logger import StepLogger
+from groundup.callbacks.tensorboard import TensorBoardLogger
 from groundup.callbacks.tracking import TrackResults
 from groundup.deprecation import moved_names
 
@@ -39,6 +44,9 @@ __all__ = [
     "Checkpoint",
     "CompileModel",
     "DistributedTraining",
+    "EarlyStopping",
+    "GradientAccumulation",
+    "GradientClipping",
     "LRFinder",
     "LRSuggestion",
     "MixedPrecision",
@@ -46,6 +54,8 @@ __all__ = [
     "ProgressBar",
     "Recorder",
     "SetupLearnerCB",
+    "StepLogger",
+    "TensorBoardLogger",
     "TrackActivations",
     "TrackResults",
 ]

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from groundup.atomic import atomic_write
 from groundup.callbacks.core import Callback
+from groundup.callbacks.tracking import METRICS, is_improvement
 from groundup.checkpoint import save_checkpoint
 from groundup.process_group import is_main_process
 
 __all__ = ["Checkpoint"]
 
-_METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc")
+log = logging.getLogger(__name__)
 
 
 class Checkpoint(Callback):
@@ -42,8 +43,8 @@ class Checkpoint(Callback):
 
     def __init__(self, path_or_folder: str | os.PathLike, every_epoch: bool = True,
                  best_by: str | None = "valid_loss", extra: dict | None = None) -> None:
-        if best_by is not None and best_by not in _METRICS:
-            raise ValueError(f"Checkpoint: best_by must be one of {_METRICS} or None, got {best_by!r}")
+        if best_by is not None and best_by not in METRICS:
+            raise ValueError(f"Checkpoint: best_by must be one of {METRICS} or None, got {best_by!r}")
         p = Path(path_or_folder)
         self.path = p if p.suffix == ".pt" else p / "model.pt"
         self.best_path = self.path.with_name("best.pt")
@@ -68,6 +69,9 @@ class Checkpoint(Callback):
                 _copy_atomic(self.path, self.best_path)
         elif improved:
             self._save(self.best_path)
+        if improved:
+            log.debug("saved %s: epoch %d, the best %s so far (%.4f)", self.best_path, self.best_epoch,
+                      self.best_by, self.best)
 
     def after_fit(self) -> None:
         # Without every_epoch: one save at the end, if any epoch finished (a cancelled first epoch saves nothing).
@@ -76,6 +80,7 @@ class Checkpoint(Callback):
 
     def _save(self, path: Path) -> None:
         save_checkpoint(self.learn, path, epoch=self._last_done, **self.extra)
+        log.debug("saved %s (epoch %d)", path, self._last_done)
 
     def _update_best(self) -> bool:
         if self.best_by is None:
@@ -86,10 +91,7 @@ class Checkpoint(Callback):
                              f"epoch {self.learn.epoch}; add TrackResults() to the learner's callbacks (it "
                              f"fills learn.history) or pass best_by=None")
         value = history[-1].get(self.best_by)
-        if value is None or not math.isfinite(value):
-            return False
-        lower = self.best_by.endswith("loss")
-        if self.best is None or (value < self.best if lower else value > self.best):
+        if is_improvement(self.best_by, value, self.best):
             self.best, self.best_epoch = float(value), int(self.learn.epoch)
             return True
         return False

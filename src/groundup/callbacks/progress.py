@@ -1,7 +1,8 @@
-"""`ProgressBar`: tqdm bars over the epochs and over the batches of each pass."""
+"""`ProgressBar`: tqdm bars over the epochs and the batches of each pass; plain lines without a terminal."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TextIO
 
@@ -17,6 +18,15 @@ from groundup.smoothing import EMA
 __all__ = ["ProgressBar"]
 
 _FOLD_EVERY = 256  # losses kept at most before they are folded into the average (bounds memory)
+_now = time.monotonic  # the clock of the plain lines (tests replace it)
+
+
+def _in_notebook() -> bool:
+    """Whether tqdm.auto draws widgets here (a Jupyter kernel), as it decides it."""
+    import tqdm.autonotebook
+    import tqdm.std
+
+    return tqdm.autonotebook.tqdm is not tqdm.std.tqdm
 
 
 class ProgressBar(Callback):
@@ -35,16 +45,25 @@ class ProgressBar(Callback):
     when the bar is about to redraw, at most every `min_interval` seconds. Between redraws tqdm is
     not called at all: the batch count catches up at the next redraw.
 
+    Where the output is not a terminal (a pipe, a file, a CI log) a bar would be a mess of
+    carriage returns, so it prints plain lines instead: one when each epoch ends (its time, the
+    training speed, the smoothed loss) and, in an epoch that takes longer than `long_epoch`
+    seconds (estimated from the speed so far), one every `line_every` seconds with the batch
+    count, the speed and the time left in the pass.
+
     Events used: `before_fit`/`after_fit` (the epoch bar), `before_train`/`before_validate` and
     `after_train`/`after_validate` (a batch bar per pass), `after_loss` (the running loss),
-    `after_batch` (sometimes a redraw), `after_epoch` (the epoch bar).
+    `after_batch` (sometimes a redraw or a line), `after_epoch` (the epoch bar or line).
 
     Args:
-        enabled: draw at all? None (default): only when `file` is a terminal (or, with no `file`,
-            in a notebook); False: never. In a distributed run only rank 0 draws.
+        enabled: None (default): bars on a terminal (or, with no `file`, in a notebook), plain lines
+            anywhere else; True: bars wherever `file` is; False: nothing. In a distributed run only
+            rank 0 draws.
         file: where to draw (default `sys.stderr`, looked up at each fit).
         beta: smoothing of the displayed loss, in [0, 1).
         min_interval: least seconds between two redraws (and loss reads).
+        line_every: seconds between two lines during a long epoch, without a terminal.
+        long_epoch: epochs expected to last longer than this many seconds get lines during the epoch.
 
     Example:
         >>> learn.fit(3, cbs=[ProgressBar(), TrackResults()])
@@ -53,10 +72,12 @@ class ProgressBar(Callback):
     order = 60  # after TrackResults (50): its row is printed before the epoch bar is redrawn
 
     def __init__(self, enabled: bool | None = None, file: TextIO | None = None, beta: float = 0.98,
-                 min_interval: float = 0.1) -> None:
+                 min_interval: float = 0.1, line_every: float = 30.0, long_epoch: float = 60.0) -> None:
         if not 0 <= beta < 1:
             raise ValueError(f"ProgressBar: beta must be in [0, 1), got {beta!r}")
         self.enabled, self.file, self.beta, self.min_interval = enabled, file, beta, min_interval
+        self.line_every, self.long_epoch = line_every, long_epoch
+        self.lines = False  # plain lines instead of bars (no terminal), decided at each fit
         self.epoch_bar: tqdm | None = None
         self.batch_bar: tqdm | None = None
         self._losses: list[torch.Tensor] = []  # training losses not yet in the average
@@ -72,7 +93,13 @@ class ProgressBar(Callback):
     def before_fit(self) -> None:
         learn = self.learn
         self._losses, self._ema = [], EMA(self.beta)
+        self.lines, self._train_batches = False, 0
         if not is_main_process():  # in a distributed run only rank 0 draws
+            return
+        in_notebook = self.file is None and _in_notebook()
+        if self.enabled is None and not _isatty(self.file or sys.stderr) and not in_notebook:
+            self.lines = True
+            self._epoch_start, self._last_epoch_seconds = _now(), 0.0
             return
         disable = None if self.enabled is None else not self.enabled  # tqdm's None: only on a terminal
         bar = self._bar(total=learn.n_epochs, initial=learn.epoch, desc="epochs", unit="epoch",
@@ -80,6 +107,12 @@ class ProgressBar(Callback):
         self.epoch_bar = None if bar.disable else bar
 
     def _start_pass(self, name: str) -> None:
+        if self.lines:
+            self._pass, self._pass_start = name, _now()
+            self._next_line = self._pass_start + self.line_every
+            if name == "train":
+                self._epoch_start, self._train_batches = self._pass_start, self.learn.n_iter
+            return
         if self.epoch_bar is None:
             return
         learn = self.learn
@@ -95,7 +128,7 @@ class ProgressBar(Callback):
         self._start_pass("valid")
 
     def after_loss(self) -> None:
-        if self.epoch_bar is not None and self.learn.training:
+        if (self.epoch_bar is not None or self.lines) and self.learn.training:
             # A list append (under a microsecond) instead of a tensor op per batch (a few microseconds):
             # on a tiny model that is most of this callback's cost (benchmarks/bench_progress.py).
             self._losses.append(self.learn.loss.detach())  # detached: keeps no graph alive
@@ -109,6 +142,10 @@ class ProgressBar(Callback):
             self._losses = []
 
     def after_batch(self) -> None:
+        if self.lines:
+            if _now() >= self._next_line:  # the one check per batch without a terminal
+                self._line_during_pass()
+            return
         bar = self.batch_bar
         if bar is None:
             return
@@ -130,8 +167,38 @@ class ProgressBar(Callback):
     after_train = after_validate = _end_pass
 
     def after_epoch(self) -> None:
+        if self.lines:
+            seconds = _now() - self._epoch_start
+            self._last_epoch_seconds = seconds
+            learn = self.learn
+            n = self._train_batches
+            speed = f", {n / seconds:.3g} batch/s" if n and seconds > 0 else ""
+            self._say(f"epoch {learn.epoch + 1}/{learn.n_epochs} done in {_duration(seconds)} "
+                      f"({n} training batches{speed}{self._loss_text()})")
         if self.epoch_bar is not None:
             self.epoch_bar.update()  # draws now, below the row TrackResults just printed
+
+    # -- plain lines, where there is no terminal --------------------------------------------------------
+    def _line_during_pass(self) -> None:
+        learn, now = self.learn, _now()
+        self._next_line = now + self.line_every
+        done, total, elapsed = learn.iter + 1, learn.n_iter, now - self._pass_start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left_s = (total - done) / rate if rate and total else float("inf")
+        expected = max(self._last_epoch_seconds, now - self._epoch_start + left_s)  # this epoch's length
+        if expected <= self.long_epoch:  # a short epoch: its one line at the end is enough
+            return
+        left = f", about {_duration(left_s)} left" if rate and total else ""
+        loss = self._loss_text() if self._pass == "train" else ""
+        self._say(f"epoch {learn.epoch + 1}/{learn.n_epochs} {self._pass}: batch {done}/{total or '?'}, "
+                  f"{rate:.3g} batch/s{loss}{left}")
+
+    def _loss_text(self) -> str:
+        self._fold()
+        return f", loss {self._ema.value.item():.4f}" if self._ema.count else ""  # one sync per line
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.file or sys.stderr, flush=True)
 
     def after_fit(self) -> None:
         self._end_pass()  # a cancel or an error may have left a pass open
@@ -142,6 +209,18 @@ class ProgressBar(Callback):
 
     def __repr__(self) -> str:
         return f"ProgressBar(enabled={self.enabled})"
+
+
+def _isatty(file) -> bool:
+    isatty = getattr(file, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _duration(seconds: float) -> str:
+    """`42.0 s`, `3.5 min` or `2.1 h`."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 __getattr__ = moved_names(__name__, {"ProgressCB": "groundup.callbacks.progress.ProgressBar"})  # the name before 0.2

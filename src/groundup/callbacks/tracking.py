@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
@@ -13,6 +14,19 @@ from groundup.metrics import accuracy
 from groundup.process_group import all_reduce_sum, comm_device, is_distributed, is_main_process
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds")
+METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc")  # the columns a run can be judged by
+
+
+def is_improvement(column: str, value: float, best: float | None, min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` in `column` by more than `min_delta`: losses lower, accuracies higher.
+
+    Any finite value beats `best=None`; NaN and inf never count as an improvement.
+    """
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best - min_delta if column.endswith("loss") else value > best + min_delta
 
 
 class TrackResults(Callback):

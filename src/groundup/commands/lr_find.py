@@ -7,8 +7,9 @@ import json
 import math
 from collections.abc import Sequence
 
-from groundup.commands.options import HelpFormatter, add_data_options
+from groundup.commands.options import HelpFormatter, add_data_options, add_device_option
 from groundup.config import TrainConfig
+from groundup.logs import console_logging
 from groundup.report import write_text_atomic
 from groundup.run import build_learner, new_out_dir
 
@@ -20,8 +21,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="Run the learning-rate range test; write lr_find.png and lr_find.json "
                                    "(lrs, losses, suggestion, method) and print the suggestion.")
     add_data_options(f)
+    add_device_option(f)
     f.add_argument("--start-lr", type=float, default=1e-6, help="the first learning rate tried")
     f.add_argument("--max-lr", type=float, default=10.0, help="stop once the learning rate passes this")
+    f.add_argument("-v", "--verbose", action="count", default=0, help="also show debug messages")
     f.add_argument("--out", default=None, help="the output folder; it must be new or empty "
                                                "(default: runs/<date-time>-lr-find)")
     f.set_defaults(run=run)
@@ -29,8 +32,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    with console_logging(args.verbose):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = TrainConfig(data=args.data, bs=args.bs, size=args.size, arch=args.arch, opt=args.opt,
-                      num_workers=args.num_workers, seed=args.seed, lr="auto")
+                      num_workers=args.num_workers, seed=args.seed, lr="auto",
+                      device=args.device, wd=args.wd, momentum=args.momentum)
     for flag, v in (("--start-lr", args.start_lr), ("--max-lr", args.max_lr)):
         if not 0 < v < math.inf:
             raise ValueError(f"{flag} must be a positive number, got {v!r}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-from groundup.config import OPTIMIZERS, TrainConfig
+from groundup.config import DEFAULT_MOMENTUM, DEFAULT_WD, OPTIMIZERS, TrainConfig
 from groundup.nn.models import ARCHS
 
-__all__ = ["HelpFormatter", "add_data_options", "non_negative_int", "number", "positive_int"]
+__all__ = ["HelpFormatter", "add_data_options", "add_device_option", "non_negative_int", "number", "positive_int",
+           "positive_number"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -35,6 +37,17 @@ positive_int = _int_at_least(1, "a positive integer")
 non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
+def positive_number(text: str) -> float:
+    """An argparse `type` that accepts finite numbers > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not 0 < v < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
 def number(flag: str, text: str) -> float:
     """`text` as a float, or ValueError naming `flag`."""
     try:
@@ -44,18 +57,32 @@ def number(flag: str, text: str) -> float:
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    """--data, --bs, --size, --arch, --opt, --workers and --seed, as `train` and `lr-find` take them."""
+    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --workers, --seed: `train`'s and `lr-find`'s."""
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
                    help="a folder with train/<label>/ and val/<label>/ image subfolders, or a registry name "
                         "(see: groundup download --list), downloaded and cached on first use "
                         "(default: imagenette-mini, shipped in the package)")
-    p.add_argument("--bs", type=positive_int, default=d.bs, help="training batch size (validation: twice that)")
+    p.add_argument("-b", "--bs", type=positive_int, default=d.bs,
+                   help="training batch size (validation: twice that)")
     p.add_argument("--size", type=positive_int, default=d.size, help="images are squashed to SIZE x SIZE pixels")
     p.add_argument("--arch", default=d.arch, help=f"model architecture: {', '.join(sorted(ARCHS))}")
     p.add_argument("--opt", default=d.opt, help=f"optimizer: {' or '.join(OPTIMIZERS)} (adam: AdamW, weight "
                                                 "decay 0.01; sgd: momentum 0.9, weight decay 1e-4)")
-    p.add_argument("--workers", dest="num_workers", type=non_negative_int, default=None,
+    p.add_argument("--wd", type=float, default=None,
+                   help="weight decay (default: " + ", ".join(f"{DEFAULT_WD[o]:g} for {o}" for o in OPTIMIZERS)
+                        + "; adam's is decoupled, as AdamW)")
+    p.add_argument("--momentum", type=float, default=None,
+                   help=f"SGD's momentum or Adam's beta1, held fixed when given (default: {DEFAULT_MOMENTUM}, "
+                        "cycled 0.95 -> 0.85 -> 0.95 under the one-cycle schedule)")
+    p.add_argument("-j", "--workers", dest="num_workers", type=non_negative_int, default=None,
                    help="data-loading processes, 0 to load in the main process "
                         "(default: one per CPU core, at most 8)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed for the weights and the shuffling")
+
+
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    """--device, as `train` and `lr-find` take it (checked when the learner is built: `groundup.devices`)."""
+    p.add_argument("--device", default=TrainConfig().device, metavar="{auto,cpu,cuda,cuda:N}",
+                   help="where to train: auto is CUDA when available (under torchrun: each process's GPU), "
+                        "else the CPU")

@@ -7,9 +7,18 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from groundup.commands.options import HelpFormatter, add_data_options, number, positive_int
-from groundup.config import RESUME_MAY_CHANGE, SCHEDULES, TrainConfig
-from groundup.run import read_checkpoint_config, train
+from groundup.callbacks.tensorboard import require_tensorboard
+from groundup.commands.options import (
+    HelpFormatter,
+    add_data_options,
+    add_device_option,
+    number,
+    positive_int,
+    positive_number,
+)
+from groundup.config import MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
+from groundup.logs import console_logging
+from groundup.run import read_checkpoint_config, resumed_config, train
 
 NAME = "train"
 
@@ -17,57 +26,123 @@ NAME = "train"
 def add_parser(sub) -> argparse.ArgumentParser:
     d = TrainConfig()
     t = sub.add_parser(NAME, formatter_class=HelpFormatter, help="train a model and write a run folder",
-                       description="Train an image classifier. A run writes metrics.csv, summary.json, model.pt "
-                                   "(checkpoint after every epoch), best.pt, losses.png, schedule.png, "
-                                   "confusion_matrix.png, top_losses.png, per_class.csv and report.html into "
-                                   "its --out folder.")
+                       description="Train an image classifier. A run writes metrics.csv, steps.csv, config.toml, "
+                                   "summary.json, model.pt (checkpoint after every epoch), best.pt, losses.png, "
+                                   "schedule.png, confusion_matrix.png, top_losses.png, per_class.csv and "
+                                   "report.html into its --out folder.")
     add_data_options(t)
-    t.add_argument("--epochs", type=positive_int, default=d.epochs, help="number of epochs")
+    t.add_argument("-e", "--epochs", type=positive_int, default=None,
+                   help=f"number of epochs; with --resume, a new number for a --schedule constant run "
+                        f"(default: {d.epochs})")
     t.add_argument("--lr", default=str(d.lr),
                    help="learning rate (the peak of the one-cycle schedule), or 'auto' to run the LR finder "
                         f"first and use its suggestion (default: {d.lr})")
     t.add_argument("--schedule", default=d.schedule, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    t.add_argument("--clip", type=positive_number, default=None, metavar="NORM",
+                   help="clip the gradient norm to NORM before each step (default: no clipping)")
+    t.add_argument("--accumulate", type=positive_int, default=d.accumulate, metavar="K",
+                   help="step once every K batches, adding up their gradients (the loss divided by K): "
+                        "like a batch K times larger, in the memory of one")
     t.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
     t.add_argument("--compile", action="store_true",
                    help="train a torch.compile'd model: costs 10-70 s of compiling once, pays off over a few "
                         "hundred steps or more (see benchmarks/bench_compile.py)")
+    add_device_option(t)
+    t.add_argument("--monitor", default=d.monitor, choices=MONITORS,
+                   help="the metric that picks best.pt and that --patience watches (a loss: lower is better; "
+                        "an accuracy: higher)")
+    t.add_argument("--patience", type=positive_int, default=None, metavar="N",
+                   help="stop early when --monitor has not improved for N epochs; best.pt keeps the best "
+                        "epoch (default: run every epoch)")
     t.add_argument("--out", default=None, help="the run folder; it must be new or empty "
                                                "(default: runs/<date-time>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue the run saved in CHECKPOINT (its model.pt) with its own settings, from its "
-                        "last finished epoch; only --data and --workers may change (default: a new run)")
-    t.add_argument("--quiet", action="store_true", help="print nothing: no table, no progress bar")
-    t.set_defaults(run=run)
+                        "last finished epoch; only --data, --workers and --device may change "
+                        "(default: a new run)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also log to TensorBoard, into the run folder's tensorboard/ (needs: pip install "
+                        "'groundup[tensorboard]')")
+    t.add_argument("--quiet", action="store_true",
+                   help="no table, no progress bar, no messages but warnings (errors still print)")
+    t.add_argument("-v", "--verbose", action="count", default=0,
+                   help="also show debug messages (e.g. each checkpoint saved); the log is Python logging's "
+                        "'groundup' logger")
+    t.add_argument("--config", default=None, metavar="FILE",
+                   help="read settings from a TOML file, one 'key = value' per option (as --print-config "
+                        "writes them; also out, resume, quiet, verbose); flags on the command line win "
+                        "(default: none)")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the settings (file and flags together) as TOML, loadable by --config, and exit")
+    t.set_defaults(run=run, parser=t)
     return t
+
+
+# Settings a --config file may hold besides TrainConfig's fields: how this command runs, not the run.
+FILE_EXTRAS = {"out": str, "resume": str, "quiet": bool, "verbose": int}
+
+
+def with_config_file(args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments read again with the settings of `--config FILE` as defaults, so that flags given win."""
+    settings = read_toml_settings(args.config, extra=FILE_EXTRAS)
+    parser = args.parser
+    parser.set_defaults(**settings)
+    argv = list(argv)
+    return parser.parse_args(argv[argv.index(NAME) + 1:])
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The `TrainConfig` the flags describe (validated: a bad value raises ValueError naming its flag)."""
-    lr = args.lr if args.lr == "auto" else number("--lr", args.lr)
-    return TrainConfig(data=args.data, epochs=args.epochs, lr=lr, bs=args.bs, size=args.size, arch=args.arch,
-                       schedule=args.schedule, opt=args.opt, num_workers=args.num_workers, seed=args.seed,
-                       amp=args.amp, compile=args.compile)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}  # one flag per setting
+    values = {k: v for k, v in values.items() if v is not None}  # not given: TrainConfig's default
+    if values["lr"] != "auto":
+        values["lr"] = number("--lr", values["lr"])
+    return TrainConfig(**values)
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.config is not None:
+        args = with_config_file(args, argv)
+    with console_logging(args.verbose, args.quiet):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(args)
+    if args.print_config:
+        if args.resume is not None:
+            check_resume_flags(args, read_checkpoint_config(args.resume))
+            cfg = resumed_config(args.resume, TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}),
+                                 epochs=args.epochs)
+        print(cfg.to_toml(), end="")
+        return 0
+    if args.tensorboard:
+        try:  # before any work: a missing optional package is a one-line error
+            require_tensorboard()
+        except ImportError as e:
+            raise ValueError(f"--tensorboard: {e}") from None
     if args.resume is not None:
         check_resume_flags(args, read_checkpoint_config(args.resume))
-        train(TrainConfig(data=args.data, num_workers=args.num_workers), out=args.out, resume=args.resume,
-              quiet=args.quiet, argv=argv)
+        train(TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}), out=args.out, resume=args.resume,
+              quiet=args.quiet, argv=argv, epochs=args.epochs)
     else:
         train(cfg, out=args.out, quiet=args.quiet, argv=argv)
     return 0
 
 
 def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None:
-    """A resumed run keeps its settings: a flag given with a different value is an error, not ignored."""
+    """A resumed run keeps its settings: a flag given with a different value is an error, not ignored.
+
+    `--epochs` is checked by `groundup.run.resumed_config` (a constant schedule may be extended).
+    """
     defaults = TrainConfig()
     saved = TrainConfig.from_dict(saved).to_dict()
     for f in dataclasses.fields(TrainConfig):
-        if f.name in RESUME_MAY_CHANGE:
+        if f.name in (*RESUME_MAY_CHANGE, "epochs"):
             continue
         given = getattr(args, f.name)
+        if given is None:  # not given
+            continue
         if f.name == "lr" and given != "auto":
             given = number("--lr", given)
         if given != getattr(defaults, f.name) and given != saved.get(f.name):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +14,8 @@ from PIL import Image, UnidentifiedImageError
 from groundup.checks import check_int
 from groundup.data.cache import BAD, FILLED, DecodeCache
 from groundup.data.files import label_files, parent_label, val2idx
+
+log = logging.getLogger(__name__)
 
 
 class CorruptImageError(ValueError):
@@ -149,7 +151,7 @@ class Dataset:
         except CorruptImageError as e:
             if not self.skip_corrupt:
                 raise
-            warnings.warn(f"skipping {e}", stacklevel=2)
+            log.warning("skipping %s", e)
             if c is not None:
                 c.mark_bad(i)
             return None
