@@ -66,7 +66,7 @@ def test_monitor_valid_acc_picks_best_pt_and_the_summary_names_it(image_folder, 
     best_epoch = accs.index(max(accs))
     assert summary["monitor"] == "valid_acc" and summary["best"]["epoch"] == best_epoch
     assert read_checkpoint(out / "best.pt")["epoch"] == best_epoch
-    assert "best.pt: epoch" in (out / "report.html").read_text()
+    assert "best.pt holds the epoch with the highest valid_acc" in (out / "report.html").read_text()
 
 
 def test_patience_stops_a_run_that_does_not_improve_and_keeps_best_pt(image_folder, tmp_path, capsys):
