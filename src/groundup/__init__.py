@@ -45,6 +45,7 @@ from groundup.data import (
     val2idx,
 )
 from groundup.deprecation import moved_names
+from groundup.errors import GroundupError
 from groundup.learner import Learner
 from groundup.losses import cross_entropy, log_softmax, logsumexp, nll
 from groundup.metrics import accuracy
@@ -85,6 +86,7 @@ __all__ = [
     "Dataset",
     "DistributedTraining",
     "Flatten",
+    "GroundupError",
     "Hooks",
     "ImageDataLoaders",
     "LRFinder",

@@ -41,6 +41,7 @@ import torch
 from groundup._version import __version__
 from groundup.atomic import atomic_write
 from groundup.data.preprocessing import Preprocessing
+from groundup.errors import GroundupError
 from groundup.rng import get_rng_state, set_rng_state
 
 __all__ = [
@@ -62,7 +63,7 @@ _RESERVED = {"format", "version", "model", "arch", "opt", "epoch", "n_epochs", "
              "history", "vocab", "stats", "callbacks", "versions"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GroundupError, ValueError):
     """A checkpoint file that cannot be used: truncated, not a checkpoint, or made for another model."""
 
 

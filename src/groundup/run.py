@@ -42,6 +42,7 @@ from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
 from groundup.data.download import DATASETS, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.deprecation import moved_names
+from groundup.errors import note_run_dir
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.models import get_arch
@@ -304,6 +305,10 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
             if main_process and (run_dir / "model.pt").is_file():
                 print(f"\ngroundup: interrupted; the last finished epoch is saved: continue with\n"
                       f"  groundup train --resume {run_dir / 'model.pt'}", file=sys.stderr)
+            raise
+        except Exception as e:
+            if main_process:
+                note_run_dir(e, run_dir)  # an unexpected error's traceback goes into the run folder
             raise
     finally:
         learn.dls.close()  # stop the loader's worker processes, whatever happened

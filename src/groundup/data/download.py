@@ -38,6 +38,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from groundup._version import __version__
+from groundup.errors import GroundupError
 from groundup.paths import groundup_home
 
 __all__ = [
@@ -133,7 +134,7 @@ DATASETS: dict[str, Archive] = {
 }
 
 
-class DownloadError(OSError):
+class DownloadError(GroundupError, OSError):
     """A download failed: the network, the server, or the received file was wrong."""
 
 
@@ -141,7 +142,7 @@ class ChecksumError(DownloadError):
     """A downloaded file's size or checksum differs from the expected one (the file is removed)."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(GroundupError, ValueError):
     """An archive member would be written outside the destination, or is a link or device."""
 
 

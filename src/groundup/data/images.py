@@ -14,9 +14,10 @@ from PIL import Image, UnidentifiedImageError
 from groundup.checks import check_int
 from groundup.data.cache import BAD, FILLED, DecodeCache
 from groundup.data.files import label_files, parent_label, val2idx
+from groundup.errors import GroundupError
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(GroundupError, ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 

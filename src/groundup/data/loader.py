@@ -36,6 +36,7 @@ from torch import Tensor
 from groundup.checks import check_int
 from groundup.data.preprocessing import Preprocessing
 from groundup.deprecation import renamed
+from groundup.errors import GroundupError
 
 
 def collate(samples: Sequence[Any], ds: Any = None) -> Any:
@@ -76,7 +77,7 @@ def collate(samples: Sequence[Any], ds: Any = None) -> Any:
                     "pass a collate_fn that can")
 
 
-class WorkerError(RuntimeError):
+class WorkerError(GroundupError, RuntimeError):
     """A DataLoader worker process died or failed; the message says which and why."""
 
 
