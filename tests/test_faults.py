@@ -13,11 +13,20 @@ goes on, and never lost or half-written data. Each test below builds its fault i
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import errno
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import groundup.losses
 import groundup.run
+from groundup.checkpoint import read_checkpoint
 from groundup.cli import main
 
 
@@ -36,6 +45,51 @@ def one_line_error(capsys, pattern: str) -> str:
     assert err.startswith("groundup: error:"), err
     assert re.search(pattern, err), err
     return err
+
+
+def run_cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
+    """`python -m groundup ARGS` in a fresh process (for faults that kill a process, such as SIGBUS)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(Path(groundup.run.__file__).parents[1]),
+                                              full_env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "groundup", *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=180, check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """`small_fs(kib, readonly=False)`: a folder on a tmpfs of that size, or None where none can be mounted."""
+    mounted: list[Path] = []
+
+    def mount(kib: int, readonly: bool = False) -> Path | None:
+        if not sys.platform.startswith("linux") or os.geteuid() != 0:
+            return None
+        folder = tmp_path / f"fs{len(mounted)}"
+        folder.mkdir()
+        opts = f"size={kib}k,mode=0777" + (",ro" if readonly else "")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)], capture_output=True,
+                           check=False)
+        if r.returncode != 0:
+            return None
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system of `folder` to the last byte with one file; return it."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    return filler
+
+
+def metrics_epochs(run: Path) -> list[int]:
+    return [int(r["epoch"]) for r in csv.DictReader((run / "metrics.csv").open())]
 
 
 # -- the command line: one line for every error ---------------------------------------------------------------
@@ -88,3 +142,71 @@ def test_a_groundup_error_that_is_no_value_error_still_prints_one_line(image_fol
     monkeypatch.setattr(groundup.run, "fit_run", dead_worker)
     assert main(tiny(image_folder, "--out", tmp_path / "run")) == 2
     one_line_error(capsys, r"worker 1 \(pid 4242\) was killed by signal 9 \(SIGKILL\)")
+
+
+# -- a full disk, permissions, temporary files --------------------------------------------------------------------
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_epoch_and_says_where_and_how_much(
+        image_folder, tmp_path, capsys, monkeypatch, small_fs):
+    disk = small_fs(4096)
+    out = (disk or tmp_path) / "run"
+    real_after_epoch = groundup.run._MetricsFile.after_epoch
+
+    def after_epoch_then_the_disk_fills(cb):  # the disk fills up once epoch 0 is safely written
+        real_after_epoch(cb)
+        if cb.learn.epoch != 0:
+            return
+        if disk is not None:
+            fill(disk)
+        else:  # no tmpfs here: make torch's writer fail as it does on a full disk
+            def save(obj, f, *a, **k):
+                f.write(b"\0" * 1000)
+                try:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                except OSError:  # torch's zip writer raises while handling the OSError
+                    raise RuntimeError("[enforce fail at inline_container.cc] . unexpected pos")
+            monkeypatch.setattr("groundup.checkpoint.torch.save", save)
+
+    monkeypatch.setattr(groundup.run._MetricsFile, "after_epoch", after_epoch_then_the_disk_fills)
+    assert main(tiny(image_folder, "--out", out, epochs=3)) == 2
+    one_line_error(capsys, rf"no space left in {re.escape(str(out))} to write model.pt: .* free, it needs "
+                           rf"about [\d.]+ \w+ .*the previous model.pt is intact.*--resume .*model.pt")
+    assert read_checkpoint(out / "model.pt")["epoch"] == 0 and read_checkpoint(out / "best.pt")["epoch"] == 0
+    assert metrics_epochs(out) == [0]  # never an epoch whose checkpoint was not written
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_files_groundup_writes_follow_the_umask(image_folder, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert main(tiny(image_folder, "--out", tmp_path / "run", epochs=1)) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_temp_files_left_by_a_kill_mid_write_are_removed_when_the_run_resumes(image_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", out, epochs=1)) == 0
+    stale = [out / ".model.pt.Ab3dE5gh.tmp", out / ".best.pt.x_Y-12zz.tmp", out / ".metrics.csv.q1w2e3r4.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    (out / "notes.tmp").write_text("not ours")
+    assert main(["train", "--resume", str(out / "model.pt"), "--quiet", "--workers", "0"]) == 0
+    assert not any(p.exists() for p in stale) and (out / "notes.tmp").exists()
+
+
+def test_the_checkpoint_callback_removes_its_stale_temp_files(tmp_path):
+    from conftest import Points, groundup_mlp
+
+    from groundup.callbacks.checkpointing import Checkpoint
+    from groundup.callbacks.tracking import TrackResults
+    from groundup.learner import Learner
+    from groundup.losses import cross_entropy
+
+    stale = tmp_path / ".model.pt.abcdefgh.tmp"
+    stale.write_bytes(b"x")
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, cbs=[TrackResults(print_table=False),
+                                                                  Checkpoint(tmp_path)])
+    learn.fit(1)
+    assert not stale.exists() and (tmp_path / "model.pt").is_file()

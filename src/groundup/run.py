@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from groundup._version import __version__
+from groundup.atomic import remove_stale_temp_files
 from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.core import Callback
 from groundup.callbacks.distributed import DistributedTraining
@@ -42,6 +43,7 @@ from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
 from groundup.data.download import DATASETS, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.deprecation import moved_names
+from groundup.disk import DiskFullError
 from groundup.errors import note_run_dir
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
@@ -123,7 +125,9 @@ def resumed_config(resume: str | Path, cfg: TrainConfig) -> TrainConfig:
 class _MetricsFile(Callback):
     """Rewrite metrics.csv after each epoch, so a run that is stopped still has its table on disk."""
 
-    order = 55  # after TrackResults (50) has finished the epoch's row
+    # After TrackResults (50) has finished the epoch's row and Checkpoint (60) has saved the epoch:
+    # metrics.csv never lists an epoch whose checkpoint was not written (a full disk, a kill).
+    order = 65
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -262,12 +266,20 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
 
 
 # -- all three ----------------------------------------------------------------------------------------------
+def _resumes_in_place(out: str | None, resume: str | None) -> bool:
+    """True when the run writes into its checkpoint's own folder (resuming, with no other `out`)."""
+    if resume is None:
+        return False
+    here = Path(resume).parent
+    return out is None or Path(out).expanduser().resolve() == here.resolve()
+
+
 def _run_dir(out: str | None, resume: str | None) -> Path:
     """The run folder: a fresh one, or (resuming) the checkpoint's own folder unless `out` names another."""
-    if resume is not None:
-        here = Path(resume).parent
-        if out is None or Path(out).expanduser().resolve() == here.resolve():
-            return here
+    if _resumes_in_place(out, resume):
+        run_dir = Path(resume).parent
+        remove_stale_temp_files(run_dir)  # what a kill during an earlier write left behind
+        return run_dir
     return new_out_dir(out)
 
 
@@ -306,6 +318,10 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
                 print(f"\ngroundup: interrupted; the last finished epoch is saved: continue with\n"
                       f"  groundup train --resume {run_dir / 'model.pt'}", file=sys.stderr)
             raise
+        except DiskFullError as e:
+            resume_hint = (f"; then continue with: groundup train --resume {run_dir / 'model.pt'}"
+                           if main_process and (run_dir / "model.pt").is_file() else "")
+            raise DiskFullError(f"{e}{resume_hint}") from e
         except Exception as e:
             if main_process:
                 note_run_dir(e, run_dir)  # an unexpected error's traceback goes into the run folder

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from groundup.atomic import atomic_write
+from groundup.atomic import atomic_write, remove_stale_temp_files
 from groundup.callbacks.core import Callback
 from groundup.checkpoint import save_checkpoint
 from groundup.process_group import is_main_process
@@ -30,7 +30,8 @@ class Checkpoint(Callback):
         extra: more entries for every checkpoint (e.g. `{"config": {...}}`), plain data only.
 
     Each save is atomic (see `groundup.checkpoint`), so a run killed at any moment leaves the last
-    finished epoch's checkpoint intact. Resume with `learn.load(path)` and
+    finished epoch's checkpoint intact; the temporary files such a kill leaves behind are removed
+    when the next `fit` starts. Resume with `learn.load(path)` and
     `learn.fit(n, start_epoch=ckpt["epoch"] + 1)`. In a distributed run only rank 0 writes.
 
     Example:
@@ -55,6 +56,8 @@ class Checkpoint(Callback):
         if self.learn.epoch == 0:  # a fresh run; a resumed one keeps the best so far (load_state_dict)
             self.best, self.best_epoch = None, None
         self._last_done = None
+        if is_main_process():  # what a kill during an earlier save left behind
+            remove_stale_temp_files(self.path.parent, [self.path.name, self.best_path.name])
 
     def after_epoch(self) -> None:
         self._last_done = self.learn.epoch

@@ -38,6 +38,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from groundup._version import __version__
+from groundup.disk import format_size
 from groundup.errors import GroundupError
 from groundup.paths import groundup_home
 
@@ -51,19 +52,6 @@ __all__ = [
     "list_datasets",
     "untar_data",
 ]
-
-
-_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def format_size(num_bytes: float) -> str:
-    """Format a byte count with binary prefixes: `1536` -> `'1.5 KiB'`, `99003388` -> `'94.4 MiB'`."""
-    value = float(num_bytes)
-    for unit in _SIZE_UNITS:
-        if abs(value) < 1024 or unit == _SIZE_UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # the loop always returns at the last unit
 
 _CHUNK = 1 << 20  # read and hash 1 MiB at a time
 _ATTEMPTS = 3  # a transfer cut off midway is resumed (HTTP Range) up to this many times in one call
