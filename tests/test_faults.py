@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import groundup.losses
 import groundup.run
@@ -86,6 +87,10 @@ def fill(folder: Path) -> Path:
         while True:
             f.write(b"\0" * 4096)
     return filler
+
+
+def finite_weights(path) -> bool:
+    return all(torch.isfinite(t).all() for t in read_checkpoint(path)["model"].values() if t.is_floating_point())
 
 
 def metrics_epochs(run: Path) -> list[int]:
@@ -210,3 +215,91 @@ def test_the_checkpoint_callback_removes_its_stale_temp_files(tmp_path):
                                                                   Checkpoint(tmp_path)])
     learn.fit(1)
     assert not stale.exists() and (tmp_path / "model.pt").is_file()
+
+
+# -- training that goes wrong: NaN losses ------------------------------------------------------------------------
+def test_a_nan_loss_stops_the_run_with_one_line_and_keeps_the_last_good_checkpoint(image_folder, tmp_path, capsys,
+                                                                                   monkeypatch):
+    calls = []
+
+    def loss_that_turns_nan(preds, yb):  # NaN from the 8th training batch on: epoch 1 (5 batches each), batch 2
+        loss = groundup.losses.cross_entropy(preds, yb)
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) >= 8:
+                loss = loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(groundup.run, "cross_entropy", loss_that_turns_nan)
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--lr", "0.01", "--out", out, epochs=4)) == 2
+    one_line_error(capsys, r"the training loss became nan at epoch 1, batch 2 \(of 5\); training stopped before the "
+                           r"weights of epoch 1 were saved.*try a lower one; .*model.pt keeps the last good epoch \(0\), "
+                           r"best.pt the best one: start a new run with a lower --lr \(this one: 0.01")
+    assert metrics_epochs(out) == [0] and read_checkpoint(out / "model.pt")["epoch"] == 0
+    assert finite_weights(out / "model.pt") and finite_weights(out / "best.pt")
+
+
+def test_an_exploding_lr_ends_the_run_with_exit_status_2_and_no_nan_weights_on_disk(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--lr", "1e6", "--out", out, epochs=4)) == 2
+    one_line_error(capsys, r"(loss became (nan|inf|-inf)|the weights became NaN or infinite) .*--lr")
+    for name in ("model.pt", "best.pt"):
+        assert not (out / name).exists() or finite_weights(out / name)
+
+
+def nan_at(epoch: int, batch: int):
+    """cross_entropy, except NaN at one training batch (the learner is read through a closure)."""
+    from groundup.losses import cross_entropy
+
+    state = {}
+
+    def loss_func(preds, yb):
+        loss = cross_entropy(preds, yb)
+        learn = state["learn"]
+        if learn.training and (learn.epoch, learn.iter) == (epoch, batch):
+            loss = loss * float("nan")
+        return loss
+    return loss_func, state
+
+
+@pytest.mark.parametrize("every_epoch", [True, False])
+def test_terminate_on_nan_names_the_first_bad_batch_and_no_checkpoint_holds_its_weights(tmp_path, every_epoch):
+    from conftest import Points, groundup_mlp
+
+    from groundup.callbacks.checkpointing import Checkpoint
+    from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
+    from groundup.callbacks.tracking import TrackResults
+    from groundup.learner import Learner
+
+    loss_func, state = nan_at(epoch=1, batch=2)
+    learn = Learner(groundup_mlp(), Points(), loss_func, lr=0.1,
+                    cbs=[TerminateOnNaN(), TrackResults(print_table=False),
+                         Checkpoint(tmp_path, every_epoch=every_epoch)])
+    state["learn"] = learn
+    with pytest.raises(NonFiniteLossError, match=r"the training loss became nan at epoch 1, batch 2 \(of 6\); "
+                                                 r"training stopped .* try a lower one"):
+        learn.fit(3)
+    assert [r["epoch"] for r in learn.history] == [0]
+    if every_epoch:
+        assert read_checkpoint(tmp_path / "model.pt")["epoch"] == 0 and finite_weights(tmp_path / "model.pt")
+    else:
+        assert not (tmp_path / "model.pt").exists()  # the half-trained, NaN weights of epoch 1 are not saved
+
+
+def test_terminate_on_nan_looks_at_the_host_only_every_n_batches(monkeypatch):
+    from conftest import Points, groundup_mlp
+
+    from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
+    from groundup.learner import Learner
+
+    loss_func, state = nan_at(epoch=0, batch=1)
+    cb = TerminateOnNaN(check_every=4)
+    checks = []
+    real_check = TerminateOnNaN._check
+    monkeypatch.setattr(TerminateOnNaN, "_check", lambda self: (checks.append(self.learn.iter), real_check(self)))
+    learn = Learner(groundup_mlp(), Points(), loss_func, lr=0.1, cbs=[cb])
+    state["learn"] = learn
+    with pytest.raises(NonFiniteLossError, match="batch 1 "):
+        learn.fit(1)
+    assert checks == [3]  # one look at batch 3 (the 4th), not one per batch; it still names batch 1

@@ -37,6 +37,7 @@ from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
 from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
@@ -157,7 +158,7 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
         say(f"lr finder suggests lr={cfg.lr:.3g} ({found.method}); wrote {run_dir / 'lr_find.png'}")
 
     recorder = Recorder()
-    cbs: list[Callback] = [TrackResults(print_table=not quiet and main_process), recorder,
+    cbs: list[Callback] = [TerminateOnNaN(), TrackResults(print_table=not quiet and main_process), recorder,
                            Checkpoint(run_dir, best_by="valid_loss",
                                       extra={"config": cfg.to_dict(), "run": {"lr_finder": lr_found}})]
     if main_process:
@@ -266,6 +267,15 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
 
 
 # -- all three ----------------------------------------------------------------------------------------------
+def _what_is_kept(learn: Learner, run_dir: Path) -> str:
+    """Which checkpoints a run that stopped early left, for its error message."""
+    done = [r["epoch"] for r in learn.history if "epoch" in r]
+    if not done or not (run_dir / "model.pt").is_file():
+        return f"no checkpoint was written to {run_dir} (no epoch finished)"
+    best = ", best.pt the best one" if (run_dir / "best.pt").is_file() else ""
+    return f"{run_dir / 'model.pt'} keeps the last good epoch ({done[-1]}){best}"
+
+
 def _resumes_in_place(out: str | None, resume: str | None) -> bool:
     """True when the run writes into its checkpoint's own folder (resuming, with no other `out`)."""
     if resume is None:
@@ -322,6 +332,9 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
             resume_hint = (f"; then continue with: groundup train --resume {run_dir / 'model.pt'}"
                            if main_process and (run_dir / "model.pt").is_file() else "")
             raise DiskFullError(f"{e}{resume_hint}") from e
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"{e}; {_what_is_kept(learn, run_dir)}: start a new run with a lower "
+                                     f"--lr (this one: {cfg.lr:g}; a resumed run keeps its lr)") from e
         except Exception as e:
             if main_process:
                 note_run_dir(e, run_dir)  # an unexpected error's traceback goes into the run folder

@@ -23,6 +23,7 @@ from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
+from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
 from groundup.deprecation import moved_names
 
@@ -40,10 +41,12 @@ __all__ = [
     "LRFinder",
     "LRSuggestion",
     "MixedPrecision",
+    "NonFiniteLossError",
     "OneCycle",
     "ProgressBar",
     "Recorder",
     "SetupLearnerCB",
+    "TerminateOnNaN",
     "TrackActivations",
     "TrackResults",
 ]
