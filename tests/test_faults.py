@@ -149,6 +149,25 @@ def test_a_groundup_error_that_is_no_value_error_still_prints_one_line(image_fol
     one_line_error(capsys, r"worker 1 \(pid 4242\) was killed by signal 9 \(SIGKILL\)")
 
 
+# -- options are checked before anything is created -------------------------------------------------------------
+@pytest.mark.parametrize("seed", ["-1", str(2**70)])
+def test_a_bad_seed_is_refused_by_name_and_leaves_no_out_folder(image_folder, tmp_path, capsys, seed):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--seed", seed, "--out", out)) == 2
+    one_line_error(capsys, rf"--seed must be an integer from 0 to 4294967295 \(2\*\*32 - 1\), got {seed}")
+    assert not out.exists()
+
+
+def test_a_full_out_folder_is_refused_before_the_decode_cache_is_made(image_folder, tmp_path, capsys,
+                                                                      groundup_home):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(tiny(image_folder, "--out", out)) == 2
+    one_line_error(capsys, r"--out .*run already exists and is not empty \(notes.txt\)")
+    assert not (groundup_home / "cache").exists()
+
+
 # -- a full disk, permissions, temporary files --------------------------------------------------------------------
 def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_epoch_and_says_where_and_how_much(
         image_folder, tmp_path, capsys, monkeypatch, small_fs):

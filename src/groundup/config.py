@@ -26,6 +26,7 @@ OPTIMIZERS = ("adam", "sgd")
 # Settings a resumed run may change: where the data is, how it is loaded. Everything else would
 # make the resumed run a different run (and no longer equal to an uninterrupted one).
 RESUME_MAY_CHANGE = ("data", "num_workers")
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -77,6 +78,8 @@ class TrainConfig:
             check_int("", "--workers", self.num_workers, low=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"--seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy's generators take seeds in this range
+            raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {self.seed}")
 
     @property
     def workers(self) -> int | None:

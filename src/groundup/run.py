@@ -55,6 +55,7 @@ from groundup.rng import seed_everything
 
 __all__ = [
     "build_learner",
+    "check_out_dir",
     "fit_run",
     "new_out_dir",
     "read_checkpoint_config",
@@ -192,14 +193,22 @@ def package_versions() -> dict[str, str]:
             "numpy": np.__version__, "pillow": PIL.__version__, "matplotlib": matplotlib.__version__}
 
 
+def check_out_dir(out: str | None) -> None:
+    """Raise ValueError if `out` is a file or a folder that is not empty (creates nothing: check before working)."""
+    if out is None:
+        return
+    path = Path(out).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        have = ", ".join(sorted(p.name for p in path.iterdir())[:5]) if path.is_dir() else "a file"
+        raise ValueError(f"--out {path} already exists and is not empty ({have}); choose another --out "
+                         f"or remove it (to continue that run: --resume {path / 'model.pt'})")
+
+
 def new_out_dir(out: str | None, suffix: str = "") -> Path:
     """A fresh folder for a run: `out` if it is new or empty (else an error), or `runs/<date-time>[-n]`."""
     if out is not None:
+        check_out_dir(out)
         path = Path(out).expanduser()
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            have = ", ".join(sorted(p.name for p in path.iterdir())[:5]) if path.is_dir() else "a file"
-            raise ValueError(f"--out {path} already exists and is not empty ({have}); choose another --out "
-                             f"or remove it (to continue that run: --resume {path / 'model.pt'})")
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + suffix
@@ -310,6 +319,8 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     say = (lambda *a: None) if quiet or not main_process else functools.partial(print, flush=True)
     if resume is not None:
         cfg = resumed_config(resume, cfg)
+    if main_process and not _resumes_in_place(out, resume):
+        check_out_dir(out)  # a bad --out is refused before any work (or any cache file) is done
     learn = build_learner(cfg)
     data_path = learn.dls.path
     try:

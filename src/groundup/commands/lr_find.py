@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from groundup.commands.options import HelpFormatter, add_data_options
 from groundup.config import TrainConfig
 from groundup.report import write_text_atomic
-from groundup.run import build_learner, new_out_dir
+from groundup.run import build_learner, check_out_dir, new_out_dir
 
 NAME = "lr-find"
 
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ValueError(f"{flag} must be a positive number, got {v!r}")
     if args.start_lr >= args.max_lr:
         raise ValueError(f"--start-lr ({args.start_lr:g}) must be below --max-lr ({args.max_lr:g})")
+    check_out_dir(args.out)  # before any work
     learn = build_learner(cfg)
     try:
         out = new_out_dir(args.out, suffix="-lr-find")
