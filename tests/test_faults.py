@@ -63,7 +63,7 @@ def small_fs(tmp_path):
     mounted: list[Path] = []
 
     def mount(kib: int, readonly: bool = False) -> Path | None:
-        if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        if not sys.platform.startswith("linux") or os.geteuid() != 0 or os.environ.get("GROUNDUP_TEST_NO_MOUNT"):
             return None
         folder = tmp_path / f"fs{len(mounted)}"
         folder.mkdir()
@@ -322,3 +322,70 @@ def test_terminate_on_nan_looks_at_the_host_only_every_n_batches(monkeypatch):
     with pytest.raises(NonFiniteLossError, match="batch 1 "):
         learn.fit(1)
     assert checks == [3]  # one look at batch 3 (the 4th), not one per batch; it still names batch 1
+
+
+# -- GROUNDUP_HOME: a full disk, a read-only one, a damaged cache ---------------------------------------------
+def warnings_in(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("groundup: warning:")]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_full_groundup_home_trains_without_the_cache_with_one_warning_and_leaves_the_disk_free(
+        image_folder, tmp_path, small_fs, monkeypatch, capsys, workers):
+    home = small_fs(512)  # the two caches need 1.3 MiB at 128 px
+    mounted = home is not None
+    args = tiny(image_folder, "--out", tmp_path / "run", epochs=1, size=128)
+    args[args.index("--workers") + 1] = str(workers)
+    if home is not None:  # in a fresh process: before the fix, this died of SIGBUS (exit 135, nothing printed)
+        r = run_cli(*args, cwd=tmp_path, env={"GROUNDUP_HOME": str(home)})
+        code, err = r.returncode, r.stderr
+    else:  # no tmpfs here: the reservation fails as it does on a full disk
+        def no_space(fd, offset, length):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr("groundup.data.cache.os.posix_fallocate", no_space)
+        code, err = main(args), capsys.readouterr().err
+        home = Path(os.environ["GROUNDUP_HOME"])
+    assert code == 0, err
+    assert "Traceback" not in err and len(warnings_in(err)) == 1, err
+    assert re.search(rf"no room for the decode cache in GROUNDUP_HOME={re.escape(str(home))}: it needs [\d.]+ KiB "
+                     rf"\(18 images of 128x128 pixels\), [\d.]+ \w+ free; going on without the decode cache", err), err
+    assert not [p for p in (home / "cache").iterdir()]  # the partial file is removed
+    if mounted:
+        from groundup.disk import free_space
+        assert free_space(home) > 400 * 1024  # the disk is not left full
+    assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_a_read_only_groundup_home_trains_without_the_cache_and_says_why_once(image_folder, tmp_path, small_fs,
+                                                                               monkeypatch, capsys):
+    home = small_fs(64, readonly=True)
+    if home is None and os.geteuid() != 0:
+        home = tmp_path / "home"
+        home.mkdir()
+        home.chmod(0o555)
+    if home is None:  # root without a mount: creating anything in GROUNDUP_HOME fails as on a read-only disk
+        home, real_mkdir = tmp_path / "home", os.mkdir
+
+        def mkdir(path, *args, **kwargs):
+            if str(path).startswith(str(home)):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real_mkdir(path, *args, **kwargs)
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setenv("GROUNDUP_HOME", str(home))
+    assert main(tiny(image_folder, "--out", tmp_path / "run", epochs=1)) == 0
+    err = capsys.readouterr().err
+    assert len(warnings_in(err)) == 1, err
+    assert re.search(rf"cannot (create|write) .*GROUNDUP_HOME={re.escape(str(home))}.*(Read-only file system|"
+                     rf"Permission denied).*going on without the decode cache", err), err
+
+
+def test_a_damaged_decode_cache_is_made_again_with_one_warning_not_an_error(image_folder, tmp_path, capsys,
+                                                                             groundup_home):
+    assert main(tiny(image_folder, "--out", tmp_path / "a", epochs=1)) == 0
+    caches = sorted((groundup_home / "cache").iterdir())
+    assert len(caches) == 2
+    caches[0].write_bytes(b"not a cache" * 10)  # a bad header and the wrong size
+    assert main(tiny(image_folder, "--out", tmp_path / "b", epochs=1)) == 0
+    err = capsys.readouterr().err
+    assert len(warnings_in(err)) == 1 and "is damaged" in err and "makes it again" in err, err
+    assert caches[0].read_bytes().startswith(b"GROUNDUP-DECODE-CACHE")

@@ -102,7 +102,9 @@ class ImageDataLoaders(DataLoaders):
         if num_workers is None:
             num_workers = default_num_workers()
         train_ds = Dataset(train_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
-        valid_ds = Dataset(valid_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
+        # Without room for the training images' cache, the validation images go without one too (one warning).
+        valid_ds = Dataset(valid_files, vocab, size=size, cache=cache and train_ds.cache is not None,
+                           skip_corrupt=skip_corrupt)
         train = DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers, seed=seed)
         valid = DataLoader(valid_ds, valid_bs or 2 * bs, num_workers=num_workers, seed=train.seed)
         rng = np.random.default_rng([train.seed, 2**31])

@@ -12,9 +12,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from groundup.checks import check_int
-from groundup.data.cache import BAD, FILLED, DecodeCache
+from groundup.data.cache import BAD, FILLED, DecodeCache, DecodeCacheError
 from groundup.data.files import label_files, parent_label, val2idx
-from groundup.errors import GroundupError
+from groundup.errors import GroundupError, GroundupWarning
 
 
 class CorruptImageError(GroundupError, ValueError):
@@ -51,7 +51,8 @@ class Dataset:
         size: images are squashed to `size`×`size` pixels.
         label_func: the label of a file (default: its parent folder's name).
         cache: keep decoded images in a `DecodeCache` (uint8 memory map under `GROUNDUP_HOME`) so
-            epochs after the first skip decoding; pass False to decode every time.
+            epochs after the first skip decoding; pass False to decode every time. Where the cache
+            cannot be made (a full or read-only disk) a `GroundupWarning` says so and `cache` is None.
         skip_corrupt: on an undecodable file, warn and return None (which `collate` drops)
             instead of raising `CorruptImageError`.
 
@@ -68,7 +69,14 @@ class Dataset:
         self.vocab = vocab if vocab is not None else val2idx(label_func(f) for f in self.files)
         self.labels = np.asarray(label_files(self.files, self.vocab, label_func), dtype=np.int64)
         self.size, self.skip_corrupt = size, skip_corrupt
-        self.cache = DecodeCache(self.files, size) if cache and self.files else None
+        self.cache = None
+        if cache and self.files:
+            try:
+                self.cache = DecodeCache(self.files, size)
+            except DecodeCacheError as e:  # a full or read-only disk costs speed, never the run
+                warnings.warn(f"{e}; going on without the decode cache (every epoch decodes the images again): "
+                              f"free some space there or set GROUNDUP_HOME to a folder with room to make epochs "
+                              f"after the first faster", GroundupWarning, stacklevel=2)
         self._all_cached = False
 
     def __len__(self) -> int:
