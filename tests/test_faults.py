@@ -389,3 +389,38 @@ def test_a_damaged_decode_cache_is_made_again_with_one_warning_not_an_error(imag
     err = capsys.readouterr().err
     assert len(warnings_in(err)) == 1 and "is damaged" in err and "makes it again" in err, err
     assert caches[0].read_bytes().startswith(b"GROUNDUP-DECODE-CACHE")
+
+
+# -- dying workers --------------------------------------------------------------------------------------------
+class Slowish:
+    """64 tensors; each worker sleeps a little per item, so batches are in flight when one is killed."""
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        import time
+        time.sleep(0.01)
+        return torch.full((32,), float(i)), i
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGBUS"])
+def test_a_worker_killed_mid_epoch_is_named_with_its_signal(sig):
+    import multiprocessing as mp
+    import signal
+    import time
+
+    from groundup.data.loader import DataLoader, WorkerError
+
+    before = {p.pid for p in mp.active_children()}
+    dl = DataLoader(Slowish(), 4, num_workers=2, prefetch=4, timeout=1.0)
+    it = iter(dl)
+    next(it)
+    time.sleep(0.3)  # both workers have handed batches over (tensors travel through their sender)
+    victim = next(p for p in mp.active_children() if p.pid not in before and p.name == "groundup-worker-1")
+    os.kill(victim.pid, getattr(signal, sig))
+    with pytest.raises(WorkerError, match=rf"DataLoader worker 1 \(pid {victim.pid}\) was killed by signal "
+                                          rf"{getattr(signal, sig).value} \({sig}\); "):
+        for _ in it:
+            pass
+    assert not [p for p in mp.active_children() if p.pid not in before]  # the other worker was stopped too
