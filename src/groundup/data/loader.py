@@ -299,7 +299,7 @@ class DataLoader:
                     except queue.Empty:
                         pool.check_alive()
                         continue
-                    except Exception as e:
+                    except Exception as e:  # a batch that cannot be received: did the worker that sent it die?
                         pool.check_alive(wait=2.0)
                         raise WorkerError(f"could not receive a batch from the DataLoader workers "
                                           f"({type(e).__name__}: {e}); all of them are still running") from e
