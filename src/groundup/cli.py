@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"groundup: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except Exception as e:
+    except Exception as e:  # unexpected (a bug, or a cause groundup does not know): one line, the traceback in a file
         if os.environ.get("GROUNDUP_DEBUG"):
             raise
         try:
