@@ -22,8 +22,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder
+from PIL import Image
 
 import groundup.losses
 import groundup.run
@@ -424,3 +427,125 @@ def test_a_worker_killed_mid_epoch_is_named_with_its_signal(sig):
         for _ in it:
             pass
     assert not [p for p in mp.active_children() if p.pid not in before]  # the other worker was stopped too
+
+
+# -- hostile or unusual images --------------------------------------------------------------------------------
+def gradient(side=8):
+    return np.arange(side * side).reshape(side, side) / (side * side - 1)  # 0 .. 1, square: no resizing
+
+
+def reference_rgb(mode: str, im: Image.Image) -> np.ndarray:
+    """What a careful conversion to 8-bit RGB gives: the wide modes scaled to 0..255, the 8-bit ones as Pillow."""
+    if mode in ("I;16", "I"):
+        v = np.asarray(im).astype(np.float64)
+        gray = np.rint(np.clip(v, 0, 65535) / 65535 * 255)
+    elif mode == "F":
+        gray = np.rint(np.clip(np.asarray(im, np.float64), 0, 1) * 255)
+    else:
+        return np.asarray(im.convert("RGB"))
+    return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def image_in_mode(mode: str) -> Image.Image:
+    g = gradient()
+    if mode == "I;16":
+        return Image.fromarray((g * 65535).astype(np.uint16))  # mode I;16
+    if mode == "I":
+        return Image.fromarray((g * 65535).astype(np.int32))  # mode I
+    if mode == "F":
+        return Image.fromarray(g.astype(np.float32))  # mode F
+    rgb = np.stack([g * 255, (1 - g) * 255, np.full_like(g, 100)], -1).astype(np.uint8)
+    return Image.fromarray(rgb).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "LA", "PA", "YCbCr"])
+def test_every_mode_pillow_writes_becomes_the_reference_rgb(tmp_path, mode):
+    from groundup.data.images import open_image
+
+    im = image_in_mode(mode)
+    path = tmp_path / ("x.png" if mode in ("1", "L", "P", "RGB", "RGBA", "I;16", "LA") else "x.tiff")
+    im.save(path)
+    with Image.open(path) as saved:
+        assert saved.mode == mode
+        want = reference_rgb(mode, saved)
+    got = open_image(path, size=im.width)
+    if mode in ("I;16", "I", "F"):  # not clipped to white: the full range survives
+        assert got.min() == 0 and got.max() == 255 and len(np.unique(got)) > 20
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_a_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):
+    from groundup.data.images import open_image
+
+    v = np.full((8, 8), 32896, np.uint16)  # the middle of the 16-bit range
+    Image.fromarray(v).save(tmp_path / "x.png")  # mode I;16
+    assert (open_image(tmp_path / "x.png", 8) == 128).all()  # was 255 everywhere
+
+
+def bomb_png(path: Path, side: int = 20000) -> Path:
+    """A real 1-bit PNG of side x side black pixels: about 48 KB on disk, side**2 pixels decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z, row = zlib.compressobj(9), b"\0" * (1 + side // 8)
+    idat = b"".join(z.compress(row * 500) for _ in range(side // 500)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> Path:
+    return bomb_png(tmp_path_factory.mktemp("bomb") / "bomb.png")
+
+
+def test_a_decompression_bomb_in_val_is_one_line_before_training_naming_file_and_limit(
+        image_folder, tmp_path, capsys, bomb):
+    target = image_folder / "val" / "cat" / "bomb.png"
+    target.write_bytes(bomb.read_bytes())
+    assert bomb.stat().st_size < 100_000
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", out)) == 2
+    one_line_error(capsys, rf"image file {re.escape(str(target))} is too large to decode: 400,000,000 pixels, "
+                           r"more than the limit of 89,478,485 \(max_pixels\); it may be a decompression bomb: "
+                           r"remove it, or shrink it .*; or skip unreadable images with --skip-corrupt")
+    assert not out.exists()  # found before training, not after an epoch
+
+
+def test_skip_corrupt_skips_a_bomb_and_a_broken_image_with_a_warning_each(image_folder, tmp_path, capsys, bomb):
+    (image_folder / "val" / "cat" / "bomb.png").write_bytes(bomb.read_bytes())
+    (image_folder / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    assert main(tiny(image_folder, "--out", tmp_path / "run", "--skip-corrupt", epochs=1)) == 0
+    err = capsys.readouterr().err
+    assert "groundup: warning: skipping image file" in err and "bomb.png is too large" in err
+    assert "groundup: warning: skipping cannot decode image file" in err and "broken.jpg" in err
+    assert "Traceback" not in err
+
+
+def test_a_decompression_bomb_given_to_predict_is_one_line(image_folder, tmp_path, capsys, bomb):
+    assert main(tiny(image_folder, "--out", tmp_path / "run", epochs=1)) == 0
+    assert main(["predict", str(tmp_path / "run" / "model.pt"), str(bomb)]) == 2
+    one_line_error(capsys, rf"{re.escape(str(bomb))} is too large to decode: .* more than the limit of "
+                           r"89,478,485 \(max_pixels\)")
+
+
+def test_the_pixel_limit_is_an_option_of_the_loader(tmp_path):
+    from groundup.data.folder import ImageDataLoaders
+    from groundup.data.images import CorruptImageError, open_image
+
+    big = make_image_folder(tmp_path / "data", size=32)
+    with pytest.raises(CorruptImageError, match=r"32 x 32 = 1,024 pixels, more than the limit of 1,000"):
+        ImageDataLoaders.from_folder(big, size=8, bs=4, num_workers=0, max_pixels=1000)
+    assert open_image(next((big / "train" / "cat").iterdir()), 8, max_pixels=1024).shape == (8, 8, 3)
+
+
+def test_a_broken_training_image_says_what_to_do(image_folder, tmp_path, capsys):
+    bad = image_folder / "train" / "emu" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    assert main(tiny(image_folder, "--out", tmp_path / "run")) == 2
+    one_line_error(capsys, rf"cannot decode image file {re.escape(str(bad))}: not an image format Pillow knows .*; "
+                           r"remove it or convert it \(to PNG or JPEG\); or skip unreadable images with --skip-corrupt "
+                           r"\(skip_corrupt=True in Python\)$")

@@ -25,7 +25,7 @@ SCHEDULES = ("one-cycle", "constant")
 OPTIMIZERS = ("adam", "sgd")
 # Settings a resumed run may change: where the data is, how it is loaded. Everything else would
 # make the resumed run a different run (and no longer equal to an uninterrupted one).
-RESUME_MAY_CHANGE = ("data", "num_workers")
+RESUME_MAY_CHANGE = ("data", "num_workers", "skip_corrupt")
 MAX_SEED = 2**32 - 1
 
 
@@ -47,6 +47,7 @@ class TrainConfig:
         num_workers: data-loading processes; None: one per CPU core (at most 8).
         seed: fixes the initial weights and the shuffling: same seed, same run.
         amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
+        skip_corrupt: skip images that cannot be decoded (with a warning) instead of stopping.
     """
 
     data: str | None = None
@@ -60,6 +61,7 @@ class TrainConfig:
     num_workers: int | None = None
     seed: int = 42
     amp: bool = False
+    skip_corrupt: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

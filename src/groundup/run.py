@@ -97,7 +97,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     (1e-3 until the LR finder replaces it when `cfg.lr == "auto"`). Call `learn.dls.close()` when done.
     """
     dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
-                                       num_workers=cfg.num_workers, seed=cfg.seed)
+                                       num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt)
     seed_everything(cfg.seed)
     model = get_arch(cfg.arch, n_classes=len(dls.preprocessing.vocab))
     cbs: list[Callback] = [SetupLearnerCB(device), DistributedTraining()]

@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = TrainConfig(data=args.data, bs=args.bs, size=args.size, arch=args.arch, opt=args.opt,
-                      num_workers=args.num_workers, seed=args.seed, lr="auto")
+                      num_workers=args.num_workers, seed=args.seed, lr="auto", skip_corrupt=args.skip_corrupt)
     for flag, v in (("--start-lr", args.start_lr), ("--max-lr", args.max_lr)):
         if not 0 < v < math.inf:
             raise ValueError(f"{flag} must be a positive number, got {v!r}")

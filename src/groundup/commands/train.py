@@ -31,7 +31,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                "(default: runs/<date-time>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue the run saved in CHECKPOINT (its model.pt) with its own settings, from its "
-                        "last finished epoch; only --data and --workers may change (default: a new run)")
+                        "last finished epoch; only --data, --workers and --skip-corrupt may change "
+                        "(default: a new run)")
     t.add_argument("--quiet", action="store_true", help="print nothing: no table, no progress bar")
     t.set_defaults(run=run)
     return t
@@ -42,15 +43,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     lr = args.lr if args.lr == "auto" else number("--lr", args.lr)
     return TrainConfig(data=args.data, epochs=args.epochs, lr=lr, bs=args.bs, size=args.size, arch=args.arch,
                        schedule=args.schedule, opt=args.opt, num_workers=args.num_workers, seed=args.seed,
-                       amp=args.amp)
+                       amp=args.amp, skip_corrupt=args.skip_corrupt)
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(args)
     if args.resume is not None:
         check_resume_flags(args, read_checkpoint_config(args.resume))
-        train(TrainConfig(data=args.data, num_workers=args.num_workers), out=args.out, resume=args.resume,
-              quiet=args.quiet, argv=argv)
+        may_change = TrainConfig(data=args.data, num_workers=args.num_workers, skip_corrupt=args.skip_corrupt)
+        train(may_change, out=args.out, resume=args.resume, quiet=args.quiet, argv=argv)
     else:
         train(cfg, out=args.out, quiet=args.quiet, argv=argv)
     return 0
