@@ -549,3 +549,25 @@ def test_a_broken_training_image_says_what_to_do(image_folder, tmp_path, capsys)
     one_line_error(capsys, rf"cannot decode image file {re.escape(str(bad))}: not an image format Pillow knows .*; "
                            r"remove it or convert it \(to PNG or JPEG\); or skip unreadable images with --skip-corrupt "
                            r"\(skip_corrupt=True in Python\)$")
+
+
+def test_a_label_with_a_tab_or_newline_cannot_break_the_tab_separated_output(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data", classes=("plain", "tab\there", "new\nline"))
+    assert main(tiny(data, "--out", tmp_path / "run", epochs=1)) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run" / "model.pt"), str(data / "val"), "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 9  # one line per image, whatever the labels hold
+    for line in lines:
+        fields = line.split("\t")
+        assert len(fields) == 4 and {f.rsplit(" ", 1)[0] for f in fields[1:]} == {"plain", "tab\\there",
+                                                                                 "new\\nline"}
+
+
+# -- devices ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", ["tpu", "cuda:7"])
+def test_predict_on_a_device_this_machine_lacks_lists_the_ones_it_has(image_folder, tmp_path, capsys, device):
+    assert main(tiny(image_folder, "--out", tmp_path / "run", epochs=1)) == 0
+    image = next((image_folder / "val" / "cat").iterdir())
+    assert main(["predict", str(tmp_path / "run" / "model.pt"), str(image), "--device", device]) == 2
+    one_line_error(capsys, rf"--device.* {device!r}.*devices available here: cpu")
