@@ -571,3 +571,99 @@ def test_predict_on_a_device_this_machine_lacks_lists_the_ones_it_has(image_fold
     image = next((image_folder / "val" / "cat").iterdir())
     assert main(["predict", str(tmp_path / "run" / "model.pt"), str(image), "--device", device]) == 2
     one_line_error(capsys, rf"--device.* {device!r}.*devices available here: cpu")
+
+
+# -- hostile checkpoints --------------------------------------------------------------------------------------------
+@pytest.fixture
+def trained(image_folder, tmp_path) -> Path:
+    """A checkpoint of a one-epoch run on the tiny folder."""
+    assert main(tiny(image_folder, "--out", tmp_path / "trained", epochs=1)) == 0
+    return tmp_path / "trained" / "model.pt"
+
+
+class RunsCode:
+    """Pickles to a call of os.system: what a malicious checkpoint holds."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def hostile_checkpoint(kind: str, good: Path, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.pt"
+    data = good.read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "runs code":
+        torch.save({"format": "groundup-checkpoint", "payload": RunsCode(tmp_path / "pwned")}, path)
+    elif kind in ("newer version", "other architecture"):
+        ckpt = read_checkpoint(good)
+        if kind == "newer version":
+            ckpt["version"] = 99
+        else:
+            ckpt["arch"] = {"name": "resnet", "kwargs": {"n_classes": 3}}
+        torch.save(ckpt, path)
+    return path
+
+
+CHECKPOINT_FAULTS = {
+    "empty": r"the file is empty \(0 bytes\): its write or copy was cut off; use another copy",
+    "random bytes": r"it is not a torch file \(it starts with b'.*'; torch.save writes a zip archive, starting with "
+                    r"b'PK\\x03\\x04'\): check the path$",
+    "truncated": r"the file is truncated \([\d,]+ bytes, and the end of its zip archive is missing\): its write or copy "
+                 r"was cut off; use another copy",
+    "runs code": r"it holds objects that safe loading refuses to create \(it asks for (posix|nt).system\); a checkpoint "
+                 r"that runs code when loaded may be malicious, so groundup will not load it\. Use a checkpoint "
+                 r"written by groundup \(Learner.save, groundup train\) that you trust$",
+    "newer version": r"has checkpoint version 99, this groundup \(.*\) reads up to 2; upgrade groundup$",
+    "other architecture": r"its weights do not fit the architecture 'resnet' \(\d+ of the model's weights are not in it "
+                          r"\(e.g. [\w.]+\); it holds \d+ the model has no place for \(e.g. [\w.]+\)",
+}
+
+
+@pytest.mark.parametrize("kind", list(CHECKPOINT_FAULTS))
+def test_each_way_a_checkpoint_can_fail_has_its_own_complete_message(trained, tmp_path, capsys, kind,
+                                                                     image_folder):
+    path = hostile_checkpoint(kind, trained, tmp_path)
+    image = next((image_folder / "val" / "cat").iterdir())
+    assert main(["predict", str(path), str(image)]) == 2
+    err = one_line_error(capsys, CHECKPOINT_FAULTS[kind])
+    assert "weights_only" not in err and "arbitrary code" not in err
+    assert not (tmp_path / "pwned").exists()  # nothing in the file ran
+
+
+def test_a_checkpoint_that_runs_code_is_refused_by_resume_and_load_too(trained, tmp_path, capsys, image_folder):
+    from groundup.checkpoint import CheckpointError, read_checkpoint
+
+    path = hostile_checkpoint("runs code", trained, tmp_path)
+    with pytest.raises(CheckpointError, match="may be malicious, so groundup will not load it") as err:
+        read_checkpoint(path)
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # torch's advice is not chained in
+    assert main(["train", "--resume", str(path), "--quiet"]) == 2
+    one_line_error(capsys, "may be malicious, so groundup will not load it")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("flags", [["--arch", "simple_cnn"], ["--ar", "simple_cnn"], ["--lr", "0.01"],
+                                   ["--seed", "42"]])
+def test_resume_refuses_a_flag_that_conflicts_with_the_checkpoint_even_when_it_is_the_default(
+        image_folder, tmp_path, capsys, flags):
+    out = tmp_path / "other"
+    assert main(tiny(image_folder, "--out", out, "--arch", "resnet", "--lr", "0.05", "--seed", "7",
+                     epochs=1)) == 0
+    assert main(["train", "--resume", str(out / "model.pt"), "--quiet", *flags]) == 2
+    name = {"--ar": "arch"}.get(flags[0], flags[0][2:])
+    one_line_error(capsys, rf"--{name} {flags[1]} differs from the resumed run's {name}=.*leave --{name} out")
+
+
+def test_resume_accepts_flags_that_agree_with_the_checkpoint(image_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", out, "--arch", "resnet", epochs=1)) == 0
+    assert main(["train", "--resume", str(out / "model.pt"), "--quiet", "--arch", "resnet", "--size", "16",
+                 "--workers", "0"]) == 0

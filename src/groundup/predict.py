@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
+from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint, weights_mismatch
 from groundup.checks import check_device, check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
@@ -135,9 +135,8 @@ class Predictor:
             model.load_state_dict(ckpt["model"])
         except (RuntimeError, ValueError, KeyError) as e:
             arch = f" {spec['name']!r}" if spec else ""
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} "
-                                  f"({first[:300]})") from e
+            how = weights_mismatch(model.state_dict(), ckpt["model"]) or (str(e).strip() or type(e).__name__)[:200]
+            raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} ({how})") from e
         return cls(model, pre.vocab, pre.size, pre.normalize, device)
 
     @torch.no_grad()

@@ -49,7 +49,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(args)
     if args.resume is not None:
-        check_resume_flags(args, read_checkpoint_config(args.resume))
+        check_resume_flags(args, read_checkpoint_config(args.resume), given=given_options(argv))
         may_change = TrainConfig(data=args.data, num_workers=args.num_workers, skip_corrupt=args.skip_corrupt)
         train(may_change, out=args.out, resume=args.resume, quiet=args.quiet, argv=argv)
     else:
@@ -57,16 +57,40 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None:
-    """A resumed run keeps its settings: a flag given with a different value is an error, not ignored."""
+def given_options(argv: Sequence[str]) -> set[str]:
+    """The names (argparse dests) of the `train` options actually on the command line `argv`, whatever their values.
+
+    `argv` is parsed again by a copy of the parser whose defaults are all `argparse.SUPPRESS`, so
+    an option that was not given leaves no attribute: `--arch simple_cnn` counts as given even
+    though it is the default (and abbreviations such as `--ar` count as they parse).
+    """
+    parser = add_parser(argparse.ArgumentParser(add_help=False).add_subparsers())
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    argv = list(argv)
+    rest = argv[argv.index(NAME) + 1:] if NAME in argv else argv
+    return set(vars(parser.parse_known_args(rest)[0])) - {"run"}
+
+
+def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any], given: set[str] | None = None) -> None:
+    """A resumed run keeps its settings: a flag given with a different value is an error, not ignored.
+
+    Args:
+        args: the parsed flags.
+        saved: the run settings stored in the checkpoint.
+        given: the flags actually on the command line (`given_options`); a given flag that
+            differs from the checkpoint is refused even when it equals the default. None: only
+            flags whose value differs from the default count as given.
+    """
     defaults = TrainConfig()
     saved = TrainConfig.from_dict(saved).to_dict()
     for f in dataclasses.fields(TrainConfig):
         if f.name in RESUME_MAY_CHANGE:
             continue
-        given = getattr(args, f.name)
-        if f.name == "lr" and given != "auto":
-            given = number("--lr", given)
-        if given != getattr(defaults, f.name) and given != saved.get(f.name):
-            raise ValueError(f"--{f.name} {given} differs from the resumed run's {f.name}={saved.get(f.name)!r}; "
+        value = getattr(args, f.name)
+        if f.name == "lr" and value != "auto":
+            value = number("--lr", value)
+        was_given = f.name in given if given is not None else value != getattr(defaults, f.name)
+        if was_given and value != saved.get(f.name):
+            raise ValueError(f"--{f.name} {value} differs from the resumed run's {f.name}={saved.get(f.name)!r}; "
                              f"--resume continues the run with its own settings (leave --{f.name} out)")
