@@ -667,3 +667,80 @@ def test_resume_accepts_flags_that_agree_with_the_checkpoint(image_folder, tmp_p
     assert main(tiny(image_folder, "--out", out, "--arch", "resnet", epochs=1)) == 0
     assert main(["train", "--resume", str(out / "model.pt"), "--quiet", "--arch", "resnet", "--size", "16",
                  "--workers", "0"]) == 0
+
+
+# -- downloads ------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def http(monkeypatch):
+    """The test HTTP server of test_download.py, on 127.0.0.1."""
+    from test_download import FileServer
+
+    monkeypatch.setenv("no_proxy", "*")
+    with FileServer() as srv:
+        yield srv
+
+
+def test_two_urls_with_the_same_file_name_are_two_archives_and_a_given_checksum_is_checked(http, groundup_home):
+    import hashlib
+
+    from test_download import make_tgz
+
+    from groundup.data.download import ChecksumError, untar_data
+
+    v1, v2 = make_tgz({"data/version.txt": b"one"}), make_tgz({"data/version.txt": b"two"})
+    http.files.update({"/v1/data.tar.gz": v1, "/v2/data.tar.gz": v2})
+    one = untar_data(http.url("/v1/data.tar.gz"), progress=False, timeout=5)
+    two = untar_data(http.url("/v2/data.tar.gz"), sha256=hashlib.sha256(v2).hexdigest(), progress=False, timeout=5)
+    assert (one / "version.txt").read_bytes() == b"one" and (two / "version.txt").read_bytes() == b"two"
+    assert len(http.requests) == 2  # v2 was downloaded, not taken from v1's cache
+    # The same url again with a checksum it does not have: checked against the cache, then the server; refused.
+    with pytest.raises(ChecksumError, match="sha256 expected"):
+        untar_data(http.url("/v1/data.tar.gz"), sha256=hashlib.sha256(v2).hexdigest(), progress=False, timeout=5)
+    assert (one / "version.txt").read_bytes() == b"one"  # what was cached is left as it was
+    assert untar_data(http.url("/v1/data.tar.gz"), sha256=hashlib.sha256(v1).hexdigest(), progress=False,
+                      timeout=5) == one and len(http.requests) == 3  # a matching checksum needs no download
+
+
+def test_a_truncated_archive_from_a_server_that_sends_no_length_is_not_kept(http, groundup_home):
+    from test_download import TGZ, assert_tiny_extracted
+
+    from groundup.data.download import DownloadError, untar_data
+
+    http.files["/tiny.tgz"] = TGZ
+    http.send_length, http.cut_after = False, len(TGZ) * 2 // 3
+    with pytest.raises(DownloadError, match=r"the archive downloaded from .*tiny.tgz is incomplete or damaged "
+                                            r"\(2.\d KiB arrived; it ends early .*\); it was deleted \(.*tiny-\w+\.tgz.part\)"):
+        untar_data(http.url("/tiny.tgz"), progress=False, timeout=5)
+    kept = [p.name for p in (groundup_home / "archives").iterdir() if not p.name.endswith(".lock")]
+    assert kept == [] and not list((groundup_home / "data").glob("*"))
+    assert_tiny_extracted(untar_data(http.url("/tiny.tgz"), progress=False, timeout=5))  # the next try works
+
+
+def test_a_damaged_archive_kept_by_an_older_groundup_is_deleted_and_named_not_a_bare_eof_error(http, groundup_home):
+    from test_download import TGZ, assert_tiny_extracted, cached_archive
+
+    from groundup.data.download import DownloadError, untar_data
+
+    http.files["/tiny.tgz"] = TGZ
+    archive = cached_archive(groundup_home, http.url("/tiny.tgz"))
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(TGZ[: len(TGZ) // 2])  # what an older groundup cached from a cut-off transfer
+    with pytest.raises(DownloadError, match=rf"the archive {re.escape(str(archive))} downloaded from .* is damaged "
+                                            r"\(EOFError: .*\); it was deleted: run again"):
+        untar_data(http.url("/tiny.tgz"), progress=False, timeout=5)
+    assert not archive.exists()
+    assert_tiny_extracted(untar_data(http.url("/tiny.tgz"), progress=False, timeout=5))
+
+
+def test_a_server_that_ignores_range_and_cuts_every_transfer_is_reported_as_such(http, groundup_home):
+    from test_download import TGZ
+
+    from groundup.data.download import DownloadError, untar_data
+
+    http.files["/tiny.tgz"] = TGZ
+    http.ignore_range, http.cut_after, http.cut_always = True, 1000, True
+    with pytest.raises(DownloadError, match=rf"the transfer was cut off after 1,000 of {len(TGZ):,} bytes, and the "
+                                            r"server does not resume \(it ignored the request to continue from byte "
+                                            r"1,000 and started again from the beginning\)") as err:
+        untar_data(http.url("/tiny.tgz"), progress=False, timeout=5)
+    assert "before any data arrived" not in str(err.value)
