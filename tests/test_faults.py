@@ -744,3 +744,15 @@ def test_a_server_that_ignores_range_and_cuts_every_transfer_is_reported_as_such
                                             r"1,000 and started again from the beginning\)") as err:
         untar_data(http.url("/tiny.tgz"), progress=False, timeout=5)
     assert "before any data arrived" not in str(err.value)
+
+
+def test_predict_refuses_a_checkpoint_with_nan_weights_instead_of_printing_nan(trained, tmp_path, capsys,
+                                                                               image_folder):
+    ckpt = read_checkpoint(trained)
+    name = next(k for k, t in ckpt["model"].items() if t.is_floating_point())
+    ckpt["model"][name] = torch.full_like(ckpt["model"][name], float("nan"))
+    torch.save(ckpt, tmp_path / "diverged.pt")  # what groundup train wrote before it stopped on NaN
+    image = next((image_folder / "val" / "cat").iterdir())
+    assert main(["predict", str(tmp_path / "diverged.pt"), str(image)]) == 2
+    one_line_error(capsys, rf"holds NaN or infinite weights \(1 tensors, e.g. {re.escape(name)}\): training had "
+                           r"diverged when it was saved; use best.pt")

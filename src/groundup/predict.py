@@ -137,6 +137,11 @@ class Predictor:
             arch = f" {spec['name']!r}" if spec else ""
             how = weights_mismatch(model.state_dict(), ckpt["model"]) or (str(e).strip() or type(e).__name__)[:200]
             raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} ({how})") from e
+        broken = [k for k, t in ckpt["model"].items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if broken:  # saved after training diverged (before groundup stopped such runs): it would predict "nan"
+            raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights ({len(broken)} tensors, e.g. "
+                                  f"{broken[0]}): training had diverged when it was saved; use best.pt or an "
+                                  f"earlier checkpoint, or train again with a lower learning rate")
         return cls(model, pre.vocab, pre.size, pre.normalize, device)
 
     @torch.no_grad()
