@@ -52,7 +52,14 @@ EMPTY, FILLED, BAD = 0, 1, 2
 
 
 class DecodeCacheError(GroundupError, OSError):
-    """The decode cache cannot be made: no space, or a folder that cannot be written. Says which, and the space."""
+    """The decode cache cannot be made: no space, or a folder that cannot be written. Says which, and the space.
+
+    `advice` says what would make the cache possible (free space, another GROUNDUP_HOME).
+    """
+
+    def __init__(self, message: str, advice: str = "") -> None:
+        super().__init__(message)
+        self.advice = advice
 
 
 def cache_key(files: Sequence[os.PathLike | str], size: int) -> str:
@@ -151,9 +158,12 @@ class DecodeCache:
             have = f"{format_size(free)} free" if free is not None else "the free space is unknown"
             return DecodeCacheError(f"no room for the decode cache in {self._where}: it needs "
                                     f"{format_size(self.nbytes)} ({self.n} images of {self.size}x{self.size} "
-                                    f"pixels), {have}")
-        return DecodeCacheError(f"cannot write the decode cache in {self._where} "
-                                f"({e.strerror or e}{': ' + str(e.filename) if e.filename else ''})")
+                                    f"pixels), {have}",
+                                    advice="free some space there, or set GROUNDUP_HOME to a folder with room")
+        cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # HomeNotWritableError wraps the OSError
+        where = f": {cause.filename}" if cause.filename else ""
+        return DecodeCacheError(f"cannot write the decode cache in {self._where} ({cause.strerror or cause}{where})",
+                                advice="set GROUNDUP_HOME to a folder you can write")
 
     def _map(self) -> None:
         if self._pid == os.getpid():

@@ -168,8 +168,7 @@ class Dataset:
                 self.cache = DecodeCache(self.files, size)
             except DecodeCacheError as e:  # a full or read-only disk costs speed, never the run
                 warnings.warn(f"{e}; going on without the decode cache (every epoch decodes the images again): "
-                              f"free some space there or set GROUNDUP_HOME to a folder with room to make epochs "
-                              f"after the first faster", GroundupWarning, stacklevel=2)
+                              f"{e.advice} to make the epochs after the first faster", GroundupWarning, stacklevel=2)
         self._all_cached = False
 
     def __len__(self) -> int:
