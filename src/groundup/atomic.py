@@ -92,7 +92,7 @@ def _disk_full(path: Path, written: int) -> DiskFullError:
              else f"more than the {format_size(written)} written when the disk filled up")
     kept = f"the previous {path.name} is intact" if old else f"no {path.name} was written"
     return DiskFullError(f"no space left in {path.parent} to write {path.name}: {have}, it needs {needs}; {kept}. "
-                         f"Free some space there (or write elsewhere) and try again")
+                         f"Free some space there, or write elsewhere")
 
 
 def remove_stale_temp_files(folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[Path]:

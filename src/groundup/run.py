@@ -340,7 +340,7 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
                       f"  groundup train --resume {run_dir / 'model.pt'}", file=sys.stderr)
             raise
         except DiskFullError as e:
-            resume_hint = (f"; then continue with: groundup train --resume {run_dir / 'model.pt'}"
+            resume_hint = (f", then continue the run with: groundup train --resume {run_dir / 'model.pt'}"
                            if main_process and (run_dir / "model.pt").is_file() else "")
             raise DiskFullError(f"{e}{resume_hint}") from e
         except NonFiniteLossError as e:
