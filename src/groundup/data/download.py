@@ -408,6 +408,8 @@ def _download(archive: Archive, archive_path: Path, *, progress: bool | None, ti
         if done:
             break
         if end <= have:  # no progress: another try would end at the same place
+            if have and start == 0 and end:  # the server ignored Range: the network advice would be wrong
+                raise DownloadError(f"could not download {archive.url}: {_no_progress(have, start, end, total)}")
             raise _network_error(archive.url, _no_progress(have, start, end, total))
     else:
         of = f" of {total:,}" if total is not None else ""
