@@ -99,3 +99,10 @@ def test_a_sparse_cache_from_an_older_groundup_gets_its_space_reserved(image_fol
     assert c.path.stat().st_blocks * 512 < c.nbytes
     DecodeCache(files, 32, folder=tmp_path)
     assert c.path.stat().st_blocks * 512 >= c.nbytes
+
+
+def test_without_posix_fallocate_the_space_is_reserved_by_writing_zeros(image_folder, tmp_path, monkeypatch):
+    monkeypatch.delattr("groundup.data.cache.os.posix_fallocate")  # as on macOS
+    c = DecodeCache(get_image_files(image_folder), 32, folder=tmp_path)
+    assert c.path.stat().st_size == c.nbytes and c.path.stat().st_blocks * 512 >= c.nbytes
+    assert c.path.read_bytes()[:len(MAGIC)] == MAGIC and c.n_filled() == 0

@@ -123,6 +123,7 @@ class DecodeCache:
         try:
             with open(tmp, "wb") as f:
                 f.write(MAGIC.ljust(HEADER, b"\0"))  # then zeros: every flag EMPTY
+                f.flush()  # the header is on the file before _reserve works on its descriptor
                 _reserve(f.fileno(), self.nbytes)
             if damage:
                 os.replace(tmp, self.path)
