@@ -46,10 +46,10 @@ def to_rgb(im: Image.Image) -> Image.Image:
     """`im` as an 8-bit RGB image; 16-bit, 32-bit and float modes are scaled, not clipped (see the module notes)."""
     if im.mode in _16BIT or im.mode == "I":
         v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
-        return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")  # uint8: mode L
     if im.mode == "F":
         v = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0)
-        return Image.fromarray(np.rint(np.clip(v, 0.0, 1.0) * 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.rint(np.clip(v, 0.0, 1.0) * 255).astype(np.uint8)).convert("RGB")  # uint8: mode L
     return im.convert("RGB")
 
 
