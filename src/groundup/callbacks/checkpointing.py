@@ -31,8 +31,8 @@ class Checkpoint(Callback):
 
     Each save is atomic (see `groundup.checkpoint`), so a run killed at any moment leaves the last
     finished epoch's checkpoint intact; the temporary files such a kill leaves behind are removed
-    when the next `fit` starts. A fit that stops in the middle of an epoch (an error, Ctrl-C)
-    saves nothing of that epoch: its weights are half-trained (or, after a NaN loss, broken).
+    when the next `fit` starts. A fit that stops in the middle of an epoch (an error, Ctrl-C, a
+    cancel) saves nothing of that epoch: its weights are half-trained (or, after a NaN loss, broken).
     Resume with `learn.load(path)` and `learn.fit(n, start_epoch=ckpt["epoch"] + 1)`. In a
     distributed run only rank 0 writes.
 
@@ -83,7 +83,8 @@ class Checkpoint(Callback):
 
     def after_fit(self) -> None:
         # Without every_epoch: one save at the end, if any epoch finished (a cancelled first epoch saves
-        # nothing) and the fit did not stop mid-epoch (an error, Ctrl-C: the weights are not the epoch's).
+        # nothing) and the fit did not stop mid-epoch (an error, Ctrl-C, a cancel: the weights are not
+        # the epoch's).
         if not self.every_epoch and self._last_done is not None and not self._mid_epoch and is_main_process():
             self._save(self.path)
 
