@@ -5,7 +5,7 @@ groundup promises, under each of these, a one-line error that names the problem 
 goes on, and never lost or half-written data. Each test below builds its fault itself:
 
 - a full disk is a small tmpfs the test mounts (as root on Linux), or, where it cannot mount
-  one, an injected ENOSPC at the same call;
+  one, an injected ENOSPC at the same call (GROUNDUP_TEST_NO_MOUNT=1 takes that path anywhere);
 - hostile images and checkpoints are made in the test (a decompression bomb, a pickled
   `os.system` call, random bytes, truncated files);
 - a dying worker is a DataLoader worker the test kills with a signal.
