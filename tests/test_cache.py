@@ -4,9 +4,10 @@ import os
 import numpy as np
 import pytest
 
-from groundup.data.cache import BAD, EMPTY, FILLED, HEADER, DecodeCache
+from groundup.data.cache import BAD, EMPTY, FILLED, HEADER, MAGIC, DecodeCache
 from groundup.data.files import get_image_files
 from groundup.data.images import Dataset
+from groundup.errors import GroundupWarning
 
 
 def test_cache_stores_and_reads_back_pixels(image_folder, tmp_path):
@@ -68,9 +69,40 @@ def test_processes_filling_one_cache_at_once_agree(image_folder, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_foreign_file_under_the_cache_name_is_refused(image_folder, tmp_path):
+@pytest.mark.parametrize("damage", ["foreign bytes", "truncated", "too long"])
+def test_a_damaged_cache_file_is_made_again_with_one_warning(image_folder, tmp_path, damage):
     files = get_image_files(image_folder)
     c = DecodeCache(files, 4, folder=tmp_path)
-    c.path.write_bytes(b"x" * c.nbytes)
-    with pytest.raises(RuntimeError, match="not a groundup decode cache"):
-        DecodeCache(files, 4, folder=tmp_path).flags(0)
+    c.write(0, np.full((4, 4, 3), 9, np.uint8))
+    good = c.path.read_bytes()
+    c.path.write_bytes({"foreign bytes": b"x" * c.nbytes, "truncated": good[:100],
+                        "too long": good + b"\0" * 10}[damage])
+    with pytest.warns(GroundupWarning, match=r"decode cache .* is damaged .*groundup made it, so it makes it again"):
+        again = DecodeCache(files, 4, folder=tmp_path)
+    assert again.path == c.path and again.path.stat().st_size == c.nbytes
+    assert again.n_filled() == 0 and again.flags([0, 1]).tolist() == [EMPTY, EMPTY]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+
+
+def test_the_cache_file_has_its_space_reserved_on_disk(image_folder, tmp_path):
+    c = DecodeCache(get_image_files(image_folder), 32, folder=tmp_path)
+    assert c.path.stat().st_blocks * 512 >= c.nbytes  # not sparse: no store into the map can fault
+
+
+def test_a_sparse_cache_from_an_older_groundup_gets_its_space_reserved(image_folder, tmp_path):
+    files = get_image_files(image_folder)
+    c = DecodeCache(files, 32, folder=tmp_path)
+    c.path.unlink()
+    with open(c.path, "wb") as f:  # as groundup 0.2 made it: the header, then a hole
+        f.write(MAGIC.ljust(HEADER, b"\0"))
+        f.truncate(c.nbytes)
+    assert c.path.stat().st_blocks * 512 < c.nbytes
+    DecodeCache(files, 32, folder=tmp_path)
+    assert c.path.stat().st_blocks * 512 >= c.nbytes
+
+
+def test_without_posix_fallocate_the_space_is_reserved_by_writing_zeros(image_folder, tmp_path, monkeypatch):
+    monkeypatch.delattr("groundup.data.cache.os.posix_fallocate")  # as on macOS
+    c = DecodeCache(get_image_files(image_folder), 32, folder=tmp_path)
+    assert c.path.stat().st_size == c.nbytes and c.path.stat().st_blocks * 512 >= c.nbytes
+    assert c.path.read_bytes()[:len(MAGIC)] == MAGIC and c.n_filled() == 0

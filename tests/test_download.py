@@ -84,7 +84,9 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.requests: list[dict] = []
         self.cut_after: int | None = None  # the first response sends only this many body bytes
+        self.cut_always = False  # ... and so does every later one
         self.ignore_range = False
+        self.send_length = True  # False: no Content-Length header (the body ends when the connection closes)
         state = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,10 +106,11 @@ class FileServer:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
+                if state.send_length:
+                    self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 payload = body[start:]
-                if state.cut_after is not None and len(state.requests) == 1:
+                if state.cut_after is not None and (len(state.requests) == 1 or state.cut_always):
                     payload = payload[: state.cut_after]  # then the connection closes
                 self.wfile.write(payload)
 
@@ -153,19 +156,35 @@ def assert_tiny_extracted(path):
         assert (path.parent / name).read_bytes() == data
 
 
-def assert_nothing_looks_finished(home, name="tiny"):
-    data = home / "data"
-    assert not (data / name).exists()
-    assert not list(data.glob(f".{name}.extracting-*")) if data.exists() else True
-    assert not (home / "archives" / f"{name}.tgz").exists()
+def url_key(url: str) -> str:
+    """The 8 hex digits of the url's sha256 that key its cache entries."""
+    return hashlib.sha256(url.encode()).hexdigest()[:8]
+
+
+def cached_archive(home, url, stem="tiny", ext=".tgz"):
+    """Where the archive downloaded from `url` is kept."""
+    return home / "archives" / f"{stem}-{url_key(url)}{ext}"
+
+
+def data_folder(home, url, stem="tiny"):
+    """Where the archive downloaded from `url` is extracted (the cache is keyed by the whole url)."""
+    return home / "data" / f"{stem}-{url_key(url)}"
+
+
+def assert_nothing_looks_finished(home, url):
+    data = data_folder(home, url)
+    assert not data.exists()
+    assert not list(data.parent.glob(f".{data.name}.extracting-*")) if data.parent.exists() else True
+    assert not cached_archive(home, url).exists()
 
 
 def test_fresh_download_extracts_to_the_archives_top_folder(home, server):
-    path = untar_data(server.url("/tiny.tgz"), md5=TGZ_MD5, progress=False, timeout=5)
-    assert path == home / "data" / "tiny" / "tiny"
+    url = server.url("/tiny.tgz")
+    path = untar_data(url, md5=TGZ_MD5, progress=False, timeout=5)
+    assert path == data_folder(home, url) / "tiny"
     assert_tiny_extracted(path)
-    assert (home / "archives" / "tiny.tgz").read_bytes() == TGZ
-    assert not (home / "archives" / "tiny.tgz.part").exists()
+    assert cached_archive(home, url).read_bytes() == TGZ
+    assert not list((home / "archives").glob("*.part"))
     assert len(server.requests) == 1
 
 
@@ -202,12 +221,12 @@ def test_cut_off_transfer_is_resumed_with_range(home, server):
     path = untar_data(server.url("/tiny.tgz"), md5=TGZ_MD5, progress=False, timeout=5)
     assert_tiny_extracted(path)
     assert [r["range"] for r in server.requests] == [None, "bytes=1000-"]
-    assert (home / "archives" / "tiny.tgz").read_bytes() == TGZ
+    assert cached_archive(home, server.url("/tiny.tgz")).read_bytes() == TGZ
 
 
 def test_part_file_left_by_an_earlier_run_is_resumed(home, server):
     (home / "archives").mkdir(parents=True)
-    (home / "archives" / "tiny.tgz.part").write_bytes(TGZ[:700])
+    cached_archive(home, server.url("/tiny.tgz"), ext=".tgz.part").write_bytes(TGZ[:700])
     path = untar_data(server.url("/tiny.tgz"), md5=TGZ_MD5, progress=False, timeout=5)
     assert_tiny_extracted(path)
     assert [r["range"] for r in server.requests] == ["bytes=700-"]
@@ -216,11 +235,11 @@ def test_part_file_left_by_an_earlier_run_is_resumed(home, server):
 def test_server_ignoring_range_restarts_from_scratch(home, server):
     server.ignore_range = True
     (home / "archives").mkdir(parents=True)
-    (home / "archives" / "tiny.tgz.part").write_bytes(b"x" * 700)  # not even a real prefix
+    cached_archive(home, server.url("/tiny.tgz"), ext=".tgz.part").write_bytes(b"x" * 700)  # not even a prefix
     path = untar_data(server.url("/tiny.tgz"), md5=TGZ_MD5, progress=False, timeout=5)
     assert_tiny_extracted(path)
     assert server.requests[0]["range"] == "bytes=700-"
-    assert (home / "archives" / "tiny.tgz").read_bytes() == TGZ
+    assert cached_archive(home, server.url("/tiny.tgz")).read_bytes() == TGZ
 
 
 def test_checksum_mismatch_removes_the_file_and_names_url_and_values(home, server):
@@ -232,21 +251,21 @@ def test_checksum_mismatch_removes_the_file_and_names_url_and_values(home, serve
         untar_data(url, md5=TGZ_MD5, progress=False, timeout=5)
     message = str(err.value)
     assert TGZ_MD5 in message and hashlib.md5(corrupt).hexdigest() in message
-    assert_nothing_looks_finished(home)
-    assert not (home / "archives" / "tiny.tgz.part").exists()
+    assert_nothing_looks_finished(home, url)
+    assert not list((home / "archives").glob("*.part"))
 
 
 def test_size_mismatch_reported_by_server_fails_before_downloading(home, server):
     with pytest.raises(ChecksumError, match=rf"expected {len(TGZ) + 1} bytes, the server reports {len(TGZ)}"):
         untar_data(server.url("/tiny.tgz"), size=len(TGZ) + 1, progress=False, timeout=5)
-    assert_nothing_looks_finished(home)
-    assert not (home / "archives" / "tiny.tgz.part").exists()
+    assert_nothing_looks_finished(home, server.url("/tiny.tgz"))
+    assert not list((home / "archives").glob("*.part"))
 
 
 def test_corrupted_cached_archive_is_downloaded_again(home, server):
     untar_data(server.url("/tiny.tgz"), md5=TGZ_MD5, progress=False, timeout=5)
-    (home / "archives" / "tiny.tgz").write_bytes(b"garbage")
-    download.shutil.rmtree(home / "data" / "tiny")
+    cached_archive(home, server.url("/tiny.tgz")).write_bytes(b"garbage")
+    download.shutil.rmtree(data_folder(home, server.url("/tiny.tgz")))
     path = untar_data(server.url("/tiny.tgz"), md5=TGZ_MD5, progress=False, timeout=5)
     assert_tiny_extracted(path)
     assert len(server.requests) == 2
@@ -254,7 +273,7 @@ def test_corrupted_cached_archive_is_downloaded_again(home, server):
 
 def test_deleted_data_folder_is_extracted_again_from_the_cached_archive(home, server):
     untar_data(server.url("/tiny.tgz"), md5=TGZ_MD5, progress=False, timeout=5)
-    download.shutil.rmtree(home / "data" / "tiny")
+    download.shutil.rmtree(data_folder(home, server.url("/tiny.tgz")))
     assert_tiny_extracted(untar_data(server.url("/tiny.tgz"), md5=TGZ_MD5, progress=False, timeout=5))
     assert len(server.requests) == 1
 
@@ -296,7 +315,7 @@ def test_zip_archives_are_extracted(home, server):
 def test_archive_without_single_top_folder_returns_dest(home, server):
     server.files["/flat.tgz"] = make_tgz({"a.txt": b"a", "b/c.txt": b"c"})
     path = untar_data(server.url("/flat.tgz"), progress=False, timeout=5)
-    assert path == home / "data" / "flat"
+    assert path == data_folder(home, server.url("/flat.tgz"), stem="flat")
     assert (path / "a.txt").read_bytes() == b"a"
 
 

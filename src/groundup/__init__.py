@@ -24,12 +24,14 @@ from groundup.callbacks import (
     LRFinder,
     LRSuggestion,
     MixedPrecision,
+    NonFiniteLossError,
     OneCycle,
     ProgressBar,
     Recorder,
     SetupLearnerCB,
     StepLogger,
     TensorBoardLogger,
+    TerminateOnNaN,
     TrackActivations,
     TrackResults,
 )
@@ -51,6 +53,7 @@ from groundup.data import (
     val2idx,
 )
 from groundup.deprecation import moved_names
+from groundup.errors import GroundupError
 from groundup.interpret import Interpretation
 from groundup.learner import Learner
 from groundup.losses import cross_entropy, log_softmax, logsumexp, nll
@@ -96,6 +99,7 @@ __all__ = [
     "Flatten",
     "GradientAccumulation",
     "GradientClipping",
+    "GroundupError",
     "Hooks",
     "ImageDataLoaders",
     "Interpretation",
@@ -105,6 +109,7 @@ __all__ = [
     "Linear",
     "MixedPrecision",
     "Module",
+    "NonFiniteLossError",
     "Normalize",
     "OneCycle",
     "Parameter",
@@ -116,6 +121,7 @@ __all__ = [
     "SetupLearnerCB",
     "StepLogger",
     "TensorBoardLogger",
+    "TerminateOnNaN",
     "TrackActivations",
     "TrackResults",
     "__version__",

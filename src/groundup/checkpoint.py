@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ import torch
 from groundup._version import __version__
 from groundup.atomic import atomic_write
 from groundup.data.preprocessing import Preprocessing
+from groundup.errors import GroundupError
 from groundup.rng import get_rng_state, set_rng_state
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "set_rng_state",
+    "weights_mismatch",
     "write_atomic",
 ]
 
@@ -62,7 +65,7 @@ _RESERVED = {"format", "version", "model", "arch", "opt", "epoch", "n_epochs", "
              "history", "vocab", "stats", "callbacks", "versions"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GroundupError, ValueError):
     """A checkpoint file that cannot be used: truncated, not a checkpoint, or made for another model."""
 
 
@@ -79,27 +82,37 @@ def write_atomic(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+# torch.save writes a zip archive; before torch 1.6 it wrote a pickle that starts with this magic number.
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_OTHER_COPY = "use another copy (best.pt beside it, or a copy made before)"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file safely (`weights_only=True`, tensors on the CPU) and check its format.
 
+    Each way a file can fail has its own message: empty, not a torch file, truncated, damaged,
+    holding objects that safe loading refuses (code: it may be malicious, and is never run),
+    not a groundup checkpoint, or a newer format version.
+
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: the file is truncated, corrupt, or not a groundup checkpoint.
+        CheckpointError: the file cannot be used; the message says why and what to do.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    _check_container(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        text = str(e).strip()
-        refused = re.search(r"WeightsUnpickler error: (.*)", text)
-        if refused:  # a well-formed file holding something other than plain data (e.g. a class)
-            raise CheckpointError(f"cannot read checkpoint {path}: it holds objects that safe loading "
-                                  f"(weights_only) refuses to create: {refused.group(1)[:200]}") from e
-        first = text.splitlines()[0] if text else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
-                              f"torch file ({first[:200]})") from e
+        text = str(e)
+        if "Weights only load failed" in text or "WeightsUnpickler" in text:
+            # Not chained (`from None`): torch's own text would suggest loading it unsafely.
+            raise CheckpointError(_refused(path, text)) from None
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged (torch: {_clip(first)}); "
+                              f"{_OTHER_COPY}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a groundup checkpoint (no format={FORMAT!r} entry); "
                               f"was it written by torch.save directly? load it with torch.load")
@@ -107,6 +120,55 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} has checkpoint version {ckpt['version']}, this groundup "
                               f"({__version__}) reads up to {VERSION}; upgrade groundup")
     return ckpt
+
+
+def _check_container(path: Path) -> None:
+    """Tell an empty, foreign or truncated file apart before torch reads it (torch's errors do not)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes): its write or copy was "
+                              f"cut off; {_OTHER_COPY}")
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head.startswith(_LEGACY_MAGIC):
+        return
+    if not head.startswith(_ZIP_MAGIC):
+        raise CheckpointError(f"cannot read checkpoint {path}: it is not a torch file (it starts with {head[:8]!r}; "
+                              f"torch.save writes a zip archive, starting with {_ZIP_MAGIC!r}): check the path")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated ({size:,} bytes, and the end of "
+                              f"its zip archive is missing): its write or copy was cut off; {_OTHER_COPY}")
+
+
+def _refused(path: Path, text: str) -> str:
+    """The message for a checkpoint holding objects that `weights_only` loading will not create."""
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    what = f" (it asks for {found.group(1)})" if found else ""
+    return (f"cannot read checkpoint {path}: it holds objects that safe loading refuses to create{what}; a "
+            f"checkpoint that runs code when loaded may be malicious, so groundup will not load it. Use a "
+            f"checkpoint written by groundup (Learner.save, groundup train) that you trust")
+
+
+def _clip(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
+def weights_mismatch(model_state: dict[str, Any], saved: dict[str, Any]) -> str:
+    """How the saved weights differ from the model's: missing and unexpected names, and other shapes (a summary)."""
+    missing = [k for k in model_state if k not in saved]
+    unexpected = [k for k in saved if k not in model_state]
+    shapes = [k for k in model_state if k in saved and hasattr(saved[k], "shape")
+              and tuple(saved[k].shape) != tuple(model_state[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's weights are not in it (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"it holds {len(unexpected)} the model has no place for (e.g. {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} have another shape (e.g. {k}: {tuple(saved[k].shape)} saved, "
+                     f"{tuple(model_state[k].shape)} in the model)")
+    return "; ".join(parts)
 
 
 # -- learner <-> checkpoint --------------------------------------------------------------------------------
@@ -183,9 +245,12 @@ def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True) -> di
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, ValueError, KeyError) as e:
         arch = (ckpt.get("config") or {}).get("arch") if isinstance(ckpt.get("config"), dict) else None
+        if arch is None and isinstance(ckpt.get("arch"), dict):
+            arch = ckpt["arch"].get("name")
         saved = f" (it was saved for arch {arch!r})" if arch else ""
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} does not fit this model{saved}: {first[:300]}") from e
+        how = weights_mismatch(model.state_dict(), ckpt["model"]) or _clip(str(e).strip() or type(e).__name__)
+        raise CheckpointError(f"checkpoint {path} does not fit this model{saved}: {how}; build the model it was "
+                              f"saved for to load it") from e
     learn.lr = ckpt.get("lr", learn.lr)
     if with_opt and ckpt.get("opt") is not None:
         if learn.opt is None:

@@ -18,8 +18,12 @@ holds files is refused (exit status 2), unless it is the folder of the run being
 an earlier run wrote is ever overwritten by a new one.
 
 Mistakes in what was passed (a missing folder, an unknown architecture, a non-positive lr, an
-unreadable image, a truncated checkpoint, ...) print one line, `groundup: error: ...`, and exit with
-status 2. Set `GROUNDUP_DEBUG=1` to see the traceback instead. Each subcommand lives in its own module under `groundup.commands`;
+unreadable image, a truncated checkpoint, ...) and failures groundup knows the cause of (a full disk,
+a dead loader worker, a NaN loss: a `groundup.errors.GroundupError`) print one line,
+`groundup: error: ...`, and exit with status 2. Anything else is unexpected: it prints one line
+naming the exception and the file holding its full traceback (in the run folder, or under
+`GROUNDUP_HOME/tmp`), and exits with status 1. Set `GROUNDUP_DEBUG=1` to see the traceback instead.
+Warnings groundup worked around print as `groundup: warning: ...`. Each subcommand lives in its own module under `groundup.commands`;
 what a training run does (build the learner, fit, write the run folder) lives in `groundup.run`.
 """
 
@@ -28,12 +32,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from groundup._version import __version__
 from groundup.commands import COMMANDS
 from groundup.commands.options import HelpFormatter
 from groundup.deprecation import moved_names
+from groundup.errors import GroundupError, GroundupWarning, write_traceback
 
 __all__ = ["build_parser", "main"]
 
@@ -69,19 +75,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args, argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args, argv)
     except KeyboardInterrupt:
         print("groundup: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `groundup predict ... | head`: the reader left; stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
-    except (ValueError, TypeError, OSError) as e:  # FileNotFoundError, CheckpointError, CorruptImageError, ...
+    except (GroundupError, ValueError, TypeError, OSError) as e:  # CheckpointError, CorruptImageError, ...
         if os.environ.get("GROUNDUP_DEBUG"):
             raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"groundup: error: {message}", file=sys.stderr)
+        print(f"groundup: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # unexpected (a bug, or a cause groundup does not know): one line, the traceback in a file
+        if os.environ.get("GROUNDUP_DEBUG"):
+            raise
+        try:
+            where = f"the full traceback is in {write_traceback(e)}"
+        except OSError:
+            import traceback
+
+            traceback.print_exc()
+            where = "the traceback is above"
+        print(f"groundup: error: unexpected {type(e).__name__}: {_one_line(e)} ({where}; set GROUNDUP_DEBUG=1 "
+              f"to see it here; if it looks like a bug in groundup, please report it with that traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """groundup's own warnings as one line, `groundup: warning: ...`; any other warning as Python shows it."""
+    if issubclass(category, GroundupWarning):
+        print(f"groundup: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=file or sys.stderr)
 
 
 # Before 0.2 this module re-exported the run layer's names; they live in groundup.run and groundup.config.

@@ -35,7 +35,8 @@ DEFAULT_MOMENTUM = 0.9  # SGD's momentum and Adam's beta1 when --momentum is not
 MONITORS = ("valid_loss", "valid_acc")  # what --monitor may judge a run by (best.pt, early stopping)
 # Settings a resumed run may change: where the data is, how it is loaded. Everything else would
 # make the resumed run a different run (and no longer equal to an uninterrupted one).
-RESUME_MAY_CHANGE = ("data", "num_workers", "device", "tensorboard")
+RESUME_MAY_CHANGE = ("data", "num_workers", "device", "tensorboard", "skip_corrupt")
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -71,6 +72,7 @@ class TrainConfig:
             (`GradientAccumulation`): like a batch this many times larger.
         tensorboard: also write TensorBoard event files into the run folder's `tensorboard/`
             (`TensorBoardLogger`; needs `pip install 'groundup[tensorboard]'`).
+        skip_corrupt: skip images that cannot be decoded (with a warning) instead of stopping.
     """
 
     data: str | None = None
@@ -93,6 +95,7 @@ class TrainConfig:
     clip: float | None = None
     accumulate: int = 1
     tensorboard: bool = False
+    skip_corrupt: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -111,6 +114,8 @@ class TrainConfig:
             check_int("", "--workers", self.num_workers, low=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"--seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy's generators take seeds in this range
+            raise ValueError(f"--seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {self.seed}")
         check_device_name(self.device)
         if self.wd is not None:
             check_number("", "--wd", self.wd)

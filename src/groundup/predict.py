@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
-from groundup.checks import check_int
+from groundup.checks import check_device, check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
 from groundup.data.preprocessing import Preprocessing
@@ -145,7 +145,7 @@ class Predictor:
         if not vocab:
             raise ValueError("Predictor needs a non-empty vocab (the labels in index order)")
         check_int("Predictor", "size", size)
-        self.device = torch.device(device) if device is not None else torch.device(
+        self.device = check_device("Predictor", "device", device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
         self.model.eval()

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from groundup._version import __version__
+from groundup.atomic import remove_stale_temp_files
 from groundup.callbacks.checkpointing import Checkpoint
 from groundup.callbacks.core import Callback
 from groundup.callbacks.distributed import DistributedTraining
@@ -47,6 +48,7 @@ from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.step_logger import StepLogger
 from groundup.callbacks.tensorboard import TensorBoardLogger
+from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
 from groundup.checks import check_int
@@ -55,6 +57,8 @@ from groundup.data.download import DATASETS, DownloadError, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.deprecation import moved_names
 from groundup.devices import resolve_device
+from groundup.disk import DiskFullError
+from groundup.errors import note_run_dir
 from groundup.inference import model_device
 from groundup.interpret import Interpretation
 from groundup.learner import Learner
@@ -74,6 +78,7 @@ from groundup.training_plot import plot_training
 
 __all__ = [
     "build_learner",
+    "check_out_dir",
     "command_line",
     "effective_settings",
     "fit_run",
@@ -128,7 +133,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     """
     device = resolve_device(cfg.device) if device is None else device
     dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
-                                       num_workers=cfg.num_workers, seed=cfg.seed)
+                                       num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt)
     seed_everything(cfg.seed)
     model = get_arch(cfg.arch, n_classes=len(dls.preprocessing.vocab))
     cbs: list[Callback] = [SetupLearnerCB(device), DistributedTraining()]
@@ -171,7 +176,9 @@ def resumed_config(resume: str | Path, cfg: TrainConfig, epochs: int | None = No
 class _MetricsFile(Callback):
     """Rewrite metrics.csv after each epoch, so a run that is stopped still has its table on disk."""
 
-    order = 55  # after TrackResults (50) has finished the epoch's row
+    # After TrackResults (50) has finished the epoch's row and Checkpoint (60) has saved the epoch:
+    # metrics.csv never lists an epoch whose checkpoint was not written (a full disk, a kill).
+    order = 65
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -209,7 +216,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
     recorder = Recorder()
     checkpoint = Checkpoint(run_dir, best_by=cfg.monitor, extra={"config": cfg.to_dict(),
                                                                  "run": {"lr_finder": lr_found}})
-    cbs: list[Callback] = [TrackResults(print_table=not quiet and main_process), recorder, checkpoint]
+    cbs: list[Callback] = [TerminateOnNaN(), TrackResults(print_table=not quiet and main_process), recorder,
+                           checkpoint]
     early = EarlyStopping(cfg.monitor, cfg.patience) if cfg.patience is not None else None
     if early is not None:
         cbs.append(early)
@@ -261,10 +269,22 @@ def package_versions() -> dict[str, str]:
             "numpy": np.__version__, "pillow": PIL.__version__, "matplotlib": matplotlib.__version__}
 
 
+def check_out_dir(out: str | None) -> None:
+    """Raise ValueError if `out` is a file or a folder that is not empty (creates nothing: check before working)."""
+    if out is None:
+        return
+    path = Path(out).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        have = ", ".join(sorted(p.name for p in path.iterdir())[:5]) if path.is_dir() else "a file"
+        raise ValueError(f"--out {path} already exists and is not empty ({have}); choose another --out "
+                         f"or remove it (to continue that run: --resume {path / 'model.pt'})")
+
+
 def new_out_dir(out: str | None, suffix: str = "") -> Path:
     """A fresh folder for a run: `out` if it is new or empty (else an error), or `runs/<date-time>[-n]`."""
     if out is not None:
-        path = _check_new_out(out)
+        check_out_dir(out)
+        path = Path(out).expanduser()
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + suffix
@@ -328,16 +348,6 @@ def _best(history: Sequence[dict[str, Any]],
     row = min((r for r in history if r.get("valid_loss") is not None), key=lambda r: r["valid_loss"],
               default=None)
     return row, "valid_loss", None
-
-
-def _check_new_out(out: str | os.PathLike) -> Path:
-    """`out` as a Path, if it is new or empty; else the error `--out` gives."""
-    path = Path(out).expanduser()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        have = ", ".join(sorted(p.name for p in path.iterdir())[:5]) if path.is_dir() else "a file"
-        raise ValueError(f"--out {path} already exists and is not empty ({have}); choose another --out "
-                         f"or remove it (to continue that run: --resume {path / 'model.pt'})")
-    return path
 
 
 def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dict[str, Any]) -> dict[str, Any]:
@@ -427,12 +437,29 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
 
 
 # -- all three ----------------------------------------------------------------------------------------------
+def _what_is_kept(learn: Learner, run_dir: Path) -> str:
+    """Which checkpoints a run that stopped early left, for its error message."""
+    done = [r["epoch"] for r in learn.history if "epoch" in r]
+    if not done or not (run_dir / "model.pt").is_file():
+        return f"no checkpoint was written to {run_dir} (no epoch finished)"
+    best = ", best.pt the best one" if (run_dir / "best.pt").is_file() else ""
+    return f"{run_dir / 'model.pt'} keeps the last good epoch ({done[-1]}){best}"
+
+
+def _resumes_in_place(out: str | None, resume: str | None) -> bool:
+    """True when the run writes into its checkpoint's own folder (resuming, with no other `out`)."""
+    if resume is None:
+        return False
+    here = Path(resume).parent
+    return out is None or Path(out).expanduser().resolve() == here.resolve()
+
+
 def _run_dir(out: str | None, resume: str | None) -> Path:
     """The run folder: a fresh one, or (resuming) the checkpoint's own folder unless `out` names another."""
-    if resume is not None:
-        here = Path(resume).parent
-        if out is None or Path(out).expanduser().resolve() == here.resolve():
-            return here
+    if _resumes_in_place(out, resume):
+        run_dir = Path(resume).parent
+        remove_stale_temp_files(run_dir)  # what a kill during an earlier write left behind
+        return run_dir
     return new_out_dir(out)
 
 
@@ -460,11 +487,13 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         if read_checkpoint(resume)["epoch"] + 1 >= cfg.epochs:  # nothing left to train: touch nothing
             here = Path(resume).parent
             if out is not None and Path(out).expanduser().resolve() != here.resolve():
-                _check_new_out(out)  # the same answer as for a run with epochs left
+                check_out_dir(out)  # the same answer as for a run with epochs left
             say(f"{resume} has finished all {cfg.epochs} epochs already; nothing to do ({here} is left as "
                 f"it is; to train for longer, start a new run)")
             summary = here / "summary.json"
             return json.loads(summary.read_text()) if summary.is_file() else {}
+    if main_process and not _resumes_in_place(out, resume):
+        check_out_dir(out)  # a bad --out is refused before any work (or any cache file) is done
     learn = build_learner(cfg)
     data_path = learn.dls.path
     try:
@@ -482,6 +511,17 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
             if main_process and (run_dir / "model.pt").is_file():
                 print(f"\ngroundup: interrupted; the last finished epoch is saved: continue with\n"
                       f"  groundup train --resume {run_dir / 'model.pt'}", file=sys.stderr)
+            raise
+        except DiskFullError as e:
+            resume_hint = (f", then continue the run with: groundup train --resume {run_dir / 'model.pt'}"
+                           if main_process and (run_dir / "model.pt").is_file() else "")
+            raise DiskFullError(f"{e}{resume_hint}") from e
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"{e}; {_what_is_kept(learn, run_dir)}: start a new run with a lower "
+                                     f"--lr (this one: {cfg.lr:g}; a resumed run keeps its lr)") from e
+        except Exception as e:
+            if main_process:
+                note_run_dir(e, run_dir)  # an unexpected error's traceback goes into the run folder
             raise
     finally:
         learn.dls.close()  # stop the loader's worker processes, whatever happened

@@ -29,6 +29,7 @@ from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.step_logger import StepLogger
 from groundup.callbacks.tensorboard import TensorBoardLogger
+from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
 from groundup.deprecation import moved_names
 
@@ -50,12 +51,14 @@ __all__ = [
     "LRFinder",
     "LRSuggestion",
     "MixedPrecision",
+    "NonFiniteLossError",
     "OneCycle",
     "ProgressBar",
     "Recorder",
     "SetupLearnerCB",
     "StepLogger",
     "TensorBoardLogger",
+    "TerminateOnNaN",
     "TrackActivations",
     "TrackResults",
 ]

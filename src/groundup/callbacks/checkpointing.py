@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from groundup.atomic import atomic_write
+from groundup.atomic import atomic_write, remove_stale_temp_files
 from groundup.callbacks.core import Callback
 from groundup.callbacks.tracking import METRICS, is_improvement
 from groundup.checkpoint import save_checkpoint
@@ -31,8 +31,11 @@ class Checkpoint(Callback):
         extra: more entries for every checkpoint (e.g. `{"config": {...}}`), plain data only.
 
     Each save is atomic (see `groundup.checkpoint`), so a run killed at any moment leaves the last
-    finished epoch's checkpoint intact. Resume with `learn.load(path)` and
-    `learn.fit(n, start_epoch=ckpt["epoch"] + 1)`. In a distributed run only rank 0 writes.
+    finished epoch's checkpoint intact; the temporary files such a kill leaves behind are removed
+    when the next `fit` starts. A fit that stops in the middle of an epoch (an error, Ctrl-C, a
+    cancel) saves nothing of that epoch: its weights are half-trained (or, after a NaN loss, broken).
+    Resume with `learn.load(path)` and `learn.fit(n, start_epoch=ckpt["epoch"] + 1)`. In a
+    distributed run only rank 0 writes.
 
     Example:
         >>> learn.fit_one_cycle(5, 0.01, cbs=[Checkpoint("runs/exp1", best_by="valid_loss")])
@@ -52,13 +55,23 @@ class Checkpoint(Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
         self._last_done: int | None = None  # the last epoch that finished in this fit
+        self._mid_epoch = False  # from before_train to the end of validation: the weights are half an epoch's
 
     def before_fit(self) -> None:
         if self.learn.epoch == 0:  # a fresh run; a resumed one keeps the best so far (load_state_dict)
             self.best, self.best_epoch = None, None
-        self._last_done = None
+        self._last_done, self._mid_epoch = None, False
+        if is_main_process():  # what a kill during an earlier save left behind
+            remove_stale_temp_files(self.path.parent, [self.path.name, self.best_path.name])
+
+    def before_train(self) -> None:
+        self._mid_epoch = True
+
+    def after_validate(self) -> None:
+        self._mid_epoch = False  # the epoch's weights are final (a cancel in after_epoch still saves them)
 
     def after_epoch(self) -> None:
+        self._mid_epoch = False
         self._last_done = self.learn.epoch
         improved = self._update_best()
         if not is_main_process():
@@ -74,8 +87,10 @@ class Checkpoint(Callback):
                       self.best_by, self.best)
 
     def after_fit(self) -> None:
-        # Without every_epoch: one save at the end, if any epoch finished (a cancelled first epoch saves nothing).
-        if not self.every_epoch and self._last_done is not None and is_main_process():
+        # Without every_epoch: one save at the end, if any epoch finished (a cancelled first epoch saves
+        # nothing) and the fit did not stop mid-epoch (an error, Ctrl-C, a cancel: the weights are not
+        # the epoch's).
+        if not self.every_epoch and self._last_done is not None and not self._mid_epoch and is_main_process():
             self._save(self.path)
 
     def _save(self, path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from groundup.callbacks.core import Callback
+from groundup.checks import check_device
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, batch_stats, to_nchw
 from groundup.process_group import local_device
@@ -43,7 +44,7 @@ class SetupLearnerCB(Callback):
     order = -10  # before every callback that looks at the batch
 
     def __init__(self, device: str | torch.device | None = None, normalize: Normalize | None = None):
-        self.device = torch.device(device) if device is not None else local_device()
+        self.device = check_device("SetupLearnerCB", "device", device) if device is not None else local_device()
         self.normalize = normalize
 
     def before_fit(self) -> None:

@@ -11,7 +11,7 @@ from groundup.commands.options import HelpFormatter, add_data_options, add_devic
 from groundup.config import TrainConfig
 from groundup.logs import console_logging
 from groundup.report import write_text_atomic
-from groundup.run import build_learner, new_out_dir
+from groundup.run import build_learner, check_out_dir, new_out_dir
 
 NAME = "lr-find"
 
@@ -39,12 +39,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = TrainConfig(data=args.data, bs=args.bs, size=args.size, arch=args.arch, opt=args.opt,
                       num_workers=args.num_workers, seed=args.seed, lr="auto",
-                      device=args.device, wd=args.wd, momentum=args.momentum)
+                      device=args.device, wd=args.wd, momentum=args.momentum, skip_corrupt=args.skip_corrupt)
     for flag, v in (("--start-lr", args.start_lr), ("--max-lr", args.max_lr)):
         if not 0 < v < math.inf:
             raise ValueError(f"{flag} must be a positive number, got {v!r}")
     if args.start_lr >= args.max_lr:
         raise ValueError(f"--start-lr ({args.start_lr:g}) must be below --max-lr ({args.max_lr:g})")
+    check_out_dir(args.out)  # before any work
     learn = build_learner(cfg)
     try:
         out = new_out_dir(args.out, suffix="-lr-find")

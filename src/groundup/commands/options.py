@@ -57,7 +57,7 @@ def number(flag: str, text: str) -> float:
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --workers, --seed: `train`'s and `lr-find`'s."""
+    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --workers, --seed, --skip-corrupt: `train`'s and `lr-find`'s."""
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
                    help="a folder with train/<label>/ and val/<label>/ image subfolders, or a registry name "
@@ -79,6 +79,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="data-loading processes, 0 to load in the main process "
                         "(default: one per CPU core, at most 8)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed for the weights and the shuffling")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="skip images that cannot be decoded (with a warning) instead of stopping")
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:

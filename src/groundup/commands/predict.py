@@ -6,6 +6,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from groundup.checks import check_device
 from groundup.commands.options import HelpFormatter
 from groundup.predict import Predictor, find_images
 
@@ -16,15 +17,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     pr = sub.add_parser(NAME, formatter_class=HelpFormatter, help="predict the labels of images",
                         description="Print the predicted class and its probability for each image: one "
                                     "tab-separated line per image, the path, then a class name and its "
-                                    "probability for each of the --top classes. --json prints the "
-                                    "vocabulary labels (folder names) instead.")
+                                    "probability for each of the --top classes (a tab, newline, carriage "
+                                    "return or backslash in a path or name is written as \\t, \\n, \\r or "
+                                    "\\\\). --json prints the vocabulary labels (folder names) instead.")
     pr.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint (model.pt, best.pt, or one written "
                                                              "by Learner.save)")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched "
                                                                          "recursively for images")
     pr.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable labels")
     pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, prob, top}")
-    pr.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    pr.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps, where available "
+                                                   "(default: cuda when available, else cpu)")
     pr.set_defaults(run=run)
     return pr
 
@@ -32,6 +35,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.top < 1:
         raise ValueError(f"--top must be a positive integer, got {args.top}")
+    if args.device is not None:
+        check_device("", "--device", args.device)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     preds = predictor.predict(find_images(args.images), top_k=args.top)
     if args.json:
@@ -39,5 +44,16 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     for p in preds:  # path, then (name, probability) pairs: every field its own tab-separated column
         names = p.names or p.labels
-        print("\t".join([p.path, *(f"{name}\t{prob:.4f}" for name, prob in zip(names, p.probs))]))
+        print("\t".join([tsv_field(p.path), *(f"{tsv_field(name)}\t{prob:.4f}" for name, prob in zip(names, p.probs))]))
     return 0
+
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def tsv_field(text: str) -> str:
+    """`text` safe inside one tab-separated field: backslash, tab, newline and CR escaped as \\\\, \\t, \\n, \\r.
+
+    (The escapes PostgreSQL's COPY writes.) A label comes from a folder name, which may hold any of them.
+    """
+    return text.translate(_TSV_ESCAPES)

@@ -58,7 +58,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                "(default: runs/<date-time>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue the run saved in CHECKPOINT (its model.pt) with its own settings, from its "
-                        "last finished epoch; only --data, --workers and --device may change "
+                        "last finished epoch; only --data, --workers, --device, --tensorboard and --skip-corrupt may change "
                         "(default: a new run)")
     t.add_argument("--tensorboard", action="store_true",
                    help="also log to TensorBoard, into the run folder's tensorboard/ (needs: pip install "
@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         except ImportError as e:
             raise ValueError(f"--tensorboard: {e}") from None
     if args.resume is not None:
-        check_resume_flags(args, read_checkpoint_config(args.resume))
+        check_resume_flags(args, read_checkpoint_config(args.resume), given=given_options(argv))
         train(TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}), out=args.out, resume=args.resume,
               quiet=args.quiet, argv=argv, epochs=args.epochs)
     else:
@@ -130,21 +130,44 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+def given_options(argv: Sequence[str]) -> set[str]:
+    """The names (argparse dests) of the `train` options actually on the command line `argv`, whatever their values.
+
+    `argv` is parsed again by a copy of the parser whose defaults are all `argparse.SUPPRESS`, so
+    an option that was not given leaves no attribute: `--arch simple_cnn` counts as given even
+    though it is the default (and abbreviations such as `--ar` count as they parse).
+    """
+    parser = add_parser(argparse.ArgumentParser(add_help=False).add_subparsers())
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    argv = list(argv)
+    rest = argv[argv.index(NAME) + 1:] if NAME in argv else argv
+    return set(vars(parser.parse_known_args(rest)[0])) - {"run", "parser"}
+
+
+def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any], given: set[str] | None = None) -> None:
     """A resumed run keeps its settings: a flag given with a different value is an error, not ignored.
 
     `--epochs` is checked by `groundup.run.resumed_config` (a constant schedule may be extended).
+
+    Args:
+        args: the parsed flags.
+        saved: the run settings stored in the checkpoint.
+        given: the flags actually on the command line (`given_options`); a given flag that
+            differs from the checkpoint is refused even when it equals the default. None: only
+            flags whose value differs from the default count as given.
     """
     defaults = TrainConfig()
     saved = TrainConfig.from_dict(saved).to_dict()
     for f in dataclasses.fields(TrainConfig):
         if f.name in (*RESUME_MAY_CHANGE, "epochs"):
             continue
-        given = getattr(args, f.name)
-        if given is None:  # not given
+        value = getattr(args, f.name)
+        if value is None:  # not given, and no default to compare with
             continue
-        if f.name == "lr" and given != "auto":
-            given = number("--lr", given)
-        if given != getattr(defaults, f.name) and given != saved.get(f.name):
-            raise ValueError(f"--{f.name} {given} differs from the resumed run's {f.name}={saved.get(f.name)!r}; "
+        if f.name == "lr" and value != "auto":
+            value = number("--lr", value)
+        was_given = f.name in given if given is not None else value != getattr(defaults, f.name)
+        if was_given and value != saved.get(f.name):
+            raise ValueError(f"--{f.name} {value} differs from the resumed run's {f.name}={saved.get(f.name)!r}; "
                              f"--resume continues the run with its own settings (leave --{f.name} out)")

@@ -9,31 +9,57 @@ The key in the file name hashes the image size and, for every source file, its a
 size and modification time, so a changed data set never reads stale pixels.
 
 Why it is safe with many writers and readers:
-- The file is created complete (a sparse file of the final size) under a temporary name and
-  published with `os.link`, which fails if the name exists: exactly one creator wins, the others
-  open the winner's file. A half-created file is never visible under the final name.
+- The file is created complete under a temporary name, its whole size reserved on the disk
+  (`os.posix_fallocate`), and published with `os.link`, which fails if the name exists: exactly
+  one creator wins, the others open the winner's file. A half-created file is never visible
+  under the final name.
 - Each worker writes an image's pixels first and sets its flag after; readers use pixels only
   where the flag says filled. A process killed mid-write leaves the flag at 0, so that image is
   simply decoded again. Two processes filling the same image write identical bytes.
 - The file is mapped MAP_SHARED, so processes see each other's writes through the page cache.
   (Ordering of the pixel and flag stores relies on the processor keeping store order visible,
   as x86-64 does; a power loss before the OS writes the pages back is not guarded against.)
+
+What happens when the disk cannot hold it:
+- A store into a memory map has no error code: if the file system cannot back a page (a sparse
+  file on a full disk), the process dies of SIGBUS. So the space is reserved when the file is
+  made (and for a file made by an older groundup, when it is opened), where a full disk is an
+  ordinary ENOSPC. Then `DecodeCacheError` says how much space was needed and how much is free,
+  the partial file is removed, and `Dataset` goes on without the cache (with one warning).
+- A read-only or unwritable `GROUNDUP_HOME` is a `DecodeCacheError` too (the same warning).
+- A cache file with a bad header or the wrong size was damaged: groundup made it, so it makes
+  it again (with a warning), never asks the user to delete it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from groundup.paths import groundup_home
+from groundup.disk import format_size, free_space, is_disk_full
+from groundup.errors import GroundupError, GroundupWarning
+from groundup.paths import describe_home, home_folder
 
 MAGIC = b"GROUNDUP-DECODE-CACHE-V1"
 HEADER = 64
 EMPTY, FILLED, BAD = 0, 1, 2
+
+
+class DecodeCacheError(GroundupError, OSError):
+    """The decode cache cannot be made: no space, or a folder that cannot be written. Says which, and the space.
+
+    `advice` says what would make the cache possible (free space, another GROUNDUP_HOME).
+    """
+
+    def __init__(self, message: str, advice: str = "") -> None:
+        super().__init__(message)
+        self.advice = advice
 
 
 def cache_key(files: Sequence[os.PathLike | str], size: int) -> str:
@@ -55,12 +81,20 @@ class DecodeCache:
 
     Each process maps the file lazily on first use, so a `DecodeCache` can be handed to
     worker processes (forked or pickled) and each maps its own view.
+
+    Raises:
+        DecodeCacheError: the file cannot be made or its space reserved (a full disk, a
+            read-only or unwritable folder); nothing is left behind.
     """
 
     def __init__(self, files: Sequence[os.PathLike | str], size: int, folder: str | os.PathLike | None = None):
         self.n, self.size = len(files), size
-        folder = Path(folder) if folder is not None else groundup_home() / "cache"
-        folder.mkdir(parents=True, exist_ok=True)
+        self._where = str(folder) if folder is not None else describe_home()
+        try:
+            folder = Path(folder) if folder is not None else home_folder("cache")
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._error(e, Path(folder or ".")) from e
         self.path = folder / f"decoded-{cache_key(files, size)}-{self.n}x{size}.u8"
         self._pid = None
         self._create()
@@ -70,28 +104,75 @@ class DecodeCache:
         return HEADER + self.n + self.n * self.size * self.size * 3
 
     def _create(self) -> None:
-        if self.path.exists() and self.path.stat().st_size == self.nbytes:
-            return
+        damage = self._damage()
+        if damage is None:  # a good file exists: make sure its space is reserved (older groundups left it sparse)
+            try:
+                with open(self.path, "r+b") as f:
+                    _reserve(f.fileno(), self.nbytes)
+                return
+            except FileNotFoundError:
+                pass  # removed in between: make a new one
+            except OSError as e:
+                if is_disk_full(e):
+                    self.path.unlink(missing_ok=True)  # ours, and a SIGBUS waiting to happen: do not leave it
+                raise self._error(e, self.path.parent) from e
+        elif damage:
+            warnings.warn(f"the decode cache {self.path} is damaged ({damage}); groundup made it, so it makes it "
+                          f"again", GroundupWarning, stacklevel=4)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
-                f.write(MAGIC.ljust(HEADER, b"\0"))
-                f.truncate(self.nbytes)  # sparse: zero flags, pixels allocated as they are written
-            try:
-                os.link(tmp, self.path)  # publish; fails if another process won the race
-            except FileExistsError:
-                pass
+                f.write(MAGIC.ljust(HEADER, b"\0"))  # then zeros: every flag EMPTY
+                f.flush()  # the header is on the file before _reserve works on its descriptor
+                _reserve(f.fileno(), self.nbytes)
+            if damage:
+                os.replace(tmp, self.path)
+            else:
+                try:
+                    os.link(tmp, self.path)  # publish; fails if another process won the race
+                except FileExistsError:
+                    pass
+        except OSError as e:
+            raise self._error(e, self.path.parent) from e
         finally:
             tmp.unlink(missing_ok=True)
-        if self.path.stat().st_size != self.nbytes:
-            raise RuntimeError(f"decode cache {self.path} has the wrong size; delete it and retry")
+
+    def _damage(self) -> str | None:
+        """Why the file at `path` cannot be used: '' if there is none, None if it is fine."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(len(MAGIC))
+                size = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            return ""
+        except OSError as e:
+            raise self._error(e, self.path.parent) from e
+        if head != MAGIC:
+            return "it does not start with the decode cache's header"
+        if size != self.nbytes:
+            return f"it has {size} bytes, not {self.nbytes}"
+        return None
+
+    def _error(self, e: OSError, folder: Path) -> DecodeCacheError:
+        if is_disk_full(e):
+            free = free_space(folder)
+            have = f"{format_size(free)} free" if free is not None else "the free space is unknown"
+            return DecodeCacheError(f"no room for the decode cache in {self._where}: it needs "
+                                    f"{format_size(self.nbytes)} ({self.n} images of {self.size}x{self.size} "
+                                    f"pixels), {have}",
+                                    advice="free some space there, or set GROUNDUP_HOME to a folder with room")
+        cause = e.__cause__ if isinstance(e.__cause__, OSError) else e  # HomeNotWritableError wraps the OSError
+        where = f": {cause.filename}" if cause.filename else ""
+        return DecodeCacheError(f"cannot write the decode cache in {self._where} ({cause.strerror or cause}{where})",
+                                advice="set GROUNDUP_HOME to a folder you can write")
 
     def _map(self) -> None:
         if self._pid == os.getpid():
             return
         with open(self.path, "rb") as f:
-            if f.read(len(MAGIC)) != MAGIC:
-                raise RuntimeError(f"{self.path} is not a groundup decode cache; delete it and retry")
+            if f.read(len(MAGIC)) != MAGIC:  # _create checked it: something outside groundup changed it since
+                raise DecodeCacheError(f"the decode cache {self.path} was changed by another program while in "
+                                       f"use; run again (groundup then makes it afresh)")
         mm = np.memmap(self.path, dtype=np.uint8, mode="r+")
         self._flags = mm[HEADER:HEADER + self.n]
         self._pixels = mm[HEADER + self.n:].reshape(self.n, self.size, self.size, 3)
@@ -132,3 +213,23 @@ class DecodeCache:
         """How many images are stored."""
         self._map()
         return int(np.count_nonzero(self._flags == FILLED))
+
+
+def _reserve(fd: int, nbytes: int) -> None:
+    """Make the file `nbytes` long with every block allocated, so no later store into a map of it can fault.
+
+    `os.posix_fallocate` allocates without writing (glibc writes zeros itself where the file system
+    cannot); where Python has none (macOS), zeros are written. Either way a full disk is ENOSPC here.
+    """
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    have = os.fstat(fd).st_size
+    os.lseek(fd, have, os.SEEK_SET)
+    zeros = bytes(1 << 20)
+    while have < nbytes:
+        have += os.write(fd, zeros[:min(len(zeros), nbytes - have)])

@@ -2,14 +2,22 @@
 
 The cache lives under `groundup.paths.groundup_home()` (`$GROUNDUP_HOME` or `~/.groundup`):
 
-    <home>/archives/imagenette2-160.tgz        the verified archive (kept, so re-extracting is offline)
-    <home>/archives/imagenette2-160.tgz.part   an unfinished download; the next call resumes it
-    <home>/data/imagenette-160/imagenette2-160 the extracted folder `untar_data` returns
+    <home>/archives/imagenette2-160-<hash>.tgz      the verified archive (kept, so re-extracting is offline)
+    <home>/archives/imagenette2-160-<hash>.tgz.part an unfinished download; the next call resumes it
+    <home>/data/imagenette-160/imagenette2-160      the extracted folder `untar_data` returns (a registry name)
+    <home>/data/tiny-<hash>/tiny                    the same for a url passed directly
+
+The cache is keyed by the full url (`<hash>`: 8 hex digits of its sha256), never by its file name
+alone: `.../v1/data.tgz` and `.../v2/data.tgz` are two archives. The extracted folder records the
+url and the size, md5 and sha256 of the archive it came from (`.groundup-archive.json`), so a
+checksum given later is checked against what is cached, not assumed.
 
 Every step is atomic: bytes go to a `.part` file that is renamed only once its size and
-checksum are verified, and an archive is extracted into a temporary sibling folder that is
-renamed into place only when complete. A half-finished download or extraction therefore
-never looks finished, and a lock file keeps two processes from downloading the same file at once.
+checksum are verified (and, without a whole-file checksum, once the archive has been read to
+its end: a server that sends no length cannot otherwise tell a cut-off transfer from a whole
+one), and an archive is extracted into a temporary sibling folder that is renamed into place
+only when complete. A half-finished download or extraction therefore never looks finished,
+and a lock file keeps two processes from downloading the same file at once.
 
 Example:
     >>> path = untar_data("imagenette-160")          # doctest: +SKIP
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -31,6 +40,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -39,7 +49,9 @@ from tqdm.auto import tqdm
 
 from groundup._version import __version__
 from groundup.data.class_names import IMAGENETTE_CLASS_NAMES, IMAGEWOOF_CLASS_NAMES
-from groundup.paths import groundup_home
+from groundup.disk import format_size
+from groundup.errors import GroundupError
+from groundup.paths import groundup_home, home_folder
 
 __all__ = [
     "DATASETS",
@@ -52,19 +64,6 @@ __all__ = [
     "registry_class_names",
     "untar_data",
 ]
-
-
-_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def format_size(num_bytes: float) -> str:
-    """Format a byte count with binary prefixes: `1536` -> `'1.5 KiB'`, `99003388` -> `'94.4 MiB'`."""
-    value = float(num_bytes)
-    for unit in _SIZE_UNITS:
-        if abs(value) < 1024 or unit == _SIZE_UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # the loop always returns at the last unit
 
 _CHUNK = 1 << 20  # read and hash 1 MiB at a time
 _ATTEMPTS = 3  # a transfer cut off midway is resumed (HTTP Range) up to this many times in one call
@@ -96,8 +95,10 @@ class Archive:
 
     @property
     def filename(self) -> str:
-        """The archive's file name under `<home>/archives/`, taken from the url."""
-        return _url_filename(self.url)
+        """The archive's file name under `<home>/archives/`: the url's file name with the url's hash in it."""
+        name = _url_filename(self.url)
+        stem = _strip_archive_suffix(name)
+        return f"{stem}-{_url_hash(self.url)}{name[len(stem):]}"
 
 
 _FASTAI_IMAGECLAS = "https://s3.amazonaws.com/fast-ai-imageclas"
@@ -141,7 +142,7 @@ DATASETS: dict[str, Archive] = {
 }
 
 
-class DownloadError(OSError):
+class DownloadError(GroundupError, OSError):
     """A download failed: the network, the server, or the received file was wrong."""
 
     url: str | None = None  # set for a network failure, with `reason`
@@ -156,7 +157,7 @@ class ChecksumError(DownloadError):
     """A downloaded file's size or checksum differs from the expected one (the file is removed)."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(GroundupError, ValueError):
     """An archive member would be written outside the destination, or is a link or device."""
 
 
@@ -218,28 +219,40 @@ def untar_data(
         return _data_root(dest)
 
     archive = _resolve(name_or_url)
-    if (size, md5, sha256) != (None, None, None):  # the caller's checks replace the registry's
+    checked = (size, md5, sha256) != (None, None, None)
+    if checked:  # the caller's checks replace the registry's
         archive = Archive(archive.name, archive.url, size=size, md5=md5, sha256=sha256)
     dest = Path(dest).expanduser() if dest is not None else groundup_home() / "data" / archive.name
-    if _is_finished(dest):  # the common case: no lock, no network
-        return _data_root(dest)
     archive_path = groundup_home() / "archives" / archive.filename
+    if _is_finished(dest) and (not checked or _matches(dest, archive, archive_path)):
+        return _data_root(dest)  # the common case: no lock, no network
+    home_folder("archives")  # a read-only GROUNDUP_HOME is an error naming it, not a raw errno
     # One lock per archive file: a second process waits here, then finds the work done.
     with _locked(archive_path.with_name(archive_path.name + ".lock")):
-        if not _is_finished(dest):
-            _download_if_needed(archive, archive_path, progress=progress, timeout=timeout)
-            extract_archive(archive_path, dest)
+        finished = _is_finished(dest)
+        if not finished or (checked and not _matches(dest, archive, archive_path)):
+            digests = _download_if_needed(archive, archive_path, progress=progress, timeout=timeout)
+            _extract_download(archive, archive_path, dest, digests, replace=finished)
     return _data_root(dest)
 
 
-def extract_archive(archive_path: str | Path, dest: str | Path) -> Path:
+def extract_archive(archive_path: str | Path, dest: str | Path, *, record: dict | None = None,
+                    replace: bool = False) -> Path:
     """Safely extract a tar (.tgz, .tar.gz, .tar.bz2, .tar.xz, .tar) or zip archive into `dest`.
 
     Only regular files and folders are extracted; a member with an absolute path or one that
     would land outside `dest` (`../evil`), a symlink, a hard link or a device file raises
     `UnsafeArchiveError` naming it. Members go into a temporary sibling of `dest` that is
     renamed to `dest` only when everything was extracted, so on any error nothing is left at
-    `dest`. If `dest` already holds files (another process finished first), those are kept.
+    `dest`. If `dest` already holds files (another process finished first), those are kept,
+    unless `replace`: then the new folder takes the old one's place.
+
+    Args:
+        archive_path: the archive.
+        dest: the folder to extract into.
+        record: written into the folder as `.groundup-archive.json` (where the archive came
+            from and its checksums), in the same atomic step.
+        replace: put the extracted folder in place of a finished `dest`.
 
     Returns:
         `dest`, as a Path.
@@ -260,8 +273,16 @@ def extract_archive(archive_path: str | Path, dest: str | Path) -> Path:
                 f"{archive_path} is neither a tar nor a zip archive; if it was downloaded, "
                 "delete it and try again (a server may have sent an error page)"
             )
+        if record is not None:
+            (tmp / _RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if dest.is_dir() and not any(dest.iterdir()):
             dest.rmdir()  # an empty folder someone made for us: replace it
+        if replace and dest.exists():
+            old = dest.with_name(f".{dest.name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            dest.rename(old)
+            tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+            return dest
         try:
             tmp.rename(dest)
         except OSError:
@@ -278,6 +299,45 @@ def extract_archive(archive_path: str | Path, dest: str | Path) -> Path:
 # Resolving names and paths
 
 
+_RECORD = ".groundup-archive.json"  # in an extracted folder: the archive's url, size, md5 and sha256
+
+
+def _url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:8]
+
+
+def _matches(dest: Path, archive: Archive, archive_path: Path) -> bool:
+    """Does the folder extracted at `dest` come from an archive with `archive`'s size and checksums?
+
+    Read from the record extraction wrote; a folder without one (extracted by an older groundup)
+    is checked through its cached archive, and counts as not matching when that is gone.
+    """
+    try:
+        record = json.loads((dest / _RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        if not archive_path.is_file():
+            return False
+        record = {"size": archive_path.stat().st_size, **_digests(archive_path, want_head=False)}
+    wanted = {"size": archive.size, "md5": archive.md5, "sha256": archive.sha256}
+    return all(v is None or str(record.get(k, "")).lower() == str(v).lower() for k, v in wanted.items())
+
+
+def _extract_download(archive: Archive, archive_path: Path, dest: Path, digests: dict, replace: bool) -> None:
+    """Extract a downloaded archive; one that turns out damaged is deleted (it is ours) and named in the error."""
+    record = {"url": archive.url, "size": archive_path.stat().st_size, "md5": digests["md5"],
+              "sha256": digests["sha256"]}
+    try:
+        extract_archive(archive_path, dest, record=record, replace=replace)
+    except (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error) as e:
+        archive_path.unlink(missing_ok=True)
+        raise DownloadError(f"the archive {archive_path} downloaded from {archive.url} is damaged ({_why(e)}); it "
+                            f"was deleted: run again to download it afresh") from e
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
 def _is_url(text: str) -> bool:
     return urllib.parse.urlparse(text).scheme in ("http", "https")
 
@@ -286,8 +346,8 @@ def _resolve(name_or_url: str) -> Archive:
     """The registry entry for a name, or a new `Archive` for a url."""
     if name_or_url in DATASETS:
         return DATASETS[name_or_url]
-    if _is_url(name_or_url):
-        return Archive(_strip_archive_suffix(_url_filename(name_or_url)), name_or_url)
+    if _is_url(name_or_url):  # named after its file and keyed by the whole url
+        return Archive(f"{_strip_archive_suffix(_url_filename(name_or_url))}-{_url_hash(name_or_url)}", name_or_url)
     raise ValueError(
         f"unknown data set {name_or_url!r}: not a registered name, an http(s) url or an existing path; "
         f"registered names: {', '.join(sorted(DATASETS))}"
@@ -352,41 +412,91 @@ def _network_error(url: str, reason: object, offline: str = OFFLINE_HINT) -> Dow
 
 def _download_if_needed(
     archive: Archive, archive_path: Path, *, progress: bool | None, timeout: float
-) -> None:
-    """Reuse a cached archive that passes the checks, else download it (call with the lock held)."""
+) -> dict[str, str]:
+    """Reuse a cached archive that passes the checks, else download it (call with the lock held); its digests."""
     if archive_path.exists():
         try:
-            _verify(archive_path, archive)
-            return
+            return _verify(archive_path, archive)
         except ChecksumError:
             pass  # the corrupted copy was removed; fetch it afresh
-    _download(archive, archive_path, progress=progress, timeout=timeout)
+    return _download(archive, archive_path, progress=progress, timeout=timeout)
 
 
-def _download(archive: Archive, archive_path: Path, *, progress: bool | None, timeout: float) -> None:
+def _download(archive: Archive, archive_path: Path, *, progress: bool | None, timeout: float) -> dict[str, str]:
     """Fetch `archive.url` into `archive_path` via a `.part` file, resuming it, then verify and rename."""
     archive_path.parent.mkdir(parents=True, exist_ok=True)
     part = archive_path.with_name(archive_path.name + ".part")
-    for attempt in range(_ATTEMPTS):
+    total = None
+    for _ in range(_ATTEMPTS):
         have = part.stat().st_size if part.exists() else 0
         if archive.size is not None and have > archive.size:
             part.unlink()  # longer than the real file: it cannot be a prefix of it
             have = 0
         if archive.size is not None and have == archive.size:
             break  # complete already (the last run died before renaming)
-        done = _fetch(archive, part, have, progress=progress, timeout=timeout)
+        done, start, end, total = _fetch(archive, part, have, progress=progress, timeout=timeout)
         if done:
             break
-        if part.exists() and part.stat().st_size == have:  # no progress at all: don't spin
-            raise _network_error(archive.url, "the connection closed before any data arrived")
+        if end <= have:  # no progress: another try would end at the same place
+            if have and start == 0 and end:  # the server ignored Range: the network advice would be wrong
+                raise DownloadError(f"could not download {archive.url}: {_no_progress(have, start, end, total)}")
+            raise _network_error(archive.url, _no_progress(have, start, end, total))
     else:
-        raise _network_error(archive.url, f"the transfer was cut off {_ATTEMPTS} times")
-    _verify(part, archive)  # raises (and removes the file) on mismatch
+        of = f" of {total:,}" if total is not None else ""
+        raise _network_error(archive.url, f"the transfer was cut off {_ATTEMPTS} times ({end:,}{of} bytes arrived)")
+    digests = _verify(part, archive)  # raises (and removes the file) on mismatch
+    if archive.md5 is None and archive.sha256 is None:  # nothing proves it whole: read it to its end
+        broken = _unreadable(part)
+        if broken:
+            size = part.stat().st_size
+            part.unlink()
+            raise DownloadError(f"the archive downloaded from {archive.url} is incomplete or damaged "
+                                f"({format_size(size)} arrived; {broken}); it was deleted ({part}): run again to "
+                                f"download it afresh, or pass md5= or sha256= to have it checked")
     os.replace(part, archive_path)
+    return digests
 
 
-def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None, timeout: float) -> bool:
-    """One HTTP request appending to `part` from byte `have`; True if the whole body arrived."""
+def _no_progress(have: int, start: int, end: int, total: int | None) -> str:
+    """Why a request added nothing to the `.part` file, for the error."""
+    of = f" of {total:,}" if total is not None else ""
+    if have and start == 0 and end:  # asked to continue from `have`, the server sent the file from its start again
+        return (f"the transfer was cut off after {end:,}{of} bytes, and the server does not resume (it ignored "
+                f"the request to continue from byte {have:,} and started again from the beginning), so every try "
+                f"ends at the same place; try again later, or download the file another way and pass its path")
+    if end == 0:
+        return "the connection closed before any data arrived"
+    return f"the connection closed after {end:,}{of} bytes and sent no more"
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the archive at `path` cannot be read to its end, or None if it can (every member decompressed)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+            return f"member {bad!r} is damaged" if bad else None
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.isfile():
+                    source = tar.extractfile(member)
+                    while source is not None and source.read(_CHUNK):
+                        pass
+        return None
+    except (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, OSError) as e:
+        if isinstance(e, tarfile.ReadError) and "empty file" not in str(e) and not tarfile.is_tarfile(path):
+            return "neither a tar nor a zip archive (a server may have sent an error page)"
+        return f"it ends early or is damaged: {_why(e)}"
+
+
+def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None,
+           timeout: float) -> tuple[bool, int, int, int | None]:
+    """One HTTP request appending to `part` from byte `have`.
+
+    Returns:
+        (the whole body arrived, the byte the body started at (0 if the server ignored Range),
+        the size of `part` afterwards, the file's total size if the server said it).
+    """
     url = archive.url
     headers = {"User-Agent": f"groundup/{__version__}"}
     if have:
@@ -396,7 +506,7 @@ def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None, ti
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # range not satisfiable: the part file is useless, start over
             part.unlink()
-            return False
+            return False, 0, 0, None
         raise _network_error(url, f"HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise _network_error(url, getattr(e, "reason", e)) from e
@@ -409,6 +519,7 @@ def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None, ti
             mode = "ab"
         else:  # 200: the server ignored Range (or none was sent), so the body is the whole file
             have, mode = 0, "wb"
+        start = have
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         if total is not None and archive.size is not None and total != archive.size:
@@ -422,20 +533,20 @@ def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None, ti
         disable = None if progress is None else not progress
         with (
             open(part, mode) as f,
-            tqdm(total=total, initial=have, desc=archive.filename, unit="B", unit_scale=True, unit_divisor=1024,
+            tqdm(total=total, initial=have, desc=_url_filename(url), unit="B", unit_scale=True, unit_divisor=1024,
                  disable=disable) as bar,
         ):
             while True:
                 try:
                     chunk = response.read(_CHUNK)
                 except (OSError, http.client.HTTPException):
-                    return False  # cut off midway: what arrived stays in `part`, to be resumed
+                    return False, start, received, total  # cut off midway: what arrived stays, to be resumed
                 if not chunk:
                     break
                 f.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
-    return total is None or received >= total
+    return total is None or received >= total, start, received, total
 
 
 def _content_range_start(header: str | None) -> int | None:
@@ -444,9 +555,10 @@ def _content_range_start(header: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _verify(path: Path, archive: Archive) -> None:
-    """Check `path` against the archive's size and checksums; remove it and raise if any differs."""
+def _verify(path: Path, archive: Archive) -> dict[str, str]:
+    """Check `path` against the archive's size and checksums; remove it and raise if any differs; its digests."""
     checks = []
+    digests = {}
     actual_size = path.stat().st_size
     if archive.size is not None:
         checks.append(("size", f"{archive.size} bytes", f"{actual_size} bytes", archive.size == actual_size))
@@ -465,6 +577,7 @@ def _verify(path: Path, archive: Archive) -> None:
             f"{details}. It was removed ({path}); run again to download it afresh. If this keeps happening "
             "the published archive may have changed: pass the url with your own size/md5/sha256, or none"
         )
+    return digests
 
 
 def _digests(path: Path, *, want_head: bool) -> dict[str, str]:

@@ -17,7 +17,7 @@ import numpy as np
 from groundup.data.class_names import read_class_names
 from groundup.data.download import registry_class_names
 from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
-from groundup.data.images import Dataset
+from groundup.data.images import DEFAULT_MAX_PIXELS, Dataset
 from groundup.data.loader import DataLoader, DataLoaders
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import batch_stats
@@ -74,8 +74,8 @@ class ImageDataLoaders(DataLoaders):
     @classmethod
     def from_folder(cls, path: str | os.PathLike, size: int = 64, bs: int = 128,
                     num_workers: int | None = None, seed: int | None = None, valid_bs: int | None = None,
-                    cache: bool = True, skip_corrupt: bool = False, n_workers: int | None = None
-                    ) -> ImageDataLoaders:
+                    cache: bool = True, skip_corrupt: bool = False, n_workers: int | None = None,
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataLoaders:
         """Loaders for a folder laid out as `train/<label>/*.jpg` and `val/<label>/*.jpg` (or `valid/`).
 
         Finds the files, builds the vocabulary from the training labels (`val2idx`), splits by
@@ -84,7 +84,9 @@ class ImageDataLoaders(DataLoaders):
         image size, the vocabulary, the class names and the per-channel mean and std of one
         training batch. Class names come from an optional `classes.json` or `labels.txt` in `path`
         (see `groundup.data.class_names`), else from the registry for Imagenette and Imagewoof
-        folders, else they are the folder names.
+        folders, else they are the folder names. The validation images' headers are read here
+        (`Dataset.check_headers`), so an unreadable one stops the run before training, not after a
+        whole epoch.
 
         Args:
             path: the data set folder.
@@ -94,6 +96,8 @@ class ImageDataLoaders(DataLoaders):
             seed: makes the shuffling and the statistics batch reproducible.
             cache: keep decoded images in a decode cache under `GROUNDUP_HOME`.
             skip_corrupt: skip undecodable images with a warning instead of failing.
+            max_pixels: refuse images with more pixels than this, before decoding them (a
+                decompression bomb; default Pillow's limit, about 89 million); see `open_image`.
 
         Example:
             >>> dls = ImageDataLoaders.from_folder("imagenette2-160", size=64, bs=128)
@@ -106,8 +110,12 @@ class ImageDataLoaders(DataLoaders):
         vocab = val2idx(parent_label(f) for f in train_files)
         if num_workers is None:
             num_workers = default_num_workers()
-        train_ds = Dataset(train_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
-        valid_ds = Dataset(valid_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt)
+        train_ds = Dataset(train_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt,
+                           max_pixels=max_pixels)
+        # Without room for the training images' cache, the validation images go without one too (one warning).
+        valid_ds = Dataset(valid_files, vocab, size=size, cache=cache and train_ds.cache is not None,
+                           skip_corrupt=skip_corrupt, max_pixels=max_pixels)
+        valid_ds.check_headers()  # a bad validation image would otherwise surface after a whole training epoch
         train = DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers, seed=seed)
         valid = DataLoader(valid_ds, valid_bs or 2 * bs, num_workers=num_workers, seed=train.seed)
         rng = np.random.default_rng([train.seed, 2**31])

@@ -1,9 +1,26 @@
-"""Decoding images and the `Dataset` of (image, label index) pairs (walkthrough step 2)."""
+"""Decoding images and the `Dataset` of (image, label index) pairs (walkthrough step 2).
+
+Every image becomes 8-bit RGB, whatever its Pillow mode. Pillow's own `convert("RGB")` is right
+for the 8-bit modes (1, L, P, RGB, RGBA, CMYK, LA, PA, YCbCr, ...: alpha is dropped) but clips
+the wider ones, so a 16-bit grayscale PNG would come out all white. Those are scaled instead:
+
+    I;16, I;16B, I;16L, I;16N   16-bit: v * 255 / 65535, rounded
+    I                           32-bit integers holding 16-bit data (as PNG and most TIFF writers
+                                store them): scaled the same way, values outside 0..65535 clipped
+    F                           floats in [0, 1], the usual range of float images: v * 255,
+                                rounded; values outside [0, 1] are clipped and NaN is 0
+
+An image with more than `max_pixels` pixels (default: Pillow's `Image.MAX_IMAGE_PIXELS`, about
+89 million, a 9459 x 9459 image) is refused before it is decoded, as a `CorruptImageError`: a
+decompression bomb (a 48 KB PNG of 20000 x 20000 pixels) would otherwise take gigabytes of memory.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,35 +29,108 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from groundup.checks import check_int
-from groundup.data.cache import BAD, FILLED, DecodeCache
+from groundup.data.cache import BAD, FILLED, DecodeCache, DecodeCacheError
 from groundup.data.files import label_files, parent_label, val2idx
+from groundup.errors import GroundupError, GroundupWarning
 
 log = logging.getLogger(__name__)
 
 
-class CorruptImageError(ValueError):
-    """An image file that cannot be decoded; the message names the file."""
+class CorruptImageError(GroundupError, ValueError):
+    """An image file that cannot be decoded (or is too large to); the message names the file and what to do."""
 
 
-def open_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Decode an image file to a (size, size, 3) uint8 RGB array, squashed to a square.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's warning limit: 89,478,485 pixels (about 9459 x 9459)
+_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_FIX = "remove it or convert it (to PNG or JPEG)"
 
-    Grayscale, RGBA, CMYK and palette images are converted to RGB. JPEGs are decoded in
-    draft mode: libjpeg scales by 1/2, 1/4 or 1/8 while decoding (never below `size`), which
-    saves most of the decoding work (`benchmarks/bench_data.py` measures it).
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """`im` as an 8-bit RGB image; 16-bit, 32-bit and float modes are scaled, not clipped (see the module notes)."""
+    if im.mode in _16BIT or im.mode == "I":
+        v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")  # uint8: mode L
+    if im.mode == "F":
+        v = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0)
+        return Image.fromarray(np.rint(np.clip(v, 0.0, 1.0) * 255).astype(np.uint8)).convert("RGB")  # uint8: mode L
+    return im.convert("RGB")
+
+
+def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
+    """`Image.open` (the header only) with groundup's pixel limit in place of Pillow's warning."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the check below says more
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:  # above twice Pillow's limit: it refuses to open it at all
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
+        raise CorruptImageError(_too_large(path, pixels, max_pixels)) from e
+    if max_pixels is not None and im.width * im.height > max_pixels:
+        im.close()
+        raise CorruptImageError(_too_large(path, f"{im.width} x {im.height} = {im.width * im.height:,} pixels",
+                                           max_pixels))
+    return im
+
+
+def _too_large(path, pixels: str, max_pixels: int | None) -> str:
+    limit = f"{max_pixels:,}" if max_pixels is not None else f"Pillow's {2 * Image.MAX_IMAGE_PIXELS:,}"
+    return (f"image file {path} is too large to decode: {pixels}, more than the limit of {limit} (max_pixels); "
+            f"it may be a decompression bomb: remove it, or shrink it if it is genuine (in Python, max_pixels= "
+            f"raises the limit)")
+
+
+def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Read only the header of an image file: its (width, height), or `CorruptImageError` naming the file.
+
+    Cheap (no pixels are decoded); catches files that are not images, unknown formats and images
+    above `max_pixels`, not damage further in (a truncated JPEG is found when it is decoded).
     """
     try:
-        with Image.open(path) as im:
+        with _open(path, max_pixels) as im:
+            return im.size
+    except (FileNotFoundError, CorruptImageError):
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CorruptImageError(f"cannot decode image file {path}: {_reason(e)}; {_FIX}") from e
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, UnidentifiedImageError):  # Pillow's message repeats the path
+        return "not an image format Pillow knows (not an image at all, or damaged at the start)"
+    return str(e) or type(e).__name__
+
+
+def open_image(path: str | os.PathLike, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to a (size, size, 3) uint8 RGB array, squashed to a square.
+
+    Every Pillow mode is converted to 8-bit RGB; 16-bit, 32-bit and float images are scaled (see
+    the module notes). JPEGs are decoded in draft mode: libjpeg scales by 1/2, 1/4 or 1/8 while
+    decoding (never below `size`), which saves most of the decoding work
+    (`benchmarks/bench_data.py` measures it).
+
+    Args:
+        path: the image file.
+        size: the side of the square result.
+        max_pixels: refuse (`CorruptImageError`) an image with more pixels than this before
+            decoding it (a decompression bomb); None: only Pillow's own limit, twice as high.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptImageError: not an image, damaged, or too large; the message names the file and what to do.
+    """
+    try:
+        with _open(path, max_pixels) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
-            im = im.convert("RGB")
+            im = to_rgb(im)
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             return np.array(im, dtype=np.uint8)  # a writable copy
-    except FileNotFoundError:
+    except (FileNotFoundError, CorruptImageError):
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CorruptImageError(f"cannot decode image file {path}: {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise CorruptImageError(f"cannot decode image file {path}: {_reason(e)}; {_FIX}") from e
 
 
 def image_pixels(image, size: int) -> np.ndarray:
@@ -81,9 +171,12 @@ class Dataset:
         size: images are squashed to `size`×`size` pixels.
         label_func: the label of a file (default: its parent folder's name).
         cache: keep decoded images in a `DecodeCache` (uint8 memory map under `GROUNDUP_HOME`) so
-            epochs after the first skip decoding; pass False to decode every time.
+            epochs after the first skip decoding; pass False to decode every time. Where the cache
+            cannot be made (a full or read-only disk) a `GroundupWarning` says so and `cache` is None.
         skip_corrupt: on an undecodable file, warn and return None (which `collate` drops)
             instead of raising `CorruptImageError`.
+        max_pixels: refuse images with more pixels than this, before decoding them (a
+            decompression bomb); see `open_image`.
 
     Example:
         >>> ds = Dataset(get_image_files("imagenette2-160/train"), size=64)
@@ -92,13 +185,22 @@ class Dataset:
 
     def __init__(self, files: Sequence[str | os.PathLike], vocab: dict[str, int] | None = None,
                  size: int = 64, label_func: Callable[[Path], str] = parent_label,
-                 cache: bool = True, skip_corrupt: bool = False):
+                 cache: bool = True, skip_corrupt: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         check_int("Dataset", "size", size)
+        if max_pixels is not None:
+            check_int("Dataset", "max_pixels", max_pixels)
         self.files = [Path(f) for f in files]
         self.vocab = vocab if vocab is not None else val2idx(label_func(f) for f in self.files)
         self.labels = np.asarray(label_files(self.files, self.vocab, label_func), dtype=np.int64)
-        self.size, self.skip_corrupt = size, skip_corrupt
-        self.cache = DecodeCache(self.files, size) if cache and self.files else None
+        self.size, self.skip_corrupt, self.max_pixels = size, skip_corrupt, max_pixels
+        self._skipped: set[int] = set()  # found bad by check_headers (with skip_corrupt), when there is no cache
+        self.cache = None
+        if cache and self.files:
+            try:
+                self.cache = DecodeCache(self.files, size)
+            except DecodeCacheError as e:  # a full or read-only disk costs speed, never the run
+                warnings.warn(f"{e}; going on without the decode cache (every epoch decodes the images again): "
+                              f"{e.advice} to make the epochs after the first faster", GroundupWarning, stacklevel=2)
         self._all_cached = False
 
     def __len__(self) -> int:
@@ -110,6 +212,34 @@ class Dataset:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         x = self._image(int(i))
         return None if x is None else (torch.from_numpy(x), int(self.labels[i]))
+
+    def check_headers(self) -> None:
+        """Read the header of every image not yet in the decode cache: cheap, and before any training.
+
+        An unreadable file (not an image, an unknown format, more than `max_pixels` pixels) raises
+        `CorruptImageError` naming it and what to do, or, with `skip_corrupt`, is skipped with a
+        warning. Damage further into a file is found when it is decoded.
+        """
+        c = self.cache
+        flags = c.flags(np.arange(len(self))) if c is not None else np.zeros(len(self), np.uint8)
+        for i in np.flatnonzero(flags != FILLED):
+            if flags[i] == BAD and self.skip_corrupt:
+                continue
+            try:
+                check_image(self.files[i], self.max_pixels)
+            except CorruptImageError as e:
+                self._bad(int(i), e)
+
+    def _bad(self, i: int, e: CorruptImageError) -> None:
+        """Skip image `i` with a warning (`skip_corrupt`), or raise `e` with the way to skip it."""
+        if not self.skip_corrupt:
+            raise CorruptImageError(f"{e}; or skip unreadable images with --skip-corrupt (skip_corrupt=True in "
+                                    f"Python)") from e
+        warnings.warn(f"skipping {e}", GroundupWarning, stacklevel=3)
+        if self.cache is not None:
+            self.cache.mark_bad(i)
+        else:
+            self._skipped.add(i)
 
     def is_cached(self) -> bool:
         """True once every image is in the decode cache (then batches are a cheap gather)."""
@@ -146,14 +276,12 @@ class Dataset:
                 return c.read([i])[0]  # a copy: a caller writing into it must not touch the cache
             if flag == BAD and self.skip_corrupt:
                 return None
+        elif i in self._skipped and self.skip_corrupt:
+            return None
         try:
-            x = open_image(self.files[i], self.size)
+            x = open_image(self.files[i], self.size, self.max_pixels)
         except CorruptImageError as e:
-            if not self.skip_corrupt:
-                raise
-            log.warning("skipping %s", e)
-            if c is not None:
-                c.mark_bad(i)
+            self._bad(i, e)
             return None
         if c is not None:
             c.write(i, x)

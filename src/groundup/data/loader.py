@@ -9,8 +9,10 @@ How the workers work (and why it beats the walkthrough's ProcessPoolExecutor per
   order, with at most `prefetch` batches per worker in flight.
 - Every epoch has a tag: results of an epoch that was abandoned (a `break`, a cancel) are
   recognised by their tag and dropped, so the next epoch never sees stale batches.
-- A worker that dies is noticed within `timeout` seconds at most and raises an error naming it;
-  an exception inside a worker is re-raised in the main process with the worker's traceback.
+- A worker that dies is noticed within `timeout` seconds at most and raises an error naming it
+  and the signal that killed it (also when it died handing over a batch: torch passes a tensor
+  through its sender, so receiving it fails first); an exception inside a worker is re-raised in
+  the main process with the worker's traceback.
 - Workers ignore Ctrl-C (the main process handles it and stops them), are daemons (ended when
   the main process exits), and leave by themselves if the main process disappears.
 """
@@ -24,6 +26,7 @@ import os
 import queue
 import random
 import signal
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Sequence
@@ -36,6 +39,7 @@ from torch import Tensor
 from groundup.checks import check_int
 from groundup.data.preprocessing import Preprocessing
 from groundup.deprecation import renamed
+from groundup.errors import GroundupError
 
 
 def collate(samples: Sequence[Any], ds: Any = None) -> Any:
@@ -76,7 +80,7 @@ def collate(samples: Sequence[Any], ds: Any = None) -> Any:
                     "pass a collate_fn that can")
 
 
-class WorkerError(RuntimeError):
+class WorkerError(GroundupError, RuntimeError):
     """A DataLoader worker process died or failed; the message says which and why."""
 
 
@@ -110,6 +114,27 @@ def _worker_loop(dataset, collate_fn, tasks, results, worker_id: int, seed: int,
             results.put((tag, i, None, (type(e), str(e), msg)))
 
 
+# What a signal that killed a worker most likely means, and what to do about it.
+_SIGNAL_HINTS = {
+    "SIGKILL": "the system's out-of-memory killer sends it: if memory is short, use fewer workers (--workers) "
+               "or a smaller batch (--bs)",
+    "SIGBUS": "a memory-mapped file could not be backed, e.g. a full disk under GROUNDUP_HOME: free some space",
+    "SIGSEGV": "it crashed in native code (a bug in a library it ran, or a damaged image decoder)",
+    "SIGTERM": "something outside groundup asked it to stop",
+}
+
+
+def _how_it_died(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        hint = _SIGNAL_HINTS.get(name, "something outside groundup sent it")
+        return f"was killed by signal {-code} ({name}); {hint}"
+    return f"exited unexpectedly (exit code {code}); if it was killed for memory, use fewer workers or a smaller batch"
+
+
 class _WorkerPool:
     """`n` persistent worker processes sharing one task queue and one result queue."""
 
@@ -123,14 +148,17 @@ class _WorkerPool:
         for p in self.procs:
             p.start()
 
-    def check_alive(self) -> None:
-        for k, p in enumerate(self.procs):
-            if not p.is_alive():
-                code = p.exitcode
-                why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                self.close()
-                raise WorkerError(f"DataLoader worker {k} (pid {p.pid}) exited unexpectedly ({why}); "
-                                  "if it was killed for memory, use fewer workers or a smaller batch size")
+    def check_alive(self, wait: float = 0.0) -> None:
+        """Raise `WorkerError` naming the first dead worker and how it died; look for up to `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            for k, p in enumerate(self.procs):
+                if not p.is_alive():
+                    self.close()
+                    raise WorkerError(f"DataLoader worker {k} (pid {p.pid}) {_how_it_died(p.exitcode)}")
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
 
     def close(self) -> None:
         for _ in self.procs:
@@ -272,6 +300,10 @@ class DataLoader:
                     except queue.Empty:
                         pool.check_alive()
                         continue
+                    except Exception as e:  # a batch that cannot be received: did the worker that sent it die?
+                        pool.check_alive(wait=2.0)
+                        raise WorkerError(f"could not receive a batch from the DataLoader workers "
+                                          f"({type(e).__name__}: {e}); all of them are still running") from e
                     if rtag == tag:
                         done[j] = (batch, err)
                 batch, err = done.pop(i)
