@@ -558,10 +558,9 @@ def test_a_label_with_a_tab_or_newline_cannot_break_the_tab_separated_output(tmp
     assert main(["predict", str(tmp_path / "run" / "model.pt"), str(data / "val"), "--top", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 9  # one line per image, whatever the labels hold
-    for line in lines:
+    for line in lines:  # the path, then a name and a probability per class, each its own field
         fields = line.split("\t")
-        assert len(fields) == 4 and {f.rsplit(" ", 1)[0] for f in fields[1:]} == {"plain", "tab\\there",
-                                                                                 "new\\nline"}
+        assert len(fields) == 7 and set(fields[1::2]) == {"plain", "tab\\there", "new\\nline"}
 
 
 # -- devices ----------------------------------------------------------------------------------------------------

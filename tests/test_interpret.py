@@ -150,3 +150,19 @@ def test_labelled_files_wants_label_folders(tmp_path, image_folder):
     with pytest.raises(FileNotFoundError, match="data folder not found"):
         labelled_files(tmp_path / "nope")
     assert len(labelled_files(image_folder, split="train")) == 18
+
+
+def test_top_losses_finds_the_images_when_unreadable_ones_were_skipped(image_folder, tmp_path):
+    from groundup.callbacks.setup import SetupLearnerCB
+    from groundup.data.folder import ImageDataLoaders
+    from groundup.interpret import Interpretation
+    from groundup.learner import Learner
+    from groundup.losses import cross_entropy
+    from groundup.nn.models import simple_cnn
+
+    (image_folder / "val" / "cat" / "broken.jpg").write_bytes(b"not an image")
+    dls = ImageDataLoaders.from_folder(image_folder, size=16, bs=4, num_workers=0, seed=0, skip_corrupt=True)
+    learn = Learner(simple_cnn(n_classes=3), dls, cross_entropy, cbs=[SetupLearnerCB("cpu")])
+    interp = Interpretation.from_learner(learn)
+    assert len(interp.items) == len(dls.valid.dataset) - 1 and all(not str(p).endswith("broken.jpg") for p in interp.items)
+    assert interp.plot_top_losses(4, tmp_path / "top.png").is_file()

@@ -15,6 +15,7 @@ from groundup.learner import (
     Learner,
 )
 from groundup.losses import cross_entropy
+from groundup.nn.bridge import to_torch
 from groundup.optim import SGD, Adam
 
 
@@ -198,7 +199,7 @@ def test_wrap_model_trains_the_wrapper_and_gives_the_model_back_after_fit():
     class Counting(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
-            self.inner = inner
+            self.inner = to_torch(inner)
         def forward(self, x):
             calls.append(len(x))
             return self.inner(x)

@@ -128,13 +128,16 @@ class Interpretation:
         n = probs.shape[1]
         names = pre.class_names if pre is not None and pre.class_names else [str(i) for i in range(n)]
         vocab = pre.vocab if pre is not None and pre.vocab else None
-        # Images can be looked up by position only if the loader yields the whole data set in order.
+        # Images can be looked up by position only if the loader yields the whole data set in order
+        # (less the images skipped as unreadable).
         ds = getattr(dl, "dataset", None)
-        in_order = (ds is not None and hasattr(ds, "__getitem__") and hasattr(ds, "__len__")
-                    and len(ds) == len(probs) and not getattr(dl, "shuffle", False)
-                    and getattr(dl, "world_size", 1) == 1)
-        image = (lambda i: ds[i][0]) if in_order else None
-        items = getattr(ds, "files", None) if in_order else None
+        skipped = ds.skipped() if callable(getattr(ds, "skipped", None)) else set()
+        kept = [i for i in range(len(ds)) if i not in skipped] if hasattr(ds, "__len__") else []
+        in_order = (ds is not None and hasattr(ds, "__getitem__") and len(kept) == len(probs)
+                    and not getattr(dl, "shuffle", False) and getattr(dl, "world_size", 1) == 1)
+        image = (lambda j: ds[kept[j]][0]) if in_order else None
+        files = getattr(ds, "files", None)
+        items = [files[i] for i in kept] if in_order and files is not None else None
         interp = cls(probs, targets, losses, names, vocab, image=image, items=items)
         interp.learn = learn
         return interp

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
+from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint, weights_mismatch
 from groundup.checks import check_device, check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
@@ -121,9 +121,13 @@ def load_trained_model(path: str | os.PathLike, model=None):
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, ValueError, KeyError) as e:
         arch = f" {spec['name']!r}" if spec else ""
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} "
-                              f"({first[:300]})") from e
+        how = weights_mismatch(model.state_dict(), ckpt["model"]) or (str(e).strip() or type(e).__name__)[:200]
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} ({how})") from e
+    broken = [k for k, t in ckpt["model"].items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # saved after training diverged (before groundup stopped such runs): it would predict "nan"
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights ({len(broken)} tensors, e.g. "
+                              f"{broken[0]}): training had diverged when it was saved; use best.pt or an "
+                              f"earlier checkpoint, or train again with a lower learning rate")
     return model, pre
 
 

@@ -375,12 +375,16 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         plots["Training loss per batch; validation loss and accuracy per epoch"] = run_dir / "losses.png"
     interp = interpret_validation(learn)
     interp.plot_confusion_matrix(run_dir / "confusion_matrix.png")
-    interp.plot_top_losses(9, run_dir / "top_losses.png")
+    try:
+        interp.plot_top_losses(9, run_dir / "top_losses.png")
+    except ValueError as e:  # which image is which is not known (skipped images, found by worker processes)
+        log.warning("no top_losses.png: %s", e)
     per_class = interp.per_class()
     write_per_class_csv(per_class, run_dir / "per_class.csv")
     plots["Confusion matrix of the validation set (rows: actual class, columns: predicted)"] = \
         run_dir / "confusion_matrix.png"
-    plots["Top losses: the validation images the model got most wrong"] = run_dir / "top_losses.png"
+    if (run_dir / "top_losses.png").is_file():
+        plots["Top losses: the validation images the model got most wrong"] = run_dir / "top_losses.png"
     if recorder.losses:
         recorder.plot_lr(run_dir / "schedule.png")
         plots["Learning rate per batch"] = run_dir / "schedule.png"
@@ -488,6 +492,7 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
             here = Path(resume).parent
             if out is not None and Path(out).expanduser().resolve() != here.resolve():
                 check_out_dir(out)  # the same answer as for a run with epochs left
+            remove_stale_temp_files(here)  # what a kill during an earlier write left behind; results stay as they are
             say(f"{resume} has finished all {cfg.epochs} epochs already; nothing to do ({here} is left as "
                 f"it is; to train for longer, start a new run)")
             summary = here / "summary.json"

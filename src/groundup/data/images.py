@@ -235,11 +235,22 @@ class Dataset:
         if not self.skip_corrupt:
             raise CorruptImageError(f"{e}; or skip unreadable images with --skip-corrupt (skip_corrupt=True in "
                                     f"Python)") from e
-        warnings.warn(f"skipping {e}", GroundupWarning, stacklevel=3)
+        log.warning("skipping %s", e)
         if self.cache is not None:
             self.cache.mark_bad(i)
         else:
             self._skipped.add(i)
+
+    def skipped(self) -> set[int]:
+        """The indices of the images found unreadable and skipped so far (`skip_corrupt`).
+
+        Read from the decode cache when there is one (so it includes what worker processes found);
+        without a cache, only what this process found.
+        """
+        found = set(self._skipped)
+        if self.cache is not None:
+            found |= {int(i) for i in np.flatnonzero(self.cache.flags(np.arange(len(self))) == BAD)}
+        return found
 
     def is_cached(self) -> bool:
         """True once every image is in the decode cache (then batches are a cheap gather)."""
