@@ -40,6 +40,7 @@ from groundup.commands import COMMANDS
 from groundup.commands.options import HelpFormatter
 from groundup.deprecation import moved_names
 from groundup.errors import GroundupError, GroundupWarning, write_traceback
+from groundup.memory import keep_freed_memory
 
 __all__ = ["build_parser", "main"]
 
@@ -64,7 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the `groundup` command with `argv` (default `sys.argv[1:]`); return the exit status."""
+    """Run the `groundup` command with `argv` (default `sys.argv[1:]`); return the exit status.
+
+    Run as the program itself (no `argv` given), the process keeps freed tensor memory for reuse
+    (`groundup.memory.keep_freed_memory`: about a fifth faster CPU epochs); called from Python with
+    an `argv`, it leaves the caller's process settings alone.
+    """
+    if argv is None:
+        keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:

@@ -297,6 +297,7 @@ class Learner:
                 try:
                     self("after_fit")
                 finally:  # the extension points go back to their defaults for the next fit
+                    self.batch = self.preds = self.loss = self.loss_grad = None  # free the last batch's memory
                     self._unwrap()
                     self.autocast, self.grad_scaler, self._unscaled = contextlib.nullcontext, None, False
                     self.cancel_fit_requested = self.keep_grads = False
