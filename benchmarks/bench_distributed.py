@@ -1,8 +1,8 @@
 """Benchmark: data-parallel training with 2 processes (torchrun, gloo, CPU) vs 1 process, same data.
 
 Both runs train the same MLP on the same synthetic data with the same global batch (128), for the
-same number of epochs, once with a groundup Module (DistributedTraining's own bucketed all-reduce) and once
-with a torch.nn model (DistributedDataParallel with DistributedTraining's comm hook). Each configuration is
+same number of epochs, once with a groundup Module and once with a torch.nn model, both through DistributedDataParallel
+with DistributedTraining's comm hook (the groundup one via `groundup.nn.to_torch`). Each configuration is
 a fresh subprocess and reports its median epoch time (training and validation pass) after a warm-up
 epoch: process start-up, imports and DistributedDataParallel's one-time set-up are not counted, and
 the median shrugs off an epoch slowed by other work on the machine.
@@ -44,7 +44,7 @@ def worker(kind: str, epochs: int, n: int, world: int) -> None:
     from groundup.losses import cross_entropy
     from groundup.nn.layers import Linear, ReLU, Sequential
     from groundup.optim import SGD
-    from groundup.process_group import get_rank, init_from_env, is_distributed
+    from groundup.process_group import cleanup, get_rank, init_from_env, is_distributed
 
     init_from_env()
     torch.manual_seed(0)
@@ -78,6 +78,7 @@ def worker(kind: str, epochs: int, n: int, world: int) -> None:
     if get_rank() == 0:
         print("RESULT " + json.dumps({"seconds": seconds, "valid_loss": track.history[-1]["valid_loss"],
                                       "steps": len(dls.train), "allreduce_ms": allreduce_ms}), flush=True)
+    cleanup()  # leave the process group before exit, as groundup train does
 
 
 def free_port() -> int:
