@@ -47,3 +47,11 @@ def test_write_report_in_the_old_argument_order_warns_and_writes(tmp_path):
     with pytest.warns(DeprecationWarning, match="write_report"):
         write_report(tmp_path / "r.html", {"arch": "mlp"}, learn.history, {})
     assert "<html" in (tmp_path / "r.html").read_text()
+
+
+def test_default_device_is_now_local_device():
+    from groundup.callbacks import setup
+    from groundup.process_group import local_device
+
+    with pytest.warns(DeprecationWarning, match="groundup.process_group.local_device"):
+        assert setup.default_device is local_device

@@ -415,3 +415,11 @@ def test_parameters_is_a_list_and_next_works_as_on_torchs_generator():
     assert len(params) == 10 and params[0] is next(model.parameters())
     assert next(params) is params[0] and next(params) is params[1]  # an iterator over itself
     assert list(model.parameters()) == list(model.parameters())  # each call starts afresh
+
+
+def test_add_module_is_torchs_name_for_register_module():
+    from groundup.nn.layers import Linear, Sequential
+
+    model = Sequential(Linear(2, 3))
+    model.add_module("head", Linear(3, 1))
+    assert model.head is model.get_submodule("head") and "head.weight" in model.state_dict()

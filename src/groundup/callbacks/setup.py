@@ -8,6 +8,7 @@ from groundup.callbacks.core import Callback
 from groundup.checks import check_device
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, batch_stats, to_nchw
+from groundup.deprecation import moved_names
 from groundup.process_group import local_device
 
 __all__ = ["SetupLearnerCB", "to_device"]
@@ -68,3 +69,7 @@ class SetupLearnerCB(Callback):
 
     def __repr__(self) -> str:
         return f"SetupLearnerCB(device={self.device}, normalize={self.normalize})"
+
+
+# `default_device` (a pass-through to local_device) before 0.2.
+__getattr__ = moved_names(__name__, {"default_device": "groundup.process_group.local_device"})
