@@ -84,3 +84,14 @@ def torch_mlp():
 
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+@pytest.fixture
+def run(image_folder, tmp_path) -> Path:
+    """A finished 2-epoch `groundup train` run on the tiny image folder; returns its folder."""
+    from groundup.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+                 "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    return out

@@ -27,13 +27,6 @@ print(json.dumps({"names": names, "probs": probs.max(1).values.tolist(), "size":
 """
 
 
-@pytest.fixture
-def run(image_folder, tmp_path):
-    out = tmp_path / "run"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
-                 "--epochs", "2", "--quiet", "--out", str(out)]) == 0
-    return out
-
 
 def test_an_exported_pt2_predicts_like_groundup_predict_without_groundup(run, image_folder, tmp_path, capsys):
     assert main(["export", str(run / "model.pt"), "--out", str(tmp_path / "m.pt2")]) == 0

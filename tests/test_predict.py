@@ -12,15 +12,6 @@ from groundup.data.files import get_image_files
 from groundup.predict import Prediction, Predictor, find_images
 
 
-@pytest.fixture
-def run(image_folder, tmp_path):
-    """A finished 2-epoch run on the tiny image folder; returns its folder."""
-    out = tmp_path / "run"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
-                 "--epochs", "2", "--quiet", "--out", str(out)]) == 0
-    return out
-
-
 def assert_one_line_error(capsys, pattern):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("groundup: error:") and "Traceback" not in err, err
