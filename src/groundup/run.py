@@ -486,9 +486,11 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     started = datetime.datetime.now().isoformat(timespec="seconds")
     main_process = is_main_process()
     say = log.info if main_process else (lambda *a: None)
+    saved = None  # the checkpoint being resumed, read once here
     if resume is not None:
         cfg = resumed_config(resume, cfg, epochs=epochs)
-        if read_checkpoint(resume)["epoch"] + 1 >= cfg.epochs:  # nothing left to train: touch nothing
+        saved = read_checkpoint(resume)
+        if saved["epoch"] + 1 >= cfg.epochs:  # nothing left to train: touch nothing
             here = Path(resume).parent
             if out is not None and Path(out).expanduser().resolve() != here.resolve():
                 check_out_dir(out)  # the same answer as for a run with epochs left
@@ -502,12 +504,11 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
     learn = build_learner(cfg)
     data_path = learn.dls.path
     try:
-        if resume is not None:
-            saved = checkpoint_preprocessing(read_checkpoint(resume))
-            if saved is not None and saved.vocab != learn.preprocessing.vocab:
-                raise ValueError(f"the labels in {data_path} ({len(learn.preprocessing.vocab)}) differ from those "
-                                 f"the checkpoint {resume} was trained on ({len(saved.vocab or [])}); resume with "
-                                 f"the same --data")
+        pre = checkpoint_preprocessing(saved) if saved is not None else None
+        if pre is not None and pre.vocab != learn.preprocessing.vocab:
+            raise ValueError(f"the labels in {data_path} ({len(learn.preprocessing.vocab)}) differ from those "
+                             f"the checkpoint {resume} was trained on ({len(pre.vocab or [])}); resume with "
+                             f"the same --data")
         run_dir = _run_dir(out, resume) if main_process else Path(out or ".")  # only rank 0 writes
         try:
             facts = fit_run(learn, cfg, run_dir, resume=resume, quiet=quiet, say=say)
