@@ -193,7 +193,9 @@ def interrupt_after_epoch(monkeypatch, epoch):
 
 
 def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder, tmp_path, monkeypatch, capsys):
-    options = ["--arch", "resnet", "--opt", "sgd", "--lr", "0.05"]
+    # With augmentation: the crops and flips are seeded by (seed, epoch, batch), so they repeat too.
+    options = ["--arch", "resnet", "--opt", "sgd", "--lr", "0.05", "--augment", "--label-smoothing", "0.1",
+               "--no-wd-norms", "--anneal", "cos"]
     assert main(tiny(image_folder, "--out", str(tmp_path / "full"), *options, epochs=3)) == 0
 
     with monkeypatch.context() as m:
@@ -214,6 +216,7 @@ def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder
     assert drop_seconds(tmp_path / "full" / "metrics.csv") == drop_seconds(tmp_path / "cut" / "metrics.csv")
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["start_epoch"] == 2 and summary["arch"] == "resnet" and summary["config"]["opt"] == "sgd"
+    assert summary["config"]["augment"] is True
 
 
 def test_resuming_a_finished_run_says_so_and_changes_nothing(image_folder, tmp_path, capsys):

@@ -242,7 +242,7 @@ def test_every_option_of_train_can_come_from_the_file():
     from groundup.config import TrainConfig
 
     parser = add_parser(argparse.ArgumentParser().add_subparsers())
-    dests = {a.dest for a in parser._actions} - {"help", "config", "print_config"}  # argparse lists them only here
+    dests = {a.dest for a in parser._actions} - {"help", "config", "print_config", "list_recipes"}  # not settings
     assert dests <= {f.name for f in dataclasses.fields(TrainConfig)} | set(FILE_EXTRAS)
 
 
@@ -279,3 +279,73 @@ def test_piped_output_gets_a_plain_progress_line_per_epoch(image_folder, tmp_pat
     lines = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
     assert [line.split(" done in ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], r.stderr
     assert "\r" not in r.stderr and "training batches" in lines[0]
+
+
+# -- recipes and the recipe's ingredients ------------------------------------------------------------------
+def test_list_recipes_prints_each_recipe_with_its_flags(capsys):
+    from groundup.recipes import RECIPES
+
+    assert main(["train", "--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    for name, recipe in RECIPES.items():
+        assert f"{name}: {recipe.description}" in out
+    assert "--arch resnet_fast" in out and "--augment" in out and "--no-wd-norms" in out
+
+
+def test_a_recipe_sets_its_settings_and_options_given_override_them(capsys):
+    from groundup.recipes import RECIPES
+
+    assert main(["train", "--recipe", "fast", "--epochs", "3", "--no-compile", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    fast = RECIPES["fast"].settings
+    assert 'recipe = "fast"' in printed and f'arch = "{fast["arch"]}"' in printed
+    assert "augment = true" in printed and "tta = true" in printed and "wd_norms = false" in printed
+    assert "epochs = 3" in printed and "compile = false" in printed  # given: they win
+
+
+def test_a_config_file_can_name_a_recipe_and_flags_still_win(tmp_path, capsys):
+    config = write_toml(tmp_path / "a.toml", 'recipe = "fast"\nepochs = 5\n')
+    assert main(["train", "--config", config, "--bs", "32", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "augment = true" in printed and "epochs = 5" in printed and "bs = 32" in printed
+
+
+def test_an_unknown_recipe_is_a_one_line_error_with_the_closest_name(tmp_path, capsys):
+    assert main(["train", "--recipe", "fats", "--out", str(tmp_path / "run")]) == 2
+    assert_one_line_error(capsys, r"--recipe: no recipe 'fats' \(did you mean 'fast'\?\); recipes: fast")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_fast_recipe_trains_with_augmentation_and_reports_the_tta_accuracy(image_folder, tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out, "--recipe", "fast", "--no-compile", epochs=1)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    config = summary["config"]
+    assert config["recipe"] == "fast" and config["augment"] and config["tta"] and config["arch"] == "resnet_fast"
+    assert config["size"] == 16 and config["epochs"] == 1  # given on the command line
+    assert 0.0 <= summary["tta_acc"] <= 1.0
+    assert "flip test-time augmentation" in summary["per_class_note"]
+    ckpt = read_checkpoint(out / "model.pt")
+    decays = sorted(g["weight_decay"] for g in ckpt["opt"]["param_groups"])
+    assert decays == [0.0, 0.05]  # --no-wd-norms: the norms and biases in a group of their own
+
+
+def test_label_smoothing_reaches_the_loss(image_folder, tmp_path):
+    import csv
+
+    losses = {}
+    for eps in ("0", "0.5"):
+        out = tmp_path / f"run{eps}"
+        assert main(tiny(image_folder, out, "--label-smoothing", eps, "--lr", "1e-9", epochs=1)) == 0
+        losses[eps] = float(next(csv.DictReader((out / "metrics.csv").open()))["valid_loss"])
+    assert losses["0"] != losses["0.5"]
+
+
+@pytest.mark.parametrize("flag, value, pattern", [("--crop-scale", "1.5", "--crop-scale must be a fraction"),
+                                                  ("--label-smoothing", "-0.1", "--label-smoothing"),
+                                                  ("--warmup", "1.5", "--warmup")])
+def test_recipe_ingredients_are_checked(image_folder, tmp_path, capsys, flag, value, pattern):
+    assert main(tiny(image_folder, tmp_path / "run", flag, value)) == 2
+    assert_one_line_error(capsys, pattern)

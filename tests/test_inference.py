@@ -114,3 +114,42 @@ def test_predict_and_get_preds_reject_what_is_no_image(image_learner):
         image_learner.get_preds([np.zeros((8, 8, 3), np.uint8)], with_loss=True)
     with pytest.raises(ValueError, match=r"channels first\?"):
         image_learner.predict(np.zeros((3, 8, 8), np.uint8))
+
+
+# -- test-time augmentation with flips ----------------------------------------------------------------------
+def test_tta_forward_averages_the_probabilities_of_the_image_and_its_mirror_image():
+    from groundup.inference import tta_forward
+
+    torch.manual_seed(0)
+    model = simple_cnn(n_classes=4).eval()
+    x = torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        expected = (model(x).softmax(1) + model(x.flip(3)).softmax(1)) / 2
+        got = tta_forward(model, x)
+    assert torch.allclose(got.exp(), expected, atol=1e-6)
+    assert torch.allclose(got.log_softmax(1), got, atol=1e-6)  # already log-probabilities: a loss reads them as logits
+
+
+def test_tta_forward_stays_finite_where_a_probability_underflows():
+    from groundup.inference import tta_forward
+
+    logits = torch.tensor([[0.0, 200.0, -200.0]])
+    got = tta_forward(lambda x: logits.expand(len(x), 3), torch.zeros(1, 3, 4, 4))
+    assert torch.isfinite(got).all()
+
+
+def test_get_preds_and_predict_with_tta_average_an_image_and_its_mirror_image(image_learner, image_folder):
+    path = min((image_folder / "val").rglob("*.jpg"))
+    pixels = open_image(path, 16)
+    plain = image_learner.get_preds([pixels, np.ascontiguousarray(pixels[:, ::-1])])[0]
+    tta = image_learner.get_preds([pixels], tta=True)[0]
+    assert torch.allclose(tta[0], plain.mean(0), atol=1e-5)
+    assert torch.allclose(image_learner.predict(pixels, tta=True).probs, tta[0], atol=1e-6)
+
+
+def test_validate_with_tta_scores_the_averaged_predictions(image_learner):
+    probs, targets = image_learner.get_preds(tta=True)
+    result = image_learner.validate(tta=True)
+    assert result["acc"] == pytest.approx((probs.argmax(1) == targets).float().mean().item())
+    assert result["loss"] == pytest.approx(F.nll_loss(probs.log(), targets).item(), rel=1e-4)
+    assert result != image_learner.validate()

@@ -76,15 +76,37 @@ def test_res_block_starts_as_relu_of_its_shortcut():
 
 
 def test_get_arch_builds_registered_models_with_keywords():
-    assert set(ARCHS) == {"simple_cnn", "resnet"}
+    assert set(ARCHS) == {"simple_cnn", "resnet", "resnet_fast"}
     assert get_arch("simple_cnn", n_classes=4)(torch.randn(1, 3, 16, 16)).shape == (1, 4)
 
 
 def test_get_arch_lists_valid_names_for_unknown_ones():
-    with pytest.raises(ValueError, match=r"unknown architecture 'resnt' \(did you mean 'resnet'\?\); valid names: resnet, simple_cnn"):
+    with pytest.raises(ValueError, match=r"unknown architecture 'resnt' \(did you mean 'resnet'\?\); valid names: resnet, resnet_fast, simple_cnn"):
         get_arch("resnt")
 
 
 def test_model_factories_reject_bad_sizes():
     with pytest.raises(ValueError, match="resnet: depth must be a positive integer, got 0"):
         resnet(depth=0)
+
+
+@pytest.mark.parametrize("stem_stride, first_stride, side", [(1, 2, 4), (2, 1, 4), (2, 2, 2)])
+def test_resnet_stem_and_first_stage_strides_set_the_resolution(stem_stride, first_stride, side):
+    from groundup.nn.models import resnet
+
+    model = resnet(width=8, depth=4, stem_stride=stem_stride, first_stride=first_stride)
+    seen = []
+    handle = model[-3].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    handle.remove()
+    assert seen[0][-2:] == (side, side)
+
+
+def test_resnet_fast_is_the_recipe_shape_and_rebuilds_from_its_spec():
+    from groundup.nn.models import build_arch, resnet_fast
+
+    model = resnet_fast(n_classes=10)
+    assert 1.0e6 < sum(p.numel() for p in model.parameters()) < 1.5e6
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    assert model.arch_spec == {"name": "resnet_fast", "kwargs": {"n_in": 3, "n_classes": 10}}
+    assert type(build_arch(model.arch_spec)) is type(model)

@@ -191,3 +191,34 @@ def test_bad_parameter_lists_get_a_clear_error():
 def test_wd_is_the_walkthroughs_spelling_of_weight_decay(opt_cls, recwarn):
     opt = opt_cls(make_model().parameters(), lr=0.1, wd=0.25)
     assert opt.param_groups[0]["weight_decay"] == 0.25 and not recwarn.list
+
+
+def test_decay_groups_leave_norms_and_biases_undecayed_and_match_torch_adamw_groups():
+    from groundup.nn.models import resnet
+    from groundup.optim import decay_groups
+
+    model = resnet(width=4, depth=2)
+    groups = decay_groups(model.parameters(), 0.05)
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
+    assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"])
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+    torch_groups = [{"params": [p.detach().clone().requires_grad_() for p in g["params"]],
+                     "weight_decay": g["weight_decay"]} for g in groups]
+    ours, theirs = Adam(groups, lr=0.1), torch.optim.AdamW(torch_groups, lr=0.1, betas=(0.9, 0.99), eps=1e-5)
+    for _ in range(3):
+        for g, tg in zip(groups, torch_groups):
+            for p, tp in zip(g["params"], tg["params"]):
+                p.grad = torch.ones_like(p)
+                tp.grad = torch.ones_like(tp)
+        ours.step()
+        theirs.step()
+    for g, tg in zip(groups, torch_groups):
+        for p, tp in zip(g["params"], tg["params"]):
+            torch.testing.assert_close(p.detach(), tp.detach())
+
+
+def test_decay_groups_drop_an_empty_group():
+    from groundup.optim import decay_groups
+
+    w = torch.zeros(3, 3, requires_grad=True)
+    assert decay_groups([w], 0.1) == [{"params": [w], "weight_decay": 0.1}]

@@ -23,12 +23,13 @@ from typing import Any
 from groundup.checks import check_choice, check_int, check_number
 from groundup.devices import check_device_name
 from groundup.nn.models import ARCHS
-from groundup.optim import SGD, Adam
+from groundup.optim import SGD, Adam, decay_groups
 
-__all__ = ["DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES",
+__all__ = ["ANNEALS", "DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES",
            "TrainConfig", "opt_func_for", "read_toml_settings"]
 
 SCHEDULES = ("one-cycle", "constant")
+ANNEALS = ("linear", "cos")
 OPTIMIZERS = ("adam", "sgd")
 DEFAULT_WD = {"adam": 1e-2, "sgd": 1e-4}  # weight decay when --wd is not given (AdamW's is decoupled)
 DEFAULT_MOMENTUM = 0.9  # SGD's momentum and Adam's beta1 when --momentum is not given
@@ -73,6 +74,19 @@ class TrainConfig:
         tensorboard: also write TensorBoard event files into the run folder's `tensorboard/`
             (`TensorBoardLogger`; needs `pip install 'groundup[tensorboard]'`).
         skip_corrupt: skip images that cannot be decoded (with a warning) instead of stopping.
+        augment: random resized crops and horizontal flips of the training batches (`BatchAugment`);
+            the training images are then decoded and cached at 1.25×`size`.
+        crop_scale: with `augment`, the smallest fraction of an image's area a crop covers.
+        label_smoothing: the loss's label smoothing (0: plain cross-entropy).
+        tta: evaluate the finished model with test-time augmentation (each validation image and its
+            mirror image, averaged): the interpretation and summary's `tta` accuracy.
+        channels_last: keep conv weights in the channels-last (NHWC) memory format, which the
+            NHWC batches already have: faster convolutions on CPU.
+        wd_norms: weight decay on 1-D parameters too (norm scales and shifts, biases); False leaves
+            them out, as timm and fastai do (`decay_groups`).
+        warmup: fraction of the one-cycle schedule spent warming up.
+        anneal: how one-cycle anneals after the warm-up: "linear" (the walkthrough) or "cos".
+        recipe: the named preset (`groundup train --list-recipes`) the settings started from, if any.
     """
 
     data: str | None = None
@@ -96,6 +110,15 @@ class TrainConfig:
     accumulate: int = 1
     tensorboard: bool = False
     skip_corrupt: bool = False
+    augment: bool = False
+    crop_scale: float = 0.35
+    label_smoothing: float = 0.0
+    tta: bool = False
+    channels_last: bool = False
+    wd_norms: bool = True
+    warmup: float = 0.25
+    anneal: str = "linear"
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -127,6 +150,11 @@ class TrainConfig:
         if self.clip is not None:
             check_number("", "--clip", self.clip, low_inclusive=False)
         check_int("", "--accumulate", self.accumulate)
+        if check_number("", "--crop-scale", self.crop_scale, 0.0, low_inclusive=False) > 1:
+            raise ValueError(f"--crop-scale must be a fraction of the image's area in (0, 1], got {self.crop_scale}")
+        check_number("", "--label-smoothing", self.label_smoothing, 0.0, 1.0)
+        check_number("", "--warmup", self.warmup, 0.0, 1.0)
+        check_choice("--anneal", self.anneal, ANNEALS)
 
     @property
     def workers(self) -> int | None:
@@ -164,7 +192,8 @@ class TrainConfig:
                 "wd": f"{self.opt}'s default, {DEFAULT_WD.get(self.opt, 0):g}",
                 "momentum": f"{DEFAULT_MOMENTUM}, cycled 0.95 -> 0.85 -> 0.95 under one-cycle",
                 "patience": "no early stopping",
-                "clip": "no gradient clipping"}.get(name, "the default")
+                "clip": "no gradient clipping",
+                "recipe": "no preset: the settings as given"}.get(name, "the default")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
@@ -224,15 +253,23 @@ def read_toml_settings(path: str | os.PathLike, extra: dict[str, type] | None = 
     return data
 
 
-def opt_func_for(name: str, wd: float | None = None, momentum: float | None = None) -> Callable:
+def opt_func_for(name: str, wd: float | None = None, momentum: float | None = None,
+                 wd_norms: bool = True) -> Callable:
     """The optimizer factory for `--opt`: AdamW or SGD, with weight decay `wd` and momentum (Adam: beta1).
 
     None takes the defaults: AdamW with weight decay 0.01, betas (0.9, 0.99); SGD with momentum 0.9,
-    weight decay 1e-4 (`DEFAULT_WD`, `DEFAULT_MOMENTUM`).
+    weight decay 1e-4 (`DEFAULT_WD`, `DEFAULT_MOMENTUM`). With `wd_norms=False`, 1-D parameters
+    (norm scales and shifts, biases) get no weight decay (`decay_groups`).
     """
     check_choice("--opt", name, OPTIMIZERS)
     wd = DEFAULT_WD[name] if wd is None else wd
     momentum = DEFAULT_MOMENTUM if momentum is None else momentum
     if name == "sgd":
-        return functools.partial(SGD, momentum=momentum, weight_decay=wd)
-    return functools.partial(Adam, betas=(momentum, 0.99), weight_decay=wd)
+        opt = functools.partial(SGD, momentum=momentum, weight_decay=wd)
+    else:
+        opt = functools.partial(Adam, betas=(momentum, 0.99), weight_decay=wd)
+    return opt if wd_norms else functools.partial(_with_decay_groups, opt, wd)
+
+
+def _with_decay_groups(opt: Callable, wd: float, params, lr: float):
+    return opt(decay_groups(params, wd), lr)

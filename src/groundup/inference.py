@@ -8,6 +8,7 @@ model's device, normalize, NHWC → NCHW), from the learner's `Preprocessing`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -17,11 +18,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from groundup.data.augment import whole_view
 from groundup.data.images import image_pixels
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import to_nchw
 
-__all__ = ["evaluating", "inference_batches", "is_image", "item_losses", "model_device", "model_input"]
+__all__ = ["evaluating", "inference_batches", "is_image", "item_losses", "model_device", "model_input",
+           "tta_forward"]
 
 
 def is_image(x: Any) -> bool:
@@ -59,6 +62,9 @@ def model_input(xb: Tensor, preprocessing: Preprocessing | None, device: torch.d
     """
     xb = xb.to(device)
     if xb.dtype == torch.uint8 and xb.ndim == 4:
+        size = preprocessing.size if preprocessing is not None else None
+        if size is not None and xb.shape[1:3] != (size, size) and xb.shape[-1] in (1, 3, 4):
+            xb = whole_view(xb, size)  # e.g. the training loader's larger stored images (augmentation)
         if preprocessing is None:
             raise ValueError("uint8 image batches need the normalization statistics of training, but the "
                              "learner has no preprocessing; pass Learner(..., preprocessing=...) or use "
@@ -90,6 +96,17 @@ def inference_batches(data: Iterable | Sequence, preprocessing: Preprocessing | 
         else:
             xb, yb = batch[0], (batch[1] if len(batch) > 1 else None)
         yield model_input(xb, preprocessing, device), (yb.to(device) if isinstance(yb, Tensor) else yb)
+
+
+def tta_forward(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Test-time augmentation with flips: log of the mean of the softmax on `x` and on `x` mirrored.
+
+    `x` is a model input (N, C, H, W); the result (N, n_classes) is in log-probabilities, which any
+    classification loss and `argmax` read as logits (log_softmax leaves them unchanged).
+    """
+    a = torch.log_softmax(model(x).float(), dim=1)           # (N, n_classes)
+    b = torch.log_softmax(model(x.flip(3)).float(), dim=1)   # the mirror image: W is the last axis
+    return torch.logaddexp(a, b) - math.log(2)               # log((p_a + p_b) / 2), stable where p underflows
 
 
 def item_losses(loss_func: Callable, preds: Tensor, targets: Tensor) -> Tensor:

@@ -120,10 +120,13 @@ class Interpretation:
 
     # -- making one ---------------------------------------------------------------------------------
     @classmethod
-    def from_learner(cls, learn: Learner, dl=None) -> Interpretation:
-        """Run `learn`'s model on `dl` (default the validation loader) and interpret the results."""
+    def from_learner(cls, learn: Learner, dl=None, tta: bool = False) -> Interpretation:
+        """Run `learn`'s model on `dl` (default the validation loader) and interpret the results.
+
+        With `tta`, each image's prediction averages it and its mirror image (see `Learner.get_preds`).
+        """
         dl = learn.dls.valid if dl is None else dl
-        probs, targets, losses = learn.get_preds(dl, with_loss=True)
+        probs, targets, losses = learn.get_preds(dl, with_loss=True, tta=tta)
         pre = learn.preprocessing
         n = probs.shape[1]
         names = pre.class_names if pre is not None and pre.class_names else [str(i) for i in range(n)]

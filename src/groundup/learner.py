@@ -48,7 +48,7 @@ from groundup.checkpoint import load_checkpoint, save_checkpoint
 from groundup.checks import check_int, check_number
 from groundup.data.preprocessing import Preprocessing
 from groundup.deprecation import renamed
-from groundup.inference import evaluating, inference_batches, is_image, item_losses, model_device
+from groundup.inference import evaluating, inference_batches, is_image, item_losses, model_device, tta_forward
 from groundup.metrics import accuracy
 from groundup.optim import SGD
 
@@ -391,7 +391,7 @@ class Learner:
         self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *(cbs or ())])
 
     # -- looking at the model: predictions without training ---------------------------------------------
-    def get_preds(self, dl=None, with_loss: bool = False, bs: int = 64) -> tuple:
+    def get_preds(self, dl=None, with_loss: bool = False, bs: int = 64, tta: bool = False) -> tuple:
         """The model's class probabilities on a loader or a list of images, with the targets (and each loss).
 
         The model runs batch by batch in eval mode under `torch.no_grad`; its mode (train or eval)
@@ -404,6 +404,8 @@ class Learner:
                 PIL images or uint8 arrays (H, W, 3)), squashed to `preprocessing.size` as in training.
             with_loss: also return the loss of each item.
             bs: the batch size for a list of images.
+            tta: test-time augmentation with flips: each probability is the mean of the model's on
+                the image and on its mirror image (see `tta_forward`); twice the work.
 
         Returns:
             `(probs, targets)`, or `(probs, targets, losses)` with `with_loss`: probs (N, n_classes), the
@@ -422,7 +424,7 @@ class Learner:
             batches = inference_batches(self.dls.valid if dl is None else dl, self.preprocessing,
                                         model_device(model), bs)
             for xb, yb in batches:
-                preds = model(xb)                                     # (n, n_classes)
+                preds = tta_forward(model, xb) if tta else model(xb)  # (n, n_classes)
                 probs.append(torch.softmax(preds.float(), dim=1).cpu())
                 if yb is not None:
                     targets.append(yb.cpu())
@@ -435,10 +437,11 @@ class Learner:
         out = (torch.cat(probs), torch.cat(targets) if targets else None)
         return (*out, torch.cat(losses)) if with_loss else out
 
-    def validate(self, dl=None) -> dict[str, float]:
+    def validate(self, dl=None, tta: bool = False) -> dict[str, float]:
         """The mean loss and the accuracy of the model on `dl` (default `dls.valid`), without training.
 
         Runs as `get_preds` does (eval mode, no gradients, no callbacks); items are weighted equally.
+        With `tta`, each image is also seen mirrored and the two predictions are averaged (`tta_forward`).
 
         Returns:
             `{"loss": ..., "acc": ...}` (`acc` only when the model's outputs are class scores (N, C)).
@@ -456,7 +459,7 @@ class Learner:
                 if yb is None:
                     raise ValueError("validate needs (xb, yb) batches with targets; to predict images, use "
                                      "get_preds or predict")
-                preds, k = model(xb), len(yb)
+                preds, k = tta_forward(model, xb) if tta else model(xb), len(yb)
                 loss = self.loss_func(preds, yb).detach().float() * k  # sums stay on the device: one sync
                 loss_sum = loss if loss_sum is None else loss_sum + loss
                 if preds.ndim == 2:
@@ -470,11 +473,11 @@ class Learner:
             result["acc"] = float(correct) / n
         return result
 
-    def predict(self, image) -> ImagePrediction:
+    def predict(self, image, tta: bool = False) -> ImagePrediction:
         """The most probable class of one image: a file path, a PIL image or a uint8 array (H, W, 3).
 
         The image goes through the preprocessing of training: squashed to `preprocessing.size`,
-        normalized with its statistics.
+        normalized with its statistics. With `tta`, the prediction averages the image and its mirror image.
 
         Returns:
             `ImagePrediction(label, index, probs)`: the class name, its index in the vocabulary and
@@ -488,7 +491,7 @@ class Learner:
         if not is_image(image):
             raise TypeError(f"predict takes one image (a path, a PIL image or a uint8 array (H, W, 3)), got "
                             f"{type(image).__name__}; for several images use get_preds([img1, img2, ...])")
-        probs = self.get_preds([image])[0][0]  # (n_classes,)
+        probs = self.get_preds([image], tta=tta)[0][0]  # (n_classes,)
         index = int(probs.argmax())
         names = self.preprocessing.class_names if self.preprocessing is not None else None
         return ImagePrediction(names[index] if names else str(index), index, probs)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from groundup.checks import check_number
 
-__all__ = ["SGD", "Adam", "Optimizer"]
+__all__ = ["SGD", "Adam", "Optimizer", "decay_groups"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -179,6 +179,22 @@ class Optimizer:
         hyper = ", ".join(f"{k}={v}" for k, v in self.param_groups[0].items() if k != "params")
         n_tensors = sum(len(g["params"]) for g in self.param_groups)
         return f"{type(self).__name__}({hyper}; {len(self.param_groups)} group(s), {n_tensors} tensors)"
+
+
+def decay_groups(params: Iterable[Tensor], weight_decay: float) -> list[dict[str, Any]]:
+    """Two parameter groups: weights with 2 or more dimensions decayed by `weight_decay`, the rest not.
+
+    The 1-D parameters are the norm layers' scales and shifts and the biases: decaying them pulls
+    the normalization towards zero without limiting what a layer can express, so timm and fastai
+    leave them out (`filter_bias_and_bn`, `bn_wd=False`).
+
+    Example:
+        >>> opt = Adam(decay_groups(model.parameters(), 0.05), lr=3e-3)
+    """
+    params = list(params)
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def _restore(opt: str, index: int, p: Tensor, key: str, value: Any) -> Any:

@@ -19,6 +19,7 @@ parses its flags into a `TrainConfig` and calls it.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ from groundup.callbacks.tracking import TrackResults
 from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint
 from groundup.checks import check_int
 from groundup.config import RESUME_MAY_CHANGE, TrainConfig, opt_func_for
+from groundup.data.augment import BatchAugment
 from groundup.data.download import DATASETS, DownloadError, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.deprecation import moved_names
@@ -132,15 +134,21 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     is a ValueError listing those it has).
     """
     device = resolve_device(cfg.device) if device is None else device
+    augment = BatchAugment(cfg.size, scale=(cfg.crop_scale, 1.0), seed=cfg.seed) if cfg.augment else None
     dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
-                                       num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt)
+                                       num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt,
+                                       augment=augment)
     seed_everything(cfg.seed)
     model = get_arch(cfg.arch, n_classes=len(dls.preprocessing.vocab))
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     cbs: list[Callback] = [SetupLearnerCB(device), DistributedTraining()]
     if cfg.amp:
         cbs.append(MixedPrecision())
-    learn = Learner(model, dls, cross_entropy, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
-                    opt_func=opt_func_for(cfg.opt, wd=cfg.wd, momentum=cfg.momentum), cbs=cbs)
+    loss = functools.partial(cross_entropy, label_smoothing=cfg.label_smoothing) if cfg.label_smoothing else cross_entropy
+    learn = Learner(model, dls, loss, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
+                    opt_func=opt_func_for(cfg.opt, wd=cfg.wd, momentum=cfg.momentum, wd_norms=cfg.wd_norms),
+                    cbs=cbs)
     return learn.compile() if cfg.compile else learn
 
 
@@ -247,7 +255,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: str | Path 
             say(f"resuming {resume}: {start_epoch} of {cfg.epochs} epochs done")
     # A --momentum given is held fixed; without one, one-cycle cycles it (0.95 -> 0.85 -> 0.95).
     moms = {} if cfg.momentum is None else {"moms": None}
-    schedule = [OneCycle(cfg.lr, **moms)] if cfg.schedule == "one-cycle" else []
+    schedule = ([OneCycle(cfg.lr, pct_start=cfg.warmup, anneal=cfg.anneal, **moms)] if cfg.schedule == "one-cycle"
+                else [])
     if main_process:  # the settings as a file `groundup train --config` reads (the lr as found, if "auto")
         write_text_atomic(cfg.to_toml(), run_dir / "config.toml")
     dls = learn.dls
@@ -329,12 +338,13 @@ def effective_settings(cfg: TrainConfig, learn: Learner) -> dict[str, str]:
     return shown
 
 
-def interpret_validation(learn: Learner) -> Interpretation:
-    """The `Interpretation` of the whole validation set (also on rank 0 after a distributed run)."""
+def interpret_validation(learn: Learner, tta: bool = False) -> Interpretation:
+    """The `Interpretation` of the whole validation set (also on rank 0 after a distributed run); with
+    `tta`, of the predictions with flip test-time augmentation."""
     valid = learn.dls.valid
     if getattr(valid, "world_size", 1) > 1 and hasattr(valid, "shard"):
         valid.shard(0, 1)  # the run is over: rank 0 looks at every validation image alone
-    return Interpretation.from_learner(learn, valid)
+    return Interpretation.from_learner(learn, valid, tta=tta)
 
 
 def _best(history: Sequence[dict[str, Any]],
@@ -373,7 +383,7 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
                       best_epoch=best.get("epoch") if best and best_rule else None,
                       best_rule=f"{'lowest' if best_by.endswith('loss') else 'highest'} {best_by}")
         plots["Training loss per batch; validation loss and accuracy per epoch"] = run_dir / "losses.png"
-    interp = interpret_validation(learn)
+    interp = interpret_validation(learn, tta=cfg.tta)
     interp.plot_confusion_matrix(run_dir / "confusion_matrix.png")
     try:
         interp.plot_top_losses(9, run_dir / "top_losses.png")
@@ -396,6 +406,7 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
     world = get_world_size()
     summary = {
         "final": final,
+        "tta_acc": round(interp.accuracy, 6) if cfg.tta else None,
         "best": best,
         "best_by": best_by,
         "best_rule": best_rule,
@@ -427,7 +438,8 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         "versions": package_versions(),
         "per_class": per_class,
         "per_class_note": f"On the {len(interp)} validation images, with the model after the last epoch "
-                          f"(model.pt): accuracy {interp.accuracy:.4f}. A class's accuracy is the share of "
+                          f"(model.pt){' and flip test-time augmentation' if cfg.tta else ''}: accuracy "
+                          f"{interp.accuracy:.4f}. A class's accuracy is the share of "
                           f"its images predicted correctly (the same number as its recall).",
         "most_confused": interp.most_confused()[:20],
         "files": sorted(["metrics.csv", "summary.json", "model.pt", "report.html", "per_class.csv",
@@ -546,7 +558,8 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | None = None, q
         after = (f"after {ran} epochs" if summary["stopped_epoch"] is None
                  else f"after {ran} of {cfg.epochs} epochs (stopped early: {cfg.monitor} had not improved "
                       f"for {cfg.patience} epochs)")
-        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f} {after} "
+        tta = f" (with flip TTA: {summary['tta_acc']:.4f})" if summary.get("tta_acc") is not None else ""
+        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f}{tta} {after} "
             f"({summary['wall_seconds']:.1f} s); wrote {run_dir}/: {', '.join(summary['files'])}")
     if best is not None and (run_dir / "best.pt").is_file():
         say(f"best.pt is epoch {best['epoch']}, by {cfg.monitor}: {best[cfg.monitor]:.4f}")

@@ -29,8 +29,10 @@ class SetupLearnerCB(Callback):
     """Put the model on the device; turn each batch into what the model eats, on that device.
 
     For a uint8 image batch (N, H, W, C), as groundup's DataLoader yields: move it to the device,
-    then normalize (which divides by 255) and `to_nchw` there, giving float (N, C, H, W). Other
-    batches (floats, 2-D features, ...) are only moved.
+    augment it there when the loaders have an `augment` (`BatchAugment`: random crops and flips
+    while training, the whole image at the model's size otherwise), then normalize (which divides
+    by 255) and `to_nchw`, giving float (N, C, H, W). Other batches (floats, 2-D features, ...) are
+    only moved.
 
     The statistics come from `learn.preprocessing` (which `ImageDataLoaders.from_folder` makes);
     without one, from the first training batch, as the walkthrough does, and they are then
@@ -55,6 +57,9 @@ class SetupLearnerCB(Callback):
         learn = self.learn
         xb, *rest = to_device(tuple(learn.batch), self.device)
         if xb.dtype == torch.uint8 and xb.ndim == 4:
+            augment = getattr(learn.dls, "augment", None)
+            if augment is not None:  # seeded by (epoch, batch): the same batches again after a resume
+                xb = augment(xb, epoch=learn.epoch, batch=learn.iter, training=learn.training)
             xb = to_nchw(self._normalizer(xb)(xb))  # (N, C, H, W) float32
         learn.batch = (xb, *rest)
 

@@ -16,8 +16,9 @@ from groundup.commands.options import (
     positive_int,
     positive_number,
 )
-from groundup.config import MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
+from groundup.config import ANNEALS, MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
 from groundup.logs import console_logging
+from groundup.recipes import format_recipes, get_recipe
 from groundup.run import read_checkpoint_config, resumed_config, train
 
 NAME = "train"
@@ -43,10 +44,31 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--accumulate", type=positive_int, default=d.accumulate, metavar="K",
                    help="step once every K batches, adding up their gradients (the loss divided by K): "
                         "like a batch K times larger, in the memory of one")
-    t.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
-    t.add_argument("--compile", action="store_true",
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
+                   help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile,
                    help="train a torch.compile'd model: costs 10-70 s of compiling once, pays off over a few "
                         "hundred steps or more (see benchmarks/bench_compile.py)")
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment,
+                   help="random resized crops and flips of the training images (cached at 1.25x --size)")
+    t.add_argument("--crop-scale", type=positive_number, default=d.crop_scale, metavar="FRACTION",
+                   help="with --augment, the smallest fraction of an image's area a crop covers")
+    t.add_argument("--label-smoothing", type=float, default=d.label_smoothing, metavar="EPS",
+                   help="label smoothing of the cross-entropy loss")
+    t.add_argument("--tta", action=argparse.BooleanOptionalAction, default=d.tta,
+                   help="also evaluate the final model with flip test-time augmentation (summary: tta_acc)")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
+                   help="channels-last (NHWC) conv weights, the layout of groundup's batches: faster on CPU")
+    t.add_argument("--wd-norms", action=argparse.BooleanOptionalAction, default=d.wd_norms,
+                   help="weight decay on norm layers and biases too (--no-wd-norms leaves them out)")
+    t.add_argument("--warmup", type=float, default=d.warmup, metavar="FRACTION",
+                   help="fraction of the one-cycle schedule spent warming up")
+    t.add_argument("--anneal", default=d.anneal, choices=ANNEALS,
+                   help="how one-cycle comes down after the warm-up")
+    t.add_argument("--recipe", default=None, metavar="NAME",
+                   help="start from a named preset of these settings (see --list-recipes); options given "
+                        "as well override it (default: none)")
+    t.add_argument("--list-recipes", action="store_true", help="print the recipes and their settings, and exit")
     add_device_option(t)
     t.add_argument("--monitor", default=d.monitor, choices=MONITORS,
                    help="the metric that picks best.pt and that --patience watches (a loss: lower is better; "
@@ -82,13 +104,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
 FILE_EXTRAS = {"out": str, "resume": str, "quiet": bool, "verbose": int}
 
 
-def with_config_file(args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
-    """The arguments read again with the settings of `--config FILE` as defaults, so that flags given win."""
-    settings = read_toml_settings(args.config, extra=FILE_EXTRAS)
+def with_presets(args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments read again with presets as defaults, so that flags given win: first the recipe's
+    settings (`--recipe`, or the file's `recipe`), then those of `--config FILE`."""
+    settings = read_toml_settings(args.config, extra=FILE_EXTRAS) if args.config is not None else {}
     parser = args.parser
+    recipe = args.recipe if args.recipe is not None else settings.get("recipe")
+    if recipe is not None:
+        parser.set_defaults(**get_recipe(recipe).settings, recipe=recipe)
     parser.set_defaults(**settings)
     argv = list(argv)
-    return parser.parse_args(argv[argv.index(NAME) + 1:])
+    return parser.parse_args(argv[argv.index(NAME) + 1:] if NAME in argv else argv)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -101,8 +127,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    if args.config is not None:
-        args = with_config_file(args, argv)
+    if args.list_recipes:
+        print(format_recipes())
+        return 0
+    if args.config is not None or args.recipe is not None:
+        args = with_presets(args, argv)
     with console_logging(args.verbose, args.quiet):
         return _run(args, argv)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from groundup.data.augment import BatchAugment
 from groundup.data.class_names import read_class_names
 from groundup.data.download import registry_class_names
 from groundup.data.files import get_image_files, grandparent_split, parent_label, val2idx
@@ -75,7 +76,8 @@ class ImageDataLoaders(DataLoaders):
     def from_folder(cls, path: str | os.PathLike, size: int = 64, bs: int = 128,
                     num_workers: int | None = None, seed: int | None = None, valid_bs: int | None = None,
                     cache: bool = True, skip_corrupt: bool = False, n_workers: int | None = None,
-                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageDataLoaders:
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                    augment: BatchAugment | bool | None = None) -> ImageDataLoaders:
         """Loaders for a folder laid out as `train/<label>/*.jpg` and `val/<label>/*.jpg` (or `valid/`).
 
         Finds the files, builds the vocabulary from the training labels (`val2idx`), splits by
@@ -98,6 +100,10 @@ class ImageDataLoaders(DataLoaders):
             skip_corrupt: skip undecodable images with a warning instead of failing.
             max_pixels: refuse images with more pixels than this, before decoding them (a
                 decompression bomb; default Pillow's limit, about 89 million); see `open_image`.
+            augment: random resized crops and flips of the training batches (`BatchAugment`; True:
+                one with the default ranges, seeded from `seed`). Its `size` must be `size`; the
+                training images are then decoded and cached at its `stored_size` (1.25×`size`),
+                the validation images at `size`. Kept as `.augment`; the Learner applies it.
 
         Example:
             >>> dls = ImageDataLoaders.from_folder("imagenette2-160", size=64, bs=128)
@@ -110,19 +116,27 @@ class ImageDataLoaders(DataLoaders):
         vocab = val2idx(parent_label(f) for f in train_files)
         if num_workers is None:
             num_workers = default_num_workers()
-        train_ds = Dataset(train_files, vocab, size=size, cache=cache, skip_corrupt=skip_corrupt,
+        default_augment = augment is True  # made below, seeded from the training loader's seed
+        augment = BatchAugment(size, seed=0) if default_augment else augment or None
+        if augment is not None and augment.size != size:
+            raise ValueError(f"ImageDataLoaders.from_folder: augment makes {augment.size}-pixel images but size is "
+                             f"{size}; give BatchAugment(size={size}, ...)")
+        train_size = size if augment is None else augment.stored_size
+        train_ds = Dataset(train_files, vocab, size=train_size, cache=cache, skip_corrupt=skip_corrupt,
                            max_pixels=max_pixels)
         # Without room for the training images' cache, the validation images go without one too (one warning).
         valid_ds = Dataset(valid_files, vocab, size=size, cache=cache and train_ds.cache is not None,
                            skip_corrupt=skip_corrupt, max_pixels=max_pixels)
         valid_ds.check_headers()  # a bad validation image would otherwise surface after a whole training epoch
         train = DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers, seed=seed)
+        if default_augment:
+            augment.seed = train.seed
         valid = DataLoader(valid_ds, valid_bs or 2 * bs, num_workers=num_workers, seed=train.seed)
         rng = np.random.default_rng([train.seed, 2**31])
         sample = rng.choice(len(train_ds), size=min(bs, len(train_ds)), replace=False)
         mean, std = batch_stats(train_ds.get_batch(np.sort(sample))[0])
         names = read_class_names(root, list(vocab), known=registry_class_names())
         pre = Preprocessing(mean, std, size=size, vocab=vocab, class_names=names)
-        dls = cls(train, valid, preprocessing=pre)
+        dls = cls(train, valid, preprocessing=pre, augment=augment)
         dls.path = root
         return dls

@@ -354,14 +354,18 @@ class DataLoaders:
             `Preprocessing`); the Learner takes it from here.
         vocab, stats: the walkthrough's separate pieces ({label: index}, (mean, std)); used to
             build `preprocessing` when it is not given.
+        augment: a `BatchAugment` (or any callable `(xb, epoch=, batch=, training=)`) that the Learner
+            applies to every uint8 image batch before normalization; None: no augmentation.
 
     For a folder of images, `ImageDataLoaders.from_folder` (in `groundup.data.folder`) builds
     everything: both loaders and their preprocessing.
     """
 
     def __init__(self, train: DataLoader, valid: DataLoader, vocab: dict | None = None,
-                 stats: tuple[Tensor, Tensor] | None = None, preprocessing: Preprocessing | None = None):
+                 stats: tuple[Tensor, Tensor] | None = None, preprocessing: Preprocessing | None = None,
+                 augment: Callable[..., Tensor] | None = None):
         self.train, self.valid = train, valid
+        self.augment = augment
         if preprocessing is None and stats is not None:
             preprocessing = Preprocessing(*stats, vocab=vocab)
         self.preprocessing = preprocessing

@@ -18,7 +18,8 @@ def show_batch(batch, path: str | os.PathLike = "batch.png", vocab: dict | list 
     Args:
         batch: `(xb, yb)`: `xb` of shape (N, H, W, C) as uint8 (as the DataLoader yields it) or float
             in [0, 1], `yb` label indices. Or loaders to take the first batch from: `DataLoaders` (its
-            training loader, titled with its class names) or a `DataLoader` (titled with its data
+            training loader, augmented as in training when it has an `augment`, titled with its
+            class names) or a `DataLoader` (titled with its data
             set's vocabulary).
         path: where to write the PNG.
         vocab: the names of the label indices, `{label: index}` or a list; default: the loaders'
@@ -35,7 +36,10 @@ def show_batch(batch, path: str | os.PathLike = "batch.png", vocab: dict | list 
         if vocab is None:
             names = pre.class_names if pre is not None else None
             vocab = names or getattr(batch, "vocab", None)
+        augment = getattr(batch, "augment", None)
         batch = next(iter(batch.train))
+        if augment is not None:  # show what the model is trained on: the first epoch's first batch
+            batch = (augment(batch[0], epoch=0, batch=0), *batch[1:])
     elif hasattr(batch, "dataset") and not isinstance(batch, (tuple, list)):  # one DataLoader
         if vocab is None:
             vocab = getattr(batch.dataset, "vocab", None)

@@ -16,7 +16,8 @@ from groundup.checks import check_int
 from groundup.nn.layers import AdaptivePool, BatchNorm, ConvLayer, Linear, ReLU, Sequential
 from groundup.nn.module import Module
 
-__all__ = ["ARCHS", "ResBlock", "build_arch", "conv_bn", "get_arch", "register_arch", "resnet", "simple_cnn"]
+__all__ = ["ARCHS", "ResBlock", "build_arch", "conv_bn", "get_arch", "register_arch", "resnet", "resnet_fast",
+           "simple_cnn"]
 
 ARCHS: dict[str, Callable[..., Module]] = {}  # filled by @register_arch: the names `--arch` accepts
 
@@ -113,7 +114,7 @@ class ResBlock(Module):
 
 @register_arch
 def resnet(n_in: int = 3, n_classes: int = 10, width: int = 16, depth: int = 4,
-           blocks_per_stage: int = 1) -> Sequential:
+           blocks_per_stage: int = 1, stem_stride: int = 1, first_stride: int = 2) -> Sequential:
     """A small ResNet built from groundup modules: a stem, `depth` stride-2 stages, pooling and a head.
 
     Shape flow (w = width; each stage halves H and W and, after the first, doubles the channels):
@@ -130,17 +131,31 @@ def resnet(n_in: int = 3, n_classes: int = 10, width: int = 16, depth: int = 4,
         width: channels after the stem (and in stage 1).
         depth: number of stride-2 stages.
         blocks_per_stage: residual blocks per stage (the extra ones use stride 1).
+        stem_stride: the stem's stride; 2 halves H and W before any block (a quarter of the work
+            after it, the usual choice for speed on a CPU).
+        first_stride: stage 1's stride (1 keeps the stem's resolution for the first stage).
     """
     _check_positive("resnet", n_in=n_in, n_classes=n_classes, width=width, depth=depth,
-                    blocks_per_stage=blocks_per_stage)
-    layers: list[Module] = [conv_bn(n_in, width)]
+                    blocks_per_stage=blocks_per_stage, stem_stride=stem_stride, first_stride=first_stride)
+    layers: list[Module] = [conv_bn(n_in, width, stride=stem_stride)]
     ni = width
     for stage in range(depth):
         nf = width * 2 ** stage
-        layers.append(ResBlock(ni, nf, stride=2))
+        layers.append(ResBlock(ni, nf, stride=first_stride if stage == 0 else 2))
         layers += [ResBlock(nf, nf) for _ in range(blocks_per_stage - 1)]
         ni = nf
     return Sequential(*layers, AdaptivePool(), Linear(ni, n_classes))
+
+
+@register_arch
+def resnet_fast(n_in: int = 3, n_classes: int = 10) -> Sequential:
+    """The `fast` recipe's model for 64-pixel images on a CPU: `resnet` with a stride-2 stem, widths 32-256.
+
+    A stride-2 stem and a stride-1 first stage: (N, 3, 64, 64) -> stem (N, 32, 32, 32) -> stages at
+    32×32, 16×16, 8×8 and 4×4 with 32, 64, 128 and 256 channels, one block each (1.2 M parameters).
+    `benchmarks/bench_accuracy.py --archs` measures it against the other shapes tried.
+    """
+    return resnet(n_in, n_classes, width=32, depth=4, blocks_per_stage=1, stem_stride=2, first_stride=1)
 
 
 def get_arch(name: str, **kwargs) -> Module:
