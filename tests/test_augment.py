@@ -174,9 +174,14 @@ def test_from_folder_augment_true_is_seeded_by_the_loader_seed(image_folder):
     assert ImageDataLoaders.from_folder(image_folder, size=16, bs=4, num_workers=0, seed=7).augment is None
 
 
-def test_from_folder_refuses_an_augment_of_another_size(image_folder):
-    with pytest.raises(ValueError, match="augment makes 32-pixel images but size is 16"):
-        ImageDataLoaders.from_folder(image_folder, size=16, bs=4, num_workers=0, augment=BatchAugment(32))
+def test_from_folder_takes_smaller_training_crops_than_the_validation_size(image_folder):
+    dls = ImageDataLoaders.from_folder(image_folder, size=16, bs=4, num_workers=0, augment=BatchAugment(12))
+    try:
+        assert next(iter(dls.train))[0].shape == (4, 16, 16, 3)  # stored at max(1.25 * 12, 16)
+        assert dls.augment(next(iter(dls.train))[0]).shape == (4, 12, 12, 3)
+        assert dls.preprocessing.size == 16
+    finally:
+        dls.close()
 
 
 def test_the_learner_trains_on_augmented_batches_and_validates_on_whole_images(image_folder):

@@ -77,6 +77,9 @@ class TrainConfig:
         augment: random resized crops and horizontal flips of the training batches (`BatchAugment`);
             the training images are then decoded and cached at 1.25×`size`.
         crop_scale: with `augment`, the smallest fraction of an image's area a crop covers.
+        train_size: with `augment`, the side of the training crops; None: `size`. Smaller trains
+            faster, and validation still sees `size` (a model trained on random crops does well on
+            slightly larger whole images).
         label_smoothing: the loss's label smoothing (0: plain cross-entropy).
         tta: evaluate the finished model with test-time augmentation (each validation image and its
             mirror image, averaged): the interpretation and summary's `tta` accuracy.
@@ -112,6 +115,7 @@ class TrainConfig:
     skip_corrupt: bool = False
     augment: bool = False
     crop_scale: float = 0.35
+    train_size: int | None = None
     label_smoothing: float = 0.0
     tta: bool = False
     channels_last: bool = False
@@ -152,6 +156,10 @@ class TrainConfig:
         check_int("", "--accumulate", self.accumulate)
         if check_number("", "--crop-scale", self.crop_scale, 0.0, low_inclusive=False) > 1:
             raise ValueError(f"--crop-scale must be a fraction of the image's area in (0, 1], got {self.crop_scale}")
+        if self.train_size is not None:
+            check_int("", "--train-size", self.train_size)
+            if not self.augment:
+                raise ValueError(f"--train-size {self.train_size} needs --augment (the training crops are made by it)")
         check_number("", "--label-smoothing", self.label_smoothing, 0.0, 1.0)
         check_number("", "--warmup", self.warmup, 0.0, 1.0)
         check_choice("--anneal", self.anneal, ANNEALS)
@@ -193,7 +201,8 @@ class TrainConfig:
                 "momentum": f"{DEFAULT_MOMENTUM}, cycled 0.95 -> 0.85 -> 0.95 under one-cycle",
                 "patience": "no early stopping",
                 "clip": "no gradient clipping",
-                "recipe": "no preset: the settings as given"}.get(name, "the default")
+                "recipe": "no preset: the settings as given",
+                "train_size": "the same as size"}.get(name, "the default")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> TrainConfig:

@@ -134,7 +134,8 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     is a ValueError listing those it has).
     """
     device = resolve_device(cfg.device) if device is None else device
-    augment = BatchAugment(cfg.size, scale=(cfg.crop_scale, 1.0), seed=cfg.seed) if cfg.augment else None
+    augment = (BatchAugment(cfg.train_size or cfg.size, scale=(cfg.crop_scale, 1.0), seed=cfg.seed) if cfg.augment
+               else None)
     dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
                                        num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt,
                                        augment=augment)

@@ -53,6 +53,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="random resized crops and flips of the training images (cached at 1.25x --size)")
     t.add_argument("--crop-scale", type=positive_number, default=d.crop_scale, metavar="FRACTION",
                    help="with --augment, the smallest fraction of an image's area a crop covers")
+    t.add_argument("--train-size", type=positive_int, default=None, metavar="N",
+                   help="with --augment, train on N x N crops; validation still sees --size (default: --size)")
     t.add_argument("--label-smoothing", type=float, default=d.label_smoothing, metavar="EPS",
                    help="label smoothing of the cross-entropy loss")
     t.add_argument("--tta", action=argparse.BooleanOptionalAction, default=d.tta,

@@ -101,9 +101,12 @@ class ImageDataLoaders(DataLoaders):
             max_pixels: refuse images with more pixels than this, before decoding them (a
                 decompression bomb; default Pillow's limit, about 89 million); see `open_image`.
             augment: random resized crops and flips of the training batches (`BatchAugment`; True:
-                one with the default ranges, seeded from `seed`). Its `size` must be `size`; the
-                training images are then decoded and cached at its `stored_size` (1.25×`size`),
-                the validation images at `size`. Kept as `.augment`; the Learner applies it.
+                one of `size` with the default ranges, seeded from `seed`). The training images are
+                then decoded and cached at its `stored_size` (1.25× its size), the validation images
+                at `size`. Its size may be smaller than `size`: training on smaller crops is faster,
+                and a model trained on random crops does well on slightly larger whole images
+                (Touvron et al. 2019, "Fixing the train-test resolution discrepancy"). Kept as
+                `.augment`; the Learner applies it.
 
         Example:
             >>> dls = ImageDataLoaders.from_folder("imagenette2-160", size=64, bs=128)
@@ -118,10 +121,7 @@ class ImageDataLoaders(DataLoaders):
             num_workers = default_num_workers()
         default_augment = augment is True  # made below, seeded from the training loader's seed
         augment = BatchAugment(size, seed=0) if default_augment else augment or None
-        if augment is not None and augment.size != size:
-            raise ValueError(f"ImageDataLoaders.from_folder: augment makes {augment.size}-pixel images but size is "
-                             f"{size}; give BatchAugment(size={size}, ...)")
-        train_size = size if augment is None else augment.stored_size
+        train_size = size if augment is None else max(augment.stored_size, size)
         train_ds = Dataset(train_files, vocab, size=train_size, cache=cache, skip_corrupt=skip_corrupt,
                            max_pixels=max_pixels)
         # Without room for the training images' cache, the validation images go without one too (one warning).

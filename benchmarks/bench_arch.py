@@ -1,0 +1,109 @@
+"""Benchmark: training speed of candidate architectures for the `fast` recipe, at 64 px on this CPU.
+
+For each candidate (groundup `resnet` shapes: stem stride, width, depth, blocks per stage), one
+training step (forward, label-smoothed cross-entropy, backward, AdamW step, zero_grad) on a batch of
+64 random 64-pixel images is timed, compiled (`torch.compile`, channels-last weights and input) and,
+with `--eager`, also eager. Reported: parameters, multiply-adds per image, the median step time,
+images/s, and the compile time (first step minus a warm one). The accuracy columns of the
+architecture table in the README come from `bench_accuracy.py` runs of each candidate.
+
+Run:  python benchmarks/bench_arch.py [--steps 15] [--eager] [--bf16] [--only NAME ...]
+      (--bf16 also times the step under bfloat16 autocast, as `--amp` would run it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import torch
+
+from groundup.losses import cross_entropy
+from groundup.nn.bridge import to_torch
+from groundup.nn.models import resnet
+from groundup.optim import Adam, decay_groups
+
+CANDIDATES = {
+    "resnet (width 16, stem 1)": dict(width=16, depth=4),
+    "resnet (width 32, stem 1)": dict(width=32, depth=4),
+    "resnet_fast (width 32, stem 2, first 1)": dict(width=32, depth=4, stem_stride=2, first_stride=1),
+    "width 48, stem 2, first 1": dict(width=48, depth=4, stem_stride=2, first_stride=1),
+    "width 32, stem 2, first 1, 2 blocks": dict(width=32, depth=4, stem_stride=2, first_stride=1,
+                                                blocks_per_stage=2),
+    "width 64, stem 2, first 2, depth 3": dict(width=64, depth=3, stem_stride=2, first_stride=2),
+}
+
+
+def macs_per_image(model, size: int) -> float:
+    """Multiply-adds of the convolutions and linear layers for one image, from a traced forward."""
+    total = 0
+
+    def count(mod, inputs, out):
+        nonlocal total
+        w = getattr(mod, "weight", None)
+        if isinstance(mod, torch.nn.Conv2d):
+            total += out.shape[1] * out.shape[2] * out.shape[3] * w.shape[1] * w.shape[2] * w.shape[3]
+        elif isinstance(mod, torch.nn.Linear):
+            total += w.shape[0] * w.shape[1]
+
+    tm = to_torch(model)
+    hooks = [m.register_forward_hook(count) for m in tm.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        tm.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def time_steps(model, steps: int, compiled: bool, bf16: bool = False, bs: int = 64, size: int = 64):
+    model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(to_torch(model)) if compiled else model
+    opt = Adam(decay_groups(model.parameters(), 0.05), lr=1e-3)
+    loss_func = functools.partial(cross_entropy, label_smoothing=0.1)
+    x = torch.randn(bs, size, size, 3).permute(0, 3, 1, 2)  # NHWC in memory, as groundup's batches
+    y = torch.randint(0, 10, (bs,))
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_func(net(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t)
+    warm = statistics.median(times[1:])
+    return warm, times[0] - warm
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--eager", action="store_true", help="also time each candidate without compiling")
+    p.add_argument("--bf16", action="store_true", help="also time each step under bfloat16 autocast")
+    p.add_argument("--only", nargs="*", default=None, help="candidate names containing these words")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bs 64, 64 px, AdamW, channels-last")
+    head = f"{'candidate':42} {'params':>8} {'MMAC/img':>9} {'mode':>13} {'step ms':>8} {'img/s':>7} {'compile s':>9}"
+    print(head)
+    for name, kwargs in CANDIDATES.items():
+        if args.only and not any(w in name for w in args.only):
+            continue
+        model = resnet(n_classes=10, **kwargs)
+        n_params = sum(p.numel() for p in model.parameters())
+        macs = macs_per_image(model, 64) / 1e6
+        modes = [("compiled", True, False)] + ([("eager", False, False)] if args.eager else [])
+        if args.bf16:
+            modes += [("compiled+bf16", True, True)] + ([("eager+bf16", False, True)] if args.eager else [])
+        for mode, compiled, bf16 in modes:
+            torch._dynamo.reset()
+            step, compile_s = time_steps(resnet(n_classes=10, **kwargs), args.steps, compiled, bf16)
+            comp = f"{compile_s:9.1f}" if compiled else f"{'-':>9}"
+            print(f"{name:42} {n_params / 1e6:7.2f}M {macs:9.1f} {mode:>13} {step * 1e3:8.1f} {64 / step:7.0f} {comp}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
