@@ -26,13 +26,13 @@ from groundup.nn.models import resnet
 from groundup.optim import Adam, decay_groups
 
 CANDIDATES = {
-    "resnet (width 16, stem 1)": dict(width=16, depth=4),
-    "resnet (width 32, stem 1)": dict(width=32, depth=4),
-    "resnet_fast (width 32, stem 2, first 1)": dict(width=32, depth=4, stem_stride=2, first_stride=1),
-    "width 48, stem 2, first 1": dict(width=48, depth=4, stem_stride=2, first_stride=1),
-    "width 32, stem 2, first 1, 2 blocks": dict(width=32, depth=4, stem_stride=2, first_stride=1,
-                                                blocks_per_stage=2),
-    "width 64, stem 2, first 2, depth 3": dict(width=64, depth=3, stem_stride=2, first_stride=2),
+    "resnet (width 16, stem 1)": {"width": 16, "depth": 4},
+    "resnet (width 32, stem 1)": {"width": 32, "depth": 4},
+    "resnet_fast (width 32, stem 2, first 1)": {"width": 32, "depth": 4, "stem_stride": 2, "first_stride": 1},
+    "width 48, stem 2, first 1": {"width": 48, "depth": 4, "stem_stride": 2, "first_stride": 1},
+    "width 32, stem 2, first 1, 2 blocks": {"width": 32, "depth": 4, "stem_stride": 2, "first_stride": 1,
+                                                "blocks_per_stage": 2},
+    "width 64, stem 2, first 2, depth 3": {"width": 64, "depth": 3, "stem_stride": 2, "first_stride": 2},
 }
 
 
