@@ -173,12 +173,13 @@ def run_rank(scenario: str, out: Path) -> None:
     learn.fit(EPOCHS, start_epoch=1)
     results["resumed"] = {"state": state_of(learn)}
     torch.manual_seed(100 + rank)  # image folder, statistics measured with a per-rank random seed
-    dls = ImageDataLoaders.from_folder(out / "images", size=8, bs=4, num_workers=0, cache=False)
+    dls = ImageDataLoaders.from_folder(out / "images", size=8, bs=4, num_workers=0, cache=False, augment=True)
     setup = SetupLearnerCB(device="cpu")
     learn = Learner(Sequential(Flatten(), Linear(8 * 8 * 3, 3)), dls, cross_entropy, lr=0.1,
                     cbs=[setup, DistributedTraining()])
     learn.fit(1)
-    results["images"] = {"state": state_of(learn), "mean": learn.preprocessing.mean, "std": learn.preprocessing.std}
+    results["images"] = {"state": state_of(learn), "mean": learn.preprocessing.mean, "std": learn.preprocessing.std,
+                         "augment": (dls.augment.seed, dls.augment.rank)}
     learn = make_learner("groundup", 100 + rank, cbs=[DistributedTraining()])
     learn.dls = DataLoaders(*[[b for b in dl] for dl in learn.dls])  # plain lists cannot be sharded
     try:
@@ -322,6 +323,8 @@ def test_a_cancel_during_validation_stops_every_rank_after_that_epoch(run):
 
 def test_ranks_agree_on_the_normalization_statistics_of_an_image_folder(run):
     _, (r0, r1) = run
+    (seed0, rank0), (seed1, rank1) = r0["images"]["augment"], r1["images"]["augment"]
+    assert seed0 == seed1 and (rank0, rank1) == (0, 1)  # rank 0's seed, each rank its own crops
     assert torch.equal(r0["images"]["mean"], r1["images"]["mean"])
     assert torch.equal(r0["images"]["std"], r1["images"]["std"])
     assert_same_state(r0["images"]["state"], r1["images"]["state"], atol=0)

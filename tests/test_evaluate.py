@@ -72,3 +72,19 @@ def test_help_lists_evaluate_and_its_options(capsys):
     for option in ("CHECKPOINT", "--data", "--split", "--out", "--bs", "--workers", "--top-losses",
                    "--device"):
         assert option in text
+
+
+def test_evaluate_tta_scores_the_averaged_predictions(run, image_folder, tmp_path):
+    import torch
+
+    from groundup.interpret import Interpretation
+
+    assert main(["evaluate", str(run / "model.pt"), "--data", str(image_folder), "--out", str(tmp_path / "e"),
+                 "--tta"]) == 0
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    interp = Interpretation.from_checkpoint(run / "model.pt", image_folder, device="cpu", tta=True)
+    assert summary["settings"]["tta"] is True
+    assert summary["metrics"]["accuracy"] == pytest.approx(interp.accuracy)
+    assert summary["metrics"]["loss"] == pytest.approx(interp.loss)
+    plain = Interpretation.from_checkpoint(run / "model.pt", image_folder, device="cpu")
+    assert not torch.allclose(interp.probs, plain.probs)

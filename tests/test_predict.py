@@ -175,3 +175,16 @@ def test_predictions_carry_the_class_names_and_json_keeps_the_labels(run, image_
     assert main(["predict", str(run / "named.pt"), str(image_folder / "val"), "--json"]) == 0
     first = json.loads(capsys.readouterr().out)[0]
     assert set(first) == {"path", "label", "prob", "top"} and first["label"] in {"cat", "dog", "emu"}
+
+
+def test_predict_tta_averages_each_image_and_its_mirror_image(run, image_folder, capsys):
+    predictor = Predictor.from_checkpoint(run / "model.pt", device="cpu")
+    xb = torch.randint(0, 256, (3, 16, 16, 3), dtype=torch.uint8)
+    expected = (predictor.probabilities(xb) + predictor.probabilities(xb.flip(2))) / 2
+    torch.testing.assert_close(predictor.probabilities(xb, tta=True), expected, atol=1e-5, rtol=1e-4)
+    image = image_folder / "val" / "emu" / "emu_1.jpg"
+    assert main(["predict", str(run / "model.pt"), str(image), "--top", "3", "--tta", "--json"]) == 0
+    (pred,) = json.loads(capsys.readouterr().out)
+    tta = predictor.predict([image], top_k=3, tta=True)[0]
+    assert pred["label"] == tta.labels[0] and pred["prob"] == pytest.approx(tta.probs[0])
+    assert tta.probs != predictor.predict([image], top_k=3)[0].probs

@@ -93,3 +93,5 @@ def test_compile_in_the_config_compiles_the_learners_model(image_folder):
     learn = build_learner(tiny(image_folder, compile=True))
     learn.dls.close()
     assert sum(isinstance(cb, CompileModel) for cb in learn.cbs) == 1
+    assert learn.dls.train.drop_last  # one batch shape: no second compile for the last, smaller batch
+    assert not build_learner(tiny(image_folder)).dls.train.drop_last

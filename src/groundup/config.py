@@ -59,7 +59,8 @@ class TrainConfig:
         seed: fixes the initial weights and the shuffling: same seed, same run.
         amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
         compile: train a `torch.compile`d model (`Learner.compile`); pays off only over enough
-            steps (`benchmarks/bench_compile.py`).
+            steps (`benchmarks/bench_compile.py`). The training loader then drops each epoch's
+            last, smaller batch (a new batch shape would be compiled again).
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
         wd: weight decay; None: the optimizer's default (`DEFAULT_WD`: 0.01 for adam, 1e-4 for sgd).
         momentum: SGD's momentum or Adam's beta1, kept fixed; None: 0.9, and under one-cycle the

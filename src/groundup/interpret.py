@@ -149,7 +149,7 @@ class Interpretation:
     def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike,
                         split: str | None = None, bs: int = 64, num_workers: int = 0,
                         loss_func: Callable = cross_entropy,
-                        device: str | torch.device | None = None) -> Interpretation:
+                        device: str | torch.device | None = None, tta: bool = False) -> Interpretation:
         """Interpret a checkpoint's model on a labelled folder (see `labelled_files` for the layouts).
 
         The model, image size, vocabulary, class names and statistics come from the checkpoint
@@ -162,6 +162,7 @@ class Interpretation:
             bs, num_workers: how the images are loaded.
             loss_func: the loss per item (default cross-entropy, as `groundup train` trains with).
             device: where the model runs; default CUDA when available, else CPU.
+            tta: average each image's prediction with its mirror image's (flip test-time augmentation).
         """
         model, pre = load_trained_model(checkpoint)
         files = labelled_files(folder, split)
@@ -176,7 +177,7 @@ class Interpretation:
         dl = DataLoader(ds, bs, num_workers=num_workers)
         learn = Learner(model.to(dev), DataLoaders([], dl, preprocessing=pre), loss_func)
         try:
-            return cls.from_learner(learn, dl)
+            return cls.from_learner(learn, dl, tta=tta)
         finally:
             dl.close()
 

@@ -26,6 +26,7 @@ from groundup.data.files import get_image_files
 from groundup.data.images import open_image
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, to_nchw
+from groundup.inference import tta_forward
 from groundup.nn.models import build_arch
 
 __all__ = ["Prediction", "Predictor", "find_images", "load_trained_model"]
@@ -170,16 +171,22 @@ class Predictor:
         return predictor
 
     @torch.no_grad()
-    def probabilities(self, xb: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, n_classes) for a uint8 image batch (N, size, size, 3)."""
+    def probabilities(self, xb: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Class probabilities (N, n_classes) for a uint8 image batch (N, size, size, 3); with `tta`,
+        the mean of each image's and its mirror image's (`groundup.inference.tta_forward`)."""
         x = to_nchw(self.normalize(xb.to(self.device)))  # (N, 3, size, size) float32
-        logits = self.model(x)                           # (N, n_classes)
-        if logits.ndim != 2 or logits.shape[1] != len(self.vocab):
-            raise ValueError(f"the model returned shape {tuple(logits.shape)}, expected (N, {len(self.vocab)})")
+        logits = tta_forward(self._checked_model, x) if tta else self._checked_model(x)  # (N, n_classes)
         return torch.softmax(logits.float(), dim=1).cpu()
 
-    def predict(self, images: Sequence[str | os.PathLike], top_k: int = 1, bs: int = 64) -> list[Prediction]:
-        """Predict the `top_k` most probable labels of each image file.
+    def _checked_model(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if logits.ndim != 2 or logits.shape[1] != len(self.vocab):
+            raise ValueError(f"the model returned shape {tuple(logits.shape)}, expected (N, {len(self.vocab)})")
+        return logits
+
+    def predict(self, images: Sequence[str | os.PathLike], top_k: int = 1, bs: int = 64,
+                tta: bool = False) -> list[Prediction]:
+        """Predict the `top_k` most probable labels of each image file (with `tta`: flip test-time augmentation).
 
         Every image is decoded first, so an unreadable one raises `CorruptImageError` (naming the
         file) before any prediction is made.
@@ -190,7 +197,7 @@ class Predictor:
         pixels = [open_image(p, self.size) for p in images]  # (size, size, 3) uint8 each
         out: list[Prediction] = []
         for i in range(0, len(pixels), bs):
-            probs = self.probabilities(torch.from_numpy(np.stack(pixels[i:i + bs])))  # (n, n_classes)
+            probs = self.probabilities(torch.from_numpy(np.stack(pixels[i:i + bs])), tta=tta)  # (n, n_classes)
             top = probs.topk(k, dim=1)
             for j, (vals, idxs) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
                 out.append(Prediction(str(images[i + j]), [self.vocab[t] for t in idxs], vals,

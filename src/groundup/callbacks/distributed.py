@@ -222,6 +222,11 @@ class DistributedTraining(Callback):
             broadcast_([seeds])
             for dl, seed in zip(seeded, seeds.tolist()):
                 dl.seed = int(seed)
+        augment = getattr(dls, "augment", None)
+        if augment is not None and hasattr(augment, "rank"):  # each rank draws its own crops (seeded by its rank)
+            seed = torch.tensor([augment.seed], dtype=torch.int64, device=comm_device())
+            broadcast_([seed])
+            augment.seed, augment.rank = int(seed.item()), rank
         self._agree_on_normalization(dls)
 
     def _agree_on_normalization(self, dls) -> None:

@@ -40,6 +40,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="data-loading processes, 0 to load in the main process")
     e.add_argument("--top-losses", type=positive_int, default=9, metavar="K",
                    help="how many images the top-losses grid shows")
+    e.add_argument("--tta", action="store_true",
+                   help="flip test-time augmentation: average each image's prediction with its mirror image's")
     e.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
     e.set_defaults(run=run)
     return e
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise e.with_offline_hint("set GROUNDUP_HOME to where it is cached, or pass the extracted "
                                       "folder as --data FOLDER") from e
     interp = Interpretation.from_checkpoint(args.checkpoint, folder, split=args.split, bs=args.bs,
-                                            num_workers=args.num_workers, device=args.device)
+                                            num_workers=args.num_workers, device=args.device, tta=args.tta)
     out = new_out_dir(args.out, suffix="-evaluate")
     interp.plot_confusion_matrix(out / "confusion_matrix.png")
     interp.plot_top_losses(args.top_losses, out / "top_losses.png")
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "class_names": interp.class_names,
         "settings": {"checkpoint": args.checkpoint, "data": args.data,
                      "split": args.split or "val/ if the folder has one, else the folder itself (default)",
-                     "bs": args.bs, "num_workers": args.num_workers, "top_losses": args.top_losses},
+                     "bs": args.bs, "num_workers": args.num_workers, "top_losses": args.top_losses,
+                     "tta": args.tta},
         "command": command_line(argv),
         "started": started,
         "machine": describe_device(model_device(model)),

@@ -26,6 +26,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                                          "recursively for images")
     pr.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable labels")
     pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, prob, top}")
+    pr.add_argument("--tta", action="store_true",
+                    help="flip test-time augmentation: average each image's prediction with its mirror image's")
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps, where available "
                                                    "(default: cuda when available, else cpu)")
     pr.set_defaults(run=run)
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.device is not None:
         check_device("", "--device", args.device)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-    preds = predictor.predict(find_images(args.images), top_k=args.top)
+    preds = predictor.predict(find_images(args.images), top_k=args.top, tta=args.tta)
     if args.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2))
         return 0
