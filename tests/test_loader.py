@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from groundup.data.folder import ImageDataLoaders
+from groundup.data.folder import ImageDataLoaders, image_stats
 from groundup.data.images import CorruptImageError
 from groundup.data.loader import DataLoader, WorkerError, collate
+from groundup.data.transforms import batch_stats
 
 
 def test_collate_stacks_tuples_numbers_arrays_and_dicts_and_drops_none():
@@ -216,3 +217,13 @@ def test_from_folder_with_workers_loads_the_whole_epoch_then_reads_the_cache(ima
         assert dl.dataset.is_cached()
         second = sorted(torch.cat([y for _, y in dl]).tolist())
     assert first == second and len(first) == 18
+
+
+def test_from_folder_stats_are_those_of_every_training_image_of_a_small_set(image_folder):
+    dls = ImageDataLoaders.from_folder(image_folder, size=8, bs=4, num_workers=0, seed=0)
+    ds = dls.train.dataset  # 18 images, fewer than STATS_IMAGES: all of them, not one batch of 4
+    everything = batch_stats(ds.get_batch(range(len(ds)))[0])
+    for ours, want in zip(dls.stats, everything):
+        torch.testing.assert_close(ours, want)
+    for ours, want in zip(image_stats(ds, np.arange(len(ds)), chunk=5), everything):  # chunks of any size
+        torch.testing.assert_close(ours, want)
