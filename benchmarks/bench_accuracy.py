@@ -2,7 +2,8 @@
 
 Each seed runs `python -m groundup train --recipe RECIPE --data IMAGENETTE --seed S` in a fresh
 process with a fresh, empty `GROUNDUP_HOME` (so the decode cache starts cold and every image is
-read from its JPEG file), and the clock starts when the process is started: it counts the start-up,
+read from its JPEG file) and a fresh `TORCHINDUCTOR_CACHE_DIR` (so torch.compile starts cold too),
+and the clock starts when the process is started: it counts the start-up,
 the scan of the folders, the cold decode, compiling, every epoch with its validation, and the final
 flip-TTA evaluation. The benchmark watches the run folder: each time `metrics.csv` gains an epoch,
 that epoch's valid accuracy is stamped with the seconds since the start; when `summary.json`
@@ -51,7 +52,8 @@ def run_seed(seed: int, recipe: str, data: Path, out: Path, extra: list[str], po
     """Train one seed in a fresh process and GROUNDUP_HOME; return rows (seconds, epoch, valid_acc, kind)."""
     run_dir = out / f"run-seed{seed}"
     with tempfile.TemporaryDirectory(prefix="groundup-home-") as home:
-        env = {**os.environ, "GROUNDUP_HOME": home}
+        # A fresh inductor cache too: compiling starts cold, as on a first run (a warm one compiles faster).
+        env = {**os.environ, "GROUNDUP_HOME": home, "TORCHINDUCTOR_CACHE_DIR": os.path.join(home, "inductor")}
         cmd = [sys.executable, "-m", "groundup", "train", "--recipe", recipe, "--data", str(data),
                "--seed", str(seed), "--out", str(run_dir), "--quiet", *extra]
         print("$", " ".join(cmd), flush=True)

@@ -26,13 +26,11 @@ from groundup.nn.models import resnet
 from groundup.optim import Adam, decay_groups
 
 CANDIDATES = {
-    "resnet (width 16, stem 1)": {"width": 16, "depth": 4},
-    "resnet (width 32, stem 1)": {"width": 32, "depth": 4},
-    "resnet_fast (width 32, stem 2, first 1)": {"width": 32, "depth": 4, "stem_stride": 2, "first_stride": 1},
-    "width 48, stem 2, first 1": {"width": 48, "depth": 4, "stem_stride": 2, "first_stride": 1},
-    "width 32, stem 2, first 1, 2 blocks": {"width": 32, "depth": 4, "stem_stride": 2, "first_stride": 1,
-                                                "blocks_per_stage": 2},
-    "width 64, stem 2, first 2, depth 3": {"width": 64, "depth": 3, "stem_stride": 2, "first_stride": 2},
+    "resnet (groundup's default: width 16, stem stride 1)": {"width": 16, "depth": 4},
+    "resnet_fast (width 32, stem 2, first stage 1)": {"width": 32, "depth": 4, "stem_stride": 2, "first_stride": 1},
+    "width 48, stem 2, first stage 1": {"width": 48, "depth": 4, "stem_stride": 2, "first_stride": 1},
+    "width 32, stem 2, first stage 1, 2 blocks/stage": {"width": 32, "depth": 4, "stem_stride": 2,
+                                                         "first_stride": 1, "blocks_per_stage": 2},
 }
 
 
@@ -86,7 +84,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bs 64, 64 px, AdamW, channels-last")
-    head = f"{'candidate':42} {'params':>8} {'MMAC/img':>9} {'mode':>13} {'step ms':>8} {'img/s':>7} {'compile s':>9}"
+    head = f"{'candidate':52} {'params':>8} {'MMAC/img':>9} {'mode':>13} {'step ms':>8} {'img/s':>7} {'compile s':>9}"
     print(head)
     for name, kwargs in CANDIDATES.items():
         if args.only and not any(w in name for w in args.only):
@@ -101,7 +99,7 @@ def main() -> None:
             torch._dynamo.reset()
             step, compile_s = time_steps(resnet(n_classes=10, **kwargs), args.steps, compiled, bf16)
             comp = f"{compile_s:9.1f}" if compiled else f"{'-':>9}"
-            print(f"{name:42} {n_params / 1e6:7.2f}M {macs:9.1f} {mode:>13} {step * 1e3:8.1f} {64 / step:7.0f} {comp}",
+            print(f"{name:52} {n_params / 1e6:7.2f}M {macs:9.1f} {mode:>13} {step * 1e3:8.1f} {64 / step:7.0f} {comp}",
                   flush=True)
 
 
