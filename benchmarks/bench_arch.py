@@ -81,9 +81,10 @@ def main() -> None:
     p.add_argument("--eager", action="store_true", help="also time each candidate without compiling")
     p.add_argument("--bf16", action="store_true", help="also time each step under bfloat16 autocast")
     p.add_argument("--only", nargs="*", default=None, help="candidate names containing these words")
+    p.add_argument("--size", type=int, default=64, help="image side (the recipe trains at 56)")
     args = p.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bs 64, 64 px, AdamW, channels-last")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bs 64, {args.size} px, AdamW, channels-last")
     head = f"{'candidate':52} {'params':>8} {'MMAC/img':>9} {'mode':>13} {'step ms':>8} {'img/s':>7} {'compile s':>9}"
     print(head)
     for name, kwargs in CANDIDATES.items():
@@ -91,13 +92,13 @@ def main() -> None:
             continue
         model = resnet(n_classes=10, **kwargs)
         n_params = sum(p.numel() for p in model.parameters())
-        macs = macs_per_image(model, 64) / 1e6
+        macs = macs_per_image(model, args.size) / 1e6
         modes = [("compiled", True, False)] + ([("eager", False, False)] if args.eager else [])
         if args.bf16:
             modes += [("compiled+bf16", True, True)] + ([("eager+bf16", False, True)] if args.eager else [])
         for mode, compiled, bf16 in modes:
             torch._dynamo.reset()
-            step, compile_s = time_steps(resnet(n_classes=10, **kwargs), args.steps, compiled, bf16)
+            step, compile_s = time_steps(resnet(n_classes=10, **kwargs), args.steps, compiled, bf16, size=args.size)
             comp = f"{compile_s:9.1f}" if compiled else f"{'-':>9}"
             print(f"{name:52} {n_params / 1e6:7.2f}M {macs:9.1f} {mode:>13} {step * 1e3:8.1f} {64 / step:7.0f} {comp}",
                   flush=True)
