@@ -117,3 +117,24 @@ def test_the_train_options_table_lists_every_option_with_its_python_equivalent()
     flags = {s for a in parser._actions for s in a.option_strings} - {"-h", "--help"}
     assert documented == flags
     assert all(len(row) == 4 and row[3].strip(" |") for row in rows)  # option, default, what, Python
+
+
+def test_the_fast_recipe_by_hand_runs_on_a_folder(image_folder, capsys):
+    block = next(b for b in python_blocks() if "resnet_fast" in b)
+    code = f"path = {str(image_folder)!r}\n" + block.replace("fit_one_cycle(15", "fit_one_cycle(1")
+    namespace: dict = {}
+    exec(compile(code, "README fast recipe", "exec"), namespace)  # noqa: S102
+    assert "'acc'" in capsys.readouterr().out
+    assert namespace["dls"].augment is not None and namespace["learn"].history
+
+
+def test_the_fast_recipe_section_matches_the_recipe():
+    from groundup.recipes import RECIPES
+
+    fast = RECIPES["fast"].settings
+    text = README.read_text()
+    section = text[text.index("## The fast recipe"):text.index("## The walkthrough, reproduced")]
+    epochs, lr = re.search(r"fit_one_cycle\((\d+), ([\d.e-]+)", section).groups()
+    assert (int(epochs), float(lr)) == (fast["epochs"], fast["lr"])
+    assert f"scale=({fast['crop_scale']}, 1.0)" in section and f"label_smoothing={fast['label_smoothing']}" in section
+    assert "{{" not in section  # no placeholder left

@@ -36,6 +36,7 @@ from groundup.callbacks import (
     TrackResults,
 )
 from groundup.data import (
+    BatchAugment,
     DataLoader,
     DataLoaders,
     Dataset,
@@ -80,6 +81,7 @@ __all__ = [
     "ActivationStats",
     "Adam",
     "AdaptivePool",
+    "BatchAugment",
     "BatchNorm",
     "Callback",
     "CancelBatchException",

@@ -20,6 +20,7 @@ from groundup.nn.models import (
     get_arch,
     register_arch,
     resnet,
+    resnet_fast,
     simple_cnn,
 )
 from groundup.nn.module import HookHandle, Hooks, IncompatibleKeys, Module, Parameter, StateDictError
@@ -49,6 +50,7 @@ __all__ = [
     "kaiming_normal_",
     "register_arch",
     "resnet",
+    "resnet_fast",
     "simple_cnn",
     "to_torch",
     "xavier_normal_",
