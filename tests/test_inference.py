@@ -153,3 +153,9 @@ def test_validate_with_tta_scores_the_averaged_predictions(image_learner):
     assert result["acc"] == pytest.approx((probs.argmax(1) == targets).float().mean().item())
     assert result["loss"] == pytest.approx(F.nll_loss(probs.log(), targets).item(), rel=1e-4)
     assert result != image_learner.validate()
+
+
+def test_tta_on_inputs_that_are_not_images_says_so():
+    learn = points_learner()
+    with pytest.raises(ValueError, match=r"flips images, \(N, C, H, W\), but the model's input has shape \(32, 2\)"):
+        learn.validate(tta=True)

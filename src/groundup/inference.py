@@ -104,6 +104,9 @@ def tta_forward(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     `x` is a model input (N, C, H, W); the result (N, n_classes) is in log-probabilities, which any
     classification loss and `argmax` read as logits (log_softmax leaves them unchanged).
     """
+    if x.ndim != 4:
+        raise ValueError(f"test-time augmentation flips images, (N, C, H, W), but the model's input has shape "
+                         f"{tuple(x.shape)}; leave tta off for other inputs")
     a = torch.log_softmax(model(x).float(), dim=1)           # (N, n_classes)
     b = torch.log_softmax(model(x.flip(3)).float(), dim=1)   # the mirror image: W is the last axis
     return torch.logaddexp(a, b) - math.log(2)               # log((p_a + p_b) / 2), stable where p underflows
