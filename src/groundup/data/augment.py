@@ -55,8 +55,9 @@ def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], rati
     """`n` random crop boxes `(left, top, width, height)` in pixels, one per image, as float64 (n, 4).
 
     Each box covers a fraction of the image's area drawn uniformly from `scale`, with an aspect
-    ratio (width / height) drawn log-uniformly from `ratio`, placed uniformly at random. A box that
-    would not fit is shrunk to fit (keeping its aspect ratio when possible), so no box leaves the image.
+    ratio (width / height) drawn log-uniformly from `ratio`, placed uniformly at random. A side
+    longer than the image's is cut to the image's (the box then covers less area), so no box leaves
+    the image.
     """
     area = torch.empty(n, dtype=torch.float64).uniform_(*scale, generator=generator) * (height * width)
     log_r = torch.empty(n, dtype=torch.float64).uniform_(math.log(ratio[0]), math.log(ratio[1]),
