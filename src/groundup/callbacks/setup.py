@@ -49,17 +49,18 @@ class SetupLearnerCB(Callback):
     def __init__(self, device: str | torch.device | None = None, normalize: Normalize | None = None):
         self.device = check_device("SetupLearnerCB", "device", device) if device is not None else local_device()
         self.normalize = normalize
+        self._augment = None
 
     def before_fit(self) -> None:
         self.learn.model.to(self.device)
+        self._augment = getattr(self.learn.dls, "augment", None)  # looked up once per fit, not per batch
 
     def before_batch(self) -> None:
         learn = self.learn
         xb, *rest = to_device(tuple(learn.batch), self.device)
         if xb.dtype == torch.uint8 and xb.ndim == 4:
-            augment = getattr(learn.dls, "augment", None)
-            if augment is not None:  # seeded by (epoch, batch): the same batches again after a resume
-                xb = augment(xb, epoch=learn.epoch, batch=learn.iter, training=learn.training)
+            if self._augment is not None:  # seeded by (epoch, batch): the same batches again after a resume
+                xb = self._augment(xb, epoch=learn.epoch, batch=learn.iter, training=learn.training)
             xb = to_nchw(self._normalizer(xb)(xb))  # (N, C, H, W) float32
         learn.batch = (xb, *rest)
 
