@@ -44,7 +44,7 @@ def worker(kind: str, epochs: int, n: int, world: int) -> None:
     from groundup.losses import cross_entropy
     from groundup.nn.layers import Linear, ReLU, Sequential
     from groundup.optim import SGD
-    from groundup.process_group import cleanup, get_rank, init_from_env, is_distributed
+    from groundup.utils.process_group import cleanup, get_rank, init_from_env, is_distributed
 
     init_from_env()
     torch.manual_seed(0)

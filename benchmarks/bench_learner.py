@@ -26,7 +26,7 @@ from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
-from groundup.memory import keep_freed_memory
+from groundup.utils.memory import keep_freed_memory
 from groundup.metrics import accuracy
 from groundup.nn.models import simple_cnn
 from groundup.optim import SGD

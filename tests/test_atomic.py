@@ -1,6 +1,6 @@
 import pytest
 
-from groundup.atomic import atomic_write
+from groundup.utils.atomic import atomic_write
 
 
 @pytest.mark.parametrize("durable", [False, True])

@@ -7,7 +7,7 @@ import pytest
 from groundup.data.cache import BAD, EMPTY, FILLED, HEADER, MAGIC, DecodeCache
 from groundup.data.files import get_image_files
 from groundup.data.images import Dataset
-from groundup.errors import GroundupWarning
+from groundup.utils.errors import GroundupWarning
 
 
 def test_cache_stores_and_reads_back_pixels(image_folder, tmp_path):

@@ -39,8 +39,8 @@ from groundup import (
     val2idx,
 )
 from groundup.callbacks.setup import to_device
-from groundup.process_group import local_device
-from groundup.run import shipped_dataset
+from groundup.utils.process_group import local_device
+from groundup.run.build import shipped_dataset
 
 # -- the reader's own pieces, as the chapter writes them -----------------------------------------
 

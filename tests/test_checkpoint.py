@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from groundup.callbacks.checkpointing import Checkpoint
+from groundup.callbacks.checkpoint import Checkpoint
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
-from groundup.checkpoint import (
+from groundup.utils.checkpoint_file import (
     CheckpointError,
     get_rng_state,
     load_checkpoint,
@@ -207,7 +207,7 @@ def test_checkpoint_callback_with_a_file_name_and_accuracy(image_folder, tmp_pat
 
 def test_checkpoint_callback_can_save_once_at_the_end(image_folder, tmp_path, monkeypatch):
     saves = []
-    import groundup.callbacks.checkpointing as module
+    import groundup.callbacks.checkpoint as module
     monkeypatch.setattr(module, "save_checkpoint", lambda learn, path, **kw: saves.append((path.name, kw)))
     learn = make_learner(image_folder, cbs=[Checkpoint(tmp_path, every_epoch=False, best_by=None,
                                                        extra={"config": {"x": 1}})])

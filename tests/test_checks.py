@@ -1,6 +1,6 @@
 import pytest
 
-from groundup.checks import check_choice, check_int, check_number
+from groundup.utils.checks import check_choice, check_int, check_number
 
 
 @pytest.mark.parametrize("value, low, match", [

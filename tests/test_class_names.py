@@ -3,7 +3,7 @@ import json
 import pytest
 from conftest import make_image_folder
 
-from groundup.checkpoint import checkpoint_preprocessing, read_checkpoint
+from groundup.utils.checkpoint_file import checkpoint_preprocessing, read_checkpoint
 from groundup.data.class_names import (
     IMAGENETTE_CLASS_NAMES,
     IMAGEWOOF_CLASS_NAMES,
@@ -16,7 +16,7 @@ from groundup.data.folder import ImageDataLoaders
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.models import simple_cnn
-from groundup.run import shipped_dataset
+from groundup.run.build import shipped_dataset
 
 
 def loaders(folder):

@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import make_image_folder
 
-from groundup.callbacks.checkpointing import Checkpoint
+from groundup.callbacks.checkpoint import Checkpoint
 from groundup.callbacks.tracking import COLUMNS
-from groundup.checkpoint import read_checkpoint
+from groundup.utils.checkpoint_file import read_checkpoint
 from groundup.cli import main
-from groundup.config import TrainConfig
-from groundup.run import resolve_data, shipped_dataset
+from groundup.run.config import TrainConfig
+from groundup.run.build import resolve_data, shipped_dataset
 
 RUN_FILES = {"metrics.csv", "summary.json", "model.pt", "best.pt", "losses.png", "schedule.png",
              "report.html", "confusion_matrix.png", "top_losses.png", "per_class.csv"}
@@ -112,7 +112,7 @@ def test_python_dash_m_groundup_train_end_to_end(image_folder, tmp_path):
 
 
 def test_the_command_line_of_a_torchrun_run_names_torchrun(monkeypatch):
-    from groundup.run import command_line
+    from groundup.run.folder import command_line
 
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
@@ -350,7 +350,7 @@ def test_download_argument_errors(capsys, args, pattern):
 
 
 def test_a_registry_name_as_data_is_downloaded_through_untar_data(image_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr("groundup.run.untar_data", lambda name: image_folder)
+    monkeypatch.setattr("groundup.run.build.untar_data", lambda name: image_folder)
     assert resolve_data("imagenette-160") == image_folder
 
 

@@ -3,7 +3,7 @@ tested beside their modules)."""
 
 import pytest
 
-from groundup.checkpoint import read_checkpoint
+from groundup.utils.checkpoint_file import read_checkpoint
 from groundup.cli import main
 
 
@@ -93,8 +93,8 @@ def test_patience_and_monitor_are_checked(image_folder, tmp_path, capsys):
 
 # -- clipping and accumulation -------------------------------------------------------------------------------
 def initial_weights(folder):
-    from groundup.config import TrainConfig
-    from groundup.run import build_learner
+    from groundup.run.config import TrainConfig
+    from groundup.run.build import build_learner
 
     learn = build_learner(TrainConfig(data=str(folder), size=16, bs=4, num_workers=0))
     learn.dls.close()
@@ -220,7 +220,7 @@ out = "{out}"
 
 
 def test_print_config_prints_toml_that_config_loads_back(image_folder, tmp_path, capsys):
-    from groundup.config import TrainConfig
+    from groundup.run.config import TrainConfig
 
     config = write_toml(tmp_path / "a.toml", f'data = "{image_folder}"\nepochs = 3\nclip = 0.5\n')
     assert main(["train", "--config", config, "-b", "8", "--patience", "2", "--print-config"]) == 0
@@ -239,7 +239,7 @@ def test_every_option_of_train_can_come_from_the_file():
     import dataclasses
 
     from groundup.commands.train import FILE_EXTRAS, add_parser
-    from groundup.config import TrainConfig
+    from groundup.run.config import TrainConfig
 
     parser = add_parser(argparse.ArgumentParser().add_subparsers())
     dests = {a.dest for a in parser._actions} - {"help", "config", "print_config", "list_recipes"}  # not settings
@@ -259,7 +259,7 @@ def test_a_bad_config_file_is_a_one_line_error_naming_the_key(tmp_path, capsys, 
 
 
 def test_every_run_folder_has_its_config_toml(image_folder, tmp_path):
-    from groundup.config import TrainConfig
+    from groundup.run.config import TrainConfig
 
     out = tmp_path / "run"
     assert main(tiny(image_folder, out, "--lr", "auto", epochs=1)) == 0
@@ -283,7 +283,7 @@ def test_piped_output_gets_a_plain_progress_line_per_epoch(image_folder, tmp_pat
 
 # -- recipes and the recipe's ingredients ------------------------------------------------------------------
 def test_list_recipes_prints_each_recipe_with_its_flags(capsys):
-    from groundup.recipes import RECIPES
+    from groundup.run.recipes import RECIPES
 
     assert main(["train", "--list-recipes"]) == 0
     out = capsys.readouterr().out
@@ -293,7 +293,7 @@ def test_list_recipes_prints_each_recipe_with_its_flags(capsys):
 
 
 def test_a_recipe_sets_its_settings_and_options_given_override_them(capsys):
-    from groundup.recipes import RECIPES
+    from groundup.run.recipes import RECIPES
 
     assert main(["train", "--recipe", "fast", "--epochs", "3", "--no-compile", "--print-config"]) == 0
     printed = capsys.readouterr().out

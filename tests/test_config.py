@@ -2,7 +2,7 @@ import functools
 
 import pytest
 
-from groundup.config import TrainConfig, opt_func_for
+from groundup.run.config import TrainConfig, opt_func_for
 from groundup.optim import SGD, Adam
 
 

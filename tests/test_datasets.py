@@ -1,5 +1,5 @@
 from groundup.data.files import get_image_files
-from groundup.run import shipped_dataset
+from groundup.run.build import shipped_dataset
 
 
 def test_the_shipped_dataset_has_600_train_and_200_val_images_of_10_classes():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from groundup.cli import main
-from groundup.config import TrainConfig
-from groundup.devices import available_devices, resolve_device
+from groundup.run.config import TrainConfig
+from groundup.utils.devices import available_devices, resolve_device
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 

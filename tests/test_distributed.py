@@ -29,7 +29,7 @@ import torch.distributed as dist
 from conftest import make_image_folder
 from torch import nn
 
-from groundup.callbacks.checkpointing import Checkpoint
+from groundup.callbacks.checkpoint import Checkpoint
 from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
@@ -39,7 +39,7 @@ from groundup.learner import Callback, CancelFitException, Learner
 from groundup.losses import cross_entropy
 from groundup.nn.layers import BatchNorm, Flatten, Linear, ReLU, Sequential
 from groundup.optim import SGD
-from groundup.process_group import (
+from groundup.utils.process_group import (
     all_reduce_sum,
     broadcast_,
     buckets,

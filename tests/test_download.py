@@ -403,7 +403,7 @@ def test_the_command_line_names_its_own_option_when_offline(home, monkeypatch, c
 
     def offline(*a, **k):
         raise download._network_error(download.DATASETS["imagenette-160"].url, "no route to host")
-    for where in ("groundup.commands.download", "groundup.run", "groundup.commands.evaluate"):
+    for where in ("groundup.commands.download", "groundup.run.build"):
         monkeypatch.setattr(f"{where}.untar_data", offline)
     assert main(args) == 2
     err = capsys.readouterr().err

@@ -5,7 +5,7 @@ import math
 import pytest
 from conftest import Points, groundup_mlp
 
-from groundup.callbacks.checkpointing import Checkpoint
+from groundup.callbacks.checkpoint import Checkpoint
 from groundup.callbacks.core import Callback
 from groundup.callbacks.early_stopping import EarlyStopping
 from groundup.learner import Learner
@@ -68,7 +68,7 @@ def test_early_stopping_keeps_best_pt_at_the_best_epoch(tmp_path):
                     cbs=[Scripted("valid_loss", values), EarlyStopping(patience=2),
                          Checkpoint(tmp_path, best_by="valid_loss")])
     learn.fit(len(values))
-    from groundup.checkpoint import read_checkpoint
+    from groundup.utils.checkpoint_file import read_checkpoint
 
     assert read_checkpoint(tmp_path / "best.pt")["epoch"] == 1
     assert read_checkpoint(tmp_path / "model.pt")["epoch"] == 3  # the stopped epoch was saved too

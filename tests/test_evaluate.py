@@ -77,7 +77,7 @@ def test_help_lists_evaluate_and_its_options(capsys):
 def test_evaluate_tta_scores_the_averaged_predictions(run, image_folder, tmp_path):
     import torch
 
-    from groundup.interpret import Interpretation
+    from groundup.run.interpret import Interpretation
 
     assert main(["evaluate", str(run / "model.pt"), "--data", str(image_folder), "--out", str(tmp_path / "e"),
                  "--tta"]) == 0

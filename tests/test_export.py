@@ -11,8 +11,8 @@ import torch
 from groundup.cli import main
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
-from groundup.export import ExportedClassifier, export_checkpoint
-from groundup.predict import Predictor, load_trained_model
+from groundup.run.export import ExportedClassifier, export_checkpoint
+from groundup.run.predictor import Predictor, load_trained_model
 
 FRESH = """
 import json, sys

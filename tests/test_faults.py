@@ -29,8 +29,10 @@ from conftest import make_image_folder
 from PIL import Image
 
 import groundup.losses
-import groundup.run
-from groundup.checkpoint import read_checkpoint
+import groundup.run.build
+import groundup.run.fit
+import groundup.run.train
+from groundup.utils.checkpoint_file import read_checkpoint
 from groundup.cli import main
 
 
@@ -54,7 +56,7 @@ def one_line_error(capsys, pattern: str) -> str:
 def run_cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
     """`python -m groundup ARGS` in a fresh process (for faults that kill a process, such as SIGBUS)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(Path(groundup.run.__file__).parents[1]),
+    full_env["PYTHONPATH"] = os.pathsep.join([str(Path(groundup.run.__file__).parents[2]),
                                               full_env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "groundup", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=180, check=False)
@@ -106,7 +108,7 @@ def test_an_unexpected_error_prints_one_line_and_writes_its_traceback_into_the_r
     def broken_fit(*args, **kwargs):
         raise AssertionError("an invariant broke")
 
-    monkeypatch.setattr(groundup.run, "fit_run", broken_fit)
+    monkeypatch.setattr(groundup.run.train, "fit_run", broken_fit)
     out = tmp_path / "run"
     assert main(tiny(image_folder, "--out", out)) == 1
     err = one_line_error(capsys, r"unexpected AssertionError: an invariant broke")
@@ -129,11 +131,11 @@ def test_an_unexpected_error_without_a_run_folder_writes_its_traceback_under_gro
 
 
 def test_errors_a_user_can_fix_derive_from_groundup_error_and_keep_their_bases():
-    from groundup.checkpoint import CheckpointError
+    from groundup.utils.checkpoint_file import CheckpointError
     from groundup.data.download import ChecksumError, DownloadError, UnsafeArchiveError
     from groundup.data.images import CorruptImageError
     from groundup.data.loader import WorkerError
-    from groundup.errors import GroundupError
+    from groundup.utils.errors import GroundupError
 
     for cls, base in ((CheckpointError, ValueError), (CorruptImageError, ValueError), (WorkerError, RuntimeError),
                       (DownloadError, OSError), (ChecksumError, OSError), (UnsafeArchiveError, ValueError)):
@@ -147,7 +149,7 @@ def test_a_groundup_error_that_is_no_value_error_still_prints_one_line(image_fol
     def dead_worker(*args, **kwargs):
         raise WorkerError("DataLoader worker 1 (pid 4242) was killed by signal 9 (SIGKILL)")
 
-    monkeypatch.setattr(groundup.run, "fit_run", dead_worker)
+    monkeypatch.setattr(groundup.run.train, "fit_run", dead_worker)
     assert main(tiny(image_folder, "--out", tmp_path / "run")) == 2
     one_line_error(capsys, r"worker 1 \(pid 4242\) was killed by signal 9 \(SIGKILL\)")
 
@@ -176,7 +178,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_epoch_and_says_whe
         image_folder, tmp_path, capsys, monkeypatch, small_fs):
     disk = small_fs(4096)
     out = (disk or tmp_path) / "run"
-    real_after_epoch = groundup.run._MetricsFile.after_epoch
+    real_after_epoch = groundup.run.fit.MetricsFile.after_epoch
 
     def after_epoch_then_the_disk_fills(cb):  # the disk fills up once epoch 0 is safely written
         real_after_epoch(cb)
@@ -191,9 +193,9 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_epoch_and_says_whe
                     raise OSError(errno.ENOSPC, "No space left on device")
                 except OSError:  # torch's zip writer raises while handling the OSError
                     raise RuntimeError("[enforce fail at inline_container.cc] . unexpected pos")
-            monkeypatch.setattr("groundup.checkpoint.torch.save", save)
+            monkeypatch.setattr("groundup.utils.checkpoint_file.torch.save", save)
 
-    monkeypatch.setattr(groundup.run._MetricsFile, "after_epoch", after_epoch_then_the_disk_fills)
+    monkeypatch.setattr(groundup.run.fit.MetricsFile, "after_epoch", after_epoch_then_the_disk_fills)
     assert main(tiny(image_folder, "--out", out, epochs=3)) == 2
     one_line_error(capsys, rf"no space left in {re.escape(str(out))} to write model.pt: .* free, it needs "
                            rf"about [\d.]+ \w+ .*the previous model.pt is intact.*--resume .*model.pt")
@@ -226,7 +228,7 @@ def test_temp_files_left_by_a_kill_mid_write_are_removed_when_the_run_resumes(im
 def test_the_checkpoint_callback_removes_its_stale_temp_files(tmp_path):
     from conftest import Points, groundup_mlp
 
-    from groundup.callbacks.checkpointing import Checkpoint
+    from groundup.callbacks.checkpoint import Checkpoint
     from groundup.callbacks.tracking import TrackResults
     from groundup.learner import Learner
     from groundup.losses import cross_entropy
@@ -252,7 +254,7 @@ def test_a_nan_loss_stops_the_run_with_one_line_and_keeps_the_last_good_checkpoi
                 loss = loss * float("nan")
         return loss
 
-    monkeypatch.setattr(groundup.run, "cross_entropy", loss_that_turns_nan)
+    monkeypatch.setattr(groundup.run.build, "cross_entropy", loss_that_turns_nan)
     out = tmp_path / "run"
     assert main(tiny(image_folder, "--lr", "0.01", "--out", out, epochs=4)) == 2
     one_line_error(capsys, r"the training loss became nan at epoch 1, batch 2 \(of 5\); training stopped before the "
@@ -289,7 +291,7 @@ def nan_at(epoch: int, batch: int):
 def test_terminate_on_nan_names_the_first_bad_batch_and_no_checkpoint_holds_its_weights(tmp_path, every_epoch):
     from conftest import Points, groundup_mlp
 
-    from groundup.callbacks.checkpointing import Checkpoint
+    from groundup.callbacks.checkpoint import Checkpoint
     from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
     from groundup.callbacks.tracking import TrackResults
     from groundup.learner import Learner
@@ -354,7 +356,7 @@ def test_a_full_groundup_home_trains_without_the_cache_with_one_warning_and_leav
                      rf"\(18 images of 128x128 pixels\), [\d.]+ \w+ free; going on without the decode cache", err), err
     assert not [p for p in (home / "cache").iterdir()]  # the partial file is removed
     if mounted:
-        from groundup.disk import free_space
+        from groundup.utils.disk import free_space
         assert free_space(home) > 400 * 1024  # the disk is not left full
     assert (tmp_path / "run" / "model.pt").is_file()
 
@@ -638,7 +640,7 @@ def test_each_way_a_checkpoint_can_fail_has_its_own_complete_message(trained, tm
 
 
 def test_a_checkpoint_that_runs_code_is_refused_by_resume_and_load_too(trained, tmp_path, capsys, image_folder):
-    from groundup.checkpoint import CheckpointError, read_checkpoint
+    from groundup.utils.checkpoint_file import CheckpointError, read_checkpoint
 
     path = hostile_checkpoint("runs code", trained, tmp_path)
     with pytest.raises(CheckpointError, match="may be malicious, so groundup will not load it") as err:

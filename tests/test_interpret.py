@@ -11,7 +11,7 @@ from PIL import Image
 
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.data.folder import ImageDataLoaders
-from groundup.interpret import Interpretation, format_per_class, labelled_files
+from groundup.run.interpret import Interpretation, format_per_class, labelled_files
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.models import simple_cnn
@@ -155,7 +155,7 @@ def test_labelled_files_wants_label_folders(tmp_path, image_folder):
 def test_top_losses_finds_the_images_when_unreadable_ones_were_skipped(image_folder, tmp_path):
     from groundup.callbacks.setup import SetupLearnerCB
     from groundup.data.folder import ImageDataLoaders
-    from groundup.interpret import Interpretation
+    from groundup.run.interpret import Interpretation
     from groundup.learner import Learner
     from groundup.losses import cross_entropy
     from groundup.nn.models import simple_cnn

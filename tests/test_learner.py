@@ -2,6 +2,7 @@ import pytest
 import torch
 from conftest import Points, groundup_mlp, torch_mlp
 
+from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.tracking import COLUMNS, TrackResults
 from groundup.learner import (
     EVENTS,
@@ -275,8 +276,7 @@ def test_history_belongs_to_the_learner_and_lr_find_leaves_it_alone(tmp_path):
     assert learn.history == history
 
 
-def test_fit_one_cycle_takes_max_lr_and_warns_on_the_old_lr_max():
-    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy)
+def test_fit_one_cycle_takes_max_lr():
+    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[recorder := Recorder()])
     learn.fit_one_cycle(1, max_lr=0.05)
-    with pytest.warns(DeprecationWarning, match="'lr_max' is now called 'max_lr'"):
-        learn.fit_one_cycle(1, lr_max=0.05)
+    assert 0.02 < max(recorder.lrs) <= 0.05 and recorder.lrs[0] == pytest.approx(0.005)  # max_lr / div

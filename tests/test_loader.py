@@ -227,3 +227,7 @@ def test_from_folder_stats_are_those_of_every_training_image_of_a_small_set(imag
         torch.testing.assert_close(ours, want)
     for ours, want in zip(image_stats(ds, np.arange(len(ds)), chunk=5), everything):  # chunks of any size
         torch.testing.assert_close(ours, want)
+
+
+def test_dataloader_takes_the_walkthroughs_n_workers_beside_num_workers(recwarn):
+    assert DataLoader(list(range(4)), 2, n_workers=0).num_workers == 0 and not recwarn.list

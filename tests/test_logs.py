@@ -5,9 +5,9 @@ import logging
 import pytest
 
 from groundup.cli import main
-from groundup.config import TrainConfig
-from groundup.logs import setup_logging
-from groundup.run import train
+from groundup.run.config import TrainConfig
+from groundup.utils.logs import setup_logging
+from groundup.run.train import train
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,7 @@ def test_an_application_gets_a_runs_messages_as_records(image_folder, tmp_path, 
     for r in caplog.records:
         by_logger.setdefault(r.name, []).append((r.levelname, r.getMessage()))
     assert any(m.startswith("training simple_cnn on") for _, m in by_logger["groundup.run"])
-    assert ("DEBUG", f"saved {tmp_path / 'run' / 'model.pt'} (epoch 0)") in by_logger["groundup.callbacks.checkpointing"]
+    assert ("DEBUG", f"saved {tmp_path / 'run' / 'model.pt'} (epoch 0)") in by_logger["groundup.callbacks.checkpoint"]
     assert by_logger["groundup.callbacks.early_stopping"][0][1].startswith(
         "early stopping after epoch 1: valid_loss has not improved for 1 epochs")
     assert capsys.readouterr() == ("", "")  # no handler of its own: nothing printed

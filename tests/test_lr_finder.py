@@ -271,10 +271,10 @@ def test_an_exploded_last_loss_does_not_spoil_the_suggestion():
 def test_lr_find_prints_no_results_rows_and_saves_no_checkpoint(tmp_path):
     import io
 
-    from groundup.callbacks.checkpointing import Checkpoint
+    from groundup.callbacks.checkpoint import Checkpoint
     from groundup.callbacks.recorder import Recorder
     from groundup.callbacks.tracking import TrackResults
-    from groundup.checkpoint import read_checkpoint
+    from groundup.utils.checkpoint_file import read_checkpoint
 
     table = io.StringIO()
     track, recorder, ckpt = TrackResults(file=table), Recorder(), Checkpoint(tmp_path)

@@ -4,14 +4,14 @@ import sys
 
 import pytest
 
-from groundup.memory import keep_freed_memory
+from groundup.utils.memory import keep_freed_memory
 
 # Counting page faults is not deterministic on a machine whose kernel reclaims idle pages on its
 # own, so this reads the allocator's own books: how much freed memory the process keeps for reuse.
 SCRIPT = """
 import ctypes, sys, torch
 if sys.argv[1] == "keep":
-    from groundup.memory import keep_freed_memory
+    from groundup.utils.memory import keep_freed_memory
     assert keep_freed_memory()
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-from groundup.checkpoint import CheckpointError, read_checkpoint
+from groundup.utils.checkpoint_file import CheckpointError, read_checkpoint
 from groundup.cli import main
 from groundup.data.files import get_image_files
-from groundup.predict import Prediction, Predictor, find_images
+from groundup.run.predictor import Prediction, Predictor, find_images
 
 
 def assert_one_line_error(capsys, pattern):

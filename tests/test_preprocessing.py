@@ -45,11 +45,3 @@ def test_loose_vocab_and_stats_become_a_preprocessing():
     dls = DataLoaders([], [], vocab={"a": 0, "b": 1}, stats=(torch.tensor([0.5] * 3), torch.tensor([0.2] * 3)))
     assert dls.preprocessing.vocab == ["a", "b"] and dls.vocab == {"a": 0, "b": 1}
     assert DataLoaders([], []).preprocessing is None and DataLoaders([], []).stats is None
-
-
-def test_the_old_from_folder_still_works_and_warns(image_folder):
-    with pytest.warns(DeprecationWarning, match="ImageDataLoaders.from_folder"):
-        dls = DataLoaders.from_folder(image_folder, size=8, bs=4, num_workers=0, seed=0)
-    assert isinstance(dls, ImageDataLoaders) and dls.preprocessing.size == 8
-    with pytest.warns(DeprecationWarning, match="'n_workers' is now called 'num_workers'"):
-        ImageDataLoaders.from_folder(image_folder, size=8, bs=4, n_workers=0, seed=0)

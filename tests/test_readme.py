@@ -129,7 +129,7 @@ def test_the_fast_recipe_by_hand_runs_on_a_folder(image_folder, capsys):
 
 
 def test_the_fast_recipe_section_matches_the_recipe():
-    from groundup.recipes import RECIPES
+    from groundup.run.recipes import RECIPES
 
     fast = RECIPES["fast"].settings
     text = README.read_text()

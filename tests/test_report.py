@@ -10,8 +10,8 @@ from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.tracking import COLUMNS, TrackResults
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
-from groundup.plots import png_axes
-from groundup.report import (
+from groundup.utils.plots import png_axes
+from groundup.run.report import (
     METRICS_COLUMNS,
     render_report,
     run_facts,

@@ -3,7 +3,7 @@ import random
 import numpy as np
 import torch
 
-from groundup.rng import get_rng_state, seed_everything, set_rng_state
+from groundup.utils.rng import get_rng_state, seed_everything, set_rng_state
 
 
 def draws():

@@ -8,19 +8,13 @@ import torch
 from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.setup import SetupLearnerCB
-from groundup.checkpoint import CheckpointError, read_checkpoint
-from groundup.config import TrainConfig
-from groundup.run import (
-    build_learner,
-    fit_run,
-    new_out_dir,
-    read_checkpoint_config,
-    resolve_data,
-    resumed_config,
-    shipped_dataset,
-    train,
-    write_run_folder,
-)
+from groundup.utils.checkpoint_file import CheckpointError, read_checkpoint
+from groundup.run.config import TrainConfig
+from groundup.run.build import build_learner, resolve_data, shipped_dataset
+from groundup.run.fit import fit_run
+from groundup.run.folder import new_out_dir, write_run_folder
+from groundup.run.resume import open_resume
+from groundup.run.train import train
 
 
 def tiny(folder, **kw):
@@ -57,7 +51,7 @@ def test_fit_run_then_write_run_folder(image_folder, tmp_path):
     assert facts["start_epoch"] == 0 and facts["lr_finder"] is None and len(facts["recorder"].losses) == 2 * 5
     assert read_checkpoint(out / "model.pt")["config"] == cfg.to_dict()
     assert [r["epoch"] for r in learn.history] == [0, 1]
-    facts.update(data_path=image_folder, wall_seconds=1.5, started="now", resumed_from=None, command="groundup x")
+    facts.update(data_path=image_folder, wall_seconds=1.5, started="now", resumed_from=None, argv=["x"])
     summary = write_run_folder(learn, cfg, out, facts)
     assert {p.name for p in out.iterdir()} >= {"metrics.csv", "summary.json", "report.html", "losses.png",
                                                  "schedule.png", "model.pt", "best.pt"}
@@ -69,8 +63,8 @@ def test_fit_run_then_write_run_folder(image_folder, tmp_path):
 def test_train_resumes_with_the_checkpoints_settings(image_folder, tmp_path):
     summary = train(tiny(image_folder), out=str(tmp_path / "run"), quiet=True)
     assert summary["epochs"] == 2
-    saved = read_checkpoint_config(tmp_path / "run" / "model.pt")
-    cfg = resumed_config(tmp_path / "run" / "model.pt", TrainConfig(data=str(image_folder), num_workers=1))
+    resume = open_resume(tmp_path / "run" / "model.pt", {"data": str(image_folder), "num_workers": 1})
+    saved, cfg = resume.checkpoint["config"], resume.cfg
     assert cfg.num_workers == 1 and cfg.size == saved["size"] == 16  # only data and workers may change
 
 
@@ -79,7 +73,7 @@ def test_a_checkpoint_without_run_settings_cannot_resume(image_folder, tmp_path)
     learn.dls.close()
     learn.save(tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="has no run settings .*Learner.load"):
-        read_checkpoint_config(tmp_path / "plain.pt")
+        open_resume(tmp_path / "plain.pt")
 
 
 def test_compile_in_the_config_compiles_the_learners_model(image_folder):

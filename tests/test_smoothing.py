@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from groundup.smoothing import EMA
+from groundup.utils.smoothing import EMA
 
 
 def test_ema_is_bias_corrected_like_adam():

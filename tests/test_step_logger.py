@@ -5,7 +5,7 @@ import csv
 import pytest
 from conftest import Points, groundup_mlp
 
-from groundup.callbacks.checkpointing import Checkpoint
+from groundup.callbacks.checkpoint import Checkpoint
 from groundup.callbacks.core import Callback
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle

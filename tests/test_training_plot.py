@@ -3,7 +3,7 @@ import pytest
 from conftest import PNG_SIGNATURE
 from PIL import Image
 
-from groundup.training_plot import BOUNDARY_COLOR, epoch_ends, plot_training, training_figure
+from groundup.run.training_plot import BOUNDARY_COLOR, epoch_ends, plot_training, training_figure
 
 HISTORY = [{"epoch": k, "train_loss": 2 - k / 2, "valid_loss": 1.9 - k / 3, "valid_acc": 0.3 + k / 10,
             "seconds": 1.0} for k in range(4)]

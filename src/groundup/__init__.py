@@ -53,9 +53,8 @@ from groundup.data import (
     untar_data,
     val2idx,
 )
-from groundup.deprecation import moved_names
-from groundup.errors import GroundupError
-from groundup.interpret import Interpretation
+from groundup.utils.errors import GroundupError
+from groundup.run.interpret import Interpretation
 from groundup.learner import Learner
 from groundup.losses import cross_entropy, log_softmax, logsumexp, nll
 from groundup.metrics import accuracy
@@ -144,8 +143,3 @@ __all__ = [
     "untar_data",
     "val2idx",
 ]
-
-# Names before 0.2: callbacks are named for what they do, with no suffix (SetupLearnerCB keeps the walkthrough's).
-__getattr__ = moved_names(__name__, {"ProgressCB": "groundup.callbacks.progress.ProgressBar",
-                                     "ActivationStatsCB": "groundup.callbacks.activations.TrackActivations",
-                                     "DistributedCB": "groundup.callbacks.distributed.DistributedTraining"})

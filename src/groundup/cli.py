@@ -19,7 +19,7 @@ an earlier run wrote is ever overwritten by a new one.
 
 Mistakes in what was passed (a missing folder, an unknown architecture, a non-positive lr, an
 unreadable image, a truncated checkpoint, ...) and failures groundup knows the cause of (a full disk,
-a dead loader worker, a NaN loss: a `groundup.errors.GroundupError`) print one line,
+a dead loader worker, a NaN loss: a `groundup.utils.errors.GroundupError`) print one line,
 `groundup: error: ...`, and exit with status 2. Anything else is unexpected: it prints one line
 naming the exception and the file holding its full traceback (in the run folder, or under
 `GROUNDUP_HOME/tmp`), and exits with status 1. Set `GROUNDUP_DEBUG=1` to see the traceback instead.
@@ -38,9 +38,8 @@ from collections.abc import Sequence
 from groundup._version import __version__
 from groundup.commands import COMMANDS
 from groundup.commands.options import HelpFormatter
-from groundup.deprecation import moved_names
-from groundup.errors import GroundupError, GroundupWarning, write_traceback
-from groundup.memory import keep_freed_memory
+from groundup.utils.errors import GroundupError, GroundupWarning, write_traceback
+from groundup.utils.memory import keep_freed_memory
 
 __all__ = ["build_parser", "main"]
 
@@ -68,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `groundup` command with `argv` (default `sys.argv[1:]`); return the exit status.
 
     Run as the program itself (no `argv` given), the process keeps freed tensor memory for reuse
-    (`groundup.memory.keep_freed_memory`: about a fifth faster CPU epochs); called from Python with
+    (`groundup.utils.memory.keep_freed_memory`: about a fifth faster CPU epochs); called from Python with
     an `argv`, it leaves the caller's process settings alone.
     """
     if argv is None:
@@ -124,10 +123,3 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     else:
         print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=file or sys.stderr)
 
-
-# Before 0.2 this module re-exported the run layer's names; they live in groundup.run and groundup.config.
-__getattr__ = moved_names(__name__, {
-    "TrainConfig": "groundup.config.TrainConfig", "OPTIMIZERS": "groundup.config.OPTIMIZERS",
-    "SCHEDULES": "groundup.config.SCHEDULES", "train": "groundup.run.train",
-    "resolve_data": "groundup.run.resolve_data", "shipped_dataset": "groundup.run.shipped_dataset",
-    "check_image_folder": "groundup.data.folder.check_image_folder"})

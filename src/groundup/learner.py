@@ -44,10 +44,9 @@ from groundup.callbacks.core import (
 )
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.schedules import OneCycle
-from groundup.checkpoint import load_checkpoint, save_checkpoint
-from groundup.checks import check_int, check_number
+from groundup.utils.checkpoint_file import load_checkpoint, save_checkpoint
+from groundup.utils.checks import check_int, check_number
 from groundup.data.preprocessing import Preprocessing
-from groundup.deprecation import renamed
 from groundup.inference import evaluating, inference_batches, is_image, item_losses, model_device, tta_forward
 from groundup.metrics import accuracy
 from groundup.optim import SGD
@@ -386,8 +385,6 @@ class Learner:
     def fit_one_cycle(self, n_epochs: int, max_lr: float | None = None, cbs: Sequence[Callback] | None = None,
                       **kwargs) -> None:
         """`fit` with a `OneCycle` schedule peaking at `max_lr` (default: `self.lr`); kwargs go to OneCycle."""
-        if "lr_max" in kwargs:  # the spelling before 0.2
-            max_lr = renamed("Learner.fit_one_cycle", "lr_max", "max_lr", kwargs.pop("lr_max"))
         self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *(cbs or ())])
 
     # -- looking at the model: predictions without training ---------------------------------------------
@@ -512,12 +509,16 @@ class Learner:
 
     def save(self, path: str | Path, **extra) -> Path:
         """Write a checkpoint (model, optimizer, epoch, RNG states, history, preprocessing, callbacks' state,
-        `extra`) atomically; see `groundup.checkpoint`."""
+        `extra`) atomically; see `groundup.utils.checkpoint_file`."""
         return save_checkpoint(self, path, **extra)
 
-    def load(self, path: str | Path, with_opt: bool = True) -> dict:
-        """Restore a checkpoint written by `save`; returns its contents (e.g. `['epoch']` to resume from)."""
-        return load_checkpoint(self, path, with_opt=with_opt)
+    def load(self, path: str | Path, with_opt: bool = True, checkpoint: dict | None = None) -> dict:
+        """Restore a checkpoint written by `save`; returns its contents (e.g. `['epoch']` to resume from).
+
+        `checkpoint` is the file's contents when the caller has read it already (`read_checkpoint`),
+        so that it is not read twice; `path` then only names it in messages.
+        """
+        return load_checkpoint(self, path, with_opt=with_opt, checkpoint=checkpoint)
 
     def __repr__(self) -> str:
         return (f"Learner(model={type(self.unwrapped_model).__name__}, lr={self.lr}, "

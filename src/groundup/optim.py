@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from groundup.checks import check_number
+from groundup.utils.checks import check_number
 
 __all__ = ["SGD", "Adam", "Optimizer", "decay_groups"]
 

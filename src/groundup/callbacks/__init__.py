@@ -5,7 +5,7 @@ needs, and pass an instance in the Learner's `cbs`. See `groundup.learner` for t
 """
 
 from groundup.callbacks.activations import TrackActivations
-from groundup.callbacks.checkpointing import Checkpoint
+from groundup.callbacks.checkpoint import Checkpoint
 from groundup.callbacks.compile import CompileModel
 from groundup.callbacks.core import (
     EVENTS,
@@ -31,7 +31,6 @@ from groundup.callbacks.step_logger import StepLogger
 from groundup.callbacks.tensorboard import TensorBoardLogger
 from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
-from groundup.deprecation import moved_names
 
 __all__ = [
     "EVENTS",
@@ -62,8 +61,3 @@ __all__ = [
     "TrackActivations",
     "TrackResults",
 ]
-
-# Names before 0.2: callbacks are named for what they do, with no suffix (SetupLearnerCB keeps the walkthrough's).
-__getattr__ = moved_names(__name__, {"ProgressCB": "groundup.callbacks.progress.ProgressBar",
-                                     "ActivationStatsCB": "groundup.callbacks.activations.TrackActivations",
-                                     "DistributedCB": "groundup.callbacks.distributed.DistributedTraining"})

@@ -6,7 +6,6 @@ import os
 from collections.abc import Callable, Iterable
 
 from groundup.callbacks.core import Callback
-from groundup.deprecation import moved_names
 from groundup.nn.stats import ActivationStats
 
 
@@ -46,4 +45,3 @@ class TrackActivations(Callback):
                 self.stats.plot(self.path)
 
 
-__getattr__ = moved_names(__name__, {"ActivationStatsCB": "groundup.callbacks.activations.TrackActivations"})  # the name before 0.2

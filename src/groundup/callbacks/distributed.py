@@ -33,9 +33,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from groundup.callbacks.core import Callback, CancelFitException
-from groundup.deprecation import moved_names
 from groundup.nn.bridge import to_torch
-from groundup.process_group import (
+from groundup.utils.process_group import (
     DEFAULT_TIMEOUT,
     all_reduce_sum,
     broadcast_,
@@ -110,7 +109,7 @@ class DistributedTraining(Callback):
     once per epoch over all ranks, no padding) or torch DataLoaders built with a `DistributedSampler`.
     `bs` is the batch size per rank: the global batch is bs × world size. The loaders stay sharded
     after `fit` (each rank keeps iterating over its own part). Only rank 0 prints and
-    writes files (see `groundup.process_group.is_main_process`). See the module docstring for what runs
+    writes files (see `groundup.utils.process_group.is_main_process`). See the module docstring for what runs
     at each event, and the README for the launch commands.
 
     It uses the Learner's extension points: `learn.wrap_model` (the model trains wrapped in
@@ -291,4 +290,3 @@ class DistributedTraining(Callback):
         return f"DistributedTraining(bucket_mb={self.bucket_mb}, timeout={self.timeout}, backend={self.backend})"
 
 
-__getattr__ = moved_names(__name__, {"DistributedCB": "groundup.callbacks.distributed.DistributedTraining"})  # the name before 0.2

@@ -6,7 +6,7 @@ import logging
 
 from groundup.callbacks.core import Callback, CancelFitException
 from groundup.callbacks.tracking import METRICS, is_improvement
-from groundup.checks import check_int, check_number
+from groundup.utils.checks import check_int, check_number
 
 __all__ = ["EarlyStopping"]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from groundup.callbacks.core import Callback
-from groundup.checks import check_int
-from groundup.process_group import is_distributed
+from groundup.utils.checks import check_int
+from groundup.utils.process_group import is_distributed
 
 __all__ = ["GradientAccumulation"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from groundup.callbacks.core import Callback
-from groundup.checks import check_number
+from groundup.utils.checks import check_number
 
 __all__ = ["GradientClipping"]
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from groundup.callbacks.core import Callback, CancelFitException, CancelValidateException
-from groundup.checks import check_int
-from groundup.rng import get_rng_state, set_rng_state
-from groundup.smoothing import EMA
+from groundup.utils.checks import check_int
+from groundup.utils.rng import get_rng_state, set_rng_state
+from groundup.utils.smoothing import EMA
 
 __all__ = ["METHODS", "LRFinder", "LRSuggestion", "smooth_curve", "suggest_lr"]
 
@@ -287,7 +287,7 @@ class LRFinder(Callback):
         NaN/inf losses are left out; if no lr can be suggested the curve is drawn without a mark.
         The y axis spans the curve before its explosion, so a huge last loss does not flatten the rest.
         """
-        from groundup.plots import png_axes
+        from groundup.utils.plots import png_axes
 
         pts = [(lr, loss) for lr, loss in zip(self.lrs, self.losses) if math.isfinite(loss)]
         try:

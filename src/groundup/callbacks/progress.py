@@ -11,9 +11,8 @@ from tqdm import tqdm
 from tqdm.auto import tqdm as tqdm_auto
 
 from groundup.callbacks.core import Callback
-from groundup.deprecation import moved_names
-from groundup.process_group import is_main_process
-from groundup.smoothing import EMA
+from groundup.utils.process_group import is_main_process
+from groundup.utils.smoothing import EMA
 
 __all__ = ["ProgressBar"]
 
@@ -39,7 +38,7 @@ class ProgressBar(Callback):
     (`TrackResults`, order 50) land on a clean line above the bar. The epoch bar's final state stays
     on screen after `fit`.
 
-    The loss shown is `groundup.smoothing.EMA` (a bias-corrected moving average) kept on the device,
+    The loss shown is `groundup.utils.smoothing.EMA` (a bias-corrected moving average) kept on the device,
     with no host sync per batch: each training loss is kept (detached) and folded into the average in one
     vectorised step at the next redraw (or every 256 batches), and the value is read (one sync) only
     when the bar is about to redraw, at most every `min_interval` seconds. Between redraws tqdm is
@@ -222,5 +221,3 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.1f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
-
-__getattr__ = moved_names(__name__, {"ProgressCB": "groundup.callbacks.progress.ProgressBar"})  # the name before 0.2

@@ -7,7 +7,7 @@ import os
 import torch
 
 from groundup.callbacks.core import Callback
-from groundup.smoothing import EMA
+from groundup.utils.smoothing import EMA
 
 __all__ = ["Recorder"]
 
@@ -20,7 +20,7 @@ class Recorder(Callback):
     host-device sync per batch. Reading `losses` or `smooth_losses` mid-epoch converts what is
     pending (one sync).
 
-    The smoothed loss is `groundup.smoothing.EMA`: an exponential moving average with bias
+    The smoothed loss is `groundup.utils.smoothing.EMA`: an exponential moving average with bias
     correction (as in Adam), so the first values are not pulled towards 0.
 
     Events used: `before_fit` (start a record), `after_loss` (keep the loss tensor and the lr, training
@@ -112,7 +112,7 @@ class Recorder(Callback):
             path: the PNG file to write.
             skip_start: leave out the first batches (their high loss flattens the rest of the plot).
         """
-        from groundup.plots import png_axes
+        from groundup.utils.plots import png_axes
 
         iters, losses, smooth = self.iters[skip_start:], self.losses[skip_start:], self.smooth_losses[skip_start:]
         if not losses:
@@ -125,7 +125,7 @@ class Recorder(Callback):
 
     def plot_lr(self, path: str | os.PathLike) -> None:
         """Write a PNG of the learning rate per training batch."""
-        from groundup.plots import png_axes
+        from groundup.utils.plots import png_axes
 
         if not self.lrs:
             raise ValueError("Recorder.plot_lr: no learning rates recorded; run learn.fit(...) with this "

@@ -23,8 +23,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from groundup.callbacks.core import Callback
-from groundup.checks import check_int, check_number
-from groundup.deprecation import renamed
+from groundup.utils.checks import check_int, check_number
 
 __all__ = [
     "OneCycle",
@@ -178,11 +177,7 @@ class OneCycle(Callback):
 
     def __init__(self, max_lr: float | None = None, pct_start: float = 0.25, div: float = 10.0,
                  div_final: float | None = None, anneal: str = "linear",
-                 moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95), **old) -> None:
-        if "lr_max" in old:  # the spelling before 0.2
-            max_lr = renamed("OneCycle", "lr_max", "max_lr", old.pop("lr_max"))
-        if old:
-            raise TypeError(f"OneCycle got unexpected arguments {sorted(old)}")
+                 moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95)) -> None:
         self.lr_sched = one_cycle_sched(max_lr, pct_start, div, div_final, anneal)
         if moms is not None:
             if len(moms) != 3 or not all(0 <= m < 1 for m in moms):
@@ -244,7 +239,7 @@ class OneCycle(Callback):
 
     def plot(self, path: str | os.PathLike) -> None:
         """Write a PNG of the lrs (and momentums) set during the last fit, per training batch."""
-        from groundup.plots import png_axes
+        from groundup.utils.plots import png_axes
 
         if not self.lrs:
             raise ValueError("OneCycle.plot: nothing to plot yet; run learn.fit(...) with this callback first")
@@ -254,11 +249,6 @@ class OneCycle(Callback):
                 ax2 = ax.twinx()
                 ax2.plot(self.moms, color="C1", label="momentum")
                 ax2.set_ylabel("momentum")
-
-    @property
-    def lr_max(self) -> float:
-        """Deprecated: `max_lr`."""
-        return renamed("OneCycle", "lr_max", "max_lr", self.max_lr)
 
     def __repr__(self) -> str:
         return (f"OneCycle(max_lr={self.max_lr}, pct_start={self.pct_start}, div={self.div}, "
@@ -280,7 +270,7 @@ def plot_schedule(sched_fn: Schedule, path: str | os.PathLike, n: int = 200, tit
     Example:
         >>> plot_schedule(one_cycle_sched(0.1, anneal="cos"), "one_cycle.png")
     """
-    from groundup.plots import png_axes
+    from groundup.utils.plots import png_axes
 
     if n < 2:
         raise ValueError(f"plot_schedule: n must be >= 2 points, got {n}")

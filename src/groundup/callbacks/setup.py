@@ -5,11 +5,10 @@ from __future__ import annotations
 import torch
 
 from groundup.callbacks.core import Callback
-from groundup.checks import check_device
+from groundup.utils.checks import check_device
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, batch_stats, to_nchw
-from groundup.deprecation import moved_names
-from groundup.process_group import local_device
+from groundup.utils.process_group import local_device
 
 __all__ = ["SetupLearnerCB", "to_device"]
 
@@ -78,4 +77,3 @@ class SetupLearnerCB(Callback):
 
 
 # `default_device` (a pass-through to local_device) before 0.2.
-__getattr__ = moved_names(__name__, {"default_device": "groundup.process_group.local_device"})

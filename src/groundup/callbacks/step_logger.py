@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from groundup.callbacks.core import Callback
-from groundup.checks import check_int
-from groundup.process_group import is_main_process
+from groundup.utils.checks import check_int
+from groundup.utils.process_group import is_main_process
 
 __all__ = ["StepLogger"]
 

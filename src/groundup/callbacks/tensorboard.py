@@ -14,8 +14,8 @@ import torch
 
 from groundup.callbacks.core import Callback
 from groundup.callbacks.tracking import METRICS
-from groundup.checks import check_int
-from groundup.process_group import is_main_process
+from groundup.utils.checks import check_int
+from groundup.utils.process_group import is_main_process
 
 __all__ = ["TensorBoardLogger", "require_tensorboard"]
 

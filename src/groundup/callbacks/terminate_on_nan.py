@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from groundup.callbacks.core import Callback
-from groundup.checks import check_int
-from groundup.errors import GroundupError
+from groundup.utils.checks import check_int
+from groundup.utils.errors import GroundupError
 
 __all__ = ["NonFiniteLossError", "TerminateOnNaN"]
 

@@ -11,7 +11,7 @@ import torch
 
 from groundup.callbacks.core import Callback
 from groundup.metrics import accuracy
-from groundup.process_group import all_reduce_sum, comm_device, is_distributed, is_main_process
+from groundup.utils.process_group import all_reduce_sum, comm_device, is_distributed, is_main_process
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds")
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc")  # the columns a run can be judged by

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from groundup.checks import check_choice
+from groundup.utils.checks import check_choice
 from groundup.commands.options import HelpFormatter
-from groundup.data.download import DATASETS, DownloadError, format_size, list_datasets, untar_data
+from groundup.data.download import DATASETS, DownloadError, list_datasets, untar_data
+from groundup.utils.disk import format_size
 
 NAME = "download"
 

@@ -9,12 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from groundup.commands.options import HelpFormatter, non_negative_int, positive_int
-from groundup.data.download import DATASETS, DownloadError, untar_data
-from groundup.inference import model_device
-from groundup.interpret import Interpretation, format_per_class
-from groundup.machine import describe_device
-from groundup.report import write_per_class_csv, write_report, write_summary
-from groundup.run import command_line, new_out_dir, package_versions
+from groundup.run.build import find_data
+from groundup.run.folder import base_summary, new_out_dir
+from groundup.run.interpret import Interpretation, format_per_class
+from groundup.run.report import write_per_class_csv, write_report, write_summary
 
 NAME = "evaluate"
 
@@ -50,13 +48,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     start = time.perf_counter()
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    folder = Path(args.data).expanduser()
-    if args.data in DATASETS:
-        try:
-            folder = untar_data(args.data)
-        except DownloadError as e:
-            raise e.with_offline_hint("set GROUNDUP_HOME to where it is cached, or pass the extracted "
-                                      "folder as --data FOLDER") from e
+    folder = find_data(args.data)
     interp = Interpretation.from_checkpoint(args.checkpoint, folder, split=args.split, bs=args.bs,
                                             num_workers=args.num_workers, device=args.device, tta=args.tta)
     out = new_out_dir(args.out, suffix="-evaluate")
@@ -83,12 +75,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                      "split": args.split or "val/ if the folder has one, else the folder itself (default)",
                      "bs": args.bs, "num_workers": args.num_workers, "top_losses": args.top_losses,
                      "tta": args.tta},
-        "command": command_line(argv),
-        "started": started,
-        "machine": describe_device(model_device(model)),
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "wall_seconds": round(time.perf_counter() - start, 3),
-        "versions": package_versions(),
+        **base_summary(model, started, round(time.perf_counter() - start, 3), argv),
         "files": ["confusion_matrix.png", "per_class.csv", "report.html", "summary.json", "top_losses.png"],
     }
     write_summary(summary, out / "summary.json")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from groundup.commands.options import HelpFormatter
-from groundup.export import FORMATS, export_checkpoint
+from groundup.run.export import FORMATS, export_checkpoint
 
 NAME = "export"
 

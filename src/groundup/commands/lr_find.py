@@ -8,10 +8,11 @@ import math
 from collections.abc import Sequence
 
 from groundup.commands.options import HelpFormatter, add_data_options, add_device_option
-from groundup.config import TrainConfig
-from groundup.logs import console_logging
-from groundup.report import write_text_atomic
-from groundup.run import build_learner, check_out_dir, new_out_dir
+from groundup.run.config import TrainConfig
+from groundup.utils.logs import console_logging
+from groundup.run.report import write_text_atomic
+from groundup.run.build import build_learner
+from groundup.run.folder import check_out_dir, new_out_dir
 
 NAME = "lr-find"
 

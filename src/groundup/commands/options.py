@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from groundup.config import DEFAULT_MOMENTUM, DEFAULT_WD, OPTIMIZERS, TrainConfig
+from groundup.run.config import DEFAULT_MOMENTUM, DEFAULT_WD, OPTIMIZERS, TrainConfig
 from groundup.nn.models import ARCHS
 
 __all__ = ["HelpFormatter", "add_data_options", "add_device_option", "non_negative_int", "number", "positive_int",
@@ -84,7 +84,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
-    """--device, as `train` and `lr-find` take it (checked when the learner is built: `groundup.devices`)."""
+    """--device, as `train` and `lr-find` take it (checked when the learner is built: `groundup.utils.devices`)."""
     p.add_argument("--device", default=TrainConfig().device, metavar="{auto,cpu,cuda,cuda:N}",
                    help="where to train: auto is CUDA when available (under torchrun: each process's GPU), "
                         "else the CPU")

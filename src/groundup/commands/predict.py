@@ -6,9 +6,9 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from groundup.checks import check_device
+from groundup.utils.checks import check_device
 from groundup.commands.options import HelpFormatter
-from groundup.predict import Predictor, find_images
+from groundup.run.predictor import Predictor, find_images
 
 NAME = "predict"
 

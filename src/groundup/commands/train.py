@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 from groundup.callbacks.tensorboard import require_tensorboard
 from groundup.commands.options import (
@@ -16,10 +15,11 @@ from groundup.commands.options import (
     positive_int,
     positive_number,
 )
-from groundup.config import ANNEALS, MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
-from groundup.logs import console_logging
-from groundup.recipes import format_recipes, get_recipe
-from groundup.run import read_checkpoint_config, resumed_config, train
+from groundup.run.config import ANNEALS, MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
+from groundup.utils.logs import console_logging
+from groundup.run.recipes import format_recipes, get_recipe
+from groundup.run.resume import open_resume
+from groundup.run.train import train
 
 NAME = "train"
 
@@ -140,11 +140,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(args)
+    resume = None
+    if args.resume is not None:  # the checkpoint is read here, once, and its resume rules checked
+        given = {name: getattr(cfg, name) for name in given_options(argv) if name in TRAIN_FIELDS}
+        resume = open_resume(args.resume, {k: getattr(args, k) for k in RESUME_MAY_CHANGE}, epochs=args.epochs,
+                             given=given)
+        cfg = resume.cfg
     if args.print_config:
-        if args.resume is not None:
-            check_resume_flags(args, read_checkpoint_config(args.resume))
-            cfg = resumed_config(args.resume, TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}),
-                                 epochs=args.epochs)
         print(cfg.to_toml(), end="")
         return 0
     if args.tensorboard:
@@ -152,13 +154,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             require_tensorboard()
         except ImportError as e:
             raise ValueError(f"--tensorboard: {e}") from None
-    if args.resume is not None:
-        check_resume_flags(args, read_checkpoint_config(args.resume), given=given_options(argv))
-        train(TrainConfig(**{k: getattr(args, k) for k in RESUME_MAY_CHANGE}), out=args.out, resume=args.resume,
-              quiet=args.quiet, argv=argv, epochs=args.epochs)
-    else:
-        train(cfg, out=args.out, quiet=args.quiet, argv=argv)
+    train(cfg, out=args.out, resume=resume, quiet=args.quiet, argv=argv)
     return 0
+
+
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def given_options(argv: Sequence[str]) -> set[str]:
@@ -174,31 +174,3 @@ def given_options(argv: Sequence[str]) -> set[str]:
     argv = list(argv)
     rest = argv[argv.index(NAME) + 1:] if NAME in argv else argv
     return set(vars(parser.parse_known_args(rest)[0])) - {"run", "parser"}
-
-
-def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any], given: set[str] | None = None) -> None:
-    """A resumed run keeps its settings: a flag given with a different value is an error, not ignored.
-
-    `--epochs` is checked by `groundup.run.resumed_config` (a constant schedule may be extended).
-
-    Args:
-        args: the parsed flags.
-        saved: the run settings stored in the checkpoint.
-        given: the flags actually on the command line (`given_options`); a given flag that
-            differs from the checkpoint is refused even when it equals the default. None: only
-            flags whose value differs from the default count as given.
-    """
-    defaults = TrainConfig()
-    saved = TrainConfig.from_dict(saved).to_dict()
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in (*RESUME_MAY_CHANGE, "epochs"):
-            continue
-        value = getattr(args, f.name)
-        if value is None:  # not given, and no default to compare with
-            continue
-        if f.name == "lr" and value != "auto":
-            value = number("--lr", value)
-        was_given = f.name in given if given is not None else value != getattr(defaults, f.name)
-        if was_given and value != saved.get(f.name):
-            raise ValueError(f"--{f.name} {value} differs from the resumed run's {f.name}={saved.get(f.name)!r}; "
-                             f"--resume continues the run with its own settings (leave --{f.name} out)")

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from groundup.checks import check_int
+from groundup.utils.checks import check_int
 
 __all__ = ["BatchAugment", "crop_boxes", "resample_boxes", "whole_view"]
 

@@ -42,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from groundup.disk import format_size, free_space, is_disk_full
-from groundup.errors import GroundupError, GroundupWarning
-from groundup.paths import describe_home, home_folder
+from groundup.utils.disk import format_size, free_space, is_disk_full
+from groundup.utils.errors import GroundupError, GroundupWarning
+from groundup.utils.paths import describe_home, home_folder
 
 MAGIC = b"GROUNDUP-DECODE-CACHE-V1"
 HEADER = 64

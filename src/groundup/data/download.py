@@ -1,6 +1,6 @@
 """Download, verify, cache and safely extract data set archives (`untar_data`).
 
-The cache lives under `groundup.paths.groundup_home()` (`$GROUNDUP_HOME` or `~/.groundup`):
+The cache lives under `groundup.utils.paths.groundup_home()` (`$GROUNDUP_HOME` or `~/.groundup`):
 
     <home>/archives/imagenette2-160-<hash>.tgz      the verified archive (kept, so re-extracting is offline)
     <home>/archives/imagenette2-160-<hash>.tgz.part an unfinished download; the next call resumes it
@@ -49,9 +49,9 @@ from tqdm.auto import tqdm
 
 from groundup._version import __version__
 from groundup.data.class_names import IMAGENETTE_CLASS_NAMES, IMAGEWOOF_CLASS_NAMES
-from groundup.disk import format_size
-from groundup.errors import GroundupError
-from groundup.paths import groundup_home, home_folder
+from groundup.utils.disk import format_size
+from groundup.utils.errors import GroundupError
+from groundup.utils.paths import groundup_home, home_folder
 
 __all__ = [
     "DATASETS",

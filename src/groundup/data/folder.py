@@ -22,7 +22,6 @@ from groundup.data.files import get_image_files, grandparent_split, parent_label
 from groundup.data.images import DEFAULT_MAX_PIXELS, Dataset
 from groundup.data.loader import DataLoader, DataLoaders
 from groundup.data.preprocessing import Preprocessing
-from groundup.deprecation import renamed
 
 __all__ = ["ImageDataLoaders", "check_image_folder", "default_num_workers"]
 
@@ -97,7 +96,7 @@ class ImageDataLoaders(DataLoaders):
     @classmethod
     def from_folder(cls, path: str | os.PathLike, size: int = 64, bs: int = 128,
                     num_workers: int | None = None, seed: int | None = None, valid_bs: int | None = None,
-                    cache: bool = True, skip_corrupt: bool = False, n_workers: int | None = None,
+                    cache: bool = True, skip_corrupt: bool = False,
                     max_pixels: int | None = DEFAULT_MAX_PIXELS,
                     augment: BatchAugment | bool | None = None) -> ImageDataLoaders:
         """Loaders for a folder laid out as `train/<label>/*.jpg` and `val/<label>/*.jpg` (or `valid/`).
@@ -135,8 +134,6 @@ class ImageDataLoaders(DataLoaders):
             >>> dls = ImageDataLoaders.from_folder("imagenette2-160", size=64, bs=128)
             >>> xb, yb = next(iter(dls.train))     # (128, 64, 64, 3) uint8, (128,) int64
         """
-        if n_workers is not None:  # the spelling before 0.2
-            num_workers = renamed("ImageDataLoaders.from_folder", "n_workers", "num_workers", n_workers)
         root = check_image_folder(path)
         train_files, valid_files = grandparent_split(get_image_files(root), valid_names=VALID_NAMES)
         vocab = val2idx(parent_label(f) for f in train_files)

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from groundup.checks import check_int
+from groundup.utils.checks import check_int
 from groundup.data.cache import BAD, FILLED, DecodeCache, DecodeCacheError
 from groundup.data.files import label_files, parent_label, val2idx
-from groundup.errors import GroundupError, GroundupWarning
+from groundup.utils.errors import GroundupError, GroundupWarning
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from groundup.checks import check_int
+from groundup.utils.checks import check_int
 from groundup.data.preprocessing import Preprocessing
-from groundup.deprecation import renamed
-from groundup.errors import GroundupError
+from groundup.utils.errors import GroundupError
 
 
 def collate(samples: Sequence[Any], ds: Any = None) -> Any:
@@ -403,12 +402,3 @@ class DataLoaders:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(train={self.train!r}, valid={self.valid!r})"
-
-    @classmethod
-    def from_folder(cls, *args, **kwargs) -> DataLoaders:
-        """Deprecated: `ImageDataLoaders.from_folder` (in `groundup.data.folder`); stops working in 0.3."""
-        # The one import of a module above this one: a shim that goes away with the old spelling.
-        from groundup.data.folder import ImageDataLoaders
-
-        renamed("DataLoaders.from_folder", "DataLoaders.from_folder", "ImageDataLoaders.from_folder")
-        return ImageDataLoaders.from_folder(*args, **kwargs)

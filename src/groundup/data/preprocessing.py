@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from groundup.checks import check_int
+from groundup.utils.checks import check_int
 from groundup.data.transforms import Normalize
 
 __all__ = ["Preprocessing"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from groundup.plots import plt, save_figure
+from groundup.utils.plots import plt, save_figure
 
 
 def show_batch(batch, path: str | os.PathLike = "batch.png", vocab: dict | list | None = None,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from groundup.checks import check_int
+from groundup.utils.checks import check_int
 from groundup.nn.module import Module, Parameter
 
 __all__ = [

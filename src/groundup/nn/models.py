@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from groundup.checks import check_int
+from groundup.utils.checks import check_int
 from groundup.nn.layers import AdaptivePool, BatchNorm, ConvLayer, Linear, ReLU, Sequential
 from groundup.nn.module import Module
 

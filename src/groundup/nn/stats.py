@@ -16,7 +16,7 @@ from typing import Self
 import torch
 from torch import Tensor
 
-from groundup.checks import check_int
+from groundup.utils.checks import check_int
 from groundup.nn.module import Hooks, Module
 
 __all__ = ["ActivationStats"]
@@ -115,9 +115,9 @@ class ActivationStats:
         The bottom row is the "colorful dimension": x is the batch, y the histogram bin, brightness
         log(1 + count). Activations piling up in the lowest bin mean many near-zero outputs.
         """
-        import matplotlib.pyplot as plt  # groundup.plots (imported first) selects the file-only Agg backend
+        import matplotlib.pyplot as plt  # groundup.utils.plots (imported first) selects the file-only Agg backend
 
-        from groundup.plots import save_figure
+        from groundup.utils.plots import save_figure
 
         if not any(self._records):
             raise ValueError("ActivationStats.plot: nothing recorded yet; run forward passes in training "

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from groundup.plots import plt, save_figure
+from groundup.utils.plots import plt, save_figure
 
 __all__ = ["BOUNDARY_COLOR", "epoch_ends", "plot_training", "training_figure"]
 

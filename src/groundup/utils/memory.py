@@ -33,7 +33,7 @@ def keep_freed_memory() -> bool:
     (macOS, Windows, musl), whose allocators behave differently.
 
     Example:
-        >>> from groundup.memory import keep_freed_memory
+        >>> from groundup.utils.memory import keep_freed_memory
         >>> keep_freed_memory()          # once, at the start of a training script
         True
     """

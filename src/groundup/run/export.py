@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from groundup.atomic import atomic_write
-from groundup.checks import check_choice
+from groundup.utils.atomic import atomic_write
+from groundup.utils.checks import check_choice
 from groundup.data.preprocessing import Preprocessing
 from groundup.nn.bridge import to_torch
-from groundup.predict import load_trained_model
+from groundup.run.predictor import load_trained_model
 
 __all__ = ["FORMATS", "ExportedClassifier", "export_checkpoint", "export_model"]
 

@@ -28,15 +28,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from groundup.checks import check_int
+from groundup.utils.checks import check_int
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
 from groundup.data.loader import DataLoader, DataLoaders
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
-from groundup.plots import plt, save_figure
-from groundup.predict import load_trained_model
+from groundup.utils.plots import plt, save_figure
+from groundup.run.predictor import load_trained_model
 
 __all__ = ["PER_CLASS_COLUMNS", "Interpretation", "TopLoss", "format_per_class", "labelled_files"]
 
@@ -153,7 +153,7 @@ class Interpretation:
         """Interpret a checkpoint's model on a labelled folder (see `labelled_files` for the layouts).
 
         The model, image size, vocabulary, class names and statistics come from the checkpoint
-        (see `groundup.predict.load_trained_model`); the folder's labels must be in its vocabulary.
+        (see `groundup.run.predictor.load_trained_model`); the folder's labels must be in its vocabulary.
 
         Args:
             checkpoint: a checkpoint file (`model.pt`, `best.pt`, one written by `Learner.save`).

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from groundup.checks import check_choice, check_int, check_number
-from groundup.devices import check_device_name
+from groundup.utils.checks import check_choice, check_int, check_number
+from groundup.utils.devices import check_device_name
 from groundup.nn.models import ARCHS
 from groundup.optim import SGD, Adam, decay_groups
 

@@ -18,7 +18,7 @@ which refuses to run code stored in a file (a pickle can otherwise run anything)
     versions             groundup, torch and python versions that wrote the file
     ...                  anything passed as `**extra` (the CLI stores its run settings as `config`)
 
-Writing is atomic (`groundup.atomic`): a kill while saving leaves the previous checkpoint intact.
+Writing is atomic (`groundup.utils.atomic`): a kill while saving leaves the previous checkpoint intact.
 Resuming is exact: schedules are functions of (epoch, iter), the DataLoader's order of (seed,
 epoch), and the RNG states are restored for anything random in the model.
 
@@ -40,10 +40,10 @@ from typing import Any
 import torch
 
 from groundup._version import __version__
-from groundup.atomic import atomic_write
+from groundup.utils.atomic import atomic_write
 from groundup.data.preprocessing import Preprocessing
-from groundup.errors import GroundupError
-from groundup.rng import get_rng_state, set_rng_state
+from groundup.utils.errors import GroundupError
+from groundup.utils.rng import get_rng_state, set_rng_state
 
 __all__ = [
     "FORMAT",
@@ -73,7 +73,7 @@ class CheckpointError(GroundupError, ValueError):
 def write_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to `path` so that `path` holds either the old file or the complete new one.
 
-    Written through `groundup.atomic.atomic_write(durable=True)`: a temporary file in the same
+    Written through `groundup.utils.atomic.atomic_write(durable=True)`: a temporary file in the same
     folder, fsync'ed, moved over `path` with `os.replace`, then the folder fsync'ed so the rename
     itself survives a power cut.
     """
@@ -227,7 +227,8 @@ def save_checkpoint(learn, path: str | os.PathLike, epoch: int | None = None, **
     return write_atomic(ckpt, path)
 
 
-def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True) -> dict[str, Any]:
+def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True,
+                    checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Restore a checkpoint written by `save_checkpoint` into `learn`; return the checkpoint dict.
 
     Restores the model's weights, the optimizer state (when `with_opt`; the optimizer is created
@@ -239,7 +240,7 @@ def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True) -> di
         FileNotFoundError: no such file.
         CheckpointError: truncated or foreign file, or weights that do not fit `learn.model`.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if checkpoint is None else checkpoint  # `checkpoint`: read already
     model = learn.unwrapped_model
     try:
         model.load_state_dict(ckpt["model"])

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # before pyplot is imported anywhere: plots are files, ne
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from groundup.atomic import atomic_write
+from groundup.utils.atomic import atomic_write
 
 
 @contextmanager
@@ -41,7 +41,7 @@ def png_axes(path: str | os.PathLike, title: str = "", xlabel: str = "", ylabel:
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write `fig` to `path` as a PNG, atomically (see `groundup.atomic`); return the path."""
+    """Write `fig` to `path` as a PNG, atomically (see `groundup.utils.atomic`); return the path."""
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
     return Path(path)

@@ -175,7 +175,7 @@ def peer_failure_hint(what: str) -> Iterator[None]:
         raise RuntimeError(
             f"rank {get_rank()}: {what} failed ({first}). Another rank has most likely stopped with an "
             f"error or was killed: look for its traceback above. (A collective waits at most `timeout` "
-            f"seconds, see groundup.process_group.init_from_env.)") from e
+            f"seconds, see groundup.utils.process_group.init_from_env.)") from e
 
 
 def buckets(tensors: Sequence[Tensor], cap_mb: float = 25.0) -> list[list[int]]:

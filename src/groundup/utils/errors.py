@@ -46,7 +46,7 @@ def note_run_dir(exc: BaseException, run_dir: str | os.PathLike) -> None:
 
 
 def _home_tmp() -> Path:
-    # Read the variable here rather than through groundup.paths: this module stays a leaf.
+    # Read the variable here rather than through groundup.utils.paths: this module stays a leaf.
     home = Path(os.environ.get("GROUNDUP_HOME") or Path.home() / ".groundup").expanduser()
     return home / "tmp"
 

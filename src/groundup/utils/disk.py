@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from groundup.errors import GroundupError
+from groundup.utils.errors import GroundupError
 
 __all__ = ["DiskFullError", "format_size", "free_space", "is_disk_full"]
 

@@ -1,6 +1,6 @@
 """Inference: rebuild a trained model from its checkpoint and predict the labels of image files.
 
-A checkpoint has everything needed (see `groundup.checkpoint`): the architecture (`arch`), the
+A checkpoint has everything needed (see `groundup.utils.checkpoint_file`): the architecture (`arch`), the
 preprocessing (image size, vocabulary, normalization statistics) and the weights. Images go through the same steps as in training: decode and squash to `size`×`size`
 (`open_image`), normalize, NHWC → NCHW, then the model and a softmax.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groundup.checkpoint import CheckpointError, checkpoint_preprocessing, read_checkpoint, weights_mismatch
-from groundup.checks import check_device, check_int
+from groundup.utils.checkpoint_file import CheckpointError, checkpoint_preprocessing, read_checkpoint, weights_mismatch
+from groundup.utils.checks import check_device, check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
 from groundup.data.preprocessing import Preprocessing

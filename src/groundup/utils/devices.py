@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from groundup.process_group import local_device
+from groundup.utils.process_group import local_device
 
 __all__ = ["available_devices", "check_device_name", "resolve_device"]
 

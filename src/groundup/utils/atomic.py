@@ -8,7 +8,7 @@ The temporary file is named `.<name>.<random>.tmp` and created with mode 0666 le
 like any other file the user makes (not `mkstemp`'s 0600), so the finished file has the
 permissions the user expects. A process killed mid-write leaves its temporary file behind;
 `remove_stale_temp_files` clears them (a run does it when it starts or resumes). A full disk
-raises `groundup.disk.DiskFullError`, naming the folder and the space, with the old file intact.
+raises `groundup.utils.disk.DiskFullError`, naming the folder and the space, with the old file intact.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from groundup.disk import DiskFullError, format_size, free_space, is_disk_full
+from groundup.utils.disk import DiskFullError, format_size, free_space, is_disk_full
 
 __all__ = ["atomic_write", "remove_stale_temp_files"]
 

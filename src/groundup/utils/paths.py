@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from groundup.errors import GroundupError
+from groundup.utils.errors import GroundupError
 
 __all__ = ["HomeNotWritableError", "describe_home", "groundup_home", "home_folder"]
 

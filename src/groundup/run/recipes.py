@@ -14,7 +14,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from groundup.config import TrainConfig
+from groundup.run.config import TrainConfig
 
 __all__ = ["RECIPES", "Recipe", "format_recipes", "get_recipe"]
 

@@ -22,9 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from groundup.atomic import atomic_write
+from groundup.utils.atomic import atomic_write
 from groundup.callbacks.tracking import COLUMNS, format_value
-from groundup.deprecation import renamed
 
 __all__ = ["METRICS_COLUMNS", "PER_CLASS_COLUMNS", "render_report", "run_facts", "write_metrics_csv",
            "write_per_class_csv", "write_report", "write_summary", "write_text_atomic"]
@@ -34,7 +33,7 @@ PER_CLASS_COLUMNS = ("label", "name", "support", "accuracy", "precision", "recal
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write `text` (UTF-8) to `path` atomically (see `groundup.atomic`): never half a file."""
+    """Write `text` (UTF-8) to `path` atomically (see `groundup.utils.atomic`): never half a file."""
     with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
     return Path(path)
@@ -254,8 +253,4 @@ def write_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]
         path: the HTML file to write.
         title: the page's heading.
     """
-    if isinstance(summary, (str, os.PathLike)):  # write_report(path, summary, history, plots) before 0.2
-        summary, history, plots, path = renamed("write_report", "write_report(path, summary, history, plots)",
-                                                "write_report(summary, history, plots, path)",
-                                                (history, plots, path, summary))
     return write_text_atomic(render_report(summary, history, plots, title), path)

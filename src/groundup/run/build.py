@@ -1,0 +1,96 @@
+"""Build what a run trains: find the data, make the loaders, the model and the Learner.
+
+Shared by `groundup train`, `groundup lr-find` and `groundup evaluate`:
+
+    resolve_data(data)      the shipped set (None or "imagenette-mini"), a registry name (downloaded
+                            once) or a folder -> the checked image folder
+    build_learner(cfg)      ImageDataLoaders, the model from `cfg.arch`, and a Learner with
+                            SetupLearnerCB, DistributedTraining and (with `cfg.amp`) MixedPrecision
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from groundup.callbacks.core import Callback
+from groundup.callbacks.distributed import DistributedTraining
+from groundup.callbacks.mixed_precision import MixedPrecision
+from groundup.callbacks.setup import SetupLearnerCB
+from groundup.data.augment import BatchAugment
+from groundup.data.download import DATASETS, DownloadError, untar_data
+from groundup.data.folder import ImageDataLoaders, check_image_folder
+from groundup.learner import Learner
+from groundup.losses import cross_entropy
+from groundup.nn.models import get_arch
+from groundup.run.config import TrainConfig, opt_func_for
+from groundup.utils.devices import resolve_device
+from groundup.utils.rng import seed_everything
+
+__all__ = ["build_learner", "find_data", "resolve_data", "shipped_dataset"]
+
+
+def shipped_dataset() -> Path:
+    """The small data set inside the package: imagenette-mini (10 classes, 600 train + 200 val 64-px JPEGs)."""
+    import groundup.datasets
+
+    return Path(groundup.datasets.__file__).parent / "imagenette-mini"
+
+
+def find_data(data: str | None) -> Path:
+    """The folder `--data` names: the shipped data set (None), a registry name (downloaded once), or a path.
+
+    Raises FileNotFoundError for a path that does not exist; what is inside is not checked.
+    """
+    if data is None:
+        root = shipped_dataset()
+    elif data in DATASETS:
+        try:
+            root = untar_data(data)
+        except DownloadError as e:
+            raise e.with_offline_hint("set GROUNDUP_HOME to where it is cached, or pass the extracted folder "
+                                      "as --data FOLDER") from e
+    else:
+        root = Path(data).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"data folder not found: {root} (--data takes a folder with train/ and val/ "
+                                    f"subfolders, or a registry name: {', '.join(sorted(DATASETS))})")
+    return root
+
+
+def resolve_data(data: str | None) -> Path:
+    """The image folder for a run's `--data` (see `find_data`), checked: it has train/ and val/ with images."""
+    return check_image_folder(find_data(data))
+
+
+def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) -> Learner:
+    """The Learner a run trains: its loaders, model (seeded by `cfg.seed`), loss, optimizer and device callbacks.
+
+    The learner's callbacks are `SetupLearnerCB` (device, normalization), `DistributedTraining` (a no-op
+    unless started by torchrun) and, with `cfg.amp`, `MixedPrecision`. `learn.lr` is `cfg.lr`
+    (1e-3 until the LR finder replaces it when `cfg.lr == "auto"`). Call `learn.dls.close()` when done.
+    The device is `device` if given, else `cfg.device` (checked first: a device this machine lacks
+    is a ValueError listing those it has).
+    """
+    device = resolve_device(cfg.device) if device is None else device
+    augment = (BatchAugment(cfg.train_size or cfg.size, scale=(cfg.crop_scale, 1.0), seed=cfg.seed) if cfg.augment
+               else None)
+    dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
+                                       num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt,
+                                       augment=augment)
+    if cfg.compile and len(dls.train.dataset) >= cfg.bs:
+        dls.train.drop_last = True  # a last, smaller batch would make torch.compile compile the model again
+    seed_everything(cfg.seed)
+    model = get_arch(cfg.arch, n_classes=len(dls.preprocessing.vocab))
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    cbs: list[Callback] = [SetupLearnerCB(device), DistributedTraining()]
+    if cfg.amp:
+        cbs.append(MixedPrecision())
+    loss = functools.partial(cross_entropy, label_smoothing=cfg.label_smoothing) if cfg.label_smoothing else cross_entropy
+    learn = Learner(model, dls, loss, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
+                    opt_func=opt_func_for(cfg.opt, wd=cfg.wd, momentum=cfg.momentum, wd_norms=cfg.wd_norms),
+                    cbs=cbs)
+    return learn.compile() if cfg.compile else learn

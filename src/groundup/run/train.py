@@ -1,0 +1,157 @@
+"""A training run, as `groundup train` does it: build the learner, fit, write the run folder.
+
+    train(cfg, out=..., resume=...)
+      ├─ open_resume (run.resume)        when resuming: the checkpoint, read once, and its settings
+      ├─ build_learner (run.build)       data -> loaders, model, Learner
+      ├─ fit_run (run.fit)               LR finder, the run's callbacks, resuming, fit
+      └─ write_run_folder (run.folder)   metrics.csv, plots, interpretation, summary.json, report.html
+
+The command line (`groundup.commands.train`) parses its flags into a `TrainConfig` (and, with
+`--resume`, a `Resume`) and calls `train`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from groundup.callbacks.terminate_on_nan import NonFiniteLossError
+from groundup.learner import Learner
+from groundup.run.build import build_learner
+from groundup.run.config import TrainConfig
+from groundup.run.fit import fit_run
+from groundup.run.folder import check_out_dir, new_out_dir, write_run_folder
+from groundup.run.resume import Resume, changes_of, open_resume
+from groundup.utils.atomic import remove_stale_temp_files
+from groundup.utils.disk import DiskFullError
+from groundup.utils.errors import note_run_dir
+from groundup.utils.process_group import cleanup, is_main_process
+
+__all__ = ["train"]
+
+log = logging.getLogger("groundup.run")
+
+
+def _what_is_kept(learn: Learner, run_dir: Path) -> str:
+    """Which checkpoints a run that stopped early left, for its error message."""
+    done = [r["epoch"] for r in learn.history if "epoch" in r]
+    if not done or not (run_dir / "model.pt").is_file():
+        return f"no checkpoint was written to {run_dir} (no epoch finished)"
+    best = ", best.pt the best one" if (run_dir / "best.pt").is_file() else ""
+    return f"{run_dir / 'model.pt'} keeps the last good epoch ({done[-1]}){best}"
+
+
+def _resumes_in_place(out: str | None, resume: Resume | None) -> bool:
+    """True when the run writes into its checkpoint's own folder (resuming, with no other `out`)."""
+    if resume is None:
+        return False
+    here = resume.path.parent
+    return out is None or Path(out).expanduser().resolve() == here.resolve()
+
+
+def _run_dir(out: str | None, resume: Resume | None) -> Path:
+    """The run folder: a fresh one, or (resuming) the checkpoint's own folder unless `out` names another."""
+    if _resumes_in_place(out, resume):
+        run_dir = resume.path.parent
+        remove_stale_temp_files(run_dir)  # what a kill during an earlier write left behind
+        return run_dir
+    return new_out_dir(out)
+
+
+def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume | None = None, quiet: bool = False,
+          argv: Sequence[str] | None = None, epochs: int | None = None) -> dict[str, Any]:
+    """Train as `groundup train` does and write the run's files; return the summary.
+
+    Args:
+        cfg: the settings. When resuming, only those a resumed run may change (`RESUME_MAY_CHANGE`:
+            `data`, `num_workers`, `device`, `tensorboard`, `skip_corrupt`) are taken from it; the rest
+            are the checkpoint's.
+        out: the run folder; default `runs/<date-time>` (or the checkpoint's folder when resuming).
+        resume: the run to continue from its last finished epoch: a checkpoint written by an earlier
+            run, or the `Resume` that `open_resume` made of one (then `cfg` and `epochs` are not used:
+            the `Resume` holds its settings). A run that has finished all its epochs is left alone (its
+            summary is returned, nothing is written).
+        quiet: no table, no progress bar. The other messages are log records of the "groundup.run"
+            logger (see `groundup.utils.logs`), shown by the command line and routed by the application.
+        argv: the command line, recorded in the summary.
+        epochs: when resuming, a new number of epochs (a constant schedule can be extended; see
+            `open_resume`).
+    """
+    start = time.perf_counter()
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    main_process = is_main_process()
+    say = log.info if main_process else (lambda *a: None)
+    if resume is not None and not isinstance(resume, Resume):
+        resume = open_resume(resume, changes_of(cfg), epochs=epochs)
+    if resume is not None:
+        cfg = resume.cfg
+        if resume.finished:  # nothing left to train: touch nothing
+            here = resume.path.parent
+            if out is not None and Path(out).expanduser().resolve() != here.resolve():
+                check_out_dir(out)  # the same answer as for a run with epochs left
+            remove_stale_temp_files(here)  # what a kill during an earlier write left behind; results stay as they are
+            say(f"{resume.path} has finished all {cfg.epochs} epochs already; nothing to do ({here} is left as "
+                f"it is; to train for longer, start a new run)")
+            summary = here / "summary.json"
+            return json.loads(summary.read_text()) if summary.is_file() else {}
+    if main_process and not _resumes_in_place(out, resume):
+        check_out_dir(out)  # a bad --out is refused before any work (or any cache file) is done
+    learn = build_learner(cfg)
+    data_path = learn.dls.path
+    try:
+        pre = resume.preprocessing if resume is not None else None
+        if pre is not None and pre.vocab != learn.preprocessing.vocab:
+            raise ValueError(f"the labels in {data_path} ({len(learn.preprocessing.vocab)}) differ from those "
+                             f"the checkpoint {resume.path} was trained on ({len(pre.vocab or [])}); resume with "
+                             f"the same --data")
+        run_dir = _run_dir(out, resume) if main_process else Path(out or ".")  # only rank 0 writes
+        try:
+            facts = fit_run(learn, cfg, run_dir, resume=resume, quiet=quiet, say=say)
+            cleanup()
+        except KeyboardInterrupt:
+            if main_process and (run_dir / "model.pt").is_file():
+                print(f"\ngroundup: interrupted; the last finished epoch is saved: continue with\n"
+                      f"  groundup train --resume {run_dir / 'model.pt'}", file=sys.stderr)
+            raise
+        except DiskFullError as e:
+            resume_hint = (f", then continue the run with: groundup train --resume {run_dir / 'model.pt'}"
+                           if main_process and (run_dir / "model.pt").is_file() else "")
+            raise DiskFullError(f"{e}{resume_hint}") from e
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"{e}; {_what_is_kept(learn, run_dir)}: start a new run with a lower "
+                                     f"--lr (this one: {cfg.lr:g}; a resumed run keeps its lr)") from e
+        except Exception as e:
+            if main_process:
+                note_run_dir(e, run_dir)  # an unexpected error's traceback goes into the run folder
+            raise
+    finally:
+        learn.dls.close()  # stop the loader's worker processes, whatever happened
+    if not main_process:
+        return {}
+    facts.update(data_path=data_path, wall_seconds=round(time.perf_counter() - start, 3), started=started,
+                 resumed_from=str(resume.path) if resume is not None else None, argv=argv)
+    try:
+        summary = write_run_folder(learn, cfg, run_dir, facts)
+    finally:
+        learn.dls.close()  # the interpretation ran the validation loader again
+    final, best = summary["final"], summary["best"]
+    if final:
+        ran = len(learn.history)
+        after = (f"after {ran} epochs" if summary["stopped_epoch"] is None
+                 else f"after {ran} of {cfg.epochs} epochs (stopped early: {cfg.monitor} had not improved "
+                      f"for {cfg.patience} epochs)")
+        tta = f" (with flip TTA: {summary['tta_acc']:.4f})" if summary.get("tta_acc") is not None else ""
+        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f}{tta} {after} "
+            f"({summary['wall_seconds']:.1f} s); wrote {run_dir}/: {', '.join(summary['files'])}")
+    if best is not None and (run_dir / "best.pt").is_file():
+        say(f"best.pt is epoch {best['epoch']}, by {cfg.monitor}: {best[cfg.monitor]:.4f}")
+    say(f"open {run_dir / 'report.html'} in a browser for the report")
+    return summary
+
+

@@ -1,0 +1,1 @@
+"""Small helpers the rest of groundup stands on: files, devices, processes, errors, logs."""
