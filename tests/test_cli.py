@@ -401,3 +401,22 @@ def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(tmp_path):
     r = subprocess.run(f'"{sys.executable}" "{script}" | head -c 1', shell=True, check=False,
                        capture_output=True, text=True, timeout=60)
     assert r.stdout == "x" and r.stderr == ""
+
+
+def test_a_resume_reads_its_checkpoint_once(image_folder, tmp_path, monkeypatch):
+    import groundup.utils.checkpoint_file as checkpoint_file
+
+    with monkeypatch.context() as m:
+        interrupt_after_epoch(m, 0)
+        assert main(tiny(image_folder, "--out", str(tmp_path / "cut"), epochs=2)) == 130
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_file.torch, "load", counting_load)
+    model_pt = tmp_path / "cut" / "model.pt"
+    assert main(["train", "--resume", str(model_pt), "--workers", "0", "--quiet"]) == 0
+    assert reads.count(str(model_pt)) == 1, reads  # commands/train -> run.resume.open_resume, and no one else
