@@ -19,6 +19,9 @@ which refuses to run code stored in a file (a pickle can otherwise run anything)
     ...                  anything passed as `**extra` (the CLI stores its run settings as `config`)
 
 Writing is atomic (`groundup.utils.atomic`): a kill while saving leaves the previous checkpoint intact.
+Reading proves the file whole: `torch.save` stores a CRC-32 of every entry (the weights included) in
+its zip archive, and `read_checkpoint` checks them all before loading, so damage anywhere in the
+file is refused with a message naming the file, never loaded as wrong weights.
 Resuming is exact: schedules are functions of (epoch, iter), the DataLoader's order of (seed,
 epoch), and the RNG states are restored for anything random in the model.
 
@@ -138,6 +141,24 @@ def _check_container(path: Path) -> None:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated ({size:,} bytes, and the end of "
                               f"its zip archive is missing): its write or copy was cut off; {_OTHER_COPY}")
+    damaged = _damaged_entry(path)
+    if damaged:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged ({damaged}): its bytes changed "
+                              f"after it was written (a failing disk, a bad copy); {_OTHER_COPY}")
+
+
+def _damaged_entry(path: Path) -> str:
+    """Why the zip archive at `path` is not whole ('' if it is): every entry's bytes are checked against the
+    CRC-32 that `torch.save` stored beside them, so damage inside the weights is found, not only truncation.
+
+    Reading the whole file costs about as much as `torch.load` itself reads (a 4 MB file: 3 ms).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every entry; the first whose CRC-32 does not match, or None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        return f"its zip archive cannot be read: {_clip(str(e) or type(e).__name__)}"
+    return f"its entry {bad} fails its CRC-32 check" if bad else ""
 
 
 def _refused(path: Path, text: str) -> str:
