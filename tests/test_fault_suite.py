@@ -78,3 +78,100 @@ def test_a_damaged_checkpoint_is_refused_by_resume_predict_and_learner_load(trai
     assert main(["train", "--resume", str(trained / "best.pt"), "--quiet"]) == 2
     one_line_error(capsys, "best.pt: the file is damaged")
     read_checkpoint(trained / "model.pt")  # the undamaged copy beside it still loads
+
+
+# -- cases 1 and 5: the run folder is a transaction -------------------------------------------------------------------
+class Killed(BaseException):
+    """A kill -9 injected at one write: nothing catches it (a BaseException, as SystemExit is)."""
+
+
+def published_writes(monkeypatch, run_dir: Path, kill_at: int | None = None) -> list[str]:
+    """Record the files published into `run_dir` (each atomic write ends in one `os.replace`); with `kill_at`,
+    raise `Killed` instead of the write of that number (0-based), so the file keeps its old contents."""
+    import os
+
+    names: list[str] = []
+    replace = os.replace
+
+    def counting_replace(src, dst, *args, **kwargs):
+        if Path(dst).parent.resolve() == run_dir.resolve():
+            if kill_at is not None and len(names) == kill_at:
+                raise Killed(f"killed before writing {Path(dst).name}")
+            names.append(Path(dst).name)
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", counting_replace)
+    return names
+
+
+def epoch_of(path: Path) -> int:
+    from groundup.utils.checkpoint_file import read_checkpoint
+
+    return int(read_checkpoint(path)["epoch"])
+
+
+@pytest.fixture(scope="module")
+def clean_writes(tmp_path_factory):
+    """The writes of a clean two-epoch run, in order, and its summary (the second epoch is the best)."""
+    import json
+
+    from conftest import make_image_folder
+
+    tmp = tmp_path_factory.mktemp("clean")
+    data = make_image_folder(tmp / "data")
+    run_dir = tmp / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        names = published_writes(mp, run_dir)
+        assert main(tiny(data, "--out", run_dir, "--lr", "0.01")) == 0
+    return names, json.loads((run_dir / "summary.json").read_text())
+
+
+def test_the_clean_run_writes_model_pt_then_best_pt_each_epoch_and_the_report_last(clean_writes):
+    names, summary = clean_writes
+    checkpoints = [n for n in names if n.endswith(".pt")]
+    assert checkpoints == ["model.pt", "best.pt", "model.pt", "best.pt"]  # epoch 2 is the best: both are written
+    assert summary["best"]["epoch"] == 1 and names.index("summary.json") > len(names) - 4
+
+
+@pytest.mark.slow
+def test_a_kill_between_any_two_writes_of_the_last_epoch_or_the_report_is_repaired_by_resume(
+        clean_writes, image_folder, tmp_path, monkeypatch, capsys):
+    import json
+
+    from groundup.utils.checkpoint_file import read_checkpoint
+
+    names, clean = clean_writes
+    first = [i for i, n in enumerate(names) if n == "model.pt"][-1]  # the last epoch's writes: model.pt, best.pt, ...
+    report = names.index("metrics.csv", first + 3)  # ... metrics.csv; then the report stage
+    cuts = [first, first + 1, first + 2, report, report + 1, names.index("summary.json"), names.index("report.html")]
+    for kill_at in cuts:
+        run_dir = tmp_path / f"kill{kill_at}"
+        with monkeypatch.context() as mp:
+            published_writes(mp, run_dir, kill_at=kill_at)
+            with pytest.raises(Killed):
+                main(tiny(image_folder, "--out", run_dir, "--lr", "0.01"))
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run_dir / "model.pt")]) == 0, names[kill_at]
+        said = capsys.readouterr()
+        said = said.out + said.err
+        summary = json.loads((run_dir / "summary.json").read_text())
+        best_epoch = read_checkpoint(run_dir / "model.pt")["callbacks"]["checkpoint"]["best_epoch"]
+        assert epoch_of(run_dir / "model.pt") == 1, names[kill_at]
+        assert epoch_of(run_dir / "best.pt") == best_epoch == summary["best"]["epoch"] == 1, names[kill_at]
+        assert summary["final"]["valid_loss"] == clean["final"]["valid_loss"], names[kill_at]  # the same run
+        for name in ("metrics.csv", "per_class.csv", "confusion_matrix.png", "losses.png", "schedule.png",
+                     "report.html"):
+            assert (run_dir / name).is_file(), (names[kill_at], name)
+        if kill_at == first + 1:  # between model.pt and best.pt: best.pt is repaired, and it says so
+            assert "best.pt holds epoch 0, but model.pt records epoch 1 as the best" in said
+        if kill_at > first + 1:  # every checkpoint was written: the run folder is finished, and it says what it wrote
+            assert re.search(r"has finished all 2 epochs, but .* lacks .*; finishing its run folder", said), said
+            assert re.search(r"wrote .*: best.pt, config.toml, confusion_matrix.png, losses.png, metrics.csv", said)
+
+
+def test_resume_of_a_finished_and_complete_run_still_does_nothing(trained, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in trained.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(trained / "model.pt")]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == before

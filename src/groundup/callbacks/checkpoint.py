@@ -10,10 +10,10 @@ from pathlib import Path
 from groundup.utils.atomic import atomic_write, remove_stale_temp_files
 from groundup.callbacks.core import Callback
 from groundup.callbacks.tracking import METRICS, is_improvement
-from groundup.utils.checkpoint_file import save_checkpoint
+from groundup.utils.checkpoint_file import CheckpointError, read_checkpoint, save_checkpoint
 from groundup.utils.process_group import is_main_process
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "repair_best", "stale_best"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ class Checkpoint(Callback):
 
     Each save is atomic (see `groundup.utils.checkpoint_file`), so a run killed at any moment leaves the last
     finished epoch's checkpoint intact; the temporary files such a kill leaves behind are removed
-    when the next `fit` starts. A fit that stops in the middle of an epoch (an error, Ctrl-C, a
+    when the next `fit` starts. `model.pt` is written before `best.pt` and records which epoch is the
+    best; a kill between the two leaves a `best.pt` of an older epoch, which the resumed `fit`
+    finds and repairs (`repair_best`), so `model.pt`, `best.pt` and the summary always agree. A fit that stops in the middle of an epoch (an error, Ctrl-C, a
     cancel) saves nothing of that epoch: its weights are half-trained (or, after a NaN loss, broken).
     Resume with `learn.load(path)` and `learn.fit(n, start_epoch=ckpt["epoch"] + 1)`. In a
     distributed run only rank 0 writes.
@@ -63,6 +65,8 @@ class Checkpoint(Callback):
         self._last_done, self._mid_epoch = None, False
         if is_main_process():  # what a kill during an earlier save left behind
             remove_stale_temp_files(self.path.parent, [self.path.name, self.best_path.name])
+            if self.learn.epoch > 0 and self.every_epoch:
+                repair_best(self.path, self.best_path, self.best_epoch)
 
     def before_train(self) -> None:
         self._mid_epoch = True
@@ -77,6 +81,8 @@ class Checkpoint(Callback):
         if not is_main_process():
             return
         if self.every_epoch:
+            # model.pt first: it records which epoch is best, so a kill before best.pt is written leaves a
+            # model.pt that says so, and the resumed fit (`repair_best`) copies it to best.pt.
             self._save(self.path)
             if improved:
                 _copy_atomic(self.path, self.best_path)
@@ -119,6 +125,39 @@ class Checkpoint(Callback):
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r}, every_epoch={self.every_epoch}, best_by={self.best_by!r})"
+
+
+def _epoch_of(path: Path) -> int | None:
+    """The epoch stored in the checkpoint `path`, or None when it is missing or cannot be read."""
+    try:
+        return int(read_checkpoint(path)["epoch"])
+    except (OSError, CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+def stale_best(path: Path, best_path: Path, best_epoch: int | None) -> str:
+    """Why `best_path` does not hold the best epoch `model.pt` (`path`) records and can be repaired from it
+    ('' when it holds it, or when `path` is not that epoch either, so there is nothing to repair from)."""
+    if best_epoch is None:
+        return ""
+    held = _epoch_of(best_path)
+    if held == best_epoch or _epoch_of(path) != best_epoch:
+        return ""
+    found = ("is missing" if not best_path.exists() else "cannot be read" if held is None
+             else f"holds epoch {held}")
+    return f"{best_path} {found}, but {path.name} records epoch {best_epoch} as the best"
+
+
+def repair_best(path: Path, best_path: Path, best_epoch: int | None) -> str:
+    """Copy `model.pt` to `best.pt` when `best.pt` is stale (see `stale_best`): what a kill between the two
+    writes of an epoch left. Returns what was done ('' if nothing), also logged as a warning."""
+    why = stale_best(path, best_path, best_epoch)
+    if not why:
+        return ""
+    _copy_atomic(path, best_path)
+    done = f"{why} (a run stopped between writing the two); copied {path.name} to {best_path.name}"
+    log.warning(done)
+    return done
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

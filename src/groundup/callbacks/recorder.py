@@ -59,6 +59,14 @@ class Recorder(Callback):
             self._pending, self._pending_lrs = [], []
             self._avg = EMA(self.beta)
 
+    def extend(self, lrs: Sequence[float], losses: Sequence[float]) -> None:
+        """Add batches recorded earlier (a resumed run's epochs before this fit, as `StepLogger` wrote them)."""
+        self._flush()
+        losses = [float(loss) for loss in losses]
+        self._lrs.extend(float(lr) for lr in lrs)
+        self._smooth.extend(self._avg.update(loss) for loss in losses)
+        self._losses.extend(losses)
+
     def after_loss(self) -> None:
         learn = self.learn
         if learn.training:

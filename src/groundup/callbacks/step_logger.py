@@ -53,10 +53,7 @@ class StepLogger(Callback):
         if not self._active:
             return
         start = self.learn.epoch
-        kept = []
-        if start > 0 and self.path.is_file():  # a resumed fit: keep what the epochs before it wrote
-            with open(self.path, newline="") as f:
-                kept = [row for row in csv.DictReader(f) if int(row["epoch"]) < start]
+        kept = read_steps(self.path, start) if start > 0 else []  # a resumed fit: keep the epochs before it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
@@ -89,3 +86,12 @@ class StepLogger(Callback):
 
     def __repr__(self) -> str:
         return f"StepLogger({str(self.path)!r}, every={self.every})"
+
+
+def read_steps(path: str | os.PathLike, before_epoch: int) -> list[dict[str, str]]:
+    """The rows of the steps file `path` for the epochs before `before_epoch` ([] if there is no file)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) < before_epoch]

@@ -22,7 +22,7 @@ from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
-from groundup.callbacks.step_logger import StepLogger
+from groundup.callbacks.step_logger import StepLogger, read_steps
 from groundup.callbacks.tensorboard import TensorBoardLogger
 from groundup.callbacks.terminate_on_nan import TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
@@ -101,6 +101,9 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
     start_epoch, stopped_epoch = 0, None
     if resume is not None:
         start_epoch = learn.load(resume.path, checkpoint=resume.checkpoint)["epoch"] + 1
+        if main_process:  # the batches of the epochs before: the loss and lr plots show the whole run
+            steps = read_steps(run_dir / "steps.csv", start_epoch)
+            recorder.extend([row["lr"] for row in steps], [row["loss"] for row in steps])
         stopped_epoch = early.stop_epoch(learn.history) if early is not None else None
         if stopped_epoch is not None:  # it stopped early: it is finished
             start_epoch = cfg.epochs

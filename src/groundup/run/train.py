@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from groundup.callbacks.checkpoint import stale_best
 from groundup.callbacks.terminate_on_nan import NonFiniteLossError
 from groundup.learner import Learner
 from groundup.run.build import build_learner
@@ -45,6 +46,20 @@ def _what_is_kept(learn: Learner, run_dir: Path) -> str:
         return f"no checkpoint was written to {run_dir} (no epoch finished)"
     best = ", best.pt the best one" if (run_dir / "best.pt").is_file() else ""
     return f"{run_dir / 'model.pt'} keeps the last good epoch ({done[-1]}){best}"
+
+
+# What a finished run's folder holds whatever its settings (plots that depend on them are not required).
+RUN_FOLDER_FILES = ("metrics.csv", "per_class.csv", "confusion_matrix.png", "summary.json", "report.html")
+
+
+def _unfinished(resume: Resume) -> str:
+    """What a finished run's folder lacks ('' if nothing): files a kill or a full disk at the report stage
+    left unwritten, or a `best.pt` older than the best epoch `model.pt` records (see `stale_best`)."""
+    here = resume.path.parent
+    missing = [name for name in RUN_FOLDER_FILES if not (here / name).is_file()]
+    state = (resume.checkpoint.get("callbacks") or {}).get("checkpoint") or {}
+    stale = stale_best(here / "model.pt", here / "best.pt", state.get("best_epoch"))
+    return "; ".join(([f"{here} lacks {', '.join(missing)}"] if missing else []) + ([stale] if stale else []))
 
 
 def _resumes_in_place(out: str | None, resume: Resume | None) -> bool:
@@ -76,7 +91,9 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
         resume: the run to continue from its last finished epoch: a checkpoint written by an earlier
             run, or the `Resume` that `open_resume` made of one (then `cfg` and `epochs` are not used:
             the `Resume` holds its settings). A run that has finished all its epochs is left alone (its
-            summary is returned, nothing is written).
+            summary is returned, nothing is written), unless its folder is incomplete (a kill or a full
+            disk after the last checkpoint, see `RUN_FOLDER_FILES`, or a stale best.pt): then the run
+            folder is finished (best.pt repaired, summary, report and plots written) and says so.
         quiet: no table, no progress bar. The other messages are log records of the "groundup.run"
             logger (see `groundup.utils.logs`), shown by the command line and routed by the application.
         argv: the command line, recorded in the summary.
@@ -91,7 +108,10 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
         resume = open_resume(resume, changes_of(cfg), epochs=epochs)
     if resume is not None:
         cfg = resume.cfg
-        if resume.finished:  # nothing left to train: touch nothing
+        unfinished = _unfinished(resume) if resume.finished and _resumes_in_place(out, resume) else ""
+        if unfinished:  # killed after its last checkpoint, before its run folder was complete: finish it
+            say(f"{resume.path} has finished all {cfg.epochs} epochs, but {unfinished}; finishing its run folder")
+        elif resume.finished:  # nothing left to train: touch nothing
             here = resume.path.parent
             if out is not None and Path(out).expanduser().resolve() != here.resolve():
                 check_out_dir(out)  # the same answer as for a run with epochs left
