@@ -36,8 +36,8 @@ def test_a_half_written_image_is_never_read_as_filled(image_folder, tmp_path):
     ds = Dataset(get_image_files(image_folder), size=8)
     c = ds.cache
     image_bytes = c.size * c.size * 3
-    with open(c.path, "r+b") as f:  # the file's layout (module notes): header, one flag per image, pixels
-        f.seek(HEADER + c.n + 3 * image_bytes)
+    with open(c.path, "r+b") as f:  # the layout (module notes): header, checksums, flags, pixels
+        f.seek(HEADER + 9 * c.n + 3 * image_bytes)
         f.write(b"\x07" * image_bytes)  # garbage pixels for image 3, its flag untouched
     assert (c.read([3]) == 7).all() and c.flags(3) == EMPTY  # garbage where image 3's pixels go
     x, _ = ds[3]

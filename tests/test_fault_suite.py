@@ -175,3 +175,130 @@ def test_resume_of_a_finished_and_complete_run_still_does_nothing(trained, capsy
     assert main(["train", "--resume", str(trained / "model.pt")]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == before
+
+
+# -- case 2: photos with an EXIF orientation tag ----------------------------------------------------------------------
+def tagged_photo(path: Path, orientation: int) -> Path:
+    """A 24 x 16 photo whose every pixel differs from its turned or mirrored self, saved with an orientation tag."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:16, 0:24]
+    pixels = np.stack([xx * 10, yy * 15, (xx * 7 + yy * 3) % 256], axis=-1).astype(np.uint8)  # (16, 24, 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif, **({"quality": 95} if path.suffix == ".jpg" else {}))
+    return path
+
+
+def camera_view(path: Path, size: int):
+    """What the camera meant, as Pillow says it: `ImageOps.exif_transpose`, then RGB and the square squash."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_open_image_turns_a_photo_as_its_exif_orientation_says(tmp_path, suffix, orientation):
+    import numpy as np
+    from PIL import Image
+
+    from groundup.data.images import image_pixels, open_image
+
+    path = tagged_photo(tmp_path / f"photo{suffix}", orientation)
+    np.testing.assert_array_equal(open_image(path, 20), camera_view(path, 20))
+    np.testing.assert_array_equal(image_pixels(path, 20), camera_view(path, 20))
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(image_pixels(im, 20), camera_view(path, 20))
+        as_stored = np.asarray(im.convert("RGB").resize((20, 20), Image.BILINEAR))
+    np.testing.assert_array_equal(open_image(path, 20, exif_orientation=False), as_stored)
+    if orientation != 1:
+        assert not np.array_equal(as_stored, camera_view(path, 20))  # the test image shows a turn
+
+
+def test_training_and_its_decode_cache_see_photos_upright_and_the_option_turns_it_off(tmp_path):
+    import numpy as np
+
+    from groundup.data.images import Dataset
+
+    files = [tagged_photo(tmp_path / f"{k}.png", k) for k in (1, 6, 8)]
+    for epoch in range(2):  # the second reads the decode cache
+        ds = Dataset(files, size=12)
+        assert ds.cache is not None
+        for i, f in enumerate(files):
+            np.testing.assert_array_equal(ds[i][0].numpy(), camera_view(f, 12))
+    stored = Dataset(files, size=12, exif_orientation=False)
+    assert stored.cache.path != ds.cache.path  # other pixels, another cache file
+    assert not np.array_equal(stored[1][0].numpy(), camera_view(files[1], 12))
+
+
+def test_a_run_records_its_exif_setting_and_prediction_follows_it(image_folder, tmp_path):
+    from groundup.run.predictor import Predictor
+    from groundup.utils.checkpoint_file import read_checkpoint
+
+    assert main(tiny(image_folder, "--out", tmp_path / "off", "--no-exif-orientation", epochs=1)) == 0
+    assert read_checkpoint(tmp_path / "off" / "model.pt")["preprocessing"]["exif_orientation"] is False
+    assert Predictor.from_checkpoint(tmp_path / "off" / "model.pt").preprocessing.exif_orientation is False
+    assert main(tiny(image_folder, "--out", tmp_path / "on", epochs=1)) == 0
+    assert Predictor.from_checkpoint(tmp_path / "on" / "model.pt").preprocessing.exif_orientation is True
+
+
+# -- case 4 and 13: the decode cache ------------------------------------------------------------------------------------
+def test_damaged_pixels_in_the_decode_cache_are_decoded_again_with_one_warning(image_folder, tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from groundup.data.files import get_image_files
+    from groundup.data.images import Dataset
+
+    files = get_image_files(image_folder)
+    ds = Dataset(files, size=8)
+    good = ds.get_batch(np.arange(len(files)))[0].numpy().copy()  # decodes and fills the cache
+    c = ds.cache
+    with open(c.path, "r+b") as f:  # flip 100 pixel bytes of images 2 and 5
+        for i in (2, 5):
+            at = c.nbytes - (c.n - i) * c.size * c.size * 3 + 10  # the pixels are last in the file
+            f.seek(at)
+            flipped = bytes(b ^ 0xFF for b in f.read(100))
+            f.seek(at)
+            f.write(flipped)
+    again = Dataset(files, size=8)
+    assert not np.array_equal(again.cache.read([2, 5]), good[[2, 5]])  # the damage is there
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xb, _ = again.get_batch(np.arange(len(files)))
+        x5, _ = again[5]
+    np.testing.assert_array_equal(xb.numpy(), good)
+    np.testing.assert_array_equal(x5.numpy(), good[5])
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and re.search(r"the decode cache .* is damaged \(the pixels of .* do not match their "
+                                        r"checksum, and maybe of others\); groundup made it", said[0]), said
+    np.testing.assert_array_equal(again.cache.read([2, 5]), good[[2, 5]])  # stored again, whole
+
+
+def test_a_temporary_cache_file_left_by_a_killed_maker_is_removed(image_folder, groundup_home):
+    from groundup.data.files import get_image_files
+    from groundup.data.images import Dataset
+
+    folder = groundup_home / "cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    orphan = folder / ".decoded-0123456789abcdef0123-6x8.u8.999999999.tmp"  # no such process
+    orphan.write_bytes(b"half made")
+    Dataset(get_image_files(image_folder), size=8)
+    assert not orphan.exists()
+
+
+# -- case 8: a file name that is not UTF-8 -------------------------------------------------------------------------------
+def test_a_file_name_that_is_not_utf8_trains(image_folder, tmp_path):
+    import os
+    import shutil
+
+    cat = image_folder / "train" / "cat"
+    first = next(cat.iterdir())
+    odd = os.fsdecode(bytes(cat) + b"/caf\xe9" + first.suffix.encode())  # Latin-1 bytes: a surrogate in str
+    shutil.copy(first, odd)
+    assert main(tiny(image_folder, "--out", tmp_path / "run", epochs=1)) == 0

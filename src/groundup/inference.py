@@ -87,7 +87,7 @@ def inference_batches(data: Iterable | Sequence, preprocessing: Preprocessing | 
                              "(learn.preprocessing); pass Learner(..., preprocessing=...) or use "
                              "ImageDataLoaders.from_folder")
         for i in range(0, len(data), bs):
-            pixels = np.stack([image_pixels(im, preprocessing.size) for im in data[i:i + bs]])  # (n, s, s, 3)
+            pixels = np.stack([image_pixels(im, preprocessing.size, preprocessing.exif_orientation) for im in data[i:i + bs]])  # (n, s, s, 3)
             yield model_input(torch.from_numpy(pixels), preprocessing, device), None
         return
     for batch in data:

@@ -81,6 +81,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="random seed for the weights and the shuffling")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="skip images that cannot be decoded (with a warning) instead of stopping")
+    p.add_argument("--no-exif-orientation", dest="exif_orientation", action="store_false", default=None,
+                   help="use photos as stored, not turned as their EXIF orientation tag says (the default "
+                        "turns them; prediction then does as training did)")
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:

@@ -2,18 +2,23 @@
 
 Layout of one cache file (under `groundup_home()/cache/`):
 
-    [ header: 64 bytes ][ flags: one byte per image ][ pixels: n × H × W × 3 bytes ]
+    [ header: 64 bytes ][ checksums: 8 bytes per image ][ flags: one byte per image ][ pixels: n × H × W × 3 bytes ]
 
 A flag is 0 (not filled yet), 1 (filled) or 2 (the source file could not be decoded).
-The key in the file name hashes the image size and, for every source file, its absolute path,
-size and modification time, so a changed data set never reads stale pixels.
+The key in the file name hashes the image size, how images are decoded (`DECODING`, the EXIF
+orientation setting) and, for every source file, its absolute path, size and modification time,
+so a changed data set or a changed decoder never reads stale pixels.
+
+Every image read from the cache is checked against its checksum (`pixel_checksum`: the image's
+bytes summed as 64-bit words, about a third of the cost of gathering them), so pixels damaged on
+the disk are found: the image is decoded again (with one warning), never trained on as it is.
 
 Why it is safe with many writers and readers:
 - The file is created complete under a temporary name, its whole size reserved on the disk
   (`os.posix_fallocate`), and published with `os.link`, which fails if the name exists: exactly
   one creator wins, the others open the winner's file. A half-created file is never visible
   under the final name.
-- Each worker writes an image's pixels first and sets its flag after; readers use pixels only
+- Each worker writes an image's pixels and checksum first and sets its flag after; readers use pixels only
   where the flag says filled. A process killed mid-write leaves the flag at 0, so that image is
   simply decoded again. Two processes filling the same image write identical bytes.
 - The file is mapped MAP_SHARED, so processes see each other's writes through the page cache.
@@ -29,13 +34,17 @@ What happens when the disk cannot hold it:
 - A read-only or unwritable `GROUNDUP_HOME` is a `DecodeCacheError` too (the same warning).
 - A cache file with a bad header or the wrong size was damaged: groundup made it, so it makes
   it again (with a warning), never asks the user to delete it.
+- A kill while a cache file is being made leaves its temporary file (`.decoded-*.u8.<pid>.tmp`);
+  the next `DecodeCache` in that folder removes those whose process is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +55,8 @@ from groundup.utils.disk import format_size, free_space, is_disk_full
 from groundup.utils.errors import GroundupError, GroundupWarning
 from groundup.utils.paths import describe_home, home_folder
 
-MAGIC = b"GROUNDUP-DECODE-CACHE-V1"
+MAGIC = b"GROUNDUP-DECODE-CACHE-V2"  # V2: a checksum per image
+DECODING = 2  # the version of how `open_image` decodes (2: the EXIF orientation applied); part of the key
 HEADER = 64
 EMPTY, FILLED, BAD = 0, 1, 2
 
@@ -62,13 +72,29 @@ class DecodeCacheError(GroundupError, OSError):
         self.advice = advice
 
 
-def cache_key(files: Sequence[os.PathLike | str], size: int) -> str:
-    """A hash of the image size and each file's path, byte size and mtime."""
-    h = hashlib.sha1(f"{size}\n".encode())
+def cache_key(files: Sequence[os.PathLike | str], size: int, exif_orientation: bool = True) -> str:
+    """A hash of the image size, the decoding (`DECODING`, `exif_orientation`) and each file's path, byte
+    size and mtime. Paths are hashed as the bytes the file system holds, so any file name works (also one
+    that is not valid UTF-8)."""
+    h = hashlib.sha1(f"{size}\n{DECODING}\n{bool(exif_orientation)}\n".encode())
     for f in files:
         st = os.stat(f)
-        h.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(os.path.abspath(f)) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
+
+
+def pixel_checksum(pixels: np.ndarray) -> np.ndarray:
+    """A cheap checksum of each image in `pixels` ((n, H, W, 3) uint8): its bytes summed as 64-bit words
+    (32-bit words, or single bytes, where an image's size is not a multiple of 8, or of 4), wrapping around.
+
+    A flipped byte always changes it; it is no defence against a deliberate change, only against damage.
+    """
+    flat = np.ascontiguousarray(pixels).reshape(len(pixels), -1)
+    if flat.shape[1] % 8 == 0:
+        return flat.view(np.uint64).sum(axis=1, dtype=np.uint64)
+    if flat.shape[1] % 4 == 0:
+        return flat.view(np.uint32).sum(axis=1, dtype=np.uint64)
+    return flat.sum(axis=1, dtype=np.uint64)
 
 
 class DecodeCache:
@@ -78,6 +104,8 @@ class DecodeCache:
         files: the source image files (the key is computed from them).
         size: the square side length of the stored images.
         folder: where the cache file lives (default `groundup_home()/cache`).
+        exif_orientation: whether the images are decoded with their EXIF orientation applied (part of
+            the key: the pixels differ).
 
     Each process maps the file lazily on first use, so a `DecodeCache` can be handed to
     worker processes (forked or pickled) and each maps its own view.
@@ -87,7 +115,8 @@ class DecodeCache:
             read-only or unwritable folder); nothing is left behind.
     """
 
-    def __init__(self, files: Sequence[os.PathLike | str], size: int, folder: str | os.PathLike | None = None):
+    def __init__(self, files: Sequence[os.PathLike | str], size: int, folder: str | os.PathLike | None = None,
+                 exif_orientation: bool = True):
         self.n, self.size = len(files), size
         self._where = str(folder) if folder is not None else describe_home()
         try:
@@ -95,13 +124,14 @@ class DecodeCache:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise self._error(e, Path(folder or ".")) from e
-        self.path = folder / f"decoded-{cache_key(files, size)}-{self.n}x{size}.u8"
+        self.path = folder / f"decoded-{cache_key(files, size, exif_orientation)}-{self.n}x{size}.u8"
         self._pid = None
+        _remove_orphaned_temp_files(folder)
         self._create()
 
     @property
     def nbytes(self) -> int:
-        return HEADER + self.n + self.n * self.size * self.size * 3
+        return HEADER + 9 * self.n + self.n * self.size * self.size * 3
 
     def _create(self) -> None:
         damage = self._damage()
@@ -174,13 +204,14 @@ class DecodeCache:
                 raise DecodeCacheError(f"the decode cache {self.path} was changed by another program while in "
                                        f"use; run again (groundup then makes it afresh)")
         mm = np.memmap(self.path, dtype=np.uint8, mode="r+")
-        self._flags = mm[HEADER:HEADER + self.n]
-        self._pixels = mm[HEADER + self.n:].reshape(self.n, self.size, self.size, 3)
+        self._sums = mm[HEADER:HEADER + 8 * self.n].view(np.uint64)
+        self._flags = mm[HEADER + 8 * self.n:HEADER + 9 * self.n]
+        self._pixels = mm[HEADER + 9 * self.n:].reshape(self.n, self.size, self.size, 3)
         self._pid = os.getpid()
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_flags", "_pixels", "_pid"):
+        for k in ("_sums", "_flags", "_pixels", "_pid"):
             state.pop(k, None)
         return state
 
@@ -198,10 +229,21 @@ class DecodeCache:
         self._map()
         return self._pixels[idxs]
 
+    def damaged(self, idxs, pixels: np.ndarray) -> np.ndarray:
+        """The positions in `idxs` whose `pixels` (as `read` returned them) do not match their checksum."""
+        self._map()
+        return np.flatnonzero(pixel_checksum(pixels) != self._sums[np.asarray(idxs).reshape(-1)])
+
+    def forget(self, i: int) -> None:
+        """Mark image `i` not filled (its pixels were damaged), so it is decoded and stored again."""
+        self._map()
+        self._flags[i] = EMPTY
+
     def write(self, i: int, pixels: np.ndarray) -> None:
-        """Store image `i`: pixels first, then the flag (see the module notes on why in that order)."""
+        """Store image `i`: pixels and checksum first, then the flag (see the module notes on why in that order)."""
         self._map()
         self._pixels[i] = pixels
+        self._sums[i] = pixel_checksum(pixels[None])[0]
         self._flags[i] = FILLED
 
     def mark_bad(self, i: int) -> None:
@@ -213,6 +255,34 @@ class DecodeCache:
         """How many images are stored."""
         self._map()
         return int(np.count_nonzero(self._flags == FILLED))
+
+
+_CREATING = re.compile(r"^\.decoded-.+\.u8\.(?P<pid>\d+)\.tmp$")  # what `_create` names its file
+
+
+def _remove_orphaned_temp_files(folder: Path) -> None:
+    """Delete the temporary files of cache files whose maker was killed (its process is gone)."""
+    try:
+        names = list(folder.iterdir())
+    except OSError:
+        return
+    for p in names:
+        m = _CREATING.match(p.name)
+        if m and not _alive(int(m["pid"])):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def _reserve(fd: int, nbytes: int) -> None:

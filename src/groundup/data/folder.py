@@ -98,7 +98,7 @@ class ImageDataLoaders(DataLoaders):
                     num_workers: int | None = None, seed: int | None = None, valid_bs: int | None = None,
                     cache: bool = True, skip_corrupt: bool = False,
                     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                    augment: BatchAugment | bool | None = None) -> ImageDataLoaders:
+                    augment: BatchAugment | bool | None = None, exif_orientation: bool = True) -> ImageDataLoaders:
         """Loaders for a folder laid out as `train/<label>/*.jpg` and `val/<label>/*.jpg` (or `valid/`).
 
         Finds the files, builds the vocabulary from the training labels (`val2idx`), splits by
@@ -129,6 +129,8 @@ class ImageDataLoaders(DataLoaders):
                 and a model trained on random crops can do well on slightly larger whole images
                 (Touvron et al. 2019, "Fixing the train-test resolution discrepancy"; on Imagenette
                 at 64 px, 56-px crops did not pay). Kept as `.augment`; the Learner applies it.
+            exif_orientation: turn each photo as its EXIF orientation tag says (see `groundup.data.images`);
+                recorded in `.preprocessing`, so prediction decodes alike.
 
         Example:
             >>> dls = ImageDataLoaders.from_folder("imagenette2-160", size=64, bs=128)
@@ -143,10 +145,10 @@ class ImageDataLoaders(DataLoaders):
         augment = BatchAugment(size, seed=0) if default_augment else augment or None
         train_size = size if augment is None else max(augment.stored_size, size)
         train_ds = Dataset(train_files, vocab, size=train_size, cache=cache, skip_corrupt=skip_corrupt,
-                           max_pixels=max_pixels)
+                           max_pixels=max_pixels, exif_orientation=exif_orientation)
         # Without room for the training images' cache, the validation images go without one too (one warning).
         valid_ds = Dataset(valid_files, vocab, size=size, cache=cache and train_ds.cache is not None,
-                           skip_corrupt=skip_corrupt, max_pixels=max_pixels)
+                           skip_corrupt=skip_corrupt, max_pixels=max_pixels, exif_orientation=exif_orientation)
         valid_ds.check_headers()  # a bad validation image would otherwise surface after a whole training epoch
         train = DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers, seed=seed)
         if default_augment:
@@ -156,7 +158,7 @@ class ImageDataLoaders(DataLoaders):
         sample = rng.choice(len(train_ds), size=min(STATS_IMAGES, len(train_ds)), replace=False)
         mean, std = image_stats(train_ds, np.sort(sample))
         names = read_class_names(root, list(vocab), known=registry_class_names())
-        pre = Preprocessing(mean, std, size=size, vocab=vocab, class_names=names)
+        pre = Preprocessing(mean, std, size=size, vocab=vocab, class_names=names, exif_orientation=exif_orientation)
         dls = cls(train, valid, preprocessing=pre, augment=augment)
         dls.path = root
         return dls

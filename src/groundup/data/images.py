@@ -10,6 +10,12 @@ the wider ones, so a 16-bit grayscale PNG would come out all white. Those are sc
     F                           floats in [0, 1], the usual range of float images: v * 255,
                                 rounded; values outside [0, 1] are clipped and NaN is 0
 
+Images are turned the way the camera meant them: a photo whose EXIF orientation tag says it was
+stored sideways or mirrored (phones do this) is rotated or flipped upright when it is decoded, as
+`PIL.ImageOps.exif_transpose` does, in training, the decode cache, prediction, `Interpretation`
+and export's preprocessing alike. `exif_orientation=False` (`--no-exif-orientation` on the command
+line) uses the pixels as stored; a checkpoint records which was used, and prediction follows it.
+
 An image with more than `max_pixels` pixels (default: Pillow's `Image.MAX_IMAGE_PIXELS`, about
 89 million, a 9459 x 9459 image) is refused before it is decoded, as a `CorruptImageError`: a
 decompression bomb (a 48 KB PNG of 20000 x 20000 pixels) would otherwise take gigabytes of memory.
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from groundup.utils.checks import check_int
 from groundup.data.cache import BAD, FILLED, DecodeCache, DecodeCacheError
@@ -101,8 +107,19 @@ def _reason(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
-def open_image(path: str | os.PathLike, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to a (size, size, 3) uint8 RGB array, squashed to a square.
+_ORIENTATION = 0x0112  # the EXIF tag: 1 upright, 2-8 mirrored and/or rotated
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """`im` turned as its EXIF orientation tag says (`ImageOps.exif_transpose`); `im` itself when it has none."""
+    if im.getexif().get(_ORIENTATION, 1) in (0, 1):
+        return im
+    return ImageOps.exif_transpose(im)
+
+
+def open_image(path: str | os.PathLike, size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               exif_orientation: bool = True) -> np.ndarray:
+    """Decode an image file to a (size, size, 3) uint8 RGB array, upright, squashed to a square.
 
     Every Pillow mode is converted to 8-bit RGB; 16-bit, 32-bit and float images are scaled (see
     the module notes). JPEGs are decoded in draft mode: libjpeg scales by 1/2, 1/4 or 1/8 while
@@ -114,6 +131,8 @@ def open_image(path: str | os.PathLike, size: int, max_pixels: int | None = DEFA
         size: the side of the square result.
         max_pixels: refuse (`CorruptImageError`) an image with more pixels than this before
             decoding it (a decompression bomb); None: only Pillow's own limit, twice as high.
+        exif_orientation: turn the image as its EXIF orientation tag says (see the module notes);
+            False: the pixels as stored.
 
     Raises:
         FileNotFoundError: no such file.
@@ -123,6 +142,8 @@ def open_image(path: str | os.PathLike, size: int, max_pixels: int | None = DEFA
         with _open(path, max_pixels) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (size, size))
+            if exif_orientation:
+                im = upright(im)
             im = to_rgb(im)
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
@@ -133,17 +154,20 @@ def open_image(path: str | os.PathLike, size: int, max_pixels: int | None = DEFA
         raise CorruptImageError(f"cannot decode image file {path}: {_reason(e)}; {_FIX}") from e
 
 
-def image_pixels(image, size: int) -> np.ndarray:
+def image_pixels(image, size: int, exif_orientation: bool = True) -> np.ndarray:
     """One image as a (size, size, 3) uint8 RGB array, squashed to a square as in training.
 
     Args:
         image: an image file's path (decoded by `open_image`, exactly as the `Dataset` does), a PIL
             image, or a uint8 array or tensor of shape (H, W, 3), (H, W, 4), (H, W, 1) or (H, W).
         size: the side of the square.
+        exif_orientation: turn a file or PIL image as its EXIF orientation tag says (as in training).
     """
     check_int("image_pixels", "size", size)
     if isinstance(image, (str, os.PathLike)):
-        return open_image(image, size)
+        return open_image(image, size, exif_orientation=exif_orientation)
+    if isinstance(image, Image.Image) and exif_orientation:
+        image = upright(image)
     if not isinstance(image, Image.Image):
         arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
         if arr.dtype != np.uint8:
@@ -177,6 +201,7 @@ class Dataset:
             instead of raising `CorruptImageError`.
         max_pixels: refuse images with more pixels than this, before decoding them (a
             decompression bomb); see `open_image`.
+        exif_orientation: turn each image as its EXIF orientation tag says (see the module notes).
 
     Example:
         >>> ds = Dataset(get_image_files("imagenette2-160/train"), size=64)
@@ -185,7 +210,8 @@ class Dataset:
 
     def __init__(self, files: Sequence[str | os.PathLike], vocab: dict[str, int] | None = None,
                  size: int = 64, label_func: Callable[[Path], str] = parent_label,
-                 cache: bool = True, skip_corrupt: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 cache: bool = True, skip_corrupt: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 exif_orientation: bool = True):
         check_int("Dataset", "size", size)
         if max_pixels is not None:
             check_int("Dataset", "max_pixels", max_pixels)
@@ -193,15 +219,17 @@ class Dataset:
         self.vocab = vocab if vocab is not None else val2idx(label_func(f) for f in self.files)
         self.labels = np.asarray(label_files(self.files, self.vocab, label_func), dtype=np.int64)
         self.size, self.skip_corrupt, self.max_pixels = size, skip_corrupt, max_pixels
+        self.exif_orientation = exif_orientation
         self._skipped: set[int] = set()  # found bad by check_headers (with skip_corrupt), when there is no cache
         self.cache = None
         if cache and self.files:
             try:
-                self.cache = DecodeCache(self.files, size)
+                self.cache = DecodeCache(self.files, size, exif_orientation=exif_orientation)
             except DecodeCacheError as e:  # a full or read-only disk costs speed, never the run
                 warnings.warn(f"{e}; going on without the decode cache (every epoch decodes the images again): "
                               f"{e.advice} to make the epochs after the first faster", GroundupWarning, stacklevel=2)
         self._all_cached = False
+        self._warned_damage = False
 
     def __len__(self) -> int:
         return len(self.files)
@@ -241,6 +269,16 @@ class Dataset:
         else:
             self._skipped.add(i)
 
+    def _forget_damaged(self, i: int) -> None:
+        """Image `i`'s pixels in the decode cache do not match their checksum: decode it again (one warning)."""
+        self.cache.forget(i)
+        if self._warned_damage:  # one warning is enough to say it; each damaged image is decoded again alike
+            return
+        self._warned_damage = True
+        warnings.warn(f"the decode cache {self.cache.path} is damaged (the pixels of {self.files[i]} do not match "
+                      f"their checksum, and maybe of others); groundup made it, so it decodes such images again", GroundupWarning,
+                      stacklevel=3)
+
     def skipped(self) -> set[int]:
         """The indices of the images found unreadable and skipped so far (`skip_corrupt`).
 
@@ -270,7 +308,12 @@ class Dataset:
         else:
             flags = self.cache.flags(idxs)
             if (flags == FILLED).all():
-                return torch.from_numpy(self.cache.read(idxs)), torch.from_numpy(self.labels[idxs])
+                xb = self.cache.read(idxs)
+                damaged = self.cache.damaged(idxs, xb)
+                if not len(damaged):
+                    return torch.from_numpy(xb), torch.from_numpy(self.labels[idxs])
+                for k in damaged:
+                    self._forget_damaged(int(idxs[k]))
             xs = [self._image(i) for i in idxs]
         keep = [k for k, x in enumerate(xs) if x is not None]
         if len(keep) < len(xs):
@@ -284,13 +327,16 @@ class Dataset:
         if c is not None:
             flag = c.flags(i)
             if flag == FILLED:
-                return c.read([i])[0]  # a copy: a caller writing into it must not touch the cache
+                x = c.read([i])  # a copy: a caller writing into it must not touch the cache
+                if not len(c.damaged([i], x)):
+                    return x[0]
+                self._forget_damaged(i)
             if flag == BAD and self.skip_corrupt:
                 return None
         elif i in self._skipped and self.skip_corrupt:
             return None
         try:
-            x = open_image(self.files[i], self.size, self.max_pixels)
+            x = open_image(self.files[i], self.size, self.max_pixels, self.exif_orientation)
         except CorruptImageError as e:
             self._bad(i, e)
             return None

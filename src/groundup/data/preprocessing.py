@@ -36,6 +36,9 @@ class Preprocessing:
         size: images are squashed to `size`×`size` (None: not known, e.g. a model fed tensors).
         vocab: the labels in index order (`vocab[i]` is the label of output `i`), e.g. folder names.
         class_names: human-readable names in the same order; default: the vocabulary itself.
+        exif_orientation: images are turned as their EXIF orientation tag says when decoded (see
+            `groundup.data.images`); a checkpoint without this entry (groundup 0.2 and older) was
+            trained on the pixels as stored, so `from_dict` reads its absence as False.
     """
 
     mean: Tensor
@@ -43,6 +46,7 @@ class Preprocessing:
     size: int | None = None
     vocab: list[str] | None = None
     class_names: list[str] | None = None
+    exif_orientation: bool = True
     _normalize: Normalize | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -75,17 +79,18 @@ class Preprocessing:
         """Plain data (lists, numbers, strings) for a checkpoint or a JSON file."""
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "size": self.size,
                 "vocab": None if self.vocab is None else list(self.vocab),
-                "class_names": None if self.class_names is None else list(self.class_names)}
+                "class_names": None if self.class_names is None else list(self.class_names),
+                "exif_orientation": self.exif_orientation}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
         """The inverse of `to_dict`."""
         return cls(mean=d["mean"], std=d["std"], size=d.get("size"), vocab=d.get("vocab"),
-                   class_names=d.get("class_names"))
+                   class_names=d.get("class_names"), exif_orientation=bool(d.get("exif_orientation", False)))
 
     def with_stats(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Preprocessing:
         """A copy with other statistics (e.g. rank 0's, in a distributed run)."""
-        return Preprocessing(mean, std, self.size, self.vocab, self.class_names)
+        return Preprocessing(mean, std, self.size, self.vocab, self.class_names, self.exif_orientation)
 
     def __repr__(self) -> str:
         fmt = lambda t: "(" + ", ".join(f"{v:.3f}" for v in t.tolist()) + ")"

@@ -79,7 +79,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
                else None)
     dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
                                        num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt,
-                                       augment=augment)
+                                       augment=augment, exif_orientation=cfg.exif_orientation)
     if cfg.compile and len(dls.train.dataset) >= cfg.bs:
         dls.train.drop_last = True  # a last, smaller batch would make torch.compile compile the model again
     seed_everything(cfg.seed)

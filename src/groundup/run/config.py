@@ -75,6 +75,7 @@ class TrainConfig:
         tensorboard: also write TensorBoard event files into the run folder's `tensorboard/`
             (`TensorBoardLogger`; needs `pip install 'groundup[tensorboard]'`).
         skip_corrupt: skip images that cannot be decoded (with a warning) instead of stopping.
+        exif_orientation: turn photos as their EXIF orientation tag says (False: `--no-exif-orientation`).
         augment: random resized crops and horizontal flips of the training batches (`BatchAugment`);
             the training images are then decoded and cached at 1.25×`size`.
         crop_scale: with `augment`, the smallest fraction of an image's area a crop covers.
@@ -114,6 +115,7 @@ class TrainConfig:
     accumulate: int = 1
     tensorboard: bool = False
     skip_corrupt: bool = False
+    exif_orientation: bool = True
     augment: bool = False
     crop_scale: float = 0.35
     train_size: int | None = None

@@ -3,10 +3,12 @@
 What is exported is the whole path from pixels to probabilities, as one graph: uint8 RGB images
 (N, size, size, 3), as groundup's loaders make them, → normalization with the training statistics
 → NCHW → the model → softmax → (N, classes) probabilities. Beside the graph goes a small JSON
-record (`groundup.json`: the image size, the class names, the vocabulary, mean and std), inside a
-`.pt2` file and as `FILE.json` next to an `.onnx` file. Decode and squash each image to
-`size`×`size` RGB (e.g. PIL's `Image.open(path).convert("RGB").resize((size, size))`), stack them,
-and the program does the rest:
+record (`groundup.json`: the image size, the class names, the vocabulary, mean and std, and
+`exif_orientation`), inside a `.pt2` file and as `FILE.json` next to an `.onnx` file. Decode each
+image, turn it upright as its EXIF orientation tag says when `exif_orientation` is true (as training
+did), and squash it to `size`×`size` RGB (e.g. PIL's
+`ImageOps.exif_transpose(Image.open(path)).convert("RGB").resize((size, size))`), stack them, and the
+program does the rest:
 
     >>> program = torch.export.load("model.pt2")          # plain torch: no groundup import
     >>> probs = program.module()(torch.from_numpy(images))  # images: (N, size, size, 3) uint8

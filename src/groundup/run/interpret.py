@@ -173,7 +173,8 @@ class Interpretation:
                              f"{', '.join(pre.vocab[:10])}{' ...' if len(pre.vocab) > 10 else ''}")
         dev = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
-        ds = Dataset(files, {label: i for i, label in enumerate(pre.vocab)}, size=pre.size)
+        ds = Dataset(files, {label: i for i, label in enumerate(pre.vocab)}, size=pre.size,
+                     exif_orientation=pre.exif_orientation)
         dl = DataLoader(ds, bs, num_workers=num_workers)
         learn = Learner(model.to(dev), DataLoaders([], dl, preprocessing=pre), loss_func)
         try:

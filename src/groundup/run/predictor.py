@@ -194,7 +194,8 @@ class Predictor:
         check_int("Predictor.predict", "top_k", top_k)
         check_int("Predictor.predict", "bs", bs)
         k = min(top_k, len(self.vocab))
-        pixels = [open_image(p, self.size) for p in images]  # (size, size, 3) uint8 each
+        upright = self.preprocessing is None or self.preprocessing.exif_orientation  # as in training
+        pixels = [open_image(p, self.size, exif_orientation=upright) for p in images]  # (size, size, 3) uint8 each
         out: list[Prediction] = []
         for i in range(0, len(pixels), bs):
             probs = self.probabilities(torch.from_numpy(np.stack(pixels[i:i + bs])), tta=tta)  # (n, n_classes)
