@@ -302,3 +302,168 @@ def test_a_file_name_that_is_not_utf8_trains(image_folder, tmp_path):
     odd = os.fsdecode(bytes(cat) + b"/caf\xe9" + first.suffix.encode())  # Latin-1 bytes: a surrogate in str
     shutil.copy(first, odd)
     assert main(tiny(image_folder, "--out", tmp_path / "run", epochs=1)) == 0
+
+
+# -- the medium and low cases: one line naming the file, value or rank, and the fix ------------------------------------
+def test_nested_class_folders_are_refused_naming_the_folder(image_folder, tmp_path, capsys):
+    cat = image_folder / "train" / "cat"
+    (cat / "sub").mkdir()
+    for f in list(cat.iterdir()):
+        if f.is_file():
+            f.rename(cat / "sub" / f.name)
+    assert main(tiny(image_folder, "--out", tmp_path / "run")) == 2
+    one_line_error(capsys, r"class folder .*train/cat has 6 images in subfolders \(e.g. .*train/cat/sub/.*\); a class "
+                           r"folder holds its images directly .*: move them up into .*train/cat, or make each "
+                           r"subfolder a class folder of .*train$")
+
+
+def test_resume_of_a_checkpoint_with_nan_weights_says_it_cannot_be_resumed_not_blame_the_lr(trained, capsys):
+    import torch
+
+    from groundup.utils.checkpoint_file import read_checkpoint
+
+    ckpt = read_checkpoint(trained / "model.pt")
+    next(iter(ckpt["model"].values())).fill_(float("nan"))  # what an older groundup saved after a diverged epoch
+    torch.save(ckpt, trained / "model.pt")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(trained / "model.pt"), "--epochs", "3", "--quiet"]) == 2
+    err = one_line_error(capsys, r"model.pt holds NaN or infinite weights \(1 tensors, e.g. \S+\): training had diverged "
+                                 r"when it was saved, so it cannot be resumed; resume from .*best.pt or an earlier copy, "
+                                 r"or start a new run with a lower --lr$")
+    assert "keeps the last good epoch" not in err
+
+
+@pytest.mark.parametrize("flag", ["--size", "--train-size"])
+def test_a_size_beyond_the_limit_is_refused_before_any_work(image_folder, tmp_path, capsys, flag):
+    extra = ["--augment"] if flag == "--train-size" else []
+    assert main(tiny(image_folder, "--out", tmp_path / "run", flag, 100000, *extra)) == 2
+    one_line_error(capsys, rf"{flag} 100000 is too large: the largest is 2048 \(every image becomes 100000 x 100000 "
+                           r"pixels, 27.9 GiB each, .*\); .*64 to 512 is usual$")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_url_given_as_data_is_named_with_where_urls_are_taken(capsys, tmp_path):
+    assert main(tiny("http://127.0.0.1:8000/data.tgz", "--out", tmp_path / "run")) == 2
+    one_line_error(capsys, r"--data http://127.0.0.1:8000/data.tgz is a URL; --data takes a folder or a registry name. "
+                           r"Download and extract it first \(in Python: untar_data\('http://127.0.0.1:8000/data.tgz'\)")
+
+
+def test_a_single_class_data_set_warns_that_nothing_can_be_learned(image_folder, tmp_path, capsys):
+    import shutil
+
+    for split in ("train", "val"):
+        for label in ("dog", "emu"):
+            shutil.rmtree(image_folder / split / label)
+    assert main(tiny(image_folder, "--out", tmp_path / "run", epochs=1)) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"groundup: warning: .*train has one class only \(cat\): a classifier trained on it learns "
+                     r"nothing .*; add a folder for each other class", err), err
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_bytes(b'arch = "caf\xe9"\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys, r"config file .*run.toml is not UTF-8 text \(byte b'\\xe9' at position 11\); save it as "
+                           r"UTF-8$")
+
+
+def test_predict_skip_corrupt_leaves_out_a_bad_image_and_predicts_the_rest(trained, image_folder, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = next((image_folder / "val" / "cat").iterdir())
+    (folder / "a.png").write_bytes(good.read_bytes())
+    (folder / "b.png").write_bytes(b"not an image")
+    capsys.readouterr()
+    assert main(["predict", str(trained / "model.pt"), str(folder)]) == 2
+    one_line_error(capsys, r"cannot decode image file .*b.png: .*; or skip unreadable images with --skip-corrupt")
+    assert main(["predict", str(trained / "model.pt"), str(folder), "--skip-corrupt"]) == 0
+    said = capsys.readouterr()
+    assert [line.split("\t")[0] for line in said.out.splitlines()] == [str(folder / "a.png")]
+    assert re.search(r"groundup: warning: skipping cannot decode image file .*b.png", said.err), said.err
+
+
+def test_extracting_onto_a_full_disk_names_the_archive_the_size_and_the_fix(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    import zipfile
+
+    from groundup.data.download import extract_archive
+    from groundup.utils.disk import DiskFullError
+
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data/train/cat/a.txt", "x" * 5000)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", full)
+    with pytest.raises(DiskFullError, match=r"no room to extract .*data.zip into .*out: it unpacks to 4.9 KiB, .* free "
+                                            r"\(the partial folder was removed\); free some space there, or extract "
+                                            r"elsewhere") as err:
+        extract_archive(archive, tmp_path / "out")
+    assert "[Errno" not in str(err.value) and not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["data.zip"]
+
+
+def test_a_plain_zip_and_a_folder_given_as_a_checkpoint_are_called_what_they_are(trained, tmp_path, capsys,
+                                                                                 image_folder):
+    import zipfile
+
+    image = next((image_folder / "val" / "cat").iterdir())
+    plain = tmp_path / "photos.zip"
+    with zipfile.ZipFile(plain, "w") as zf:
+        zf.writestr("a.txt", "hello")
+    assert main(["predict", str(plain), str(image)]) == 2
+    one_line_error(capsys, r"photos.zip: it is a zip archive but not a torch file \(no data.pkl inside; it holds a.txt\): "
+                           r"check the path$")
+    assert main(["predict", str(trained), str(image)]) == 2
+    one_line_error(capsys, r"checkpoint .*trained is a folder, not a checkpoint file; give the file inside it: "
+                           r".*trained/model.pt$")
+
+
+def test_resume_with_other_data_names_the_labels_that_differ(image_folder, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    assert main(tiny(image_folder, "--out", run, "--schedule", "constant", epochs=1)) == 0
+
+    other = tmp_path / "other"
+    shutil.copytree(image_folder, other)
+    for split in ("train", "val"):
+        (other / split / "emu").rename(other / split / "owl")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run / "model.pt"), "--epochs", "2", "--data", str(other),
+                 "--quiet"]) == 2
+    one_line_error(capsys, r"the labels in .*other differ from those the checkpoint .*model.pt was trained on \(only in "
+                           r"the data: owl; only in the checkpoint: emu\); resume with the same --data$")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, said, status", [("SIGINT", "interrupted", 130), ("SIGTERM", r"terminated \(SIGTERM\)", 143)])
+def test_ctrl_c_and_sigterm_stop_a_run_with_one_line_saying_how_to_continue(image_folder, tmp_path, sig, said, status):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import groundup
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(groundup.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "groundup", *tiny(image_folder, "--out", run_dir, "--schedule",
+                                                                    "constant", epochs=500)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "model.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.fullmatch(rf"groundup: {said}; the last finished epoch is saved: continue with groundup train --resume "
+                        rf".*run/model.pt", lines[0]), err

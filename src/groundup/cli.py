@@ -30,8 +30,11 @@ what a training run does (build the learner, fit, write the run folder) lives in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -63,6 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a scheduler's stop), raised where the command is, as Ctrl-C's KeyboardInterrupt is,
+    so a run stops the same way: its last finished epoch kept, one line saying how to continue."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Turn SIGTERM into `Terminated` while a command runs (main thread only; the old handler comes back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `groundup` command with `argv` (default `sys.argv[1:]`); return the exit status.
 
@@ -82,12 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _terminate_as_interrupt():
             warnings.showwarning = _show_warning
             return args.run(args, argv)
-    except KeyboardInterrupt:
-        print("groundup: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # one line: what stopped it, and (a run) how to continue
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        hint = getattr(e, "resume_hint", None)
+        print(f"groundup: {how}{'; ' + hint if hint else ''}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:  # `groundup predict ... | head`: the reader left; stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141

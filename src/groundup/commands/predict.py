@@ -24,6 +24,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                              "by Learner.save)")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched "
                                                                          "recursively for images")
+    pr.add_argument("--skip-corrupt", action="store_true",
+                    help="leave out images that cannot be decoded (with a warning) instead of stopping")
     pr.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable labels")
     pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, prob, top}")
     pr.add_argument("--tta", action="store_true",
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.device is not None:
         check_device("", "--device", args.device)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-    preds = predictor.predict(find_images(args.images), top_k=args.top, tta=args.tta)
+    preds = predictor.predict(find_images(args.images), top_k=args.top, tta=args.tta,
+                                skip_corrupt=args.skip_corrupt)
     if args.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2))
         return 0

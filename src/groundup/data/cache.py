@@ -10,8 +10,9 @@ orientation setting) and, for every source file, its absolute path, size and mod
 so a changed data set or a changed decoder never reads stale pixels.
 
 Every image read from the cache is checked against its checksum (`pixel_checksum`: the image's
-bytes summed as 64-bit words, about a third of the cost of gathering them), so pixels damaged on
-the disk are found: the image is decoded again (with one warning), never trained on as it is.
+bytes summed as 64-bit words), once per process (`Dataset` remembers which it checked, so cached
+epochs after the first cost nothing more), so pixels damaged on the disk are found: the image is
+decoded again (with one warning), never trained on as it is.
 
 Why it is safe with many writers and readers:
 - The file is created complete under a temporary name, its whole size reserved on the disk
@@ -232,7 +233,8 @@ class DecodeCache:
     def damaged(self, idxs, pixels: np.ndarray) -> np.ndarray:
         """The positions in `idxs` whose `pixels` (as `read` returned them) do not match their checksum."""
         self._map()
-        return np.flatnonzero(pixel_checksum(pixels) != self._sums[np.asarray(idxs).reshape(-1)])
+        stored = np.asarray(self._sums)[np.asarray(idxs).reshape(-1)]  # a plain array: no memmap overhead
+        return np.flatnonzero(pixel_checksum(np.asarray(pixels)) != stored)
 
     def forget(self, i: int) -> None:
         """Mark image `i` not filled (its pixels were damaged), so it is decoded and stored again."""

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from groundup._version import __version__
 from groundup.data.class_names import IMAGENETTE_CLASS_NAMES, IMAGEWOOF_CLASS_NAMES
-from groundup.utils.disk import format_size
+from groundup.utils.disk import DiskFullError, format_size, free_space, is_disk_full
 from groundup.utils.errors import GroundupError
 from groundup.utils.paths import groundup_home, home_folder
 
@@ -289,10 +289,28 @@ def extract_archive(archive_path: str | Path, dest: str | Path, *, record: dict 
             if not _is_finished(dest):
                 raise
             # Another process renamed its complete copy into place first; keep that one.
+    except OSError as e:
+        if is_disk_full(e) and not isinstance(e, DiskFullError):
+            free = free_space(dest.parent)
+            have = f"{format_size(free)} free" if free is not None else "the free space is unknown"
+            raise DiskFullError(f"no room to extract {archive_path} into {dest}: it unpacks to "
+                                f"{format_size(_unpacked_size(archive_path))}, {have} (the partial folder was "
+                                f"removed); free some space there, or extract elsewhere (--dest, or "
+                                f"untar_data(..., dest=) in Python)") from e
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _unpacked_size(archive_path: Path) -> int:
+    """The total size of the files in a zip or tar archive (reads the tar's headers)."""
+    if zipfile.is_zipfile(archive_path):
+        with zipfile.ZipFile(archive_path) as zf:
+            return sum(info.file_size for info in zf.infolist())
+    with tarfile.open(archive_path, "r:*") as tar:
+        return sum(member.size for member in tar if member.isfile())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ themselves (`groundup.data.loader`) know nothing about folders.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from groundup.data.files import get_image_files, grandparent_split, parent_label
 from groundup.data.images import DEFAULT_MAX_PIXELS, Dataset
 from groundup.data.loader import DataLoader, DataLoaders
 from groundup.data.preprocessing import Preprocessing
+from groundup.utils.errors import GroundupWarning
 
 __all__ = ["ImageDataLoaders", "check_image_folder", "default_num_workers"]
 
@@ -57,8 +59,14 @@ def check_image_folder(root: str | os.PathLike) -> Path:
         if not classes:
             raise ValueError(f"{split} has no class folders; expected {split}/<label>/*.jpg")
         for d in classes:
-            if not get_image_files(d):
+            files = get_image_files(d)
+            if not files:
                 raise ValueError(f"class folder {d} is empty (no image files); add images or remove it")
+            nested = [f for f in files if f.parent != d]
+            if nested:  # they would be labelled by their subfolder's name, and be no class of the split
+                raise ValueError(f"class folder {d} has {len(nested)} images in subfolders (e.g. {nested[0]}); a class "
+                                 f"folder holds its images directly ({split}/<label>/*.jpg): move them up into {d}, "
+                                 f"or make each subfolder a class folder of {split}")
     return root
 
 
@@ -139,6 +147,10 @@ class ImageDataLoaders(DataLoaders):
         root = check_image_folder(path)
         train_files, valid_files = grandparent_split(get_image_files(root), valid_names=VALID_NAMES)
         vocab = val2idx(parent_label(f) for f in train_files)
+        if len(vocab) == 1:
+            warnings.warn(f"{root / 'train'} has one class only ({next(iter(vocab))}): a classifier trained on it "
+                          f"learns nothing (it predicts that class for every image, with loss 0); add a folder "
+                          f"for each other class", GroundupWarning, stacklevel=2)
         if num_workers is None:
             num_workers = default_num_workers()
         default_augment = augment is True  # made below, seeded from the training loader's seed

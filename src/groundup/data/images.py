@@ -37,6 +37,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from groundup.utils.checks import check_int
 from groundup.data.cache import BAD, FILLED, DecodeCache, DecodeCacheError
 from groundup.data.files import label_files, parent_label, val2idx
+from groundup.utils.disk import format_size
 from groundup.utils.errors import GroundupError, GroundupWarning
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,22 @@ class CorruptImageError(GroundupError, ValueError):
 
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's warning limit: 89,478,485 pixels (about 9459 x 9459)
+# The largest side an image is squashed to: 2048 x 2048 x 3 bytes is 12 MiB per image, already 12 GiB of decode
+# cache per 1,000 images. (Without a limit, --size 100000 asked for a 16.4 TiB cache and ended in a MemoryError.)
+MAX_SIZE = 2048
+
+
+def check_size(where: str, name: str, size: int) -> int:
+    """`size` as an image side: a positive integer up to `MAX_SIZE`, else an error naming `name` and the cost."""
+    check_int(where, name, size)
+    if size > MAX_SIZE:
+        raise ValueError(f"{where + ': ' if where else ''}{name} {size} is too large: the largest is {MAX_SIZE} (every "
+                         f"image becomes {size} x {size} pixels, {format_size(size * size * 3)} each, in the decode "
+                         f"cache and in every batch); images are squashed to {name.lstrip('-')} x "
+                         f"{name.lstrip('-')}: 64 to 512 is usual")
+    return size
+
+
 _16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 _FIX = "remove it or convert it (to PNG or JPEG)"
 
@@ -212,7 +229,7 @@ class Dataset:
                  size: int = 64, label_func: Callable[[Path], str] = parent_label,
                  cache: bool = True, skip_corrupt: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  exif_orientation: bool = True):
-        check_int("Dataset", "size", size)
+        check_size("Dataset", "size", size)
         if max_pixels is not None:
             check_int("Dataset", "max_pixels", max_pixels)
         self.files = [Path(f) for f in files]
@@ -230,6 +247,7 @@ class Dataset:
                               f"{e.advice} to make the epochs after the first faster", GroundupWarning, stacklevel=2)
         self._all_cached = False
         self._warned_damage = False
+        self._verified, self._verified_pid = None, None  # which cached images this process has checked
 
     def __len__(self) -> int:
         return len(self.files)
@@ -268,6 +286,24 @@ class Dataset:
             self.cache.mark_bad(i)
         else:
             self._skipped.add(i)
+
+    def _damaged(self, idxs: np.ndarray, pixels: np.ndarray) -> bool:
+        """Check the cached `pixels` of `idxs` against their checksums, each image once per process (later
+        epochs cost nothing); forget damaged ones, so they are decoded again (one warning). True if any were."""
+        if self._verified is None or self._verified_pid != os.getpid():
+            self._verified, self._verified_pid = np.zeros(len(self), dtype=bool), os.getpid()
+        fresh = np.flatnonzero(~self._verified[idxs])
+        if not len(fresh):
+            return False
+        if len(fresh) == len(idxs):  # the usual case: no copy
+            damaged = self.cache.damaged(idxs, pixels)
+        else:
+            damaged = fresh[self.cache.damaged(idxs[fresh], pixels[fresh])]
+        self._verified[idxs[fresh]] = True
+        for k in damaged:
+            self._verified[idxs[k]] = False
+            self._forget_damaged(int(idxs[k]))
+        return bool(len(damaged))
 
     def _forget_damaged(self, i: int) -> None:
         """Image `i`'s pixels in the decode cache do not match their checksum: decode it again (one warning)."""
@@ -309,11 +345,8 @@ class Dataset:
             flags = self.cache.flags(idxs)
             if (flags == FILLED).all():
                 xb = self.cache.read(idxs)
-                damaged = self.cache.damaged(idxs, xb)
-                if not len(damaged):
+                if not self._damaged(idxs, xb):
                     return torch.from_numpy(xb), torch.from_numpy(self.labels[idxs])
-                for k in damaged:
-                    self._forget_damaged(int(idxs[k]))
             xs = [self._image(i) for i in idxs]
         keep = [k for k, x in enumerate(xs) if x is not None]
         if len(keep) < len(xs):
@@ -328,9 +361,8 @@ class Dataset:
             flag = c.flags(i)
             if flag == FILLED:
                 x = c.read([i])  # a copy: a caller writing into it must not touch the cache
-                if not len(c.damaged([i], x)):
+                if not self._damaged(np.array([i]), x):
                     return x[0]
-                self._forget_damaged(i)
             if flag == BAD and self.skip_corrupt:
                 return None
         elif i in self._skipped and self.skip_corrupt:
@@ -342,4 +374,6 @@ class Dataset:
             return None
         if c is not None:
             c.write(i, x)
+            if self._verified is not None and self._verified_pid == os.getpid():
+                self._verified[i] = True  # this process wrote it
         return x

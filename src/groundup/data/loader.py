@@ -91,6 +91,7 @@ def _fetch(dataset, collate_fn, idxs):
 
 def _worker_loop(dataset, collate_fn, tasks, results, worker_id: int, seed: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the command line's handler, inherited by a fork: just stop
     torch.set_num_threads(1)  # workers are parallel already; one thread each avoids oversubscription
     random.seed(seed + worker_id)
     np.random.seed((seed + worker_id) % 2**32)

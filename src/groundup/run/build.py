@@ -52,6 +52,10 @@ def find_data(data: str | None) -> Path:
         except DownloadError as e:
             raise e.with_offline_hint("set GROUNDUP_HOME to where it is cached, or pass the extracted folder "
                                       "as --data FOLDER") from e
+    elif "://" in data:  # Path() would squash "http://host" into "http:/host"
+        raise ValueError(f"--data {data} is a URL; --data takes a folder or a registry name. Download and extract "
+                         f"it first (in Python: untar_data({data!r}), which returns the folder), then pass that "
+                         f"folder as --data")
     else:
         root = Path(data).expanduser()
         if not root.exists():

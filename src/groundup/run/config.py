@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from groundup.data.images import check_size
 from groundup.utils.checks import check_choice, check_int, check_number
 from groundup.utils.devices import check_device_name
 from groundup.nn.models import ARCHS
@@ -132,8 +133,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting (as its command-line flag)."""
-        for name in ("epochs", "bs", "size"):
+        for name in ("epochs", "bs"):
             check_int("", f"--{name}", getattr(self, name))
+        check_size("", "--size", self.size)
         if self.lr != "auto" and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
                                   or not 0 < self.lr < math.inf):
             raise ValueError(f"--lr must be a positive number or 'auto', got {self.lr!r}")
@@ -160,7 +162,7 @@ class TrainConfig:
         if check_number("", "--crop-scale", self.crop_scale, 0.0, low_inclusive=False) > 1:
             raise ValueError(f"--crop-scale must be a fraction of the image's area in (0, 1], got {self.crop_scale}")
         if self.train_size is not None:
-            check_int("", "--train-size", self.train_size)
+            check_size("", "--train-size", self.train_size)
             if not self.augment:
                 raise ValueError(f"--train-size {self.train_size} needs --augment (the training crops are made by it)")
         check_number("", "--label-smoothing", self.label_smoothing, 0.0, 1.0)
@@ -246,6 +248,9 @@ def read_toml_settings(path: str | os.PathLike, extra: dict[str, type] | None = 
         raise FileNotFoundError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # tomllib reads UTF-8 only
+        raise ValueError(f"config file {path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
+                         f"position {e.start}); save it as UTF-8") from None
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     if "workers" in data and "num_workers" not in data:  # the flag's name is fine too
         data["num_workers"] = data.pop("workers")

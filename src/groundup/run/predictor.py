@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groundup.utils.checkpoint_file import CheckpointError, checkpoint_preprocessing, read_checkpoint, weights_mismatch
+from groundup.utils.checkpoint_file import (CheckpointError, checkpoint_preprocessing, nonfinite_weights, read_checkpoint,
+                                             weights_mismatch)
 from groundup.utils.checks import check_device, check_int
 from groundup.data.files import get_image_files
-from groundup.data.images import open_image
+from groundup.data.images import CorruptImageError, open_image
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, to_nchw
 from groundup.inference import tta_forward
 from groundup.nn.models import build_arch
+from groundup.utils.errors import GroundupWarning
 
 __all__ = ["Prediction", "Predictor", "find_images", "load_trained_model"]
 
@@ -124,7 +127,7 @@ def load_trained_model(path: str | os.PathLike, model=None):
         arch = f" {spec['name']!r}" if spec else ""
         how = weights_mismatch(model.state_dict(), ckpt["model"]) or (str(e).strip() or type(e).__name__)[:200]
         raise CheckpointError(f"checkpoint {path}: its weights do not fit the architecture{arch} ({how})") from e
-    broken = [k for k, t in ckpt["model"].items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    broken = nonfinite_weights(ckpt)
     if broken:  # saved after training diverged (before groundup stopped such runs): it would predict "nan"
         raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights ({len(broken)} tensors, e.g. "
                               f"{broken[0]}): training had diverged when it was saved; use best.pt or an "
@@ -185,17 +188,28 @@ class Predictor:
         return logits
 
     def predict(self, images: Sequence[str | os.PathLike], top_k: int = 1, bs: int = 64,
-                tta: bool = False) -> list[Prediction]:
+                tta: bool = False, skip_corrupt: bool = False) -> list[Prediction]:
         """Predict the `top_k` most probable labels of each image file (with `tta`: flip test-time augmentation).
 
         Every image is decoded first, so an unreadable one raises `CorruptImageError` (naming the
-        file) before any prediction is made.
+        file) before any prediction is made; with `skip_corrupt` it is left out with a warning (a
+        `GroundupWarning`) and the others are predicted.
         """
         check_int("Predictor.predict", "top_k", top_k)
         check_int("Predictor.predict", "bs", bs)
         k = min(top_k, len(self.vocab))
         upright = self.preprocessing is None or self.preprocessing.exif_orientation  # as in training
-        pixels = [open_image(p, self.size, exif_orientation=upright) for p in images]  # (size, size, 3) uint8 each
+        pixels, read = [], []  # (size, size, 3) uint8 each, and their files
+        for path in images:
+            try:
+                pixels.append(open_image(path, self.size, exif_orientation=upright))
+                read.append(path)
+            except CorruptImageError as e:
+                if not skip_corrupt:
+                    raise CorruptImageError(f"{e}; or skip unreadable images with --skip-corrupt (skip_corrupt=True "
+                                            f"in Python)") from e
+                warnings.warn(f"skipping {e}", GroundupWarning, stacklevel=2)
+        images = read
         out: list[Prediction] = []
         for i in range(0, len(pixels), bs):
             probs = self.probabilities(torch.from_numpy(np.stack(pixels[i:i + bs])), tta=tta)  # (n, n_classes)

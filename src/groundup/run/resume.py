@@ -17,7 +17,7 @@ from typing import Any
 
 from groundup.data.preprocessing import Preprocessing
 from groundup.run.config import RESUME_MAY_CHANGE, TrainConfig
-from groundup.utils.checkpoint_file import CheckpointError, checkpoint_preprocessing, read_checkpoint
+from groundup.utils.checkpoint_file import CheckpointError, checkpoint_preprocessing, nonfinite_weights, read_checkpoint
 from groundup.utils.checks import check_int
 
 __all__ = ["Resume", "open_resume"]
@@ -92,6 +92,12 @@ def open_resume(path: str | Path, changes: dict[str, Any] | None = None, epochs:
     path = Path(path)
     checkpoint = read_checkpoint(path)
     saved = saved_config(checkpoint, path)
+    broken = nonfinite_weights(checkpoint)
+    if broken:  # written by an older groundup after training diverged: nothing to continue from
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights ({len(broken)} tensors, e.g. "
+                              f"{broken[0]}): training had diverged when it was saved, so it cannot be resumed; "
+                              f"resume from {path.with_name('best.pt')} or an earlier copy, or start a new run "
+                              f"with a lower --lr")
     if given:
         check_given(saved, given)
     changes = {k: v for k, v in (changes or {}).items() if k in RESUME_MAY_CHANGE and v is not None}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +59,15 @@ def _unfinished(resume: Resume) -> str:
     state = (resume.checkpoint.get("callbacks") or {}).get("checkpoint") or {}
     stale = stale_best(here / "model.pt", here / "best.pt", state.get("best_epoch"))
     return "; ".join(([f"{here} lacks {', '.join(missing)}"] if missing else []) + ([stale] if stale else []))
+
+
+def _vocab_difference(data: list[str], saved: list[str]) -> str:
+    """How the data's labels differ from the checkpoint's, for the error message."""
+    only_data, only_saved = [v for v in data if v not in saved], [v for v in saved if v not in data]
+    clip = lambda labels: ", ".join(labels[:5]) + (" ..." if len(labels) > 5 else "")
+    parts = ([f"only in the data: {clip(only_data)}"] if only_data else []) + \
+            ([f"only in the checkpoint: {clip(only_saved)}"] if only_saved else [])
+    return "; ".join(parts) or f"the same {len(data)} labels in another order"
 
 
 def _resumes_in_place(out: str | None, resume: Resume | None) -> bool:
@@ -127,17 +135,17 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
     try:
         pre = resume.preprocessing if resume is not None else None
         if pre is not None and pre.vocab != learn.preprocessing.vocab:
-            raise ValueError(f"the labels in {data_path} ({len(learn.preprocessing.vocab)}) differ from those "
-                             f"the checkpoint {resume.path} was trained on ({len(pre.vocab or [])}); resume with "
-                             f"the same --data")
+            raise ValueError(f"the labels in {data_path} differ from those the checkpoint {resume.path} was "
+                             f"trained on ({_vocab_difference(learn.preprocessing.vocab, pre.vocab or [])}); "
+                             f"resume with the same --data")
         run_dir = _run_dir(out, resume) if main_process else Path(out or ".")  # only rank 0 writes
         try:
             facts = fit_run(learn, cfg, run_dir, resume=resume, quiet=quiet, say=say)
             cleanup()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the command line turns it into one): it says the rest
             if main_process and (run_dir / "model.pt").is_file():
-                print(f"\ngroundup: interrupted; the last finished epoch is saved: continue with\n"
-                      f"  groundup train --resume {run_dir / 'model.pt'}", file=sys.stderr)
+                e.resume_hint = (f"the last finished epoch is saved: continue with groundup train --resume "
+                                 f"{run_dir / 'model.pt'}")
             raise
         except DiskFullError as e:
             resume_hint = (f", then continue the run with: groundup train --resume {run_dir / 'model.pt'}"

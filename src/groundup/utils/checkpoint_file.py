@@ -55,6 +55,7 @@ __all__ = [
     "checkpoint_preprocessing",
     "get_rng_state",
     "load_checkpoint",
+    "nonfinite_weights",
     "read_checkpoint",
     "save_checkpoint",
     "set_rng_state",
@@ -103,6 +104,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: the file cannot be used; the message says why and what to do.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = [p.name for p in (path / "model.pt", path / "best.pt") if p.is_file()]
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file; give the file"
+                              + (f" inside it: {path / inside[0]}" if inside else " (a run folder holds model.pt)"))
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     _check_container(path)
@@ -141,6 +146,12 @@ def _check_container(path: Path) -> None:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated ({size:,} bytes, and the end of "
                               f"its zip archive is missing): its write or copy was cut off; {_OTHER_COPY}")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        raise CheckpointError(f"cannot read checkpoint {path}: it is a zip archive but not a torch file (no data.pkl "
+                              f"inside; it holds {', '.join(names[:3]) or 'nothing'}"
+                              f"{' ...' if len(names) > 3 else ''}): check the path")
     damaged = _damaged_entry(path)
     if damaged:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is damaged ({damaged}): its bytes changed "
@@ -172,6 +183,13 @@ def _refused(path: Path, text: str) -> str:
 
 def _clip(text: str, n: int = 200) -> str:
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
+def nonfinite_weights(ckpt: dict[str, Any]) -> list[str]:
+    """The names of the checkpoint's floating-point weights that hold NaN or infinity (training had diverged)."""
+    model = ckpt.get("model") or {}
+    return [k for k, t in model.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+            and not torch.isfinite(t).all()]
 
 
 def weights_mismatch(model_state: dict[str, Any], saved: dict[str, Any]) -> str:
