@@ -467,3 +467,61 @@ def test_ctrl_c_and_sigterm_stop_a_run_with_one_line_saying_how_to_continue(imag
     assert len(lines) == 1 and "Traceback" not in err, err
     assert re.fullmatch(rf"groundup: {said}; the last finished epoch is saved: continue with groundup train --resume "
                         rf".*run/model.pt", lines[0]), err
+
+
+# -- case 7: a rank that dies -------------------------------------------------------------------------------------------
+def rank_pid(port: int, rank: int) -> int | None:
+    """The pid of the torchrun worker of `rank` whose group listens on `port` (read from /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = dict(item.split("=", 1) for item in (entry / "environ").read_bytes().decode(errors="replace")
+                       .split("\0") if "=" in item)
+        except OSError:
+            continue
+        if env.get("MASTER_PORT") == str(port) and env.get("RANK") == str(rank) and "TORCHELASTIC_RUN_ID" in env:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_when_one_rank_is_killed_the_other_names_it_and_says_how_to_resume(image_folder, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import groundup
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": os.pathsep.join([str(Path(groundup.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "groundup",
+           *tiny(image_folder, "--out", run_dir, "--schedule", "constant", epochs=500)]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            deadline = time.monotonic() + 150
+            while not (run_dir / "model.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            pid = rank_pid(port, 1)
+            assert pid is not None and proc.poll() is None, "rank 1 not found"
+            os.kill(pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    said = out + err
+    assert re.search(r"groundup: error: rank 0: rank 1 stopped during training \(killed, or failed: torchrun's summary "
+                     r"names its exit code\), so rank 0 stops too \(it saw: .*\); the last finished epoch is saved in "
+                     r".*run/model.pt: continue the run with torchrun \.\.\. -m groundup train --resume .*run/model.pt",
+                     said), said[-3000:]
+    assert "unexpected" not in said and "GLHF" not in said.split("groundup: error:")[-1], said[-3000:]

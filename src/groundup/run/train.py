@@ -31,7 +31,7 @@ from groundup.run.resume import Resume, changes_of, open_resume
 from groundup.utils.atomic import remove_stale_temp_files
 from groundup.utils.disk import DiskFullError
 from groundup.utils.errors import note_run_dir
-from groundup.utils.process_group import cleanup, is_main_process
+from groundup.utils.process_group import cleanup, is_main_process, peer_failure, peer_stopped
 
 __all__ = ["train"]
 
@@ -155,6 +155,12 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
             raise NonFiniteLossError(f"{e}; {_what_is_kept(learn, run_dir)}: start a new run with a lower "
                                      f"--lr (this one: {cfg.lr:g}; a resumed run keeps its lr)") from e
         except Exception as e:
+            if peer_stopped(e):  # another rank died: the survivors say so and how to continue, in one line
+                model = run_dir / "model.pt" if main_process or out else None
+                saved = (f"the last finished epoch is saved in {model}: " if model is not None and model.is_file()
+                         else "")
+                how = f"--resume {model}" if model is not None else "--resume RUN/model.pt"
+                raise peer_failure(e, f"{saved}continue the run with torchrun ... -m groundup train {how}") from e
             if main_process:
                 note_run_dir(e, run_dir)  # an unexpected error's traceback goes into the run folder
             raise

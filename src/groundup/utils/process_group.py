@@ -28,10 +28,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from groundup.utils.errors import GroundupError
+
 __all__ = [
     "all_reduce_sum", "broadcast_", "buckets", "cleanup", "comm_device", "get_local_rank", "get_rank",
     "get_world_size", "init_from_env", "is_distributed", "is_main_process", "launched_by_torchrun",
-    "local_device", "peer_failure_hint", "unwrap_model",
+    "local_device", "peer_failure", "peer_failure_hint", "peer_stopped", "PeerFailureError", "unwrap_model",
 ]  # fmt: skip
 
 DEFAULT_TIMEOUT = 1800.0  # seconds a collective waits for the other ranks (torch's own default for gloo)
@@ -176,6 +178,33 @@ def peer_failure_hint(what: str) -> Iterator[None]:
             f"rank {get_rank()}: {what} failed ({first}). Another rank has most likely stopped with an "
             f"error or was killed: look for its traceback above. (A collective waits at most `timeout` "
             f"seconds, see groundup.utils.process_group.init_from_env.)") from e
+
+
+# What a collective says when the rank at the other end of the connection is gone (gloo; NCCL; a timeout).
+_PEER_GONE = ("connection reset by peer", "connection closed by peer", "broken pipe", "another rank has most likely "
+              "stopped", "socket timeout", "timed out", "nccl communicator was aborted", "connection refused")
+
+
+class PeerFailureError(GroundupError, RuntimeError):
+    """Another rank of a distributed run stopped (killed, or failed), so this one cannot go on; says how to resume."""
+
+
+def peer_stopped(e: BaseException) -> bool:
+    """True when `e`, raised in a distributed run, says another rank is gone (not a bug of this rank)."""
+    if not launched_by_torchrun() or not isinstance(e, RuntimeError):
+        return False
+    text = str(e).lower()
+    return any(p in text for p in _PEER_GONE)
+
+
+def peer_failure(e: BaseException, resume: str) -> PeerFailureError:
+    """The one-line error for a rank whose peer stopped: which rank it was (by elimination where the world is
+    two), what this rank saw, and `resume`, how to continue the run."""
+    rank, world = get_rank(), get_world_size()
+    who = f"rank {1 - rank}" if world == 2 else f"another of the {world} ranks"
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    return PeerFailureError(f"rank {rank}: {who} stopped during training (killed, or failed: torchrun's summary "
+                            f"names its exit code), so rank {rank} stops too (it saw: {first}); {resume}")
 
 
 def buckets(tensors: Sequence[Tensor], cap_mb: float = 25.0) -> list[list[int]]:
