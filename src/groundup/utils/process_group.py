@@ -31,9 +31,24 @@ from torch import Tensor
 from groundup.utils.errors import GroundupError
 
 __all__ = [
-    "all_reduce_sum", "broadcast_", "buckets", "cleanup", "comm_device", "get_local_rank", "get_rank",
-    "get_world_size", "init_from_env", "is_distributed", "is_main_process", "launched_by_torchrun",
-    "local_device", "peer_failure", "peer_failure_hint", "peer_stopped", "PeerFailureError", "unwrap_model",
+    "PeerFailureError",
+    "all_reduce_sum",
+    "broadcast_",
+    "buckets",
+    "cleanup",
+    "comm_device",
+    "get_local_rank",
+    "get_rank",
+    "get_world_size",
+    "init_from_env",
+    "is_distributed",
+    "is_main_process",
+    "launched_by_torchrun",
+    "local_device",
+    "peer_failure",
+    "peer_failure_hint",
+    "peer_stopped",
+    "unwrap_model",
 ]  # fmt: skip
 
 DEFAULT_TIMEOUT = 1800.0  # seconds a collective waits for the other ranks (torch's own default for gloo)
@@ -181,8 +196,9 @@ def peer_failure_hint(what: str) -> Iterator[None]:
 
 
 # What a collective says when the rank at the other end of the connection is gone (gloo; NCCL; a timeout).
-_PEER_GONE = ("connection reset by peer", "connection closed by peer", "broken pipe", "another rank has most likely "
-              "stopped", "socket timeout", "timed out", "nccl communicator was aborted", "connection refused")
+_PEER_GONE = ("connection reset by peer", "connection closed by peer", "broken pipe",
+              "another rank has most likely stopped", "socket timeout", "timed out", "nccl communicator was aborted",
+              "connection refused")
 
 
 class PeerFailureError(GroundupError, RuntimeError):
