@@ -48,7 +48,7 @@ def test_train_writes_every_run_file(image_folder, tmp_path):
     assert main(tiny(image_folder, "--out", str(out), epochs=3)) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert list(rows[0]) == [*COLUMNS, "lr"]
+    assert list(rows[0]) == [*COLUMNS, "lr", "data_seconds"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final"]["valid_acc"] == pytest.approx(float(rows[-1]["valid_acc"]))

@@ -42,7 +42,7 @@ def test_fit_two_epochs_makes_the_loss_go_down(model_fn, opt_func):
     learn = Learner(model_fn(), Points(), cross_entropy, lr=lr, cbs=[track], opt_func=opt_func)
     learn.fit(2)
     h = track.history
-    assert [r["epoch"] for r in h] == [0, 1] and set(h[0]) == {*COLUMNS, "lr"}
+    assert [r["epoch"] for r in h] == [0, 1] and set(h[0]) == {*COLUMNS, "lr", "data_seconds"}
     assert h[1]["train_loss"] < h[0]["train_loss"] and h[1]["valid_acc"] > 0.8
 
 
