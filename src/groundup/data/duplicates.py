@@ -29,11 +29,12 @@ import torch.nn.functional as F
 __all__ = ["FLAT_STD", "NEAR_BITS", "NEAR_LEVELS", "Duplicate", "content_hashes", "dhash", "find_duplicates", "perceptual_hashes"]
 
 # Measured on imagenette2-224, train vs val (README, "When training goes wrong"): 19 validation images
-# have a training image within 4 bits, and looked at, each pair is two different photos of a smooth
-# scene (sky, white background); their thumbnails differ by 7 levels or more. A JPEG re-encoded at
-# quality 75, or resized, stays within 1 bit and 2 levels of its original (tests/test_duplicates.py).
+# have a training image within 4 bits, and looked at, the pairs are different photos of smooth scenes
+# (sky, an object on white); no validation thumbnail is nearer than 7.1 levels to any training one.
+# A copy shrunk by a sixth and re-encoded at JPEG quality 70 stays within 1 bit and 3.7 levels of its
+# original (five pictures, as in tests/test_duplicates.py).
 NEAR_BITS = 4  # at most this many of the 64 hash bits differ ...
-NEAR_LEVELS = 4.0  # ... and the thumbnails differ by at most this many levels (0-255) on average
+NEAR_LEVELS = 5.0  # ... and the thumbnails differ by at most this many levels (0-255) on average
 # A thumbnail whose grayscale std is below this (in 0-255 levels) is nearly flat: its hash is noise
 # or all zeros, so it is left out of the near-copy search (exact copies still count).
 FLAT_STD = 2.0

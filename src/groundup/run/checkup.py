@@ -96,7 +96,7 @@ def numbers_from_learner(learn: Learner, config: dict[str, Any], batch_losses: S
     numbers = RunNumbers(history=[dict(r) for r in learn.history], config=dict(config),
                          batch_losses=list(batch_losses) if batch_losses else None,
                          num_workers=getattr(learn.dls.train, "num_workers", None), cpu_cores=_cores(),
-                         valid_acc=interp.accuracy)
+                         valid_acc=interp.accuracy, n_classes=interp.n_classes)
     if vocab is not None and hasattr(train_ds, "labels") and hasattr(valid_ds, "labels"):
         numbers.train_counts = _counts([vocab[int(i)] for i in train_ds.labels])
         numbers.valid_counts = _counts([vocab[int(i)] for i in valid_ds.labels])
@@ -170,6 +170,7 @@ def numbers_from_folder(run_dir: str | os.PathLike) -> tuple[RunNumbers, Interpr
         notes.append("the loss batch by batch (no steps.csv): the learning rate is judged from epoch means")
     cfg = numbers.config
     numbers.cpu_cores = (summary.get("machine") or {}).get("cpu_cores_usable") or _cores()
+    numbers.n_classes = len(summary["vocab"]) if summary.get("vocab") else None
     numbers.num_workers = cfg.get("num_workers") if cfg.get("num_workers") is not None else min(numbers.cpu_cores, 8)
     data = summary.get("data_path") or cfg.get("data")
     root = _data_root(data)

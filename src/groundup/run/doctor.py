@@ -15,8 +15,8 @@ chosen):
                       tenth's
     underfitting      the final training accuracy is below UNDERFIT_ACC and within UNDERFIT_GAP of the
                       validation accuracy
-    overfitting       the validation loss has not come back to its lowest for OVERFIT_EPOCHS or more epochs,
-                      ends OVERFIT_RISE above it, and the training loss fell meanwhile
+    overfitting       the validation loss rose in each of the last OVERFIT_EPOCHS epochs, ends OVERFIT_RISE
+                      above its lowest, and the training loss fell meanwhile
     loader_bottleneck the loop waited for batches for DATA_SHARE or more of the median epoch (after the
                       first, which fills the decode cache)
     dead_units        a layer with non-negative (ReLU) outputs has DEAD_SHARE or more of its channels at 0 for
@@ -51,7 +51,7 @@ SPIKE = 2.0           # a batch loss this many times the first batch's is a spik
 SLOW_FALL = 0.10      # the loss must fall by at least this share over a run
 UNDERFIT_ACC = 0.70   # final training accuracy below this ...
 UNDERFIT_GAP = 0.05   # ... and within this of the validation accuracy: the model cannot fit the data
-OVERFIT_EPOCHS = 3    # epochs since the lowest validation loss
+OVERFIT_EPOCHS = 3    # epochs in a row the validation loss rose
 OVERFIT_RISE = 0.05   # the last validation loss is this share above its lowest
 DATA_SHARE = 0.30     # share of an epoch spent waiting for batches
 DEAD_SHARE = 0.50     # share of a layer's channels never active
@@ -93,6 +93,7 @@ class RunNumbers:
         duplicates: `groundup.data.duplicates.Duplicate` pairs (as dicts or tuples) between train and valid.
         mistakes: validation images predicted wrong: dicts with file, actual, predicted, prob.
         valid_acc: the final model's validation accuracy (for the label check).
+        n_classes: the number of classes (chance is ln(n_classes)).
         not_checked: what could not be gathered and why (the rules add their own).
     """
 
@@ -107,6 +108,7 @@ class RunNumbers:
     duplicates: list[Any] | None = None
     mistakes: list[dict[str, Any]] | None = None
     valid_acc: float | None = None
+    n_classes: int | None = None
     not_checked: list[str] = field(default_factory=list)
 
 
@@ -119,8 +121,13 @@ def _epoch_losses(history: Sequence[Mapping[str, Any]] | None) -> list[float]:
 
 
 # -- the learning rate ------------------------------------------------------------------------------
-def lr_too_high(batch_losses: Sequence[float] | None, epoch_losses: Sequence[float], lr: float) -> Finding | None:
-    """The loss turned NaN, spiked above SPIKE x its first value, or ended above where it started."""
+def lr_too_high(batch_losses: Sequence[float] | None, epoch_losses: Sequence[float], lr: float,
+                n_classes: int | None = None) -> Finding | None:
+    """The loss turned NaN, spiked above SPIKE x its first value, or ended above where it started.
+
+    From epoch means alone (no steps.csv) the first value is already an average over the first epoch,
+    spike included; then the start is chance, ln(n_classes), the loss of a model that knows nothing.
+    """
     losses = list(batch_losses) if batch_losses else list(epoch_losses)
     unit = "batch" if batch_losses else "epoch"
     if not losses:
@@ -130,12 +137,13 @@ def lr_too_high(batch_losses: Sequence[float] | None, epoch_losses: Sequence[flo
     if bad is not None:
         return Finding("lr_too_high", "error", f"the training loss of {unit} {bad} is {losses[bad]} (not finite)",
                        action)
-    first = losses[0]
+    first = losses[0] if batch_losses or not n_classes or n_classes < 2 else math.log(n_classes)
+    start = "its first value" if first == losses[0] else f"chance, ln({n_classes}) ="
     peak = max(range(len(losses)), key=losses.__getitem__)
     if first > 0 and losses[peak] > SPIKE * first:
         return Finding("lr_too_high", "error" if losses[peak] > 10 * first else "warning",
                        f"the training loss spiked to {_g(losses[peak])} at {unit} {peak}, "
-                       f"{losses[peak] / first:.3g}x its first value {_g(first)} (the rule: > {SPIKE:g}x)", action)
+                       f"{losses[peak] / first:.3g}x {start} {_g(first)} (the rule: > {SPIKE:g}x)", action)
     k = max(1, len(losses) // 10)
     start, end = statistics.fmean(losses[:k]), statistics.fmean(losses[-k:])
     if len(losses) >= 2 and end > start:
@@ -183,15 +191,17 @@ def underfitting(history: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
 
 
 def overfitting(history: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Finding | None:
-    """The validation loss has been above its lowest for OVERFIT_EPOCHS+ epochs, ends OVERFIT_RISE above it,
+    """The validation loss rose in each of the last OVERFIT_EPOCHS epochs, ends OVERFIT_RISE above its lowest,
     and the training loss fell meanwhile."""
     rows = [r for r in history if r.get("valid_loss") is not None and r.get("train_loss") is not None]
     if len(rows) <= OVERFIT_EPOCHS:
         return None
+    tail = rows[-OVERFIT_EPOCHS - 1:]
+    rising = all(b["valid_loss"] > a["valid_loss"] for a, b in zip(tail, tail[1:]))
     best = min(range(len(rows)), key=lambda i: rows[i]["valid_loss"])
     lo, last = rows[best], rows[-1]
-    if (len(rows) - 1 - best < OVERFIT_EPOCHS or not last["valid_loss"] > lo["valid_loss"] * (1 + OVERFIT_RISE)
-            or not last["train_loss"] < lo["train_loss"]):
+    if (not rising or not last["valid_loss"] >= lo["valid_loss"] * (1 + OVERFIT_RISE)
+            or not last["train_loss"] < tail[0]["train_loss"]):
         return None
     gap = ""
     if all(r.get(k) is not None for r in (lo, last) for k in ("train_acc", "valid_acc")):
@@ -207,8 +217,7 @@ def overfitting(history: Sequence[Mapping[str, Any]], config: Mapping[str, Any])
     return Finding("overfitting", "warning",
                    f"the validation loss rose from {lo['valid_loss']:.4f} (epoch {lo.get('epoch', best)}) to "
                    f"{last['valid_loss']:.4f} (epoch {last.get('epoch', len(rows) - 1)}) while the training loss "
-                   f"fell from {lo['train_loss']:.4f} to {last['train_loss']:.4f}{gap}; best.pt holds epoch "
-                   f"{lo.get('epoch', best)}", action)
+                   f"fell from {lo['train_loss']:.4f} to {last['train_loss']:.4f}{gap}", action)
 
 
 # -- the data loader ----------------------------------------------------------------------------------
@@ -336,7 +345,8 @@ def diagnose(numbers: RunNumbers) -> tuple[list[Finding], list[str]]:
     if lr is None or not (numbers.batch_losses or epoch_losses):
         not_checked.append("the learning rate (no losses or no lr recorded)")
     else:
-        high = lr_too_high(numbers.batch_losses, epoch_losses, lr)
+        n_classes = numbers.n_classes or (len(numbers.train_counts) if numbers.train_counts else None)
+        high = lr_too_high(numbers.batch_losses, epoch_losses, lr, n_classes)
         low = None if high else lr_too_low(numbers.batch_losses, epoch_losses, lr, int(cfg.get("epochs") or 0))
         found += [high, low]
         if not (high or low):  # a bad lr explains poor fitting; the lr is the thing to change first
