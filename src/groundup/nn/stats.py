@@ -172,14 +172,15 @@ def layer_stats(modules: Iterable[Module | torch.nn.Module], run: Callable[[], o
         if not isinstance(output, Tensor) or output.ndim < 2 or not output.numel():
             return
         x = output.detach().float()
-        channel_max = x.abs().transpose(0, 1).reshape(x.shape[1], -1).amax(dim=1)  # (C,)
-        a = acc.setdefault(id(module), {"n": 0, "sum": 0.0, "sq": 0.0, "zeros": 0.0, "min": None, "cmax": None})
+        dims = (0, *range(2, x.ndim))  # all but the channels
+        cmax, cmin = x.amax(dim=dims), x.amin(dim=dims)  # (C,) each: a channel is dead if both are 0
+        a = acc.setdefault(id(module), {"n": 0, "sum": 0.0, "sq": 0.0, "zeros": 0.0, "cmin": None, "cmax": None})
         a["n"] += x.numel()
         a["sum"] = a["sum"] + x.sum()
-        a["sq"] = a["sq"] + (x * x).sum()
+        a["sq"] = a["sq"] + torch.linalg.vector_norm(x) ** 2
         a["zeros"] = a["zeros"] + (x == 0).sum()
-        a["min"] = x.min() if a["min"] is None else torch.minimum(a["min"], x.min())
-        a["cmax"] = channel_max if a["cmax"] is None else torch.maximum(a["cmax"], channel_max)
+        a["cmax"] = cmax if a["cmax"] is None else torch.maximum(a["cmax"], cmax)
+        a["cmin"] = cmin if a["cmin"] is None else torch.minimum(a["cmin"], cmin)
 
     with Hooks(modules, record):
         run()
@@ -191,7 +192,8 @@ def layer_stats(modules: Iterable[Module | torch.nn.Module], run: Callable[[], o
         n = a["n"]
         mean = float(a["sum"]) / n
         var = max(float(a["sq"]) / n - mean * mean, 0.0)
+        dead = (a["cmax"] == 0) & (a["cmin"] == 0)  # (C,)
         rows.append({"layer": f"{i}: {type(m).__name__}", "mean": mean, "std": var ** 0.5,
-                     "zero_share": float(a["zeros"]) / n, "dead_share": float((a["cmax"] == 0).float().mean()),
-                     "channels": int(a["cmax"].numel()), "non_negative": bool(a["min"] >= 0)})
+                     "zero_share": float(a["zeros"]) / n, "dead_share": float(dead.float().mean()),
+                     "channels": int(dead.numel()), "non_negative": bool(a["cmin"].min() >= 0)})
     return rows

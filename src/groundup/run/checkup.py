@@ -7,7 +7,7 @@ from a finished run's folder (`groundup doctor RUN_DIR`, also for runs made befo
     checkup_learner / checkup_folder                      the above, diagnosed and timed: a `Checkup`
 
 What is gathered besides the files: label counts of both sets, the activation statistics of the final
-model on `ACTIVATION_BATCHES` validation batches (eval mode), copies between the sets
+model on `ACTIVATION_IMAGES` validation images (eval mode), copies between the sets
 (`groundup.data.duplicates`), and the validation images the model gets wrong (from the interpretation).
 """
 
@@ -39,10 +39,10 @@ from groundup.run.interpret import Interpretation
 from groundup.run.build import shipped_dataset
 from groundup.run.predictor import load_trained_model
 
-__all__ = ["ACTIVATION_BATCHES", "Checkup", "checkup_folder", "checkup_learner", "numbers_from_folder",
+__all__ = ["ACTIVATION_IMAGES", "Checkup", "checkup_folder", "checkup_learner", "numbers_from_folder",
            "label_error_indices", "numbers_from_learner", "sample_layers"]
 
-ACTIVATION_BATCHES = 4  # validation batches the activation statistics are taken on
+ACTIVATION_IMAGES = 256  # validation images the activation statistics are taken on (at least one batch)
 
 
 @dataclass
@@ -59,17 +59,20 @@ class Checkup:
                 "diagnosis_notes": {"not_checked": self.not_checked, "seconds": round(self.seconds, 3)}}
 
 
-def sample_layers(model, loader, preprocessing, n_batches: int = ACTIVATION_BATCHES) -> list[dict[str, Any]]:
-    """`layer_stats` of the model's children (or the model, if it has none) on the first `n_batches` of `loader`."""
+def sample_layers(model, loader, preprocessing, n_images: int = ACTIVATION_IMAGES) -> list[dict[str, Any]]:
+    """`layer_stats` of the model's children (or the model, if it has none) on the first batches of `loader`,
+    until `n_images` are seen."""
     children = list(model.children()) if hasattr(model, "children") else []
     modules = children or [model]
 
     def run() -> None:
         with evaluating(model) as m:
-            for k, (xb, _) in enumerate(inference_batches(loader, preprocessing, model_device(m))):
-                if k >= n_batches:
+            seen = 0
+            for xb, _ in inference_batches(loader, preprocessing, model_device(m)):
+                m(xb[:n_images - seen])
+                seen += min(len(xb), n_images - seen)
+                if seen >= n_images:
                     break
-                m(xb)
 
     return layer_stats(modules, run)
 
