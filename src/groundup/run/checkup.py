@@ -27,20 +27,20 @@ from typing import Any
 from groundup.data.augment import BatchAugment
 from groundup.data.duplicates import find_duplicates
 from groundup.data.files import get_image_files, grandparent_split, parent_label
-from groundup.data.folder import VALID_NAMES, default_num_workers
+from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
 from groundup.data.loader import DataLoader, DataLoaders
 from groundup.inference import evaluating, inference_batches, model_device
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.stats import layer_stats
+from groundup.run.build import shipped_dataset
 from groundup.run.doctor import Finding, RunNumbers, diagnose
 from groundup.run.interpret import Interpretation
-from groundup.run.build import shipped_dataset
 from groundup.run.predictor import load_trained_model
 
-__all__ = ["ACTIVATION_IMAGES", "Checkup", "checkup_folder", "checkup_learner", "numbers_from_folder",
-           "label_error_indices", "numbers_from_learner", "sample_layers"]
+__all__ = ["ACTIVATION_IMAGES", "Checkup", "checkup_folder", "checkup_learner", "label_error_indices",
+           "numbers_from_folder", "numbers_from_learner", "sample_layers"]
 
 ACTIVATION_IMAGES = 256  # validation images the activation statistics are taken on (at least one batch)
 

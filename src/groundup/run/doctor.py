@@ -31,6 +31,7 @@ chosen):
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -197,7 +198,7 @@ def overfitting(history: Sequence[Mapping[str, Any]], config: Mapping[str, Any])
     if len(rows) <= OVERFIT_EPOCHS:
         return None
     tail = rows[-OVERFIT_EPOCHS - 1:]
-    rising = all(b["valid_loss"] > a["valid_loss"] for a, b in zip(tail, tail[1:]))
+    rising = all(b["valid_loss"] > a["valid_loss"] for a, b in itertools.pairwise(tail))
     best = min(range(len(rows)), key=lambda i: rows[i]["valid_loss"])
     lo, last = rows[best], rows[-1]
     if (not rising or not last["valid_loss"] >= lo["valid_loss"] * (1 + OVERFIT_RISE)

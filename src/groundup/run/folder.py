@@ -29,9 +29,9 @@ from groundup.inference import model_device
 from groundup.learner import Learner
 from groundup.run.checkup import checkup_learner, label_error_indices
 from groundup.run.config import TrainConfig
+from groundup.run.doctor import CONFIDENT
 from groundup.run.interpret import Interpretation
 from groundup.run.machine import describe_device
-from groundup.run.doctor import CONFIDENT
 from groundup.run.report import write_metrics_csv, write_per_class_csv, write_report, write_summary
 from groundup.run.training_plot import plot_training
 from groundup.utils.process_group import get_world_size, launched_by_torchrun

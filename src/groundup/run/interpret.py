@@ -307,9 +307,9 @@ class Interpretation:
         entries = []
         for i in indices:
             pred, actual = int(self.preds[i]), int(self.targets[i])
-            entries.append((i, f"true: {self.class_names[actual]}\npred: {self.class_names[pred]} "
-                               f"({float(self.probs[i, pred]):.2f})",
-                            "black" if pred == actual else "firebrick"))
+            caption = (f"true: {self.class_names[actual]}\npred: {self.class_names[pred]} "
+                       f"({float(self.probs[i, pred]):.2f})")
+            entries.append((i, caption, "black" if pred == actual else "firebrick"))
         return self._plot_grid(entries, path, title, ncols, "plot_items")
 
     def _plot_grid(self, entries: Sequence[tuple[int, str, str]], path: str | os.PathLike, title: str,
