@@ -48,7 +48,7 @@ def test_train_writes_every_run_file(image_folder, tmp_path):
     assert main(tiny(image_folder, "--out", str(out), epochs=3)) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert list(rows[0]) == [*COLUMNS, "lr"]
+    assert list(rows[0]) == [*COLUMNS, "lr", "data_seconds"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final"]["valid_acc"] == pytest.approx(float(rows[-1]["valid_acc"]))
@@ -212,7 +212,7 @@ def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
     def drop_seconds(path):
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(path.open())]
+        return [{k: v for k, v in row.items() if k not in ("seconds", "data_seconds")} for row in csv.DictReader(path.open())]
     assert drop_seconds(tmp_path / "full" / "metrics.csv") == drop_seconds(tmp_path / "cut" / "metrics.csv")
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["start_epoch"] == 2 and summary["arch"] == "resnet" and summary["config"]["opt"] == "sgd"

@@ -42,7 +42,7 @@ def test_fit_two_epochs_makes_the_loss_go_down(model_fn, opt_func):
     learn = Learner(model_fn(), Points(), cross_entropy, lr=lr, cbs=[track], opt_func=opt_func)
     learn.fit(2)
     h = track.history
-    assert [r["epoch"] for r in h] == [0, 1] and set(h[0]) == {*COLUMNS, "lr"}
+    assert [r["epoch"] for r in h] == [0, 1] and set(h[0]) == {*COLUMNS, "lr", "data_seconds"}
     assert h[1]["train_loss"] < h[0]["train_loss"] and h[1]["valid_acc"] > 0.8
 
 
@@ -280,3 +280,32 @@ def test_fit_one_cycle_takes_max_lr():
     learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[recorder := Recorder()])
     learn.fit_one_cycle(1, max_lr=0.05)
     assert 0.02 < max(recorder.lrs) <= 0.05 and recorder.lrs[0] == pytest.approx(0.005)  # max_lr / div
+
+
+class SlowLoader:
+    """Batches of `inner`, each after `delay` seconds: a loader that keeps the loop waiting."""
+
+    def __init__(self, inner, delay: float):
+        self.inner, self.delay = inner, delay
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __iter__(self):
+        import time
+
+        for batch in self.inner:
+            time.sleep(self.delay)
+            yield batch
+
+
+def test_data_seconds_is_the_time_each_epoch_waited_for_batches():
+    dls = Points()  # 6 training and 2 validation batches
+    dls.train, dls.valid = SlowLoader(dls.train, 0.02), SlowLoader(dls.valid, 0.02)
+    track = TrackResults(print_table=False)
+    Learner(groundup_mlp(), dls, cross_entropy, lr=0.1, cbs=[track]).fit(2)
+    for row in track.history:
+        assert 8 * 0.02 <= row["data_seconds"] < row["seconds"]
+    fast = TrackResults(print_table=False)
+    Learner(groundup_mlp(), Points(), cross_entropy, lr=0.1, cbs=[fast]).fit(1)
+    assert fast.history[0]["data_seconds"] < 0.5 * 8 * 0.02

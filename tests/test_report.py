@@ -68,7 +68,7 @@ def test_metrics_csv_has_one_row_per_epoch_with_full_precision(tmp_path):
     rows = [*HISTORY, {"epoch": 2, "train_loss": 1 / 3, "seconds": 1.0}]  # no validation pass
     path = write_metrics_csv(rows, tmp_path / "metrics.csv")
     read = list(csv.DictReader(path.open()))
-    assert list(read[0]) == list(METRICS_COLUMNS) == [*COLUMNS, "lr"]
+    assert list(read[0]) == list(METRICS_COLUMNS) == [*COLUMNS, "lr", "data_seconds"]
     assert [r["epoch"] for r in read] == ["0", "1", "2"]
     assert float(read[2]["train_loss"]) == 1 / 3 and read[2]["valid_loss"] == ""
 

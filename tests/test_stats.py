@@ -100,3 +100,21 @@ def test_plot_before_recording_says_what_to_do(tmp_path):
 def test_rejects_bad_histogram_settings():
     with pytest.raises(ValueError, match=r"hist_range must be \(low, high\) with low < high"):
         ActivationStats([Linear(2, 2)], hist_range=(1, 1))
+
+
+def test_layer_stats_match_torch_and_find_channels_that_never_fire():
+    from groundup.nn.stats import layer_stats
+
+    torch.manual_seed(0)
+    model = Sequential(ConvLayer(3, 8, stride=2), ConvLayer(8, 4, stride=2, act=False))
+    with torch.no_grad():
+        model[0].bias[:2] = -1e3  # two of the eight ReLU channels can never fire
+    xb = torch.randn(5, 3, 8, 8)
+    rows = layer_stats(model.children(), lambda: [model(xb), model(xb + 1)])
+    h = model[0](torch.cat([xb, xb + 1]))  # (10, 8, 4, 4): what the hook saw
+    assert rows[0]["layer"] == "0: ConvLayer" and rows[0]["channels"] == 8 and rows[0]["non_negative"]
+    torch.testing.assert_close(torch.tensor(rows[0]["std"]), h.std(unbiased=False), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(rows[0]["mean"]), h.mean(), rtol=1e-4, atol=1e-5)
+    assert rows[0]["zero_share"] == pytest.approx(float((h == 0).float().mean()))
+    assert rows[0]["dead_share"] == pytest.approx(2 / 8)
+    assert not rows[1]["non_negative"] and rows[1]["dead_share"] == 0.0

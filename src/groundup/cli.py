@@ -1,4 +1,4 @@
-"""The `groundup` command line: `train`, `lr-find`, `evaluate`, `download` and `predict`.
+"""The `groundup` command line: `train`, `lr-find`, `evaluate`, `doctor`, `download`, `predict` and `export`.
 
     groundup train                                  # the data set shipped in the package; well under 2 minutes
     groundup train --data imagenette-160 --arch resnet --epochs 5 --lr auto
@@ -7,6 +7,7 @@
     groundup download --list
     groundup predict runs/20240501-093000/model.pt photo.jpg --top 3
     groundup evaluate runs/20240501-093000/model.pt --data test/     # confusion matrix, per-class scores
+    groundup doctor runs/20240501-093000            # what went wrong in a run, and what to try next
 
 `python -m groundup ...` is the same command (and what `torchrun -m groundup train` runs).
 

@@ -24,6 +24,7 @@ importable from here too).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -93,7 +94,9 @@ class Learner:
         `num` is the walkthrough's name for it), batch (the tuple from the loader, after
         `before_batch` may have replaced it), xb, yb (`batch[0]`, `batch[1]`), preds,
         loss, loss_grad (what `backward` is called on; a callback may replace it in `after_loss`,
-        e.g. to scale it), history (one dict of results per epoch, filled by `TrackResults`).
+        e.g. to scale it), history (one dict of results per epoch, filled by `TrackResults`),
+        data_seconds (the seconds this epoch's passes have spent so far waiting for the loader's
+        next batch: host time around `next()`, no device sync).
 
     Extension points, for callbacks that change how the loop runs (set them in `before_fit`; `fit`
     puts each back when it ends):
@@ -138,6 +141,7 @@ class Learner:
         self.preprocessing = preprocessing
         self.opt = None
         self.training, self.epoch, self.n_epochs, self.iter, self.n_iter = False, 0, 0, 0, 0
+        self.data_seconds = 0.0
         self.batch = self.preds = self.loss = self.loss_grad = self.dl = None
         self.history: list[dict[str, Any]] = []
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
@@ -310,6 +314,7 @@ class Learner:
         self(f"after_{name}")
 
     def _do_epoch(self) -> None:
+        self.data_seconds = 0.0
         self.one_epoch(True)
         self.one_epoch(False)
 
@@ -326,8 +331,25 @@ class Learner:
             self._with_events(self._all_batches, name, cancel)
 
     def _all_batches(self) -> None:
-        for self.iter, self.batch in enumerate(self.dl):  # noqa: B020 - the walkthrough's idiom: state lives on self
+        for self.iter, self.batch in enumerate(self._waited(self.dl)):  # noqa: B020 - the walkthrough's idiom
             self._with_events(self.one_batch, "batch", CancelBatchException)
+
+    def _waited(self, dl: Iterable) -> Iterable:
+        """`dl`'s batches, adding the time spent waiting for each to `data_seconds`.
+
+        Two clock reads per batch and no device sync: the time the loop stood still in `next()`
+        (decoding in this process, or waiting for the workers), which is what a slow loader costs.
+        """
+        batches = iter(dl)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                self.data_seconds += time.perf_counter() - start
+            yield batch
 
     def one_batch(self) -> None:
         """Predict, compute the loss and, in training, backward, step and zero the gradients."""

@@ -43,8 +43,9 @@ class TrackResults(Callback):
         metric: `metric(preds, yb) -> 0-d tensor` (default `accuracy`); set to None for
             non-classification losses.
 
-    Each epoch's row (a dict with keys `COLUMNS`, and `lr`: the learning rate of the first parameter
-    group at the end of the epoch) is appended to `learn.history`, which the Learner owns (and
+    Each epoch's row (a dict with keys `COLUMNS`, `lr`: the learning rate of the first parameter
+    group at the end of the epoch, and `data_seconds`: the part of `seconds` the loop spent waiting
+    for batches, `Learner.data_seconds`) is appended to `learn.history`, which the Learner owns (and
     checkpoints save): other callbacks and the code after `fit` read it there. `table()` renders it.
     """
 
@@ -115,6 +116,7 @@ class TrackResults(Callback):
 
     def after_epoch(self) -> None:
         self._row["seconds"] = time.perf_counter() - self._start
+        self._row["data_seconds"] = self.learn.data_seconds
         opt = self.learn.opt
         if opt is not None and opt.param_groups:
             self._row["lr"] = float(opt.param_groups[0]["lr"])
@@ -152,4 +154,4 @@ def format_value(column: str, v, missing: str = "") -> str:
         return f"{v:d}"
     if column == "lr":
         return f"{v:.3g}"
-    return f"{v:.1f}" if column == "seconds" else f"{v:.4f}"
+    return f"{v:.1f}" if column in ("seconds", "data_seconds") else f"{v:.4f}"

@@ -4,8 +4,8 @@
 To add a subcommand: write `commands/<name>.py` with those two functions and list it in `COMMANDS`.
 """
 
-from groundup.commands import download, evaluate, export, lr_find, predict, train
+from groundup.commands import doctor, download, evaluate, export, lr_find, predict, train
 
-COMMANDS = (train, lr_find, evaluate, download, predict, export)  # in the order `groundup --help` lists them
+COMMANDS = (train, lr_find, evaluate, doctor, download, predict, export)  # in the order `groundup --help` lists them
 
 __all__ = ["COMMANDS"]

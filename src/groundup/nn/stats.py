@@ -9,7 +9,7 @@ per batch to the CPU, which synchronizes with the GPU, so leave it off for speed
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Self
 
@@ -19,7 +19,7 @@ from torch import Tensor
 from groundup.utils.checks import check_int
 from groundup.nn.module import Hooks, Module
 
-__all__ = ["ActivationStats"]
+__all__ = ["ActivationStats", "layer_stats"]
 
 
 class ActivationStats:
@@ -146,3 +146,54 @@ class ActivationStats:
             return save_figure(fig, path)
         finally:
             plt.close(fig)
+
+
+def layer_stats(modules: Iterable[Module | torch.nn.Module], run: Callable[[], object]) -> list[dict]:
+    """What each of `modules` outputs while `run()` runs forward passes: one dict per module.
+
+    The cheap look a diagnosis needs (a few batches, not a whole fit): per module the mean and std of
+    its outputs, `zero_share` (the share of outputs exactly 0, as a ReLU's "off" units give),
+    `dead_share` (the share of its channels, dim 1, that were 0 for every input seen: units that
+    never fire) and `non_negative` (no output was below 0: a rectified output, where zeros mean
+    "off"). Sums are kept on the device; one sync per module at the end.
+
+    Args:
+        modules: the modules to watch (e.g. a model's children).
+        run: runs the forward passes (e.g. the model on a few batches, in eval mode under no_grad).
+
+    Example:
+        >>> layer_stats(model.children(), lambda: model(xb))[0]["dead_share"]
+        0.0
+    """
+    modules = list(modules)
+    acc: dict[int, dict] = {}
+
+    def record(module, inputs, output) -> None:
+        if not isinstance(output, Tensor) or output.ndim < 2 or not output.numel():
+            return
+        x = output.detach().float()
+        dims = (0, *range(2, x.ndim))  # all but the channels
+        cmax, cmin = x.amax(dim=dims), x.amin(dim=dims)  # (C,) each: a channel is dead if both are 0
+        a = acc.setdefault(id(module), {"n": 0, "sum": 0.0, "sq": 0.0, "zeros": 0.0, "cmin": None, "cmax": None})
+        a["n"] += x.numel()
+        a["sum"] = a["sum"] + x.sum()
+        a["sq"] = a["sq"] + torch.linalg.vector_norm(x) ** 2
+        a["zeros"] = a["zeros"] + (x == 0).sum()
+        a["cmax"] = cmax if a["cmax"] is None else torch.maximum(a["cmax"], cmax)
+        a["cmin"] = cmin if a["cmin"] is None else torch.minimum(a["cmin"], cmin)
+
+    with Hooks(modules, record):
+        run()
+    rows = []
+    for i, m in enumerate(modules):
+        a = acc.get(id(m))
+        if a is None:
+            continue
+        n = a["n"]
+        mean = float(a["sum"]) / n
+        var = max(float(a["sq"]) / n - mean * mean, 0.0)
+        dead = (a["cmax"] == 0) & (a["cmin"] == 0)  # (C,)
+        rows.append({"layer": f"{i}: {type(m).__name__}", "mean": mean, "std": var ** 0.5,
+                     "zero_share": float(a["zeros"]) / n, "dead_share": float(dead.float().mean()),
+                     "channels": int(dead.numel()), "non_negative": bool(a["cmin"].min() >= 0)})
+    return rows

@@ -3,7 +3,8 @@
     new_out_dir(out)                  `out` if new or empty, else `runs/<date-time>[-n]`
     write_run_folder(learn, cfg, ...) metrics.csv, summary.json, losses.png, schedule.png, the
                                       interpretation of the validation set (confusion_matrix.png,
-                                      top_losses.png, per_class.csv) and report.html
+                                      top_losses.png, per_class.csv), the diagnosis (summary.json's
+                                      `diagnosis`, label_errors.png) and report.html
     base_summary(...)                 the fields every summary.json has (`train` and `evaluate` alike)
 """
 
@@ -26,7 +27,9 @@ from groundup._version import __version__
 from groundup.callbacks.checkpoint import Checkpoint
 from groundup.inference import model_device
 from groundup.learner import Learner
+from groundup.run.checkup import checkup_learner, label_error_indices
 from groundup.run.config import TrainConfig
+from groundup.run.doctor import CONFIDENT
 from groundup.run.interpret import Interpretation
 from groundup.run.machine import describe_device
 from groundup.run.report import write_metrics_csv, write_per_class_csv, write_report, write_summary
@@ -177,6 +180,14 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         plots["Learning rate per batch"] = run_dir / "schedule.png"
     if (run_dir / "lr_find.png").is_file():
         plots["Learning rate finder"] = run_dir / "lr_find.png"
+    checkup = checkup_learner(learn, cfg.to_dict(), recorder.losses, interp)
+    diagnosis_plots = {}
+    shown = label_error_indices(checkup.findings)[:16]
+    if shown:
+        interp.plot_items(shown, run_dir / "label_errors.png",
+                          f"likely label errors: validation images predicted wrong with probability >= {CONFIDENT:g}")
+        diagnosis_plots["Likely label errors (true label, predicted label and its probability)"] = \
+            run_dir / "label_errors.png"
     pre, dls = learn.preprocessing, learn.dls
     model = learn.unwrapped_model
     final = history[-1] if history else {}
@@ -213,13 +224,16 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
                           f"{interp.accuracy:.4f}. A class's accuracy is the share of "
                           f"its images predicted correctly (the same number as its recall).",
         "most_confused": interp.most_confused()[:20],
+        **checkup.to_summary(),
         "files": sorted(["metrics.csv", "summary.json", "model.pt", "report.html", "per_class.csv",
-                         *(name for name in ("steps.csv", "config.toml") if (run_dir / name).is_file()),
+                         *(name for name in ("steps.csv", "config.toml", "label_errors.png")
+                           if (run_dir / name).is_file()),
                          *(Path(p).name for p in plots.values()),
                          *(["best.pt"] if (run_dir / "best.pt").is_file() else [])]),
     }
     write_summary(summary, run_dir / "summary.json")
-    write_report(summary, history, plots, run_dir / "report.html", title=f"groundup run {run_dir.name}")
+    write_report(summary, history, plots, run_dir / "report.html", title=f"groundup run {run_dir.name}",
+                 diagnosis_plots=diagnosis_plots)
     return summary
 
 

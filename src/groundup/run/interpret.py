@@ -292,26 +292,48 @@ class Interpretation:
             ValueError: the images are not known (an Interpretation of a shuffled loader, or of
                 batches without a data set).
         """
+        top = self.top_losses(k)
+        entries = []
+        for t in top:
+            loss = f"{t.loss:.2f}".replace("-0.00", "0.00")  # a rounding error below zero reads as 0
+            entries.append((t.index, f"true: {t.actual}\npred: {t.predicted} ({t.prob:.2f})\nloss {loss}",
+                            "black" if t.actual == t.predicted else "firebrick"))
+        return self._plot_grid(entries, path, f"top {len(top)} losses (true label, predicted label and its "
+                                              f"probability, loss)", ncols, "plot_top_losses")
+
+    def plot_items(self, indices: Sequence[int], path: str | os.PathLike, title: str,
+                   ncols: int | None = None) -> Path:
+        """Write a PNG grid of the items `indices`, each with its true and predicted label and the
+        prediction's probability (e.g. the images a diagnosis lists); return its path."""
+        entries = []
+        for i in indices:
+            pred, actual = int(self.preds[i]), int(self.targets[i])
+            caption = (f"true: {self.class_names[actual]}\npred: {self.class_names[pred]} "
+                       f"({float(self.probs[i, pred]):.2f})")
+            entries.append((i, caption, "black" if pred == actual else "firebrick"))
+        return self._plot_grid(entries, path, title, ncols, "plot_items")
+
+    def _plot_grid(self, entries: Sequence[tuple[int, str, str]], path: str | os.PathLike, title: str,
+                   ncols: int | None, caller: str) -> Path:
+        """A PNG grid of items: `entries` are (index, caption, caption colour)."""
         if self._image is None:
-            raise ValueError("plot_top_losses needs the images, but this Interpretation was made from a "
+            raise ValueError(f"{caller} needs the images, but this Interpretation was made from a "
                              "loader without a data set in order (shuffled, sharded, or plain batches); make "
                              "it from an unshuffled groundup DataLoader, such as dls.valid")
-        top = self.top_losses(k)
-        ncols = ncols or math.ceil(math.sqrt(len(top)))
-        nrows = math.ceil(len(top) / ncols)
+        if not entries:
+            raise ValueError(f"{caller}: no items to show")
+        ncols = ncols or math.ceil(math.sqrt(len(entries)))
+        nrows = math.ceil(len(entries) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.9 * nrows), squeeze=False)
         try:
             for ax in axes.flat:
                 ax.axis("off")
-            for ax, t in zip(axes.flat, top):
-                pixels = self._image(t.index)
+            for ax, (index, caption, color) in zip(axes.flat, entries):
+                pixels = self._image(index)
                 pixels = pixels.numpy() if isinstance(pixels, Tensor) else np.asarray(pixels)
                 ax.imshow(pixels)
-                loss = f"{t.loss:.2f}".replace("-0.00", "0.00")  # a rounding error below zero reads as 0
-                ax.set_title(f"true: {t.actual}\npred: {t.predicted} ({t.prob:.2f})\nloss {loss}",
-                             fontsize=8, color="black" if t.actual == t.predicted else "firebrick")
-            fig.suptitle(f"top {len(top)} losses (true label, predicted label and its probability, loss)",
-                         fontsize=10)
+                ax.set_title(caption, fontsize=8, color=color)
+            fig.suptitle(title, fontsize=10)
             fig.tight_layout()
             return save_figure(fig, path)
         finally:

@@ -28,7 +28,8 @@ from groundup.callbacks.tracking import COLUMNS, format_value
 __all__ = ["METRICS_COLUMNS", "PER_CLASS_COLUMNS", "render_report", "run_facts", "write_metrics_csv",
            "write_per_class_csv", "write_report", "write_summary", "write_text_atomic"]
 
-METRICS_COLUMNS = (*COLUMNS, "lr")  # metrics.csv: the table's columns and the lr at the end of each epoch
+# metrics.csv: the table's columns, the lr at the end of each epoch and the seconds spent waiting for batches
+METRICS_COLUMNS = (*COLUMNS, "lr", "data_seconds")
 PER_CLASS_COLUMNS = ("label", "name", "support", "accuracy", "precision", "recall", "f1")
 
 
@@ -40,9 +41,11 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 
 
 def write_metrics_csv(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """One row per epoch with the columns epoch, train_loss, train_acc, valid_loss, valid_acc, seconds, lr.
+    """One row per epoch with the columns epoch, train_loss, train_acc, valid_loss, valid_acc, seconds, lr,
+    data_seconds.
 
-    `lr` is the learning rate at the end of the epoch. A value a pass did not produce (e.g. no
+    `lr` is the learning rate at the end of the epoch; `data_seconds` the part of `seconds` the loop
+    waited for the loader's batches. A value a pass did not produce (e.g. no
     validation) is left empty.
     """
     return _write_csv(history, METRICS_COLUMNS, path)
@@ -88,6 +91,7 @@ th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .8rem; text-align: ri
 th { background: #f6f6f6; } td.k { text-align: left; color: #555; } td.v { text-align: left; }
 figure { margin: 1rem 0; } img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f4f4f4; padding: 0 .2rem; }
+li.finding { margin: .4rem 0; } li.error b { color: #b00020; } li.warning b { color: #9a5b00; }
 """
 
 
@@ -175,9 +179,34 @@ def run_facts(summary: Mapping[str, Any]) -> dict[str, str]:
     return facts
 
 
+def _diagnosis_section(summary: Mapping[str, Any], plots: Mapping[str, str | os.PathLike]) -> str:
+    """The doctor's findings, worst first, with the images they list (see `groundup.run.doctor`)."""
+    rows = []
+    for f in summary.get("diagnosis") or []:
+        items = "".join(f"<li><code>{html.escape(', '.join(f'{k} {v}' for k, v in it.items()))}</code></li>"
+                        for it in f.get("items", []))
+        rows.append(f'<li class="finding {html.escape(f["severity"])}"><b>{html.escape(f["severity"])}: '
+                    f'{html.escape(f["name"])}</b>: {html.escape(f["evidence"])}<br>try: '
+                    f'<code>{html.escape(f["action"])}</code>{f"<ul>{items}</ul>" if items else ""}</li>')
+    notes = summary.get("diagnosis_notes") or {}
+    body = f"<ul>{''.join(rows)}</ul>" if rows else "<p>No problems found.</p>"
+    missed = "".join(f"<li>{html.escape(w)}</li>" for w in notes.get("not_checked", []))
+    if missed:
+        body += f"<p>Not checked:</p><ul>{missed}</ul>"
+    if notes.get("seconds") is not None:
+        body += f'<p class="sub">The checks took {notes["seconds"]:.2f} s.</p>'
+    body += "".join(f'<figure><img alt="{html.escape(name)}" src="{_data_uri(p)}"><figcaption>'
+                    f"{html.escape(name)}</figcaption></figure>" for name, p in plots.items() if Path(p).is_file())
+    return f'<h2 id="diagnosis">Diagnosis</h2>\n{body}'
+
+
 def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
-                  plots: Mapping[str, str | os.PathLike], title: str = "groundup training run") -> str:
-    """The report page as a string (see `write_report`); plots that do not exist are left out."""
+                  plots: Mapping[str, str | os.PathLike], title: str = "groundup training run",
+                  diagnosis_plots: Mapping[str, str | os.PathLike] | None = None) -> str:
+    """The report page as a string (see `write_report`); plots that do not exist are left out.
+
+    A summary with a `diagnosis` (a training run's) shows it first, with `diagnosis_plots` (the
+    images its findings list)."""
     final = summary.get("final") or (history[-1] if history else {})
     cards = []
     for key, label in (("valid_acc", "valid accuracy"), ("valid_loss", "valid loss"),
@@ -198,6 +227,8 @@ def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any
         if summary.get(key) is not None:
             settings[key] = summary[key]
     sections = []
+    if "diagnosis" in summary:
+        sections.append(_diagnosis_section(summary, diagnosis_plots or {}))
     facts = run_facts(summary)
     if facts:
         sections.append(f'<h2 id="run">Run</h2>\n{_settings_table(facts, "facts")}')
@@ -241,7 +272,8 @@ def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any
 
 def write_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
                  plots: Mapping[str, str | os.PathLike], path: str | os.PathLike,
-                 title: str = "groundup training run") -> Path:
+                 title: str = "groundup training run",
+                 diagnosis_plots: Mapping[str, str | os.PathLike] | None = None) -> Path:
     """Write the self-contained report page to `path` and return it.
 
     Like every `write_*` here, what is written comes first and the file last.
@@ -252,5 +284,6 @@ def write_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]
         plots: `{caption: PNG file}`; each PNG is embedded as a base64 data URI.
         path: the HTML file to write.
         title: the page's heading.
+        diagnosis_plots: `{caption: PNG file}` shown with the diagnosis (e.g. `label_errors.png`).
     """
-    return write_text_atomic(render_report(summary, history, plots, title), path)
+    return write_text_atomic(render_report(summary, history, plots, title, diagnosis_plots), path)

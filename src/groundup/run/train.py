@@ -25,6 +25,7 @@ from groundup.callbacks.terminate_on_nan import NonFiniteLossError
 from groundup.learner import Learner
 from groundup.run.build import build_learner
 from groundup.run.config import TrainConfig
+from groundup.run.doctor import format_diagnosis
 from groundup.run.fit import fit_run
 from groundup.run.folder import check_out_dir, new_out_dir, write_run_folder
 from groundup.run.resume import Resume, changes_of, open_resume
@@ -185,6 +186,9 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
             f"({summary['wall_seconds']:.1f} s); wrote {run_dir}/: {', '.join(summary['files'])}")
     if best is not None and (run_dir / "best.pt").is_file():
         say(f"best.pt is epoch {best['epoch']}, by {cfg.monitor}: {best[cfg.monitor]:.4f}")
+    notes = summary["diagnosis_notes"]
+    say(f"{format_diagnosis(summary['diagnosis'], notes['not_checked'])}\n  (the checks took "
+        f"{notes['seconds']:.2f} s; groundup doctor {run_dir} prints this again)")
     say(f"open {run_dir / 'report.html'} in a browser for the report")
     return summary
 
