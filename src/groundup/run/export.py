@@ -2,7 +2,7 @@
 
 What is exported is the whole path from pixels to probabilities, as one graph: uint8 RGB images
 (N, size, size, 3), as groundup's loaders make them, → normalization with the training statistics
-→ NCHW → the model → softmax → (N, classes) probabilities. Beside the graph goes a small JSON
+→ NCHW → the model → softmax (a sigmoid per tag for a multi-label model) → (N, classes) probabilities. Beside the graph goes a small JSON
 record (`groundup.json`: the image size, the class names, the vocabulary, mean and std), inside a
 `.pt2` file and as `FILE.json` next to an `.onnx` file. Decode and squash each image to
 `size`×`size` RGB (e.g. PIL's `Image.open(path).convert("RGB").resize((size, size))`), stack them,
@@ -36,7 +36,8 @@ METADATA = "groundup.json"  # the name of the record inside a .pt2 file
 
 
 class ExportedClassifier(torch.nn.Module):
-    """uint8 images (N, H, W, 3) → class probabilities (N, C): normalization, layout, model and softmax.
+    """uint8 images (N, H, W, 3) → class probabilities (N, C): normalization, layout, model and softmax
+    (multi-label: a sigmoid per tag; `groundup.json` says so, with the threshold).
 
     The statistics are buffers (exported with the graph); the model is the trained one, through
     `to_torch` for a groundup model.
@@ -47,17 +48,22 @@ class ExportedClassifier(torch.nn.Module):
         self.model = to_torch(model)
         self.register_buffer("scale", 1 / (preprocessing.std * 255))  # (3,)
         self.register_buffer("bias", -preprocessing.mean / preprocessing.std)  # (3,)
+        self.multi_label = preprocessing.multi_label
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W, 3) uint8
         x = torch.addcmul(self.bias, images.float(), self.scale)  # (N, H, W, 3) float32, normalized
         logits = self.model(x.permute(0, 3, 1, 2))  # (N, C)
+        if self.multi_label:
+            return torch.sigmoid(logits.float())  # (N, C): each tag's probability
         return torch.softmax(logits.float(), dim=1)  # (N, C)
 
 
 def _metadata(pre: Preprocessing, fmt: str) -> dict[str, Any]:
     return {"format": "groundup-export", "version": 1, "export_format": fmt,
             "input": f"uint8 RGB images, shape (N, {pre.size}, {pre.size}, 3)",
-            "output": f"class probabilities, shape (N, {len(pre.vocab or [])}), in the order of class_names",
+            "output": (f"tag probabilities (a sigmoid each; a tag is predicted above threshold), shape (N, "
+                       f"{len(pre.vocab or [])}), in the order of class_names" if pre.multi_label else
+                       f"class probabilities, shape (N, {len(pre.vocab or [])}), in the order of class_names"),
             **pre.to_dict()}
 
 
