@@ -88,6 +88,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="take the images and their labels from a CSV under --data (a header line, then file "
                         "name, label per row; several space-separated tags in a label make a multi-label "
                         "set) instead of class folders (default: class folders)")
+    p.add_argument("--valid-col", default=None, metavar="COLUMN",
+                   help="with --labels, the CSV column (name or number) that is 1/true for validation images "
+                        "(default: none; a random --valid-pct validates)")
     p.add_argument("--valid-pct", type=float, default=None, metavar="FRACTION",
                    help="hold out this random share of the images for validation where the data has no "
                         "validation part (default: 0.2 without a val/ folder)")

@@ -54,6 +54,8 @@ class LabelTable:
 def _column(csv_path: Path, header: list[str], col: int | str, arg: str) -> int:
     """The index of column `col` (a number or a header name), or a LabelCSVError listing the columns."""
     columns = ", ".join(f"{i}: {h!r}" for i, h in enumerate(header))
+    if isinstance(col, str) and col not in header and col.isdigit():  # a number from the command line
+        col = int(col)
     if isinstance(col, int) and not isinstance(col, bool):
         if 0 <= col < len(header):
             return col

@@ -89,8 +89,8 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     loading = dict(size=cfg.size, bs=cfg.bs, num_workers=cfg.num_workers, seed=cfg.seed,
                    skip_corrupt=cfg.skip_corrupt, augment=augment, valid_pct=cfg.valid_pct)
     if cfg.labels is not None:
-        dls = ImageDataLoaders.from_csv(find_data(cfg.data), cfg.labels, task=cfg.task, threshold=cfg.threshold,
-                                        **loading)
+        dls = ImageDataLoaders.from_csv(find_data(cfg.data), cfg.labels, valid_col=cfg.valid_col, task=cfg.task,
+                                        threshold=cfg.threshold, **loading)
     else:
         if cfg.task == "multi":
             raise ValueError("--task multi needs labels with several tags per image: give them in a CSV with "
