@@ -150,3 +150,11 @@ def test_train_predict_and_export_a_multi_label_model_on_the_command_line(tagged
     exported = program.module()(pixels)[0]
     assert not torch.isclose(exported.sum(), torch.tensor(1.0))  # sigmoids, not a softmax
     torch.testing.assert_close(exported, ours, atol=1e-5, rtol=1e-4)
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "model.pt"), "--data", str(tagged), "--labels", "labels.csv",
+                 "--out", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "micro-F1" in printed and "on 40 images of" in printed
+    evaluated = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert evaluated["multi_label"] and (tmp_path / "eval" / "per_tag.png").is_file()
+    assert {r["label"] for r in evaluated["per_class"]} == {"dark", "green", "red"}

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from groundup.utils.checks import check_int
+from groundup.data.csv_labels import read_label_csv
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
@@ -163,8 +164,10 @@ class Interpretation:
     def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike,
                         split: str | None = None, bs: int = 64, num_workers: int = 0,
                         loss_func: Callable | None = None,
-                        device: str | torch.device | None = None, tta: bool = False) -> Interpretation:
-        """Interpret a checkpoint's model on a labelled folder (see `labelled_files` for the layouts).
+                        device: str | torch.device | None = None, tta: bool = False,
+                        labels: str | os.PathLike | None = None) -> Interpretation:
+        """Interpret a checkpoint's model on a labelled folder (see `labelled_files` for the layouts), or on
+        the images a CSV of labels lists (`labels`; several space-separated tags for a multi-label model).
 
         The model, image size, vocabulary, class names and statistics come from the checkpoint
         (see `groundup.run.predictor.load_trained_model`); the folder's labels must be in its vocabulary.
@@ -178,10 +181,18 @@ class Interpretation:
                 for a multi-label model binary cross-entropy).
             device: where the model runs; default CUDA when available, else CPU.
             tta: average each image's prediction with its mirror image's (flip test-time augmentation).
+            labels: a CSV of labels under `folder` (file name, label; see `groundup.data.csv_labels`):
+                every image it lists, in place of the folder's label folders.
         """
         model, pre = load_trained_model(checkpoint)
-        files = labelled_files(folder, split)
-        unknown = sorted({parent_label(f) for f in files} - set(pre.vocab))
+        if labels is not None:
+            table = read_label_csv(Path(folder) / labels, folder)
+            files = table.files
+            tags = [cell.split() if pre.multi_label else [cell] for cell in table.labels]
+        else:  # a folder gives each image one label (for a multi-label model: one tag)
+            files = labelled_files(folder, split)
+            tags = [[parent_label(f)] for f in files]
+        unknown = sorted({t for ts in tags for t in ts} - set(pre.vocab))
         if unknown:
             raise ValueError(f"{folder} has labels the checkpoint {checkpoint} was not trained on: "
                              f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; its labels are "
@@ -189,10 +200,12 @@ class Interpretation:
         dev = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         vocab = {label: i for i, label in enumerate(pre.vocab)}
-        targets = None
-        if pre.multi_label:  # a folder gives each image one tag: its multi-hot row has one 1
-            targets = np.zeros((len(files), len(vocab)), dtype=np.float32)
-            targets[np.arange(len(files)), [vocab[parent_label(f)] for f in files]] = 1.0
+        if pre.multi_label:
+            targets = np.zeros((len(files), len(vocab)), dtype=np.float32)  # multi-hot (N, C)
+            for i, ts in enumerate(tags):
+                targets[i, [vocab[t] for t in ts]] = 1.0
+        else:
+            targets = np.array([vocab[ts[0]] for ts in tags], dtype=np.int64)  # (N,)
         if loss_func is None:
             loss_func = binary_cross_entropy_with_logits if pre.multi_label else cross_entropy
         ds = Dataset(files, vocab, size=pre.size, targets=targets)
