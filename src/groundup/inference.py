@@ -20,7 +20,7 @@ from torch import Tensor
 
 from groundup.data.augment import whole_view
 from groundup.data.images import image_pixels
-from groundup.data.preprocessing import Preprocessing
+from groundup.data.preprocessing import Preprocessing, output_probabilities
 from groundup.data.transforms import to_nchw
 from groundup.losses import log_sigmoid
 
@@ -102,9 +102,7 @@ def inference_batches(data: Iterable | Sequence, preprocessing: Preprocessing | 
 def probabilities(preds: Tensor, preprocessing: Preprocessing | None) -> Tensor:
     """The model's outputs as probabilities, as its task reads them (`Preprocessing.probabilities`: a
     softmax, or a sigmoid per tag for multi-label); a softmax when there is no preprocessing."""
-    if preprocessing is None:
-        return torch.softmax(preds.float(), dim=1)
-    return preprocessing.probabilities(preds)
+    return output_probabilities(preds, preprocessing is not None and preprocessing.multi_label)
 
 
 def tta_forward(model: Callable[[Tensor], Tensor], x: Tensor, multi_label: bool = False) -> Tensor:

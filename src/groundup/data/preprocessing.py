@@ -25,7 +25,14 @@ from torch import Tensor
 from groundup.utils.checks import check_int
 from groundup.data.transforms import Normalize
 
-__all__ = ["Preprocessing"]
+__all__ = ["Preprocessing", "output_probabilities"]
+
+
+def output_probabilities(logits: Tensor, multi_label: bool) -> Tensor:
+    """A model's outputs (N, C) as probabilities, in float32: a softmax over the classes, or for a
+    multi-label model a sigmoid per tag. The one place the two tasks differ in reading outputs
+    (`Learner.get_preds`, `Predictor` and the exported graph all call it)."""
+    return torch.sigmoid(logits.float()) if multi_label else torch.softmax(logits.float(), dim=1)
 
 
 @dataclass
@@ -103,7 +110,7 @@ class Preprocessing:
     def probabilities(self, logits: Tensor) -> Tensor:
         """The model's outputs (N, C) as probabilities: a softmax over the classes, or (multi-label) a
         sigmoid per tag. Computed in float32."""
-        return torch.sigmoid(logits.float()) if self.multi_label else torch.softmax(logits.float(), dim=1)
+        return output_probabilities(logits, self.multi_label)
 
     def tags(self, probs: Tensor) -> Tensor:
         """Multi-label decisions: a bool (N, C) of the tags whose probability is above `threshold`."""

@@ -25,7 +25,7 @@ import torch
 
 from groundup.utils.atomic import atomic_write
 from groundup.utils.checks import check_choice
-from groundup.data.preprocessing import Preprocessing
+from groundup.data.preprocessing import Preprocessing, output_probabilities
 from groundup.nn.bridge import to_torch
 from groundup.run.predictor import load_trained_model
 
@@ -53,9 +53,7 @@ class ExportedClassifier(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W, 3) uint8
         x = torch.addcmul(self.bias, images.float(), self.scale)  # (N, H, W, 3) float32, normalized
         logits = self.model(x.permute(0, 3, 1, 2))  # (N, C)
-        if self.multi_label:
-            return torch.sigmoid(logits.float())  # (N, C): each tag's probability
-        return torch.softmax(logits.float(), dim=1)  # (N, C)
+        return output_probabilities(logits, self.multi_label)  # (N, C): softmax, or a sigmoid per tag
 
 
 def _metadata(pre: Preprocessing, fmt: str) -> dict[str, Any]:

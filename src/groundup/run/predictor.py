@@ -24,7 +24,7 @@ from groundup.utils.checkpoint_file import CheckpointError, checkpoint_preproces
 from groundup.utils.checks import check_device, check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import open_image
-from groundup.data.preprocessing import Preprocessing
+from groundup.data.preprocessing import Preprocessing, output_probabilities
 from groundup.data.transforms import Normalize, to_nchw
 from groundup.inference import tta_forward
 from groundup.nn.models import build_arch
@@ -191,9 +191,7 @@ class Predictor:
         x = to_nchw(self.normalize(xb.to(self.device)))  # (N, 3, size, size) float32
         logits = (tta_forward(self._checked_model, x, self.multi_label) if tta
                   else self._checked_model(x))  # (N, n_classes)
-        if self.multi_label:
-            return torch.sigmoid(logits.float()).cpu()
-        return torch.softmax(logits.float(), dim=1).cpu()
+        return output_probabilities(logits, self.multi_label).cpu()
 
     def _checked_model(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
