@@ -62,7 +62,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     --valid-pct, --task, --threshold: `train`'s and `lr-find`'s."""
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
-                   help="a folder with train/<label>/ and val/<label>/ image subfolders, or a registry name "
+                   help="a folder with train/<label>/ and val/<label>/ image subfolders (without val/, or with "
+                        "only <label>/ folders, a random --valid-pct validates), or a registry name "
                         "(see: groundup download --list), downloaded and cached on first use "
                         "(default: imagenette-mini, shipped in the package)")
     p.add_argument("-b", "--bs", type=positive_int, default=d.bs,
