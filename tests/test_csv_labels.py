@@ -108,3 +108,16 @@ def test_a_bad_csv_on_the_command_line_is_one_line_with_status_2(image_folder, t
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "labels.csv, line 3: the file train/cat/typo.jpg is not there" in err
+
+
+def test_the_labels_and_split_are_config_file_keys(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('labels = "labels.csv"\nvalid_col = "is_valid"\nvalid_pct = 0.25\ntask = "multi"\nthreshold = 0.4\n')
+    assert main(["train", "--config", str(config), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    for line in ('labels = "labels.csv"', 'valid_col = "is_valid"', "valid_pct = 0.25", 'task = "multi"',
+                 "threshold = 0.4"):
+        assert line in printed, printed
+    config.write_text('valid_col = "is_valid"\n')
+    assert main(["train", "--config", str(config), "--print-config"]) == 2
+    assert "--valid-col is_valid needs --labels" in capsys.readouterr().err
