@@ -1,6 +1,7 @@
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -259,21 +260,16 @@ def _empty_class(tmp_path):
     return root
 
 
-def _no_val(tmp_path):
+def _no_train(tmp_path):
     root = make_image_folder(tmp_path / "data")
-    for f in (root / "val").rglob("*"):
-        if f.is_file():
-            f.unlink()
-    for d in sorted((root / "val").iterdir()):
-        d.rmdir()
-    (root / "val").rmdir()
+    shutil.rmtree(root / "train")
     return root
 
 
 @pytest.mark.parametrize("make_data, options, pattern", [
     (lambda t: t / "nowhere", [], r"data folder not found: .*nowhere"),
-    (lambda t: (t / "flat").mkdir() or t / "flat", [], r"has no train/ and no val/ subfolder"),
-    (_no_val, [], r"has no val/ subfolder"),
+    (lambda t: (t / "flat").mkdir() or t / "flat", [], r"has no train/ subfolder and no class folders"),
+    (_no_train, [], r"has val/ but no train/ subfolder"),
     (_empty_class, [], r"class folder .*train/fox is empty"),
     (None, ["--arch", "resnt"], r"unknown --arch 'resnt' \(did you mean 'resnet'\?\)"),
     (None, ["--schedule", "cosine"], r"unknown --schedule 'cosine'; choose from: one-cycle, constant"),

@@ -205,8 +205,9 @@ def test_from_folder_errors_name_the_folder(image_folder, tmp_path):
     with pytest.raises(FileNotFoundError, match="data folder not found: .*missing"):
         ImageDataLoaders.from_folder(tmp_path / "missing")
     import shutil
-    shutil.rmtree(image_folder / "val")
-    with pytest.raises(ValueError, match=r"data folder .*images has no val/ subfolder; expected .*/val/<label>/"):
+    shutil.rmtree(image_folder / "train")
+    with pytest.raises(ValueError, match=r"data folder .*images has val/ but no train/ subfolder; expected .*/train/"
+                                         r"<label>/"):
         ImageDataLoaders.from_folder(image_folder)
 
 

@@ -83,3 +83,48 @@ def test_value_check_can_be_turned_off_or_forced():
     assert check_targets("f", logits, targets, values=False) is targets
     with pytest.raises(ValueError, match="got a target of 3"):
         check_targets("f", logits, targets, values=True)
+
+
+# -- multi-label: binary cross-entropy with logits ------------------------------------------------------
+
+from groundup.losses import binary_cross_entropy_with_logits, log_sigmoid  # noqa: E402
+
+
+def test_log_sigmoid_matches_torch_and_stays_finite_at_the_extremes():
+    x = torch.tensor([-1e4, -100.0, -3.0, 0.0, 2.5, 100.0, 1e4])
+    torch.testing.assert_close(log_sigmoid(x), F.logsigmoid(x))
+    assert torch.isfinite(log_sigmoid(x)).all()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("with_pos_weight", [False, True])
+def test_binary_cross_entropy_with_logits_matches_torch_values_and_gradients(reduction, with_pos_weight):
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 4, generator=g) * 8).requires_grad_()  # some far beyond where sigmoid rounds to 0/1
+    targets = (torch.rand(6, 4, generator=g) > 0.5).float()
+    pos_weight = torch.tensor([1.0, 3.0, 0.5, 2.0]) if with_pos_weight else None
+    ours = binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction=reduction)
+    ref_logits = logits.detach().clone().requires_grad_()
+    ref = F.binary_cross_entropy_with_logits(ref_logits, targets, pos_weight=pos_weight, reduction=reduction)
+    torch.testing.assert_close(ours, ref)
+    ours.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(logits.grad, ref_logits.grad)
+
+
+def test_binary_cross_entropy_is_exact_where_the_sigmoid_saturates():
+    logits, targets = torch.tensor([[200.0, -200.0]]), torch.tensor([[0.0, 1.0]])
+    loss = binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    torch.testing.assert_close(loss, torch.tensor([[200.0, 200.0]]))  # log(sigmoid(-200)) computed naively is -inf
+
+
+def test_binary_cross_entropy_label_smoothing_moves_targets_towards_a_half():
+    logits, targets = torch.randn(3, 5), (torch.rand(3, 5) > 0.5).float()
+    smoothed = binary_cross_entropy_with_logits(logits, targets, label_smoothing=0.2)
+    torch.testing.assert_close(smoothed, F.binary_cross_entropy_with_logits(logits, targets * 0.8 + 0.1))
+
+
+def test_binary_cross_entropy_with_class_indices_says_how_to_make_them_multi_hot():
+    with pytest.raises(ValueError, match=r"targets of the logits' shape \(4, 3\), got \(4,\); class indices\? "
+                                         r"make them multi-hot: torch.nn.functional.one_hot\(targets, 3\)"):
+        binary_cross_entropy_with_logits(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))

@@ -15,7 +15,8 @@ def test_preprocessing_round_trips_through_plain_data():
                         class_names=["Apple", "Banana"])
     d = pre.to_dict()
     assert d == {"mean": pytest.approx([0.4, 0.5, 0.6]), "std": pytest.approx([0.2, 0.25, 0.3]), "size": 32,
-                 "vocab": ["a", "b"], "class_names": ["Apple", "Banana"], "exif_orientation": True}
+                 "vocab": ["a", "b"], "class_names": ["Apple", "Banana"], "exif_orientation": True,
+                 "multi_label": False, "threshold": 0.5}
     back = Preprocessing.from_dict(d)
     assert back.to_dict() == d and back.vocab == ["a", "b"] and back.class_names == ["Apple", "Banana"]
     xb = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)

@@ -56,8 +56,8 @@ from groundup.data import (
 from groundup.utils.errors import GroundupError
 from groundup.run.interpret import Interpretation
 from groundup.learner import Learner
-from groundup.losses import cross_entropy, log_softmax, logsumexp, nll
-from groundup.metrics import accuracy
+from groundup.losses import binary_cross_entropy_with_logits, cross_entropy, log_softmax, logsumexp, nll
+from groundup.metrics import accuracy, accuracy_multi, fbeta_multi
 from groundup.nn import (
     ActivationStats,
     AdaptivePool,
@@ -127,9 +127,12 @@ __all__ = [
     "TrackResults",
     "__version__",
     "accuracy",
+    "accuracy_multi",
     "batch_stats",
+    "binary_cross_entropy_with_logits",
     "collate",
     "cross_entropy",
+    "fbeta_multi",
     "get_image_files",
     "grandparent_split",
     "log_softmax",

@@ -20,11 +20,12 @@ from torch import Tensor
 
 from groundup.data.augment import whole_view
 from groundup.data.images import image_pixels
-from groundup.data.preprocessing import Preprocessing
+from groundup.data.preprocessing import Preprocessing, output_probabilities
 from groundup.data.transforms import to_nchw
+from groundup.losses import log_sigmoid
 
 __all__ = ["evaluating", "inference_batches", "is_image", "item_losses", "model_device", "model_input",
-           "tta_forward"]
+           "probabilities", "tta_forward"]
 
 
 def is_image(x: Any) -> bool:
@@ -98,15 +99,28 @@ def inference_batches(data: Iterable | Sequence, preprocessing: Preprocessing | 
         yield model_input(xb, preprocessing, device), (yb.to(device) if isinstance(yb, Tensor) else yb)
 
 
-def tta_forward(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """Test-time augmentation with flips: log of the mean of the softmax on `x` and on `x` mirrored.
+def probabilities(preds: Tensor, preprocessing: Preprocessing | None) -> Tensor:
+    """The model's outputs as probabilities, as its task reads them (`Preprocessing.probabilities`: a
+    softmax, or a sigmoid per tag for multi-label); a softmax when there is no preprocessing."""
+    return output_probabilities(preds, preprocessing is not None and preprocessing.multi_label)
 
-    `x` is a model input (N, C, H, W); the result (N, n_classes) is in log-probabilities, which any
-    classification loss and `argmax` read as logits (log_softmax leaves them unchanged).
+
+def tta_forward(model: Callable[[Tensor], Tensor], x: Tensor, multi_label: bool = False) -> Tensor:
+    """Test-time augmentation with flips: the mean of the probabilities on `x` and on `x` mirrored, as logits.
+
+    `x` is a model input (N, C, H, W). Single-label: the result (N, n_classes) is in log-probabilities
+    (log of the mean softmax), which any classification loss and `argmax` read as logits
+    (log_softmax leaves them unchanged). Multi-label: the logit of each tag's mean sigmoid,
+    log p - log(1 - p), so that a sigmoid of the result gives the mean probability back.
     """
     if x.ndim != 4:
         raise ValueError(f"test-time augmentation flips images, (N, C, H, W), but the model's input has shape "
                          f"{tuple(x.shape)}; leave tta off for other inputs")
+    if multi_label:
+        a, b = model(x).float(), model(x.flip(3)).float()  # (N, n_tags) each
+        log_p = torch.logaddexp(log_sigmoid(a), log_sigmoid(b))          # log(2 p_mean)
+        log_not_p = torch.logaddexp(log_sigmoid(-a), log_sigmoid(-b))    # log(2 (1 - p_mean))
+        return log_p - log_not_p                                          # the log 2s cancel
     a = torch.log_softmax(model(x).float(), dim=1)           # (N, n_classes)
     b = torch.log_softmax(model(x.flip(3)).float(), dim=1)   # the mirror image: W is the last axis
     return torch.logaddexp(a, b) - math.log(2)               # log((p_a + p_b) / 2), stable where p underflows
@@ -116,6 +130,8 @@ def item_losses(loss_func: Callable, preds: Tensor, targets: Tensor) -> Tensor:
     """The loss of each item (N,): `loss_func(..., reduction="none")` where it takes it, else item by item."""
     try:
         losses = loss_func(preds, targets, reduction="none")
+        if isinstance(losses, Tensor) and losses.ndim == 2 and losses.shape == targets.shape:
+            losses = losses.mean(dim=1)  # multi-label: an item's loss is the mean over its tags
         if isinstance(losses, Tensor) and losses.shape == (len(targets),):
             return losses.float()
     except TypeError:  # no `reduction` argument (groundup's cross_entropy): one call per item

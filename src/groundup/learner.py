@@ -48,8 +48,16 @@ from groundup.callbacks.schedules import OneCycle
 from groundup.utils.checkpoint_file import load_checkpoint, save_checkpoint
 from groundup.utils.checks import check_int, check_number
 from groundup.data.preprocessing import Preprocessing
-from groundup.inference import evaluating, inference_batches, is_image, item_losses, model_device, tta_forward
-from groundup.metrics import accuracy
+from groundup.inference import (
+    evaluating,
+    inference_batches,
+    is_image,
+    item_losses,
+    model_device,
+    probabilities,
+    tta_forward,
+)
+from groundup.metrics import task_metric
 from groundup.optim import SGD
 
 __all__ = [
@@ -63,6 +71,7 @@ __all__ = [
     "CancelValidateException",
     "ImagePrediction",
     "Learner",
+    "TagsPrediction",
 ]
 
 
@@ -72,6 +81,14 @@ class ImagePrediction(NamedTuple):
     label: str  # the class name (`preprocessing.class_names[index]`; the folder name when there are none)
     index: int  # the class's index in the vocabulary (`preprocessing.vocab[index]`)
     probs: torch.Tensor  # (n_classes,) the probability of every class
+
+
+class TagsPrediction(NamedTuple):
+    """What `Learner.predict` returns for one image of a multi-label model: `tags, mask, probs = learn.predict(img)`."""
+
+    tags: list[str]  # the names of the tags above the threshold, most probable first
+    mask: torch.Tensor  # (n_tags,) bool: which tags are predicted (`probs > preprocessing.threshold`)
+    probs: torch.Tensor  # (n_tags,) the probability of every tag (a sigmoid each)
 
 
 class Learner:
@@ -428,7 +445,8 @@ class Learner:
 
         Returns:
             `(probs, targets)`, or `(probs, targets, losses)` with `with_loss`: probs (N, n_classes), the
-            softmax of the outputs; targets (N,), None for a list of images; losses (N,). All on the CPU.
+            softmax of the outputs (multi-label: a sigmoid per tag); targets (N,) (multi-label: (N, n_tags)
+            multi-hot), None for a list of images; losses (N,). All on the CPU.
 
         Example:
             >>> probs, targets = learn.get_preds()
@@ -443,8 +461,8 @@ class Learner:
             batches = inference_batches(self.dls.valid if dl is None else dl, self.preprocessing,
                                         model_device(model), bs)
             for xb, yb in batches:
-                preds = tta_forward(model, xb) if tta else model(xb)  # (n, n_classes)
-                probs.append(torch.softmax(preds.float(), dim=1).cpu())
+                preds = tta_forward(model, xb, self._multi_label) if tta else model(xb)  # (n, n_classes)
+                probs.append(probabilities(preds, self.preprocessing).cpu())
                 if yb is not None:
                     targets.append(yb.cpu())
                     if with_loss:
@@ -463,7 +481,8 @@ class Learner:
         With `tta`, each image is also seen mirrored and the two predictions are averaged (`tta_forward`).
 
         Returns:
-            `{"loss": ..., "acc": ...}` (`acc` only when the model's outputs are class scores (N, C)).
+            `{"loss": ..., "acc": ...}` (`acc` only when the model's outputs are class scores (N, C); for
+            a multi-label model, `accuracy_multi` at the preprocessing's threshold).
 
         Example:
             >>> learn.validate()
@@ -471,6 +490,8 @@ class Learner:
         """
         loss_sum = correct = None
         n = 0
+        pre = self.preprocessing
+        metric = task_metric(self._multi_label, pre.threshold if pre is not None else 0.5)
         with evaluating(self.unwrapped_model) as model:
             batches = inference_batches(self.dls.valid if dl is None else dl, self.preprocessing,
                                         model_device(model))
@@ -478,11 +499,11 @@ class Learner:
                 if yb is None:
                     raise ValueError("validate needs (xb, yb) batches with targets; to predict images, use "
                                      "get_preds or predict")
-                preds, k = tta_forward(model, xb) if tta else model(xb), len(yb)
+                preds, k = tta_forward(model, xb, self._multi_label) if tta else model(xb), len(yb)
                 loss = self.loss_func(preds, yb).detach().float() * k  # sums stay on the device: one sync
                 loss_sum = loss if loss_sum is None else loss_sum + loss
                 if preds.ndim == 2:
-                    acc = accuracy(preds, yb).float() * k
+                    acc = metric(preds, yb).float() * k
                     correct = acc if correct is None else correct + acc
                 n += k
         if not n:
@@ -492,8 +513,11 @@ class Learner:
             result["acc"] = float(correct) / n
         return result
 
-    def predict(self, image, tta: bool = False) -> ImagePrediction:
+    def predict(self, image, tta: bool = False) -> ImagePrediction | TagsPrediction:
         """The most probable class of one image: a file path, a PIL image or a uint8 array (H, W, 3).
+
+        For a multi-label model (`preprocessing.multi_label`): every tag whose probability is above
+        `preprocessing.threshold`, as `TagsPrediction(tags, mask, probs)`.
 
         The image goes through the preprocessing of training: squashed to `preprocessing.size`,
         normalized with its statistics. With `tta`, the prediction averages the image and its mirror image.
@@ -511,9 +535,18 @@ class Learner:
             raise TypeError(f"predict takes one image (a path, a PIL image or a uint8 array (H, W, 3)), got "
                             f"{type(image).__name__}; for several images use get_preds([img1, img2, ...])")
         probs = self.get_preds([image], tta=tta)[0][0]  # (n_classes,)
-        index = int(probs.argmax())
         names = self.preprocessing.class_names if self.preprocessing is not None else None
+        if self._multi_label:
+            mask = self.preprocessing.tags(probs)  # (n_tags,) bool
+            order = [int(i) for i in probs.argsort(descending=True) if mask[i]]
+            return TagsPrediction([names[i] if names else str(i) for i in order], mask, probs)
+        index = int(probs.argmax())
         return ImagePrediction(names[index] if names else str(index), index, probs)
+
+    @property
+    def _multi_label(self) -> bool:
+        """True for a multi-label model (its `preprocessing` says so)."""
+        return self.preprocessing is not None and self.preprocessing.multi_label
 
     def compile(self, **kwargs) -> Learner:
         """Train a `torch.compile`d model from the next `fit` on (kwargs go to `torch.compile`).

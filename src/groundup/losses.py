@@ -1,4 +1,5 @@
-"""Classification losses built step by step: logsumexp -> log_softmax -> nll -> cross_entropy.
+"""Classification losses built step by step: logsumexp -> log_softmax -> nll -> cross_entropy; and for
+multi-label data, log_sigmoid -> binary_cross_entropy_with_logits (at the end of the file).
 
 Shapes throughout: logits (N, C) of floats, targets (N,) of integer class indices in [0, C).
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_targets", "cross_entropy", "log_softmax", "logsumexp", "nll"]
+__all__ = ["binary_cross_entropy_with_logits", "check_targets", "cross_entropy", "log_sigmoid", "log_softmax",
+           "logsumexp", "nll"]
 
 
 def logsumexp(x: Tensor, dim: int = -1, keepdim: bool = False) -> Tensor:
@@ -123,3 +125,57 @@ def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0)
     if label_smoothing:
         loss = (1.0 - label_smoothing) * loss - label_smoothing * log_probs.mean(dim=1).mean()
     return loss
+
+
+# -- multi-label: a sigmoid per tag ---------------------------------------------------------------
+
+
+def log_sigmoid(x: Tensor) -> Tensor:
+    """log(sigmoid(x)), stable for any x: min(x, 0) - log(1 + exp(-|x|)).
+
+    log σ(x) = -log(1 + e^(-x)). For x ≪ 0, e^(-x) overflows; rewriting with |x| keeps the
+    exponent ≤ 0, so nothing overflows and log1p keeps the precision where e^(-|x|) is tiny.
+    """
+    return x.clamp(max=0) - torch.log1p(torch.exp(-x.abs()))
+
+
+def binary_cross_entropy_with_logits(logits: Tensor, targets: Tensor, pos_weight: Tensor | None = None,
+                                     reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Binary cross-entropy of one sigmoid per output: the multi-label loss; matches the torch function.
+
+    loss = -[pos_weight · y · log σ(x) + (1 - y) · log σ(-x)], element by element, with `log_sigmoid`
+    (never log of a sigmoid that has rounded to 0 or 1).
+
+    Args:
+        logits: (N, C) raw scores, one per tag (any shape works, as long as `targets` has it too).
+        targets: the same shape, 0.0/1.0 (multi-hot) or probabilities in [0, 1].
+        pos_weight: (C,) weight of the positive term per tag (> 1 raises recall, e.g. n_negative / n_positive).
+        reduction: "mean" (over every element), "sum" or "none" (the (N, C) losses).
+        label_smoothing: ε: targets become y(1 - ε) + ε/2 (0 and 1 move towards 1/2); not in torch's function.
+
+    Example:
+        >>> binary_cross_entropy_with_logits(torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 0.0]]))
+        tensor(0.2201)
+    """
+    if not isinstance(logits, Tensor) or not isinstance(targets, Tensor):
+        raise TypeError(f"binary_cross_entropy_with_logits expects tensors, got {type(logits).__name__} and "
+                        f"{type(targets).__name__}")
+    if logits.shape != targets.shape:
+        hint = (f"; class indices? make them multi-hot: torch.nn.functional.one_hot(targets, {logits.shape[1]})"
+                f".float()" if targets.ndim == 1 and logits.ndim == 2 else "")
+        raise ValueError(f"binary_cross_entropy_with_logits expects targets of the logits' shape "
+                         f"{tuple(logits.shape)}, got {tuple(targets.shape)}{hint}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"binary_cross_entropy_with_logits: reduction must be 'mean', 'sum' or 'none', got "
+                         f"{reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"binary_cross_entropy_with_logits: label_smoothing must be in [0, 1], got "
+                         f"{label_smoothing!r}")
+    logits, y = logits.float(), targets.float()  # in float32, as under autocast torch does
+    if label_smoothing:
+        y = y * (1.0 - label_smoothing) + label_smoothing / 2
+    positive = y * log_sigmoid(logits)  # (N, C)
+    if pos_weight is not None:
+        positive = positive * pos_weight.to(logits.device, torch.float32)
+    loss = -(positive + (1.0 - y) * log_sigmoid(-logits))  # (N, C)
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss

@@ -10,7 +10,7 @@ from typing import TextIO
 import torch
 
 from groundup.callbacks.core import Callback
-from groundup.metrics import accuracy
+from groundup.metrics import task_metric
 from groundup.utils.process_group import all_reduce_sum, comm_device, is_distributed, is_main_process
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds")
@@ -40,8 +40,9 @@ class TrackResults(Callback):
     Args:
         print_table: print the header and a row per epoch (to `file`).
         file: where to print (default stdout).
-        metric: `metric(preds, yb) -> 0-d tensor` (default `accuracy`); set to None for
-            non-classification losses.
+        metric: `metric(preds, yb) -> 0-d tensor`; "auto" (default): `accuracy`, or for a
+            multi-label learner (`learn.preprocessing.multi_label`) `accuracy_multi` at its threshold
+            (`task_metric`); set to None for non-classification losses.
 
     Each epoch's row (a dict with keys `COLUMNS`, `lr`: the learning rate of the first parameter
     group at the end of the epoch, and `data_seconds`: the part of `seconds` the loop spent waiting
@@ -52,8 +53,9 @@ class TrackResults(Callback):
     order = 50
     during_lr_find = False  # the LR finder's batches are no part of the results table
 
-    def __init__(self, print_table: bool = True, file: TextIO | None = None, metric=accuracy):
+    def __init__(self, print_table: bool = True, file: TextIO | None = None, metric="auto"):
         self.print_table, self.file, self.metric = print_table, file, metric
+        self._metric = None if metric == "auto" else metric  # "auto" is chosen in before_fit
 
     @property
     def history(self) -> list[dict]:
@@ -64,6 +66,9 @@ class TrackResults(Callback):
         if self.learn.epoch == 0:  # a fresh run; a resumed one appends to the history it loaded
             self.learn.history = []
         self._printed_header = False
+        if self.metric == "auto":
+            pre = self.learn.preprocessing
+            self._metric = task_metric(pre is not None and pre.multi_label, pre.threshold if pre is not None else 0.5)
 
     def before_epoch(self) -> None:
         self._row = {"epoch": self.learn.epoch}
@@ -82,8 +87,8 @@ class TrackResults(Callback):
         with torch.no_grad():
             loss = learn.loss.detach().float() * n
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
-            if self.metric is not None:
-                m = self.metric(learn.preds.detach(), yb).float() * n
+            if self._metric is not None:
+                m = self._metric(learn.preds.detach(), yb).float() * n
                 self._metric_sum = m if self._metric_sum is None else self._metric_sum + m
         self._count += n
 
@@ -106,7 +111,7 @@ class TrackResults(Callback):
                              zero if self._metric_sum is None else self._metric_sum.float(),
                              torch.tensor(float(self._count), device=device)])
         loss_sum, metric_sum, count = all_reduce_sum([local])[0].tolist()
-        return loss_sum, (metric_sum if self.metric is not None else None), round(count)
+        return loss_sum, (metric_sum if self._metric is not None else None), round(count)
 
     def after_train(self) -> None:
         self._finish("train")

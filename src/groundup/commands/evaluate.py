@@ -33,6 +33,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "FOLDER has one, else FOLDER itself)")
     e.add_argument("--out", default=None, help="the output folder; it must be new or empty "
                                                "(default: runs/<date-time>-evaluate)")
+    e.add_argument("--labels", default=None, metavar="CSV",
+                   help="evaluate the images a CSV under FOLDER lists, with its labels (file name, label; "
+                        "space-separated tags for a multi-label model) (default: label folders)")
     e.add_argument("--bs", type=positive_int, default=64, help="batch size")
     e.add_argument("--workers", dest="num_workers", type=non_negative_int, default=0,
                    help="data-loading processes, 0 to load in the main process")
@@ -50,24 +53,37 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     started = datetime.datetime.now().isoformat(timespec="seconds")
     folder = find_data(args.data)
     interp = Interpretation.from_checkpoint(args.checkpoint, folder, split=args.split, bs=args.bs,
-                                            num_workers=args.num_workers, device=args.device, tta=args.tta)
+                                            num_workers=args.num_workers, device=args.device, tta=args.tta,
+                                            labels=args.labels)
     out = new_out_dir(args.out, suffix="-evaluate")
-    interp.plot_confusion_matrix(out / "confusion_matrix.png")
+    multi = interp.multi_label
+    picture = "per_tag.png" if multi else "confusion_matrix.png"
+    if multi:  # tags are not exclusive: no confusion matrix
+        interp.plot_per_tag(out / picture)
+    else:
+        interp.plot_confusion_matrix(out / picture)
     interp.plot_top_losses(args.top_losses, out / "top_losses.png")
     per_class = interp.per_class()
     write_per_class_csv(per_class, out / "per_class.csv")
     model = interp.learn.unwrapped_model
     where = f"{folder}/{args.split}" if args.split else str(folder)
+    if args.labels:
+        where = f"{folder} listed in {args.labels}"
     summary = {
         "checkpoint": str(Path(args.checkpoint).resolve()),
         "data_path": str(folder.resolve()),
-        "metrics": {"accuracy": interp.accuracy, "loss": interp.loss},
+        "metrics": {"accuracy": interp.accuracy, "loss": interp.loss,
+                    **({"micro-F1": interp.fbeta(), "macro-F1": interp.fbeta(average="macro")} if multi else {})},
+        "multi_label": multi,
         "n_images": len(interp),
         "subtitle": f"{args.checkpoint} on {len(interp)} images of {where}",
         "per_class": per_class,
-        "per_class_note": f"On the {len(interp)} images of {where}: accuracy {interp.accuracy:.4f}. A "
-                          f"class's accuracy is the share of its images predicted correctly (the same number "
-                          f"as its recall).",
+        "per_class_note": (f"On the {len(interp)} images of {where}: accuracy_multi {interp.accuracy:.4f}, micro-F1 "
+                           f"{interp.fbeta():.4f}. A tag's accuracy is the share of images whose decision on it is "
+                           f"right." if multi else
+                           f"On the {len(interp)} images of {where}: accuracy {interp.accuracy:.4f}. A "
+                           f"class's accuracy is the share of its images predicted correctly (the same number "
+                           f"as its recall)."),
         "most_confused": interp.most_confused()[:20],
         "vocab": interp.vocab,
         "class_names": interp.class_names,
@@ -76,13 +92,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                      "bs": args.bs, "num_workers": args.num_workers, "top_losses": args.top_losses,
                      "tta": args.tta},
         **base_summary(model, started, round(time.perf_counter() - start, 3), argv),
-        "files": ["confusion_matrix.png", "per_class.csv", "report.html", "summary.json", "top_losses.png"],
+        "files": sorted([picture, "per_class.csv", "report.html", "summary.json", "top_losses.png"]),
     }
     write_summary(summary, out / "summary.json")
-    plots = {"Confusion matrix (rows: actual class, columns: predicted)": out / "confusion_matrix.png",
+    plots = {("Precision, recall and F1 of each tag" if multi else
+              "Confusion matrix (rows: actual class, columns: predicted)"): out / picture,
              f"Top {args.top_losses} losses: the images the model got most wrong": out / "top_losses.png"}
     write_report(summary, [], plots, out / "report.html", title=f"groundup evaluation of {args.checkpoint}")
-    print(f"loss {interp.loss:.4f}, accuracy {interp.accuracy:.4f} on {len(interp)} images of {where}")
+    f1 = f", micro-F1 {interp.fbeta():.4f} (threshold {interp.threshold:g})" if multi else ""
+    print(f"loss {interp.loss:.4f}, accuracy {interp.accuracy:.4f}{f1} on {len(interp)} images of {where}")
     print(format_per_class(per_class))
     print(f"wrote {out}/: {', '.join(summary['files'])}")
     return 0

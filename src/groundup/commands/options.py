@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from groundup.data.folder import TASKS
 from groundup.run.config import DEFAULT_MOMENTUM, DEFAULT_WD, OPTIMIZERS, TrainConfig
 from groundup.nn.models import ARCHS
 
@@ -57,10 +58,12 @@ def number(flag: str, text: str) -> float:
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --workers, --seed, --skip-corrupt: `train`'s and `lr-find`'s."""
+    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --workers, --seed, --skip-corrupt, --labels,
+    --valid-pct, --task, --threshold: `train`'s and `lr-find`'s."""
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
-                   help="a folder with train/<label>/ and val/<label>/ image subfolders, or a registry name "
+                   help="a folder with train/<label>/ and val/<label>/ image subfolders (without val/, or with "
+                        "only <label>/ folders, a random --valid-pct validates), or a registry name "
                         "(see: groundup download --list), downloaded and cached on first use "
                         "(default: imagenette-mini, shipped in the package)")
     p.add_argument("-b", "--bs", type=positive_int, default=d.bs,
@@ -80,10 +83,26 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                         "(default: one per CPU core, at most 8)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed for the weights and the shuffling")
     p.add_argument("--skip-corrupt", action="store_true",
-                   help="skip images that cannot be decoded (with a warning) instead of stopping")
+                   help="skip images that cannot be decoded (with a warning) instead of stopping; with --labels, "
+                        "also CSV rows that name no image or no label (counted and logged)")
     p.add_argument("--no-exif-orientation", dest="exif_orientation", action="store_false", default=None,
                    help="use photos as stored, not turned as their EXIF orientation tag says (the default "
                         "turns them; prediction then does as training did)")
+    p.add_argument("--labels", default=None, metavar="CSV",
+                   help="take the images and their labels from a CSV under --data (a header line, then file "
+                        "name, label per row; several space-separated tags in a label make a multi-label "
+                        "set) instead of class folders (default: class folders)")
+    p.add_argument("--valid-col", default=None, metavar="COLUMN",
+                   help="with --labels, the CSV column (name or number) that is 1/true for validation images "
+                        "(default: none; a random --valid-pct validates)")
+    p.add_argument("--valid-pct", type=float, default=None, metavar="FRACTION",
+                   help="hold out this random share of the images for validation where the data has no "
+                        "validation part (default: 0.2 without a val/ folder)")
+    p.add_argument("--task", default=d.task, choices=TASKS,
+                   help="single-label or multi-label classification; auto: multi-label when any image has "
+                        "several labels")
+    p.add_argument("--threshold", type=float, default=d.threshold, metavar="P",
+                   help="multi-label: a tag is predicted where its probability is above P")
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:

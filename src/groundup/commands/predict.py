@@ -19,7 +19,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                     "tab-separated line per image, the path, then a class name and its "
                                     "probability for each of the --top classes (a tab, newline, carriage "
                                     "return or backslash in a path or name is written as \\t, \\n, \\r or "
-                                    "\\\\). --json prints the vocabulary labels (folder names) instead.")
+                                    "\\\\). --json prints the vocabulary labels (folder names) instead. A "
+                                    "multi-label model prints every tag above the threshold with its "
+                                    "probability, most probable first (none: the path alone).")
     pr.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint (model.pt, best.pt, or one written "
                                                              "by Learner.save)")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched "
@@ -27,7 +29,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     pr.add_argument("--skip-corrupt", action="store_true",
                     help="leave out images that cannot be decoded (with a warning) instead of stopping")
     pr.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable labels")
-    pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, prob, top}")
+    pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, prob, top} (multi-label: "
+                                                        "{path, threshold, tags: [{label, name, prob}]})")
+    pr.add_argument("--threshold", type=float, default=None, metavar="P",
+                    help="multi-label: print the tags whose probability is above P (default: the one the model "
+                         "was trained with)")
     pr.add_argument("--tta", action="store_true",
                     help="flip test-time augmentation: average each image's prediction with its mirror image's")
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps, where available "
@@ -42,8 +48,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.device is not None:
         check_device("", "--device", args.device)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-    preds = predictor.predict(find_images(args.images), top_k=args.top, tta=args.tta,
-                                skip_corrupt=args.skip_corrupt)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise ValueError(f"--threshold must be a probability in (0, 1), got {args.threshold}")
+    preds = predictor.predict(find_images(args.images), top_k=args.top, tta=args.tta, threshold=args.threshold,
+                              skip_corrupt=args.skip_corrupt)
     if args.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2))
         return 0

@@ -211,6 +211,8 @@ class Dataset:
         vocab: `{label: index}`; built from the files' labels with `val2idx` when None.
         size: images are squashed to `size`×`size` pixels.
         label_func: the label of a file (default: its parent folder's name).
+        targets: the targets themselves, one per file, in place of `label_func`'s labels: class
+            indices (N,) or, for multi-label data, multi-hot rows (N, n_classes) of 0.0/1.0.
         cache: keep decoded images in a `DecodeCache` (uint8 memory map under `GROUNDUP_HOME`) so
             epochs after the first skip decoding; pass False to decode every time. Where the cache
             cannot be made (a full or read-only disk) a `GroundupWarning` says so and `cache` is None.
@@ -228,13 +230,19 @@ class Dataset:
     def __init__(self, files: Sequence[str | os.PathLike], vocab: dict[str, int] | None = None,
                  size: int = 64, label_func: Callable[[Path], str] = parent_label,
                  cache: bool = True, skip_corrupt: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 exif_orientation: bool = True):
+                 exif_orientation: bool = True, targets: np.ndarray | None = None):
         check_size("Dataset", "size", size)
         if max_pixels is not None:
             check_int("Dataset", "max_pixels", max_pixels)
         self.files = [Path(f) for f in files]
-        self.vocab = vocab if vocab is not None else val2idx(label_func(f) for f in self.files)
-        self.labels = np.asarray(label_files(self.files, self.vocab, label_func), dtype=np.int64)
+        if targets is not None:
+            if vocab is None or len(targets) != len(self.files):
+                raise ValueError(f"Dataset: targets need a vocab and one row per file; got {len(targets)} targets "
+                                 f"for {len(self.files)} files, vocab {'missing' if vocab is None else 'given'}")
+            self.vocab, self.labels = vocab, np.asarray(targets)
+        else:
+            self.vocab = vocab if vocab is not None else val2idx(label_func(f) for f in self.files)
+            self.labels = np.asarray(label_files(self.files, self.vocab, label_func), dtype=np.int64)
         self.size, self.skip_corrupt, self.max_pixels = size, skip_corrupt, max_pixels
         self.exif_orientation = exif_orientation
         self._skipped: set[int] = set()  # found bad by check_headers (with skip_corrupt), when there is no cache
@@ -257,7 +265,10 @@ class Dataset:
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         x = self._image(int(i))
-        return None if x is None else (torch.from_numpy(x), int(self.labels[i]))
+        if x is None:
+            return None
+        y = self.labels[i]
+        return torch.from_numpy(x), (int(y) if y.ndim == 0 else torch.from_numpy(y.copy()))  # multi-hot: (C,)
 
     def check_headers(self) -> None:
         """Read the header of every image not yet in the decode cache: cheap, and before any training.
@@ -333,7 +344,7 @@ class Dataset:
         return self._all_cached
 
     def get_batch(self, idxs: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The collated batch of `idxs` at once: ((n, size, size, 3) uint8, (n,) int64).
+        """The collated batch of `idxs` at once: ((n, size, size, 3) uint8, (n,) int64 or (n, C) multi-hot).
 
         With a warm cache this is one vectorised gather from the memory map, not n decodes.
         Corrupt files are dropped (with `skip_corrupt`) so the batch can be smaller than `idxs`.

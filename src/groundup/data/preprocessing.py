@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,14 @@ from torch import Tensor
 from groundup.utils.checks import check_int
 from groundup.data.transforms import Normalize
 
-__all__ = ["Preprocessing"]
+__all__ = ["Preprocessing", "output_probabilities"]
+
+
+def output_probabilities(logits: Tensor, multi_label: bool) -> Tensor:
+    """A model's outputs (N, C) as probabilities, in float32: a softmax over the classes, or for a
+    multi-label model a sigmoid per tag. The one place the two tasks differ in reading outputs
+    (`Learner.get_preds`, `Predictor` and the exported graph all call it)."""
+    return torch.sigmoid(logits.float()) if multi_label else torch.softmax(logits.float(), dim=1)
 
 
 @dataclass
@@ -39,6 +47,10 @@ class Preprocessing:
         exif_orientation: images are turned as their EXIF orientation tag says when decoded (see
             `groundup.data.images`); a checkpoint without this entry (groundup 0.2 and older) was
             trained on the pixels as stored, so `from_dict` reads its absence as False.
+        multi_label: the task: False, single-label classification (one class per image: softmax,
+            the most probable class); True, multi-label (any number of tags per image: a sigmoid per
+            tag, and every tag whose probability passes `threshold`).
+        threshold: with `multi_label`, the probability from which a tag is predicted.
     """
 
     mean: Tensor
@@ -47,6 +59,8 @@ class Preprocessing:
     vocab: list[str] | None = None
     class_names: list[str] | None = None
     exif_orientation: bool = True
+    multi_label: bool = False
+    threshold: float = 0.5
     _normalize: Normalize | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +77,10 @@ class Preprocessing:
         elif self.vocab is not None and len(self.class_names) != len(self.vocab):
             raise ValueError(f"Preprocessing: {len(self.class_names)} class names for {len(self.vocab)} labels; "
                              f"give one name per label, in the vocabulary's order")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"Preprocessing: threshold must be a probability in (0, 1), got {self.threshold!r}")
+        self.multi_label, self.threshold = bool(self.multi_label), float(self.threshold)
         self._normalize = Normalize(self.mean, self.std)  # checks the statistics
 
     @property
@@ -80,19 +98,32 @@ class Preprocessing:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "size": self.size,
                 "vocab": None if self.vocab is None else list(self.vocab),
                 "class_names": None if self.class_names is None else list(self.class_names),
-                "exif_orientation": self.exif_orientation}
+                "exif_orientation": self.exif_orientation, "multi_label": self.multi_label,
+                "threshold": self.threshold}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
         """The inverse of `to_dict`."""
         return cls(mean=d["mean"], std=d["std"], size=d.get("size"), vocab=d.get("vocab"),
-                   class_names=d.get("class_names"), exif_orientation=bool(d.get("exif_orientation", False)))
+                   class_names=d.get("class_names"), exif_orientation=bool(d.get("exif_orientation", False)),
+                   multi_label=d.get("multi_label", False),
+                   threshold=d.get("threshold", 0.5))  # files from before multi-label: single-label
 
     def with_stats(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Preprocessing:
         """A copy with other statistics (e.g. rank 0's, in a distributed run)."""
-        return Preprocessing(mean, std, self.size, self.vocab, self.class_names, self.exif_orientation)
+        return dataclasses.replace(self, mean=mean, std=std)
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """The model's outputs (N, C) as probabilities: a softmax over the classes, or (multi-label) a
+        sigmoid per tag. Computed in float32."""
+        return output_probabilities(logits, self.multi_label)
+
+    def tags(self, probs: Tensor) -> Tensor:
+        """Multi-label decisions: a bool (N, C) of the tags whose probability is above `threshold`."""
+        return probs > self.threshold
 
     def __repr__(self) -> str:
         fmt = lambda t: "(" + ", ".join(f"{v:.3f}" for v in t.tolist()) + ")"
         n = "?" if self.vocab is None else len(self.vocab)
-        return f"Preprocessing(size={self.size}, {n} classes, mean={fmt(self.mean)}, std={fmt(self.std)})"
+        task = f", multi-label (threshold {self.threshold:g})" if self.multi_label else ""
+        return f"Preprocessing(size={self.size}, {n} classes{task}, mean={fmt(self.mean)}, std={fmt(self.std)})"

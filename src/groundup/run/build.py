@@ -4,6 +4,7 @@ Shared by `groundup train`, `groundup lr-find` and `groundup evaluate`:
 
     resolve_data(data)      the shipped set (None or "imagenette-mini"), a registry name (downloaded
                             once) or a folder -> the checked image folder
+                            (with `cfg.labels`, a CSV of labels says which images and labels instead)
     build_learner(cfg)      ImageDataLoaders, the model from `cfg.arch`, and a Learner with
                             SetupLearnerCB, DistributedTraining and (with `cfg.amp`) MixedPrecision
 """
@@ -11,6 +12,7 @@ Shared by `groundup train`, `groundup lr-find` and `groundup evaluate`:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,13 +25,13 @@ from groundup.data.augment import BatchAugment
 from groundup.data.download import DATASETS, DownloadError, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.learner import Learner
-from groundup.losses import cross_entropy
+from groundup.losses import binary_cross_entropy_with_logits, cross_entropy
 from groundup.nn.models import get_arch
 from groundup.run.config import TrainConfig, opt_func_for
 from groundup.utils.devices import resolve_device
 from groundup.utils.rng import seed_everything
 
-__all__ = ["build_learner", "find_data", "resolve_data", "shipped_dataset"]
+__all__ = ["build_learner", "find_data", "loss_for", "resolve_data", "shipped_dataset"]
 
 
 def shipped_dataset() -> Path:
@@ -69,6 +71,13 @@ def resolve_data(data: str | None) -> Path:
     return check_image_folder(find_data(data))
 
 
+def loss_for(multi_label: bool, label_smoothing: float = 0.0) -> Callable:
+    """The loss of a run's task: cross-entropy, or for multi-label `binary_cross_entropy_with_logits`
+    (each with `label_smoothing` when it is not 0)."""
+    loss = binary_cross_entropy_with_logits if multi_label else cross_entropy
+    return functools.partial(loss, label_smoothing=label_smoothing) if label_smoothing else loss
+
+
 def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) -> Learner:
     """The Learner a run trains: its loaders, model (seeded by `cfg.seed`), loss, optimizer and device callbacks.
 
@@ -81,9 +90,17 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     device = resolve_device(cfg.device) if device is None else device
     augment = (BatchAugment(cfg.train_size or cfg.size, scale=(cfg.crop_scale, 1.0), seed=cfg.seed) if cfg.augment
                else None)
-    dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
-                                       num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt,
-                                       augment=augment, exif_orientation=cfg.exif_orientation)
+    loading = dict(size=cfg.size, bs=cfg.bs, num_workers=cfg.num_workers, seed=cfg.seed,
+                   skip_corrupt=cfg.skip_corrupt, augment=augment, valid_pct=cfg.valid_pct,
+                   exif_orientation=cfg.exif_orientation)
+    if cfg.labels is not None:
+        dls = ImageDataLoaders.from_csv(find_data(cfg.data), cfg.labels, valid_col=cfg.valid_col, task=cfg.task,
+                                        threshold=cfg.threshold, **loading)
+    else:
+        if cfg.task == "multi":
+            raise ValueError("--task multi needs labels with several tags per image: give them in a CSV with "
+                             "--labels FILE (class folders hold one label per image)")
+        dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), **loading)
     if cfg.compile and len(dls.train.dataset) >= cfg.bs:
         dls.train.drop_last = True  # a last, smaller batch would make torch.compile compile the model again
     seed_everything(cfg.seed)
@@ -93,7 +110,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     cbs: list[Callback] = [SetupLearnerCB(device), DistributedTraining()]
     if cfg.amp:
         cbs.append(MixedPrecision())
-    loss = functools.partial(cross_entropy, label_smoothing=cfg.label_smoothing) if cfg.label_smoothing else cross_entropy
+    loss = loss_for(dls.preprocessing.multi_label, cfg.label_smoothing)
     learn = Learner(model, dls, loss, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
                     opt_func=opt_func_for(cfg.opt, wd=cfg.wd, momentum=cfg.momentum, wd_norms=cfg.wd_norms),
                     cbs=cbs)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundup.data.images import check_size
+from groundup.data.folder import TASKS
 from groundup.utils.checks import check_choice, check_int, check_number
 from groundup.utils.devices import check_device_name
 from groundup.nn.models import ARCHS
@@ -93,6 +94,13 @@ class TrainConfig:
         warmup: fraction of the one-cycle schedule spent warming up.
         anneal: how one-cycle anneals after the warm-up: "linear" (the walkthrough) or "cos".
         recipe: the named preset (`groundup train --list-recipes`) the settings started from, if any.
+        labels: a CSV of labels (file name, label; see `groundup.data.csv_labels`), relative to
+            `data` (or absolute): the images are then the files it lists, under the `data` folder.
+        valid_col: with `labels`, the CSV's column (name or number) that is 1/true for validation images.
+        valid_pct: the share of the images held out for validation when the data has no validation
+            part (no val/ folder); None: 0.2 there (and an error where the data has one).
+        task: "auto" (multi-label where any image has several labels), "single" or "multi".
+        threshold: multi-label: the probability from which a tag is predicted.
     """
 
     data: str | None = None
@@ -127,6 +135,11 @@ class TrainConfig:
     warmup: float = 0.25
     anneal: str = "linear"
     recipe: str | None = None
+    labels: str | None = None
+    valid_col: str | int | None = None
+    valid_pct: float | None = None
+    task: str = "auto"
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         self.validate()
@@ -168,6 +181,13 @@ class TrainConfig:
         check_number("", "--label-smoothing", self.label_smoothing, 0.0, 1.0)
         check_number("", "--warmup", self.warmup, 0.0, 1.0)
         check_choice("--anneal", self.anneal, ANNEALS)
+        if self.valid_pct is not None and check_number("", "--valid-pct", self.valid_pct, 0.0, 1.0,
+                                                       low_inclusive=False) <= 0:
+            raise ValueError(f"--valid-pct must be in (0, 1), got {self.valid_pct}")
+        if self.valid_col is not None and self.labels is None:
+            raise ValueError(f"--valid-col {self.valid_col} needs --labels (it is a column of the labels CSV)")
+        check_choice("--task", self.task, TASKS)
+        check_number("", "--threshold", self.threshold, 0.0, 1.0, low_inclusive=False)
 
     @property
     def workers(self) -> int | None:
@@ -207,7 +227,10 @@ class TrainConfig:
                 "patience": "no early stopping",
                 "clip": "no gradient clipping",
                 "recipe": "no preset: the settings as given",
-                "train_size": "the same as size"}.get(name, "the default")
+                "train_size": "the same as size",
+                "labels": "labels from the class folders",
+                "valid_col": "no validation column",
+                "valid_pct": "the val/ folder, or a random 0.2 without one"}.get(name, "the default")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> TrainConfig:

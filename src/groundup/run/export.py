@@ -2,7 +2,7 @@
 
 What is exported is the whole path from pixels to probabilities, as one graph: uint8 RGB images
 (N, size, size, 3), as groundup's loaders make them, → normalization with the training statistics
-→ NCHW → the model → softmax → (N, classes) probabilities. Beside the graph goes a small JSON
+→ NCHW → the model → softmax (a sigmoid per tag for a multi-label model) → (N, classes) probabilities. Beside the graph goes a small JSON
 record (`groundup.json`: the image size, the class names, the vocabulary, mean and std, and
 `exif_orientation`), inside a `.pt2` file and as `FILE.json` next to an `.onnx` file. Decode each
 image, turn it upright as its EXIF orientation tag says when `exif_orientation` is true (as training
@@ -27,7 +27,7 @@ import torch
 
 from groundup.utils.atomic import atomic_write
 from groundup.utils.checks import check_choice
-from groundup.data.preprocessing import Preprocessing
+from groundup.data.preprocessing import Preprocessing, output_probabilities
 from groundup.nn.bridge import to_torch
 from groundup.run.predictor import load_trained_model
 
@@ -38,7 +38,8 @@ METADATA = "groundup.json"  # the name of the record inside a .pt2 file
 
 
 class ExportedClassifier(torch.nn.Module):
-    """uint8 images (N, H, W, 3) → class probabilities (N, C): normalization, layout, model and softmax.
+    """uint8 images (N, H, W, 3) → class probabilities (N, C): normalization, layout, model and softmax
+    (multi-label: a sigmoid per tag; `groundup.json` says so, with the threshold).
 
     The statistics are buffers (exported with the graph); the model is the trained one, through
     `to_torch` for a groundup model.
@@ -49,17 +50,20 @@ class ExportedClassifier(torch.nn.Module):
         self.model = to_torch(model)
         self.register_buffer("scale", 1 / (preprocessing.std * 255))  # (3,)
         self.register_buffer("bias", -preprocessing.mean / preprocessing.std)  # (3,)
+        self.multi_label = preprocessing.multi_label
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W, 3) uint8
         x = torch.addcmul(self.bias, images.float(), self.scale)  # (N, H, W, 3) float32, normalized
         logits = self.model(x.permute(0, 3, 1, 2))  # (N, C)
-        return torch.softmax(logits.float(), dim=1)  # (N, C)
+        return output_probabilities(logits, self.multi_label)  # (N, C): softmax, or a sigmoid per tag
 
 
 def _metadata(pre: Preprocessing, fmt: str) -> dict[str, Any]:
     return {"format": "groundup-export", "version": 1, "export_format": fmt,
             "input": f"uint8 RGB images, shape (N, {pre.size}, {pre.size}, 3)",
-            "output": f"class probabilities, shape (N, {len(pre.vocab or [])}), in the order of class_names",
+            "output": (f"tag probabilities (a sigmoid each; a tag is predicted above threshold), shape (N, "
+                       f"{len(pre.vocab or [])}), in the order of class_names" if pre.multi_label else
+                       f"class probabilities, shape (N, {len(pre.vocab or [])}), in the order of class_names"),
             **pre.to_dict()}
 
 

@@ -121,7 +121,7 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
             f.write(cfg.to_toml())
     dls = learn.dls
     say(f"training {cfg.arch} on {dls.path} ({len(dls.train.dataset)} train, {len(dls.valid.dataset)} valid images, "
-        f"{len(learn.preprocessing.vocab)} classes) for {cfg.epochs} epochs; writing to {run_dir}")
+        f"{len(learn.preprocessing.vocab)} {'tags' if learn.preprocessing.multi_label else 'classes'}) for {cfg.epochs} epochs; writing to {run_dir}")
     learn.fit(cfg.epochs, cbs=schedule, start_epoch=start_epoch)
     if early is not None and early.stopped_epoch is not None:
         stopped_epoch = early.stopped_epoch

@@ -140,6 +140,19 @@ def _best(history: Sequence[dict[str, Any]],
     return row, "valid_loss", None
 
 
+def _per_class_note(interp: Interpretation, tta: bool) -> str:
+    """What the per-class (per-tag) table of a run shows, as a sentence for the report."""
+    how = (f"On the {len(interp)} validation images, with the model after the last epoch "
+           f"(model.pt){' and flip test-time augmentation' if tta else ''}")
+    if interp.multi_label:
+        return (f"{how}, a tag predicted where its probability is above {interp.threshold:g}: micro-F1 "
+                f"{interp.fbeta():.4f}, macro-F1 {interp.fbeta(average='macro'):.4f}, accuracy_multi "
+                f"{interp.accuracy:.4f}. A tag's support is how many images have it; its accuracy the share of "
+                f"images whose decision on it is right.")
+    return (f"{how}: accuracy {interp.accuracy:.4f}. A class's accuracy is the share of its images predicted "
+            f"correctly (the same number as its recall).")
+
+
 def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.csv, the plots, the interpretation, summary.json and report.html of a finished fit;
     return the summary.
@@ -164,15 +177,21 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
                       best_rule=f"{'lowest' if best_by.endswith('loss') else 'highest'} {best_by}")
         plots["Training loss per batch; validation loss and accuracy per epoch"] = run_dir / "losses.png"
     interp = interpret_validation(learn, tta=cfg.tta)
-    interp.plot_confusion_matrix(run_dir / "confusion_matrix.png")
+    if interp.multi_label:  # no confusion matrix: tags are not exclusive
+        interp.plot_per_tag(run_dir / "per_tag.png")
+    else:
+        interp.plot_confusion_matrix(run_dir / "confusion_matrix.png")
     try:
         interp.plot_top_losses(9, run_dir / "top_losses.png")
     except ValueError as e:  # which image is which is not known (skipped images, found by worker processes)
         log.warning("no top_losses.png: %s", e)
     per_class = interp.per_class()
     write_per_class_csv(per_class, run_dir / "per_class.csv")
-    plots["Confusion matrix of the validation set (rows: actual class, columns: predicted)"] = \
-        run_dir / "confusion_matrix.png"
+    if interp.multi_label:
+        plots["Precision, recall and F1 of each tag on the validation set"] = run_dir / "per_tag.png"
+    else:
+        plots["Confusion matrix of the validation set (rows: actual class, columns: predicted)"] = \
+            run_dir / "confusion_matrix.png"
     if (run_dir / "top_losses.png").is_file():
         plots["Top losses: the validation images the model got most wrong"] = run_dir / "top_losses.png"
     if recorder.losses:
@@ -218,11 +237,12 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         "global_batch": cfg.bs * world,
         "resumed_from": facts["resumed_from"],
         "start_epoch": facts["start_epoch"],
+        "multi_label": pre.multi_label,
+        "threshold": pre.threshold if pre.multi_label else None,
+        **({"metrics": {"valid micro-F1": interp.fbeta(average="micro"),
+                        "valid macro-F1": interp.fbeta(average="macro")}} if interp.multi_label else {}),
         "per_class": per_class,
-        "per_class_note": f"On the {len(interp)} validation images, with the model after the last epoch "
-                          f"(model.pt){' and flip test-time augmentation' if cfg.tta else ''}: accuracy "
-                          f"{interp.accuracy:.4f}. A class's accuracy is the share of "
-                          f"its images predicted correctly (the same number as its recall).",
+        "per_class_note": _per_class_note(interp, cfg.tta),
         "most_confused": interp.most_confused()[:20],
         **checkup.to_summary(),
         "files": sorted(["metrics.csv", "summary.json", "model.pt", "report.html", "per_class.csv",

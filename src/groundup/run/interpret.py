@@ -14,6 +14,10 @@ Example:
     >>> interp.plot_confusion_matrix("confusion_matrix.png"); interp.plot_top_losses(9, "top_losses.png")
 
     >>> interp = Interpretation.from_checkpoint("runs/a/model.pt", "data/test")   # any labelled folder
+
+A multi-label model (several tags per image) has no confusion matrix: `per_class()` gives each
+tag's precision, recall and F1 (`plot_per_tag` draws them), `fbeta()` the micro or macro F-beta
+over every decision, and `accuracy` is `accuracy_multi` (the share of (image, tag) decisions right).
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import torch
 from torch import Tensor
 
 from groundup.utils.checks import check_int
+from groundup.data.csv_labels import read_label_csv
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
 from groundup.data.loader import DataLoader, DataLoaders
 from groundup.learner import Learner
-from groundup.losses import cross_entropy
+from groundup.losses import binary_cross_entropy_with_logits, cross_entropy
+from groundup.metrics import fbeta_multi
 from groundup.utils.plots import plt, save_figure
 from groundup.run.predictor import load_trained_model
 
@@ -95,23 +101,30 @@ class Interpretation:
         vocab: the labels (folder names) in index order; default the class names.
         image: `image(i) -> uint8 (H, W, 3)` pixels of item `i`, for `plot_top_losses`; None if unknown.
         items: the file of each item, if known.
+        multi_label: the probabilities are a sigmoid per tag and the targets (N, n_classes) multi-hot;
+            a tag is predicted where its probability is above `threshold`.
 
     Build one with `from_learner` or `from_checkpoint`.
     """
 
     def __init__(self, probs: Tensor, targets: Tensor, losses: Tensor, class_names: Sequence[str],
                  vocab: Sequence[str] | None = None, image: Callable[[int], Any] | None = None,
-                 items: Sequence[str | os.PathLike] | None = None) -> None:
-        if probs.ndim != 2 or targets.shape != (len(probs),) or losses.shape != (len(probs),):
-            raise ValueError(f"Interpretation needs probs (N, C), targets (N,) and losses (N,), got shapes "
-                             f"{tuple(probs.shape)}, {tuple(targets.shape)} and {tuple(losses.shape)}")
+                 items: Sequence[str | os.PathLike] | None = None, multi_label: bool = False,
+                 threshold: float = 0.5) -> None:
+        want = tuple(probs.shape) if multi_label else (len(probs),)
+        if probs.ndim != 2 or tuple(targets.shape) != want or losses.shape != (len(probs),):
+            raise ValueError(f"Interpretation needs probs (N, C), targets {'(N, C)' if multi_label else '(N,)'} and "
+                             f"losses (N,), got shapes {tuple(probs.shape)}, {tuple(targets.shape)} and "
+                             f"{tuple(losses.shape)}")
         if len(class_names) != probs.shape[1]:
             raise ValueError(f"Interpretation: {len(class_names)} class names for {probs.shape[1]} model "
                              f"outputs; the model's last layer needs one output per class (e.g. "
                              f"simple_cnn(n_classes={len(class_names)}))")
-        self.probs, self.targets = probs.float().cpu(), targets.long().cpu()
+        self.multi_label, self.threshold = multi_label, threshold
+        self.probs = probs.float().cpu()
+        self.targets = (targets > 0.5).cpu() if multi_label else targets.long().cpu()  # (N, C) bool or (N,)
         self.losses = losses.float().cpu()
-        self.preds = self.probs.argmax(dim=1)  # (N,)
+        self.preds = self.probs > threshold if multi_label else self.probs.argmax(dim=1)  # (N, C) bool or (N,)
         self.class_names = [str(n) for n in class_names]
         self.vocab = list(vocab) if vocab is not None else list(self.class_names)
         self._image = image
@@ -141,16 +154,20 @@ class Interpretation:
         image = (lambda j: ds[kept[j]][0]) if in_order else None
         files = getattr(ds, "files", None)
         items = [files[i] for i in kept] if in_order and files is not None else None
-        interp = cls(probs, targets, losses, names, vocab, image=image, items=items)
+        multi = pre is not None and pre.multi_label
+        interp = cls(probs, targets, losses, names, vocab, image=image, items=items, multi_label=multi,
+                     threshold=pre.threshold if multi else 0.5)
         interp.learn = learn
         return interp
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike,
                         split: str | None = None, bs: int = 64, num_workers: int = 0,
-                        loss_func: Callable = cross_entropy,
-                        device: str | torch.device | None = None, tta: bool = False) -> Interpretation:
-        """Interpret a checkpoint's model on a labelled folder (see `labelled_files` for the layouts).
+                        loss_func: Callable | None = None,
+                        device: str | torch.device | None = None, tta: bool = False,
+                        labels: str | os.PathLike | None = None) -> Interpretation:
+        """Interpret a checkpoint's model on a labelled folder (see `labelled_files` for the layouts), or on
+        the images a CSV of labels lists (`labels`; several space-separated tags for a multi-label model).
 
         The model, image size, vocabulary, class names and statistics come from the checkpoint
         (see `groundup.run.predictor.load_trained_model`); the folder's labels must be in its vocabulary.
@@ -160,21 +177,38 @@ class Interpretation:
             folder: the labelled images: `folder/<label>/*.jpg`, or a data set with `val/`.
             split: take `folder/<split>/<label>/*.jpg` (e.g. "train" or "test").
             bs, num_workers: how the images are loaded.
-            loss_func: the loss per item (default cross-entropy, as `groundup train` trains with).
+            loss_func: the loss per item (default: the one `groundup train` trains with, cross-entropy or
+                for a multi-label model binary cross-entropy).
             device: where the model runs; default CUDA when available, else CPU.
             tta: average each image's prediction with its mirror image's (flip test-time augmentation).
+            labels: a CSV of labels under `folder` (file name, label; see `groundup.data.csv_labels`):
+                every image it lists, in place of the folder's label folders.
         """
         model, pre = load_trained_model(checkpoint)
-        files = labelled_files(folder, split)
-        unknown = sorted({parent_label(f) for f in files} - set(pre.vocab))
+        if labels is not None:
+            table = read_label_csv(Path(folder) / labels, folder)
+            files = table.files
+            tags = [cell.split() if pre.multi_label else [cell] for cell in table.labels]
+        else:  # a folder gives each image one label (for a multi-label model: one tag)
+            files = labelled_files(folder, split)
+            tags = [[parent_label(f)] for f in files]
+        unknown = sorted({t for ts in tags for t in ts} - set(pre.vocab))
         if unknown:
             raise ValueError(f"{folder} has labels the checkpoint {checkpoint} was not trained on: "
                              f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; its labels are "
                              f"{', '.join(pre.vocab[:10])}{' ...' if len(pre.vocab) > 10 else ''}")
         dev = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
-        ds = Dataset(files, {label: i for i, label in enumerate(pre.vocab)}, size=pre.size,
-                     exif_orientation=pre.exif_orientation)
+        vocab = {label: i for i, label in enumerate(pre.vocab)}
+        if pre.multi_label:
+            targets = np.zeros((len(files), len(vocab)), dtype=np.float32)  # multi-hot (N, C)
+            for i, ts in enumerate(tags):
+                targets[i, [vocab[t] for t in ts]] = 1.0
+        else:
+            targets = np.array([vocab[ts[0]] for ts in tags], dtype=np.int64)  # (N,)
+        if loss_func is None:
+            loss_func = binary_cross_entropy_with_logits if pre.multi_label else cross_entropy
+        ds = Dataset(files, vocab, size=pre.size, targets=targets, exif_orientation=pre.exif_orientation)
         dl = DataLoader(ds, bs, num_workers=num_workers)
         learn = Learner(model.to(dev), DataLoaders([], dl, preprocessing=pre), loss_func)
         try:
@@ -192,8 +226,19 @@ class Interpretation:
 
     @property
     def accuracy(self) -> float:
-        """The share of items whose most probable class is the target."""
+        """The share of items whose most probable class is the target (multi-label: of the (item, tag)
+        decisions that are right, `accuracy_multi`)."""
         return float((self.preds == self.targets).float().mean())
+
+    def fbeta(self, beta: float = 1.0, average: str = "micro") -> float:
+        """Multi-label: the F-beta of the tag decisions, "micro" or "macro" averaged (see `fbeta_multi`)."""
+        self._needs_multi_label("fbeta")
+        return float(fbeta_multi(self.probs, self.targets.float(), beta, self.threshold, average, sigmoid=False))
+
+    def _needs_multi_label(self, what: str) -> None:
+        if not self.multi_label:
+            raise ValueError(f"{what} is for multi-label models; this one predicts one class per image (see "
+                             f"accuracy and per_class())")
 
     @property
     def loss(self) -> float:
@@ -202,6 +247,9 @@ class Interpretation:
 
     def confusion_matrix(self) -> Tensor:
         """(n_classes, n_classes) int64 counts: entry [i, j] counts the items of class i predicted as j."""
+        if self.multi_label:
+            raise ValueError("a multi-label model has no confusion matrix (an image may have several tags, or "
+                             "none); per_class() gives each tag's precision, recall and F1, plot_per_tag draws them")
         n = self.n_classes
         return torch.bincount(self.targets * n + self.preds, minlength=n * n).reshape(n, n)
 
@@ -216,7 +264,13 @@ class Interpretation:
         - f1: the harmonic mean of precision and recall.
 
         A score with nothing to divide by (a class never predicted, or absent) is None.
+
+        Multi-label: one row per tag; support is how many items have the tag, accuracy the share of
+        items whose decision on the tag is right (tag predicted or not, as it should be), precision,
+        recall and f1 those of the tag's decisions.
         """
+        if self.multi_label:
+            return self._per_tag()
         cm = self.confusion_matrix().double()
         true_pos, support, predicted = cm.diagonal(), cm.sum(dim=1), cm.sum(dim=0)
         rows = []
@@ -230,10 +284,27 @@ class Interpretation:
                          "accuracy": recall, "precision": precision, "recall": recall, "f1": f1})
         return rows
 
+    def _per_tag(self) -> list[dict[str, Any]]:
+        pred, true = self.preds, self.targets  # (N, C) bool each
+        true_pos, support, predicted = (pred & true).sum(0), true.sum(0), pred.sum(0)  # (C,) each
+        right = (pred == true).double().mean(0)  # (C,)
+        rows = []
+        for c in range(self.n_classes):
+            recall = float(true_pos[c] / support[c]) if support[c] else None
+            precision = float(true_pos[c] / predicted[c]) if predicted[c] else None
+            f1 = None
+            if precision is not None and recall is not None:
+                f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            rows.append({"label": self.vocab[c], "name": self.class_names[c], "support": int(support[c]),
+                         "accuracy": float(right[c]), "precision": precision, "recall": recall, "f1": f1})
+        return rows
+
     def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
         """`(actual, predicted, count)` for each pair of classes confused at least `min_count` times,
-        most frequent first."""
+        most frequent first (none for a multi-label model, whose tags are not exclusive)."""
         check_int("most_confused", "min_count", min_count)
+        if self.multi_label:
+            return []
         cm = self.confusion_matrix()
         n = self.n_classes
         pairs = [(self.class_names[i], self.class_names[j], int(cm[i, j]))
@@ -246,12 +317,39 @@ class Interpretation:
         values, idxs = self.losses.topk(min(k, len(self)))
         out = []
         for loss, i in zip(values.tolist(), idxs.tolist()):
+            if self.multi_label:  # the tags as words; the probability of the most probable tag
+                actual, predicted = self._tag_names(self.targets[i]), self._tag_names(self.preds[i])
+                out.append(TopLoss(i, loss, actual, predicted, float(self.probs[i].max()),
+                                   self.items[i] if self.items else None))
+                continue
             pred = int(self.preds[i])
             out.append(TopLoss(i, loss, self.class_names[int(self.targets[i])], self.class_names[pred],
                                float(self.probs[i, pred]), self.items[i] if self.items else None))
         return out
 
+    def _tag_names(self, mask: Tensor) -> str:
+        return " ".join(self.class_names[c] for c in mask.nonzero().flatten().tolist()) or "(none)"
+
     # -- pictures -----------------------------------------------------------------------------------
+    def plot_per_tag(self, path: str | os.PathLike = "per_tag.png", title: str | None = None) -> Path:
+        """Multi-label: write a bar chart of each tag's precision, recall and F1 to a PNG; return its path."""
+        self._needs_multi_label("plot_per_tag")
+        rows = self.per_class()
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(rows) + 2), 4))
+        try:
+            x = np.arange(len(rows))
+            for k, key in enumerate(("precision", "recall", "f1")):
+                ax.bar(x + (k - 1) * 0.27, [r[key] or 0.0 for r in rows], 0.27, label=key)
+            ax.set_xticks(x, [r["name"] for r in rows], rotation=45, ha="right")
+            ax.set_ylim(0, 1)
+            ax.legend(loc="lower right")
+            ax.set_title(title or f"per tag ({len(self)} images, micro-F1 {self.fbeta():.3f}, threshold "
+                                  f"{self.threshold:g})")
+            fig.tight_layout()
+            return save_figure(fig, path)
+        finally:
+            plt.close(fig)
+
     def confusion_figure(self, title: str | None = None):
         """The confusion matrix as a matplotlib `Figure`: darker is more; counts written in the cells."""
         cm = self.confusion_matrix().numpy()
@@ -340,6 +438,9 @@ class Interpretation:
             plt.close(fig)
 
     def __repr__(self) -> str:
+        if self.multi_label:
+            return (f"Interpretation({len(self)} items, {self.n_classes} tags, accuracy_multi={self.accuracy:.4f}, "
+                    f"micro-F1={self.fbeta():.4f})")
         return f"Interpretation({len(self)} items, {self.n_classes} classes, accuracy={self.accuracy:.4f})"
 
 

@@ -26,7 +26,7 @@ from groundup.utils.checkpoint_file import (CheckpointError, checkpoint_preproce
 from groundup.utils.checks import check_device, check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import CorruptImageError, open_image
-from groundup.data.preprocessing import Preprocessing
+from groundup.data.preprocessing import Preprocessing, output_probabilities
 from groundup.data.transforms import Normalize, to_nchw
 from groundup.inference import tta_forward
 from groundup.nn.models import build_arch
@@ -40,31 +40,40 @@ class Prediction:
     """The `top_k` most probable labels of one image, most probable first, with their probabilities.
 
     `labels` are vocabulary entries (folder names, e.g. `n01440764`); `names` the same classes'
-    display names (e.g. `tench`; see `Preprocessing.class_names`), when known.
+    display names (e.g. `tench`; see `Preprocessing.class_names`), when known. For a multi-label
+    model (`multi_label`), they are every tag whose probability is above `threshold`, most
+    probable first: possibly none.
     """
 
     path: str
     labels: list[str]
     probs: list[float]
     names: list[str] | None = field(default=None, compare=False)
+    multi_label: bool = False
+    threshold: float | None = None
 
     @property
-    def label(self) -> str:
-        """The most probable label."""
-        return self.labels[0]
+    def label(self) -> str | None:
+        """The most probable label (None for a multi-label prediction without any tag)."""
+        return self.labels[0] if self.labels else None
 
     @property
     def name(self) -> str:
         """The display name of the most probable label (the label itself when there are no names)."""
-        return self.names[0] if self.names else self.labels[0]
+        return self.names[0] if self.names else self.label
 
     @property
-    def prob(self) -> float:
+    def prob(self) -> float | None:
         """The probability of the most probable label."""
-        return self.probs[0]
+        return self.probs[0] if self.probs else None
 
     def to_dict(self) -> dict:
-        """`{"path", "label", "prob", "top": [{"label", "prob"}, ...]}`, ready for JSON."""
+        """`{"path", "label", "prob", "top": [{"label", "prob"}, ...]}`, ready for JSON; multi-label:
+        `{"path", "threshold", "tags": [{"label", "name", "prob"}, ...]}`, every tag above the threshold."""
+        if self.multi_label:
+            names = self.names or self.labels
+            return {"path": self.path, "threshold": self.threshold,
+                    "tags": [{"label": lab, "name": n, "prob": p} for lab, n, p in zip(self.labels, names, self.probs)]}
         return {"path": self.path, "label": self.label, "prob": self.prob,
                 "top": [{"label": lab, "prob": p} for lab, p in zip(self.labels, self.probs)]}
 
@@ -146,10 +155,13 @@ class Predictor:
         normalize: the training normalization.
         device: where to run; default CUDA when available, else CPU.
         class_names: the display name of each label, in the vocabulary's order (default: the labels).
+        multi_label: a sigmoid per tag (several tags per image) instead of a softmax over the classes.
+        threshold: multi-label: the probability from which a tag is predicted.
     """
 
     def __init__(self, model, vocab: Sequence[str], size: int, normalize: Normalize,
-                 device: str | torch.device | None = None, class_names: Sequence[str] | None = None) -> None:
+                 device: str | torch.device | None = None, class_names: Sequence[str] | None = None,
+                 multi_label: bool = False, threshold: float = 0.5) -> None:
         if not vocab:
             raise ValueError("Predictor needs a non-empty vocab (the labels in index order)")
         check_int("Predictor", "size", size)
@@ -162,6 +174,7 @@ class Predictor:
             raise ValueError(f"Predictor: {len(class_names)} class names for {len(self.vocab)} labels; give "
                              f"one name per label, in the vocabulary's order")
         self.class_names = list(class_names) if class_names is not None else list(self.vocab)
+        self.multi_label, self.threshold = multi_label, threshold
         self.preprocessing: Preprocessing | None = None  # all of it, when loaded from a checkpoint
 
     @classmethod
@@ -169,17 +182,19 @@ class Predictor:
                         model=None) -> Predictor:
         """Load a checkpoint safely and rebuild its model (see `load_trained_model`)."""
         model, pre = load_trained_model(path, model=model)
-        predictor = cls(model, pre.vocab, pre.size, pre.normalize, device, class_names=pre.class_names)
+        predictor = cls(model, pre.vocab, pre.size, pre.normalize, device, class_names=pre.class_names,
+                        multi_label=pre.multi_label, threshold=pre.threshold)
         predictor.preprocessing = pre
         return predictor
 
     @torch.no_grad()
     def probabilities(self, xb: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Class probabilities (N, n_classes) for a uint8 image batch (N, size, size, 3); with `tta`,
-        the mean of each image's and its mirror image's (`groundup.inference.tta_forward`)."""
+        """Class probabilities (N, n_classes) for a uint8 image batch (N, size, size, 3) (multi-label: a
+        sigmoid per tag); with `tta`, the mean of each image's and its mirror image's (`tta_forward`)."""
         x = to_nchw(self.normalize(xb.to(self.device)))  # (N, 3, size, size) float32
-        logits = tta_forward(self._checked_model, x) if tta else self._checked_model(x)  # (N, n_classes)
-        return torch.softmax(logits.float(), dim=1).cpu()
+        logits = (tta_forward(self._checked_model, x, self.multi_label) if tta
+                  else self._checked_model(x))  # (N, n_classes)
+        return output_probabilities(logits, self.multi_label).cpu()
 
     def _checked_model(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
@@ -188,8 +203,11 @@ class Predictor:
         return logits
 
     def predict(self, images: Sequence[str | os.PathLike], top_k: int = 1, bs: int = 64,
-                tta: bool = False, skip_corrupt: bool = False) -> list[Prediction]:
+                tta: bool = False, skip_corrupt: bool = False, threshold: float | None = None) -> list[Prediction]:
         """Predict the `top_k` most probable labels of each image file (with `tta`: flip test-time augmentation).
+
+        A multi-label model predicts every tag whose probability is above `threshold` (default the
+        one it was trained with), most probable first; `top_k` does not apply.
 
         Every image is decoded first, so an unreadable one raises `CorruptImageError` (naming the
         file) before any prediction is made; with `skip_corrupt` it is left out with a warning (a
@@ -198,6 +216,9 @@ class Predictor:
         check_int("Predictor.predict", "top_k", top_k)
         check_int("Predictor.predict", "bs", bs)
         k = min(top_k, len(self.vocab))
+        threshold = self.threshold if threshold is None else threshold
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"Predictor.predict: threshold must be a probability in (0, 1), got {threshold!r}")
         upright = self.preprocessing is None or self.preprocessing.exif_orientation  # as in training
         pixels, read = [], []  # (size, size, 3) uint8 each, and their files
         for path in images:
@@ -213,6 +234,13 @@ class Predictor:
         out: list[Prediction] = []
         for i in range(0, len(pixels), bs):
             probs = self.probabilities(torch.from_numpy(np.stack(pixels[i:i + bs])), tta=tta)  # (n, n_classes)
+            if self.multi_label:
+                for j, row in enumerate(probs):
+                    order = [t for t in row.argsort(descending=True).tolist() if row[t] > threshold]
+                    out.append(Prediction(str(images[i + j]), [self.vocab[t] for t in order],
+                                          [float(row[t]) for t in order], [self.class_names[t] for t in order],
+                                          multi_label=True, threshold=threshold))
+                continue
             top = probs.topk(k, dim=1)
             for j, (vals, idxs) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
                 out.append(Prediction(str(images[i + j]), [self.vocab[t] for t in idxs], vals,

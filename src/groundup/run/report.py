@@ -238,7 +238,8 @@ def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any
         note = html.escape(summary.get("per_class_note", ""))
         confused = "; ".join(f"{html.escape(a)} → {html.escape(p)}: {n}"
                              for a, p, n in (summary.get("most_confused") or [])[:10])
-        sections.append(f'<h2 id="per-class">Per-class results</h2>\n<p class="sub">{note}</p>\n'
+        heading = "Per-tag results" if summary.get("multi_label") else "Per-class results"
+        sections.append(f'<h2 id="per-class">{heading}</h2>\n<p class="sub">{note}</p>\n'
                         f'{_per_class_table(summary["per_class"])}'
                         + (f"<p>Most confused (actual → predicted: count): {confused}</p>"
                            if confused else ""))

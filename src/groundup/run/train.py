@@ -182,7 +182,9 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
                  else f"after {ran} of {cfg.epochs} epochs (stopped early: {cfg.monitor} had not improved "
                       f"for {cfg.patience} epochs)")
         tta = f" (with flip TTA: {summary['tta_acc']:.4f})" if summary.get("tta_acc") is not None else ""
-        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f}{tta} {after} "
+        f1 = summary.get("metrics", {}).get("valid micro-F1")
+        f1 = f", micro-F1 {f1:.4f} (threshold {summary['threshold']:g})" if f1 is not None else ""
+        say(f"valid_acc {final.get('valid_acc', float('nan')):.4f}{tta}{f1} {after} "
             f"({summary['wall_seconds']:.1f} s); wrote {run_dir}/: {', '.join(summary['files'])}")
     if best is not None and (run_dir / "best.pt").is_file():
         say(f"best.pt is epoch {best['epoch']}, by {cfg.monitor}: {best[cfg.monitor]:.4f}")
