@@ -309,9 +309,11 @@ class ImageDataLoaders(DataLoaders):
         train_files, valid_files = [files[i] for i in train_idx], [files[i] for i in valid_idx]
         train_labels = {t for i in train_idx for t in tags[i]}
         if len(train_labels) == 1:
-            warnings.warn(f"the training images of {where} have one class only ({next(iter(train_labels))}): a "
-                          f"classifier trained on them learns nothing (it predicts that class for every image, "
-                          f"with loss 0); add images of the other classes", GroundupWarning, stacklevel=3)
+            folders = root is not None and (root / "train").is_dir()
+            warnings.warn(f"{root / 'train' if folders else where} has one class only ({next(iter(train_labels))}): "
+                          f"a classifier trained on it learns nothing (it predicts that class for every image, with "
+                          f"loss 0); add {'a folder' if folders else 'images'} for each other class",
+                          GroundupWarning, stacklevel=3)
         if num_workers is None:
             num_workers = default_num_workers()
         default_augment = augment is True  # made below, seeded from the training loader's seed

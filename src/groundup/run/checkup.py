@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from groundup.data.augment import BatchAugment
 from groundup.data.duplicates import find_duplicates
 from groundup.data.files import get_image_files, grandparent_split, parent_label
@@ -100,9 +102,10 @@ def numbers_from_learner(learn: Learner, config: dict[str, Any], batch_losses: S
                          batch_losses=list(batch_losses) if batch_losses else None,
                          num_workers=getattr(learn.dls.train, "num_workers", None), cpu_cores=_cores(),
                          valid_acc=interp.accuracy, n_classes=interp.n_classes)
+    multi_label = learn.preprocessing is not None and learn.preprocessing.multi_label
     if vocab is not None and hasattr(train_ds, "labels") and hasattr(valid_ds, "labels"):
-        numbers.train_counts = _counts([vocab[int(i)] for i in train_ds.labels])
-        numbers.valid_counts = _counts([vocab[int(i)] for i in valid_ds.labels])
+        numbers.train_counts = _label_counts(train_ds.labels, vocab)
+        numbers.valid_counts = _label_counts(valid_ds.labels, vocab)
     else:
         numbers.not_checked.append("the classes (the data sets have no labels array)")
     numbers.layers = sample_layers(learn.unwrapped_model, learn.dls.valid, learn.preprocessing)
@@ -110,10 +113,20 @@ def numbers_from_learner(learn: Learner, config: dict[str, Any], batch_losses: S
         numbers.duplicates = find_duplicates(train_ds.files, valid_ds.files, train_ds, valid_ds)
     else:
         numbers.not_checked.append("leakage (the data sets have no files)")
-    numbers.mistakes = _mistakes(interp)
-    if numbers.mistakes is None:
+    numbers.mistakes = None if multi_label else _mistakes(interp)
+    if multi_label:
+        numbers.not_checked.append("label errors (not done for multi-label data yet)")
+    elif numbers.mistakes is None:
         numbers.not_checked.append("label errors (which validation image is which is not known)")
     return numbers
+
+
+def _label_counts(labels: Any, vocab: Sequence[str]) -> dict[str, int]:
+    """Images per class: from class indices (N,), or per tag from multi-hot rows (N, C)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return {vocab[c]: int(n) for c, n in enumerate(labels.sum(axis=0)) if n}
+    return _counts([vocab[int(i)] for i in labels])
 
 
 def _cores() -> int:
