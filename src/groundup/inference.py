@@ -1,8 +1,9 @@
 """Running a model without training: batches in, model inputs out, per-item losses.
 
 The pieces behind `Learner.get_preds`, `Learner.validate` and `Learner.predict`. They run no
-callback: an image batch gets the same preprocessing `SetupLearnerCB` gives it in training (to the
-model's device, normalize, NHWC → NCHW), from the learner's `Preprocessing`.
+callback: an image batch gets what `SetupLearnerCB` gives a validation batch in training: it is moved
+to the model's device and goes through the learner's `Preprocessing` (the whole image at its size,
+normalized, NHWC → NCHW).
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from groundup.data.augment import whole_view
 from groundup.data.images import image_pixels
 from groundup.data.preprocessing import Preprocessing
-from groundup.data.transforms import to_nchw
 
 __all__ = ["evaluating", "inference_batches", "is_image", "item_losses", "model_device", "model_input",
            "tta_forward"]
@@ -56,20 +55,17 @@ def evaluating(model) -> Iterator[Any]:
 
 
 def model_input(xb: Tensor, preprocessing: Preprocessing | None, device: torch.device) -> Tensor:
-    """What the model eats: a uint8 image batch (N, H, W, C) normalized to float (N, C, H, W) on `device`.
+    """What the model eats: a uint8 image batch (N, H, W, C) through `preprocessing`, float (N, C, H, W) on `device`.
 
     Other batches (features, float images) are only moved to `device`.
     """
     xb = xb.to(device)
     if xb.dtype == torch.uint8 and xb.ndim == 4:
-        size = preprocessing.size if preprocessing is not None else None
-        if size is not None and xb.shape[1:3] != (size, size) and xb.shape[-1] in (1, 3, 4):
-            xb = whole_view(xb, size)  # e.g. the training loader's larger stored images (augmentation)
         if preprocessing is None:
             raise ValueError("uint8 image batches need the normalization statistics of training, but the "
                              "learner has no preprocessing; pass Learner(..., preprocessing=...) or use "
                              "ImageDataLoaders.from_folder, which measures them")
-        xb = to_nchw(preprocessing.normalize(xb))  # (N, C, H, W) float32
+        xb = preprocessing(xb)  # the whole image at its size, normalized: (N, C, H, W) float32
     return xb
 
 

@@ -353,8 +353,8 @@ class DataLoaders:
             `Preprocessing`); the Learner takes it from here.
         vocab, stats: the walkthrough's separate pieces ({label: index}, (mean, std)); used to
             build `preprocessing` when it is not given.
-        augment: a `BatchAugment` (or any callable `(xb, epoch=, batch=, training=)`) that the Learner
-            applies to every uint8 image batch before normalization; None: no augmentation.
+        augment: a `BatchAugment` (or any callable `(xb, epoch=, batch=)`) that the Learner applies
+            to every uint8 training batch before `preprocessing`; None: no augmentation.
 
     For a folder of images, `ImageDataLoaders.from_folder` (in `groundup.data.folder`) builds
     everything: both loaders and their preprocessing.
