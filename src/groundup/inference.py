@@ -109,12 +109,20 @@ def tta_forward(model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
 
 def item_losses(loss_func: Callable, preds: Tensor, targets: Tensor) -> Tensor:
-    """The loss of each item (N,): `loss_func(..., reduction="none")` where it takes it, else item by item."""
+    """The loss of each item (N,), in one call: `loss_func(preds, targets, reduction="none")`.
+
+    Raises:
+        TypeError: `loss_func` takes no `reduction` argument, or does not return one loss per item.
+    """
+    name = getattr(loss_func, "__name__", None) or type(loss_func).__name__
     try:
         losses = loss_func(preds, targets, reduction="none")
-        if isinstance(losses, Tensor) and losses.shape == (len(targets),):
-            return losses.float()
-    except TypeError:  # no `reduction` argument (groundup's cross_entropy): one call per item
-        pass
-    return torch.stack([loss_func(preds[i:i + 1], targets[i:i + 1]).float().reshape(())
-                        for i in range(len(targets))])
+    except TypeError as e:
+        if "reduction" not in str(e):
+            raise
+        raise TypeError(f"per-item losses need a loss function that takes reduction='none' (as torch's and "
+                        f"groundup's cross_entropy do); {name} does not: {e}") from None
+    if not (isinstance(losses, Tensor) and losses.shape == (len(targets),)):
+        got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+        raise TypeError(f"{name}(..., reduction='none') returned {got}, expected one loss per item: ({len(targets)},)")
+    return losses.float()
