@@ -152,7 +152,7 @@ def test_a_checkpoint_of_format_version_1_still_predicts(run, image_folder, tmp_
 
 def test_every_line_of_the_top_k_output_is_tab_separated(run, image_folder, capsys):
     (image_folder / "classes.json").write_text(json.dumps({"cat": "house cat", "dog": "dog", "emu": "emu"}))
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0",
                  "--epochs", "1", "--quiet", "--out", str(run.parent / "named")]) == 0
     capsys.readouterr()
     named = run.parent / "named" / "model.pt"

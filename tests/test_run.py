@@ -99,7 +99,7 @@ def test_validation_during_fit_runs_at_size_not_at_the_train_size(image_folder, 
 
     out = tmp_path / "run"
     assert main(["train", "--data", str(image_folder), "--size", "16", "--augment", "--train-size", "8",
-                 "--bs", "4", "--workers", "0", "--epochs", "1", "--lr", "0.003", "--quiet", "--out", str(out)]) == 0
+                 "--bs", "4", "--num-workers", "0", "--epochs", "1", "--lr", "0.003", "--quiet", "--out", str(out)]) == 0
     last = list(csv.DictReader((out / "metrics.csv").open()))[-1]
     assert main(["evaluate", str(out / "model.pt"), "--data", str(image_folder), "--out",
                  str(tmp_path / "eval")]) == 0

@@ -115,7 +115,7 @@ def _worker_loop(dataset, collate_fn, tasks, results, worker_id: int, seed: int,
 
 # What a signal that killed a worker most likely means, and what to do about it.
 _SIGNAL_HINTS = {
-    "SIGKILL": "the system's out-of-memory killer sends it: if memory is short, use fewer workers (--workers) "
+    "SIGKILL": "the system's out-of-memory killer sends it: if memory is short, use fewer workers (--num-workers) "
                "or a smaller batch (--bs)",
     "SIGBUS": "a memory-mapped file could not be backed, e.g. a full disk under GROUNDUP_HOME: free some space",
     "SIGSEGV": "it crashed in native code (a bug in a library it ran, or a damaged image decoder)",

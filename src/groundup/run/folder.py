@@ -197,9 +197,8 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         "vocab": pre.vocab,
         "class_names": pre.class_names,
         "stats": {"mean": pre.mean.tolist(), "std": pre.std.tolist()},
-        "arch": cfg.arch, "lr": cfg.lr, "schedule": cfg.schedule, "epochs": cfg.epochs, "seed": cfg.seed,
         "lr_finder": facts["lr_finder"],
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(),  # the run's settings (arch, lr, schedule, epochs, seed, ...): here only
         "settings": effective_settings(cfg, learn),
         "world_size": world,
         "global_batch": cfg.bs * world,
