@@ -103,6 +103,7 @@ def test_quiet_prints_nothing(image_folder, tmp_path, capsys):
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_python_dash_m_groundup_train_end_to_end(image_folder, tmp_path):
     args = [a for a in tiny(image_folder, "--out", tmp_path / "run", epochs=1) if a != "--quiet"]
     r = run_module(*args, cwd=tmp_path)
@@ -196,6 +197,7 @@ def interrupt_after_epoch(monkeypatch, epoch):
     monkeypatch.setattr(Checkpoint, "after_epoch", after_epoch)
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder, tmp_path, monkeypatch, capsys):
     # With augmentation: the crops and flips are seeded by (seed, epoch, batch), so they repeat too.
     options = ["--arch", "resnet", "--opt", "sgd", "--lr", "0.05", "--augment", "--label-smoothing", "0.1",
@@ -299,6 +301,7 @@ def test_bad_train_input_is_a_one_line_error_with_status_2(image_folder, tmp_pat
     assert not out.exists()  # a refused run leaves nothing behind
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_an_error_in_a_subprocess_has_no_traceback(tmp_path):
     r = run_module("train", "--data", tmp_path / "missing", cwd=tmp_path)
     assert r.returncode == 2
@@ -390,6 +393,7 @@ def test_unknown_command_is_a_one_line_error(capsys):
     assert_one_line_error(capsys, r"invalid choice: 'trian'")
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(tmp_path):
     script = tmp_path / "long_output.py"
     script.write_text(

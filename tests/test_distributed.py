@@ -252,6 +252,7 @@ def assert_same_state(a: dict, b: dict, atol: float = 1e-5) -> None:
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_final_weights_equal_one_process_on_the_global_batches(run, kind):
     _, ranks = run
     expected = state_of(reference(kind))
@@ -259,12 +260,14 @@ def test_final_weights_equal_one_process_on_the_global_batches(run, kind):
         assert_same_state(r[kind]["state"], expected)
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_torch_model_is_unwrapped_after_fit(run):
     _, ranks = run
     assert all(r["torch"]["model_type"] is nn.Sequential for r in ranks)
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_every_sample_is_seen_once_per_epoch_across_ranks(run, kind):
     _, ranks = run
     orders = []
@@ -281,6 +284,7 @@ def test_every_sample_is_seen_once_per_epoch_across_ranks(run, kind):
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_metrics_equal_one_process_and_only_rank_0_prints(run, kind):
     _, ranks = run
     track = TrackResults(print_table=False)
@@ -296,6 +300,7 @@ def test_metrics_equal_one_process_and_only_rank_0_prints(run, kind):
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_only_rank_0_writes_and_its_checkpoint_resumes_in_one_process(run, kind):
     out, ranks = run
     assert (out / f"ckpt_{kind}_rank0" / "model.pt").is_file()
@@ -309,6 +314,7 @@ def test_only_rank_0_writes_and_its_checkpoint_resumes_in_one_process(run, kind)
     assert_same_state(state_of(learn), state_of(reference(kind, n_epochs=EPOCHS + 1)))
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_a_single_process_checkpoint_resumes_distributed(run):
     _, ranks = run
     expected = state_of(reference("groundup"))
@@ -317,6 +323,7 @@ def test_a_single_process_checkpoint_resumes_distributed(run):
 
 
 @pytest.mark.parametrize("kind", ["groundup_bn", "torch_bn"])
+@pytest.mark.slow  # torchrun: two processes
 def test_ranks_agree_on_weights_and_batchnorm_running_statistics(run, kind):
     _, (r0, r1) = run
     assert any("running_mean" in k for k in r0[kind]["state"])
@@ -324,6 +331,7 @@ def test_ranks_agree_on_weights_and_batchnorm_running_statistics(run, kind):
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_a_cancel_on_one_rank_stops_every_rank_at_the_same_step(run, kind):
     _, ranks = run
     track = TrackResults(print_table=False)
@@ -333,12 +341,14 @@ def test_a_cancel_on_one_rank_stops_every_rank_at_the_same_step(run, kind):
         assert len(r[f"cancel_{kind}"]["history"]) == len(track.history) == 1
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_a_cancel_during_validation_stops_every_rank_after_that_epoch(run):
     _, (r0, r1) = run
     assert r0["cancel_valid"]["epochs"] == r1["cancel_valid"]["epochs"] == [0]
     assert_same_state(r0["cancel_valid"]["state"], r1["cancel_valid"]["state"], atol=0)
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_ranks_agree_on_the_normalization_statistics_of_an_image_folder(run):
     _, (r0, r1) = run
     (seed0, rank0), (seed1, rank1) = r0["images"]["during"]["augment"], r1["images"]["during"]["augment"]
@@ -351,12 +361,14 @@ def test_ranks_agree_on_the_normalization_statistics_of_an_image_folder(run):
     assert_same_state(r0["images"]["state"], r1["images"]["state"], atol=0)
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_loaders_that_cannot_shard_are_refused_with_advice(run):
     _, ranks = run
     for r in ranks:
         assert "DistributedSampler" in r["plain_loader_error"] and "dls.train is a list" in r["plain_loader_error"]
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_an_error_on_rank_1_ends_both_processes_with_its_message(tmp_path):
     start = time.monotonic()
     proc = torchrun("fail", tmp_path, timeout=90)

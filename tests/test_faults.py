@@ -335,6 +335,7 @@ def warnings_in(err: str) -> list[str]:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.slow  # a groundup subprocess
 def test_a_full_groundup_home_trains_without_the_cache_with_one_warning_and_leaves_the_disk_free(
         image_folder, tmp_path, small_fs, monkeypatch, capsys, workers):
     home = small_fs(512)  # the two caches need 1.3 MiB at 128 px
