@@ -221,7 +221,7 @@ def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(path.open())]
     assert drop_seconds(tmp_path / "full" / "metrics.csv") == drop_seconds(tmp_path / "cut" / "metrics.csv")
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
-    assert summary["start_epoch"] == 2 and summary["arch"] == "resnet" and summary["config"]["opt"] == "sgd"
+    assert summary["start_epoch"] == 2 and summary["config"]["arch"] == "resnet" and summary["config"]["opt"] == "sgd"
     assert summary["config"]["augment"] is True
 
 

@@ -62,7 +62,7 @@ def test_fit_run_then_write_run_folder(image_folder, tmp_path):
 
 def test_train_resumes_with_the_checkpoints_settings(image_folder, tmp_path):
     summary = train(tiny(image_folder), out=str(tmp_path / "run"), quiet=True)
-    assert summary["epochs"] == 2
+    assert summary["config"]["epochs"] == 2
     resume = open_resume(tmp_path / "run" / "model.pt", {"data": str(image_folder), "num_workers": 1})
     saved, cfg = resume.checkpoint["config"], resume.cfg
     assert cfg.num_workers == 1 and cfg.size == saved["size"] == 16  # only data and workers may change
