@@ -176,7 +176,7 @@ def test_a_failed_save_leaves_the_previous_file_intact_and_a_save_is_fsynced(ima
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-    path = save_checkpoint(learn, tmp_path / "c.pt")
+    path = save_checkpoint(learn, tmp_path / "ck" / "c.pt")
     assert len(synced) == 2  # the file before its rename, the folder after it: durable
     before = path.read_bytes()
 
@@ -187,7 +187,7 @@ def test_a_failed_save_leaves_the_previous_file_intact_and_a_save_is_fsynced(ima
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(learn, path)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temporary file left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.pt"]  # no temporary file left
     learn.dls.close()
 
 
