@@ -426,5 +426,5 @@ def test_a_resume_reads_its_checkpoint_once(image_folder, tmp_path, monkeypatch)
 
     monkeypatch.setattr(checkpoint_file.torch, "load", counting_load)
     model_pt = tmp_path / "cut" / "model.pt"
-    assert main(["train", "--resume", str(model_pt), "--workers", "0", "--quiet"]) == 0
+    assert main(["train", "--resume", str(model_pt), "--num-workers", "0", "--quiet"]) == 0
     assert reads.count(str(model_pt)) == 1, reads  # commands/train -> run.resume.open_resume, and no one else
