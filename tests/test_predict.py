@@ -63,6 +63,7 @@ def test_predictor_probabilities_sum_to_one(run):
     assert Prediction("x.jpg", ["a", "b"], [0.7, 0.2]).to_dict()["top"][1] == {"label": "b", "prob": 0.2}
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_python_dash_m_groundup_predict(run, image_folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "groundup", "predict", str(run / "model.pt"),
                         str(image_folder / "val" / "cat" / "cat_0.jpg")], capture_output=True, text=True,
