@@ -8,7 +8,7 @@ Compares, each variant in a fresh process, the same number of worker processes:
                Normalize + to_nchw on the whole batch; epoch 1 fills the decode cache, later
                epochs read it
 
-Run:  python benchmarks/bench_data.py [--workers 2] [--epochs 3] [--limit N]
+Run:  python benchmarks/bench_data.py [--num-workers 2] [--epochs 3] [--limit N]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def train_files(limit):
 def run_reference(args):
     files, vocab = train_files(args.limit)
     dl = torch.utils.data.DataLoader(PILDataset(files, vocab), batch_size=128, shuffle=True,
-                                     num_workers=args.workers, persistent_workers=args.workers > 0)
+                                     num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
     times = []
     for _ in range(args.epochs):
         with Timer() as t:
@@ -65,7 +65,7 @@ def run_walkthrough(args):
         with Timer() as t:
             idxs = np.random.permutation(len(ds))
             chunks = [idxs[i:i + 128] for i in range(0, len(ds), 128)]
-            with ProcessPoolExecutor(args.workers) as ex:  # new pool each epoch, ds pickled per batch
+            with ProcessPoolExecutor(args.num_workers) as ex:  # new pool each epoch, ds pickled per batch
                 n = sum(len(yb) for xb, yb in ex.map(partial(_walkthrough_collate, ds=ds), chunks))
         times.append(t.seconds)
     return {"images": n, "epoch_seconds": times}
@@ -82,7 +82,7 @@ def run_groundup(args):
     os.makedirs(os.path.join(root, "val", files[0].parent.name))
     os.symlink(files[0], os.path.join(root, "val", files[0].parent.name, files[0].name))
     with Timer() as setup:  # the scan, and decoding the STATS_IMAGES images the statistics are measured on
-        dls = ImageDataLoaders.from_folder(root, size=64, bs=128, num_workers=args.workers, seed=0)
+        dls = ImageDataLoaders.from_folder(root, size=64, bs=128, num_workers=args.num_workers, seed=0)
     norm = Normalize(*dls.stats)
     times = []
     for _ in range(args.epochs):
@@ -102,7 +102,7 @@ VARIANTS = {"reference": run_reference, "walkthrough": run_walkthrough, "groundu
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--limit", type=int, default=0, help="use this many training images (0: all)")
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -115,11 +115,11 @@ def main():
         return
     files, _ = train_files(args.limit)
     warm_page_cache(files)
-    print(f"{len(files)} images, bs 128, 64 px, {args.workers} workers, {os.cpu_count()} cores, "
+    print(f"{len(files)} images, bs 128, 64 px, {args.num_workers} workers, {os.cpu_count()} cores, "
           f"torch {torch.__version__}")
     results = {}
     for name in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", name, "--workers", str(args.workers),
+        cmd = [sys.executable, __file__, "--variant", name, "--num-workers", str(args.num_workers),
                "--epochs", str(args.epochs), "--limit", str(args.limit)]
         results[name] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     ref = results["reference"]

@@ -8,7 +8,7 @@
 Each variant runs in a fresh process with a cold decode cache; both use the same number of
 workers. Prints seconds per epoch (training + validation) and the ratios.
 
-Run:  python benchmarks/bench_e2e.py [--epochs 2] [--workers 2]
+Run:  python benchmarks/bench_e2e.py [--epochs 2] [--num-workers 2]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from groundup.nn.models import simple_cnn
 def run_reference(args):
     train_files, valid_files = grandparent_split(get_image_files(require_data()))
     vocab = val2idx(parent_label(f) for f in train_files)
-    kw = {"num_workers": args.workers, "persistent_workers": args.workers > 0}
+    kw = {"num_workers": args.num_workers, "persistent_workers": args.num_workers > 0}
     train = torch.utils.data.DataLoader(PILDataset(train_files, vocab), 128, shuffle=True, **kw)
     valid = torch.utils.data.DataLoader(PILDataset(valid_files, vocab), 256, **kw)
     torch.manual_seed(0)
@@ -67,7 +67,7 @@ def run_groundup(args):
     from groundup.data.folder import ImageDataLoaders
     from groundup.learner import Learner
 
-    dls = ImageDataLoaders.from_folder(require_data(), size=64, bs=128, num_workers=args.workers, seed=0)
+    dls = ImageDataLoaders.from_folder(require_data(), size=64, bs=128, num_workers=args.num_workers, seed=0)
     torch.manual_seed(0)
     track = TrackResults(print_table=False)
     learn = Learner(simple_cnn(), dls, cross_entropy, lr=0.1, cbs=[SetupLearnerCB(), track])
@@ -83,7 +83,7 @@ VARIANTS = {"reference": run_reference, "groundup": run_groundup}
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.variant:
@@ -95,10 +95,10 @@ def main():
     res = {}
     for name in VARIANTS:
         cmd = [sys.executable, __file__, "--variant", name, "--epochs", str(args.epochs),
-               "--workers", str(args.workers)]
+               "--num-workers", str(args.num_workers)]
         res[name] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     r, g = res["reference"]["epoch_seconds"], res["groundup"]["epoch_seconds"]
-    print(f"imagenette2-224 (9469 train + 3925 valid), 64 px, simple_cnn, bs 128, {args.workers} workers, "
+    print(f"imagenette2-224 (9469 train + 3925 valid), 64 px, simple_cnn, bs 128, {args.num_workers} workers, "
           f"{os.cpu_count()} cores, torch {torch.__version__}")
     print(f"{'epoch':>5}{'reference s':>13}{'groundup s':>12}{'speed-up':>10}{'ref acc':>9}{'gu acc':>8}")
     for e in range(args.epochs):

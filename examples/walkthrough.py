@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="an imagenette folder (train/ and val/)")
     p.add_argument("--out", type=Path, default=Path("walkthrough-out"), help="where the plots go")
     p.add_argument("--epochs", type=int, default=8, help="epochs of the OneCycle run")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=42, help="seeds the weights and the shuffling")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -57,8 +57,8 @@ def main() -> None:
     print(f"{len(train_ds)} training and {len(valid_ds)} validation images, {len(vocab)} classes")
 
     # Steps 3-4: DataLoaders, statistics from a batch, Normalize (SetupLearnerCB applies it on the device).
-    dls = DataLoaders(DataLoader(train_ds, 128, shuffle=True, num_workers=args.workers, seed=args.seed),
-                      DataLoader(valid_ds, 256, num_workers=args.workers))
+    dls = DataLoaders(DataLoader(train_ds, 128, shuffle=True, num_workers=args.num_workers, seed=args.seed),
+                      DataLoader(valid_ds, 256, num_workers=args.num_workers))
     xb, _yb = next(iter(dls.train))
     norm = Normalize(*batch_stats(xb))
     print(f"first batch: {tuple(xb.shape)} {xb.dtype}; {norm}")

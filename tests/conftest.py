@@ -92,6 +92,6 @@ def run(image_folder, tmp_path) -> Path:
     from groundup.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0",
                  "--epochs", "2", "--quiet", "--out", str(out)]) == 0
     return out

@@ -131,11 +131,17 @@ def test_scale_one_without_flip_is_the_whole_view():
     assert torch.equal(aug(xb, epoch=0, batch=0), whole_view(xb, 32))
 
 
-def test_outside_training_the_view_is_deterministic():
+def test_outside_training_preprocessing_gives_the_whole_view_at_its_size():
+    from groundup.data.preprocessing import Preprocessing
+    from groundup.data.transforms import to_nchw
+
+    pre = Preprocessing([0.5] * 3, [0.25] * 3, size=32)
     xb = known_image(4, 40, 40)
-    aug = BatchAugment(32, seed=0)
-    assert torch.equal(aug(xb, training=False), whole_view(xb, 32))
-    assert torch.equal(aug(known_image(4, 32, 32), training=False), known_image(4, 32, 32))
+    assert torch.equal(pre(xb), to_nchw(pre.normalize(whole_view(xb, 32))))
+    assert torch.equal(pre(xb), pre(xb))  # deterministic
+    small = known_image(4, 24, 24)  # e.g. an augmented training batch at a smaller training size
+    assert pre(small, resize=False).shape == (4, 3, 24, 24)
+    assert torch.equal(pre(small, resize=False), to_nchw(pre.normalize(small)))
 
 
 def test_stored_size_is_a_quarter_larger_by_default():

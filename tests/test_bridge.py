@@ -69,7 +69,7 @@ def test_moving_or_casting_the_bridge_reaches_the_models_forward():
     bridge = to_torch(model)
     bridge.double()  # torch puts new buffer objects into the shared dicts; forward must read them
     bn = model.get_submodule("0.1")
-    assert bn.running_mean.dtype == torch.float64 and bn.running_mean is bn._buffers["running_mean"]
+    assert bn.running_mean.dtype == torch.float64 and bn.running_mean is dict(bn.named_buffers())["running_mean"]
     x, _ = batch()
     assert model.eval()(x.double()).dtype == torch.float64
     bridge.to(memory_format=torch.channels_last)
@@ -84,8 +84,8 @@ def test_load_state_dict_through_the_bridge_loads_the_model_also_with_assign():
     torch.testing.assert_close(model.eval()(x), source.eval()(x))
     bridge.load_state_dict(resnet().state_dict(), assign=True)  # new tensor objects in the registries
     conv = model.get_submodule("0.0")
-    assert conv.weight is conv._parameters["weight"]
-    assert model.get_submodule("0.1").running_var is model.get_submodule("0.1")._buffers["running_var"]
+    assert conv.weight is dict(conv.named_parameters())["weight"]
+    assert model.get_submodule("0.1").running_var is dict(model.named_buffers())["0.1.running_var"]
 
 
 def test_functional_call_runs_the_model_with_the_given_tensors_and_then_restores_its_own():
@@ -95,7 +95,7 @@ def test_functional_call_runs_the_model_with_the_given_tensors_and_then_restores
     zeros = {k: torch.zeros_like(v) for k, v in bridge.state_dict().items()}
     torch.testing.assert_close(torch.func.functional_call(bridge, zeros, (x,)), torch.zeros(5, 2))
     weight = model[0].weight
-    assert weight is model[0]._parameters["weight"] and weight.abs().sum() > 0
+    assert weight is dict(model.named_parameters())["0.weight"] and weight.abs().sum() > 0
     torch.testing.assert_close(model(x), F.linear(x, weight, model[0].bias))
 
 
@@ -127,7 +127,7 @@ def test_a_bridged_model_survives_deepcopy_and_pickling():
     for other in (copy.deepcopy(model), torch.load(buf, weights_only=False)):
         torch.testing.assert_close(other(x), model(x))
         conv = other[0]
-        assert conv.weight is conv._parameters["weight"] and conv.weight is not model[0].weight
+        assert conv.weight is dict(conv.named_parameters())["weight"] and conv.weight is not model[0].weight
 
 
 # -- the tools that need a torch.nn.Module ------------------------------------------------------------

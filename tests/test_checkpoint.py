@@ -15,7 +15,6 @@ from groundup.utils.checkpoint_file import (
     read_checkpoint,
     save_checkpoint,
     set_rng_state,
-    write_atomic,
 )
 from groundup.data.folder import ImageDataLoaders
 from groundup.learner import Callback, CancelFitException, Learner
@@ -170,8 +169,15 @@ def test_extra_keys_may_not_replace_checkpoint_entries(image_folder, tmp_path):
         save_checkpoint(learn, tmp_path / "m.pt", model={})
 
 
-def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
-    path = write_atomic({"a": torch.ones(3)}, tmp_path / "c.pt")
+def test_a_failed_save_leaves_the_previous_file_intact_and_a_save_is_fsynced(image_folder, tmp_path, monkeypatch):
+    import os
+
+    learn = make_learner(image_folder)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    path = save_checkpoint(learn, tmp_path / "ck" / "c.pt")
+    assert len(synced) == 2  # the file before its rename, the folder after it: durable
     before = path.read_bytes()
 
     def crash(obj, f):
@@ -179,9 +185,10 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
         raise KeyboardInterrupt  # killed mid-write
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        write_atomic({"a": torch.zeros(3)}, path)
+        save_checkpoint(learn, path)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temporary file left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.pt"]  # no temporary file left
+    learn.dls.close()
 
 
 def test_checkpoint_callback_saves_every_epoch_and_keeps_the_best(image_folder, tmp_path):

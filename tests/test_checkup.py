@@ -20,7 +20,7 @@ def folder_with_problems(tmp_path):
 
 
 def train_args(root, out, *extra):
-    return ["train", "--data", str(root), "--size", "16", "--bs", "4", "--workers", "0", "--epochs", "6",
+    return ["train", "--data", str(root), "--size", "16", "--bs", "4", "--num-workers", "0", "--epochs", "6",
             "--quiet", "--out", str(out), *extra]
 
 

@@ -22,7 +22,7 @@ RUN_FILES = {"metrics.csv", "summary.json", "model.pt", "best.pt", "losses.png",
 
 def tiny(folder, *extra, epochs=2):
     """Arguments for a fast run on the tiny image folder."""
-    return ["train", "--data", str(folder), "--size", "16", "--bs", "4", "--workers", "0",
+    return ["train", "--data", str(folder), "--size", "16", "--bs", "4", "--num-workers", "0",
             "--epochs", str(epochs), "--quiet", *extra]
 
 
@@ -54,7 +54,9 @@ def test_train_writes_every_run_file(image_folder, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final"]["valid_acc"] == pytest.approx(float(rows[-1]["valid_acc"]))
     assert summary["n_images"] == 27 and summary["vocab"] == ["cat", "dog", "emu"]
-    assert summary["arch"] == "simple_cnn" and summary["epochs"] == 3 and summary["schedule"] == "one-cycle"
+    config = summary["config"]  # the settings live there only
+    assert config["arch"] == "simple_cnn" and config["epochs"] == 3 and config["schedule"] == "one-cycle"
+    assert not {"arch", "lr", "schedule", "epochs", "seed"} & set(summary)
     assert {"torch", "numpy", "groundup", "python"} <= set(summary["versions"])
     assert summary["wall_seconds"] > 0 and summary["data_path"] == str(image_folder.resolve())
     ckpt = read_checkpoint(out / "model.pt")
@@ -102,6 +104,7 @@ def test_quiet_prints_nothing(image_folder, tmp_path, capsys):
     assert capsys.readouterr() == ("", "")
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_python_dash_m_groundup_train_end_to_end(image_folder, tmp_path):
     args = [a for a in tiny(image_folder, "--out", tmp_path / "run", epochs=1) if a != "--quiet"]
     r = run_module(*args, cwd=tmp_path)
@@ -123,7 +126,7 @@ def test_the_command_line_of_a_torchrun_run_names_torchrun(monkeypatch):
 
 def test_train_without_data_uses_the_shipped_data_set(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--epochs", "1", "--size", "16", "--workers", "0", "--quiet"]) == 0
+    assert main(["train", "--epochs", "1", "--size", "16", "--num-workers", "0", "--quiet"]) == 0
     (run,) = (tmp_path / "runs").iterdir()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n_train"] == 600 and summary["n_valid"] == 200 and len(summary["vocab"]) == 10
@@ -173,12 +176,14 @@ def test_lr_auto_runs_the_finder_first_and_trains_with_its_suggestion(image_fold
     out = tmp_path / "run"
     assert main([a for a in tiny(image_folder, "--out", str(out), "--lr", "auto") if a != "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["lr"] == summary["lr_finder"]["lr"] == summary["config"]["lr"] > 0
+    lr = summary["config"]["lr"]
+    assert lr > 0 and summary["lr_finder"] == {"method": summary["lr_finder"]["method"]}  # lr: in config only
+    assert read_checkpoint(out / "model.pt")["run"]["lr_finder"] == summary["lr_finder"]
     assert (out / "lr_find.png").is_file()
     assert "lr finder suggests" in capsys.readouterr().out
-    found = f"suggested lr {summary['lr']:.3g} ({summary['lr_finder']['method']}), used for training"
+    found = f"suggested lr {lr:.3g} ({summary['lr_finder']['method']}), used for training"
     assert found in (out / "report.html").read_text()  # the report's header names the suggestion
-    assert max(read_checkpoint(out / "model.pt")["callbacks"]["recorder"]["lrs"]) <= summary["lr"]
+    assert max(read_checkpoint(out / "model.pt")["callbacks"]["recorder"]["lrs"]) <= lr
 
 
 # -- resume ---------------------------------------------------------------------------------------------
@@ -193,6 +198,7 @@ def interrupt_after_epoch(monkeypatch, epoch):
     monkeypatch.setattr(Checkpoint, "after_epoch", after_epoch)
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder, tmp_path, monkeypatch, capsys):
     # With augmentation: the crops and flips are seeded by (seed, epoch, batch), so they repeat too.
     options = ["--arch", "resnet", "--opt", "sgd", "--lr", "0.05", "--augment", "--label-smoothing", "0.1",
@@ -205,7 +211,7 @@ def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder
     assert "--resume" in capsys.readouterr().err
     assert read_checkpoint(tmp_path / "cut" / "model.pt")["epoch"] == 1
     # The resumed run takes every setting from the checkpoint: no --arch, --lr, --epochs ... needed.
-    r = run_module("train", "--resume", tmp_path / "cut" / "model.pt", "--workers", "0", cwd=tmp_path)
+    r = run_module("train", "--resume", tmp_path / "cut" / "model.pt", "--num-workers", "0", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
 
     full, resumed = weights(tmp_path / "full" / "model.pt"), weights(tmp_path / "cut" / "model.pt")
@@ -216,7 +222,7 @@ def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder
         return [{k: v for k, v in row.items() if k not in ("seconds", "data_seconds")} for row in csv.DictReader(path.open())]
     assert drop_seconds(tmp_path / "full" / "metrics.csv") == drop_seconds(tmp_path / "cut" / "metrics.csv")
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
-    assert summary["start_epoch"] == 2 and summary["arch"] == "resnet" and summary["config"]["opt"] == "sgd"
+    assert summary["start_epoch"] == 2 and summary["config"]["arch"] == "resnet" and summary["config"]["opt"] == "sgd"
     assert summary["config"]["augment"] is True
 
 
@@ -280,7 +286,7 @@ def _no_train(tmp_path):
     (None, ["--bs", "0"], r"argument -b/--bs: must be a positive integer, got 0"),
     (None, ["--epochs", "-2"], r"argument -e/--epochs: must be a positive integer, got -2"),
     (None, ["--size", "x"], r"argument --size: must be a positive integer, got 'x'"),
-    (None, ["--workers", "-1"], r"argument -j/--workers: must be an integer >= 0"),
+    (None, ["--num-workers", "-1"], r"argument -j/--num-workers: must be an integer >= 0"),
 ])
 def test_bad_train_input_is_a_one_line_error_with_status_2(image_folder, tmp_path, capsys, make_data, options,
                                                            pattern):
@@ -291,6 +297,7 @@ def test_bad_train_input_is_a_one_line_error_with_status_2(image_folder, tmp_pat
     assert not out.exists()  # a refused run leaves nothing behind
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_an_error_in_a_subprocess_has_no_traceback(tmp_path):
     r = run_module("train", "--data", tmp_path / "missing", cwd=tmp_path)
     assert r.returncode == 2
@@ -301,7 +308,7 @@ def test_an_error_in_a_subprocess_has_no_traceback(tmp_path):
 # -- lr-find ------------------------------------------------------------------------------------------------
 def test_lr_find_writes_the_plot_and_json_and_prints_the_suggestion(image_folder, tmp_path, capsys):
     out = tmp_path / "lr"
-    assert main(["lr-find", "--data", str(image_folder), "--size", "16", "--bs", "8", "--workers", "0",
+    assert main(["lr-find", "--data", str(image_folder), "--size", "16", "--bs", "8", "--num-workers", "0",
                  "--max-lr", "1", "--out", str(out)]) == 0
     result = json.loads((out / "lr_find.json").read_text())
     assert {"lrs", "losses", "suggestion", "method"} <= set(result)
@@ -353,7 +360,7 @@ def test_a_registry_name_as_data_is_downloaded_through_untar_data(image_folder, 
 # -- help ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command, options", [
     ([], ["train", "lr-find", "download", "predict"]),
-    (["train"], ["--data", "--epochs", "--lr", "--bs", "--size", "--arch", "--schedule", "--opt", "--workers",
+    (["train"], ["--data", "--epochs", "--lr", "--bs", "--size", "--arch", "--schedule", "--opt", "--num-workers",
                  "--seed", "--out", "--resume", "--quiet", "--amp"]),
     (["lr-find"], ["--data", "--arch", "--bs", "--size", "--start-lr", "--max-lr", "--out"]),
     (["download"], ["NAME", "--dest", "--list"]),
@@ -382,6 +389,7 @@ def test_unknown_command_is_a_one_line_error(capsys):
     assert_one_line_error(capsys, r"invalid choice: 'trian'")
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(tmp_path):
     script = tmp_path / "long_output.py"
     script.write_text(
@@ -414,5 +422,5 @@ def test_a_resume_reads_its_checkpoint_once(image_folder, tmp_path, monkeypatch)
 
     monkeypatch.setattr(checkpoint_file.torch, "load", counting_load)
     model_pt = tmp_path / "cut" / "model.pt"
-    assert main(["train", "--resume", str(model_pt), "--workers", "0", "--quiet"]) == 0
+    assert main(["train", "--resume", str(model_pt), "--num-workers", "0", "--quiet"]) == 0
     assert reads.count(str(model_pt)) == 1, reads  # commands/train -> run.resume.open_resume, and no one else

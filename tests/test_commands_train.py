@@ -9,7 +9,7 @@ from groundup.cli import main
 
 def tiny(folder, out, *extra, epochs=2):
     """Arguments for a fast, quiet run on the tiny image folder."""
-    return ["train", "--data", str(folder), "--size", "16", "--bs", "4", "--workers", "0",
+    return ["train", "--data", str(folder), "--size", "16", "--bs", "4", "--num-workers", "0",
             "--epochs", str(epochs), "--quiet", "--out", str(out), *extra]
 
 
@@ -49,7 +49,7 @@ def test_short_aliases_b_j_e_work_and_are_listed_in_help(image_folder, tmp_path,
         {"bs": 6, "num_workers": 0, "epochs": 1}
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "-b BS, --bs BS" in text and "-j NUM_WORKERS, --workers NUM_WORKERS" in text
+    assert "-b BS, --bs BS" in text and "-j NUM_WORKERS, --num-workers NUM_WORKERS" in text
     assert "-e EPOCHS, --epochs EPOCHS" in text
     assert main(["lr-find", "--help"]) == 0
     assert "-b BS, --bs BS" in capsys.readouterr().out
@@ -207,7 +207,8 @@ data = "{image_folder}"
 epochs = 1
 bs = 6
 size = 16
-workers = 0          # the flag's name works too
+num-workers = 0      # the option's spelling works too
+label-smoothing = 0.1
 schedule = "constant"
 monitor = "valid_acc"
 quiet = true
@@ -216,7 +217,7 @@ out = "{out}"
     assert main(["train", "--config", config, "--bs", "4"]) == 0
     saved = read_checkpoint(out / "model.pt")["config"]
     assert (saved["bs"], saved["epochs"], saved["size"], saved["num_workers"]) == (4, 1, 16, 0)
-    assert saved["schedule"] == "constant" and saved["monitor"] == "valid_acc"
+    assert saved["schedule"] == "constant" and saved["monitor"] == "valid_acc" and saved["label_smoothing"] == 0.1
 
 
 def test_print_config_prints_toml_that_config_loads_back(image_folder, tmp_path, capsys):

@@ -11,7 +11,7 @@ def test_train_config_validates_like_the_command_line():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match=r"unknown --arch 'resnt' \(did you mean 'resnet'\?\)"):
         TrainConfig(arch="resnt")
-    with pytest.raises(ValueError, match="--workers must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match="--num-workers must be an integer >= 0, got -1"):
         TrainConfig(num_workers=-1)
     assert TrainConfig(lr="auto").lr == "auto"
 
@@ -19,7 +19,21 @@ def test_train_config_validates_like_the_command_line():
 def test_from_dict_ignores_unknown_keys_and_reads_the_old_workers_key():
     assert TrainConfig.from_dict({**TrainConfig().to_dict(), "unknown": 1}) == TrainConfig()
     assert TrainConfig.from_dict({"workers": 3}).num_workers == 3  # checkpoints of groundup 0.1
-    assert TrainConfig(num_workers=2).workers == 2
+
+
+def test_a_toml_file_may_spell_a_setting_as_its_option(tmp_path):
+    from groundup.run.config import read_toml_settings
+
+    path = tmp_path / "a.toml"
+    path.write_text('num-workers = 2\nlabel-smoothing = 0.1\ntrain_size = 8\naugment = true\n')
+    assert read_toml_settings(path) == {"num_workers": 2, "label_smoothing": 0.1, "train_size": 8, "augment": True}
+    assert TrainConfig.from_toml(path).num_workers == 2
+    path.write_text('num-workers = 2\nnum_workers = 3\n')
+    with pytest.raises(ValueError, match=r"'num-workers' and 'num_workers' are the same setting"):
+        read_toml_settings(path)
+    path.write_text('workers = 2\n')  # the flag of 0.1 is no setting: the error names the one there is
+    with pytest.raises(ValueError, match=r"unknown setting 'workers' \(did you mean 'num_workers'\?\)"):
+        read_toml_settings(path)
 
 
 @pytest.mark.parametrize("name, cls, group", [("sgd", SGD, {"momentum": 0.9, "weight_decay": 1e-4}),

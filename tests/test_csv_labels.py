@@ -93,7 +93,7 @@ def test_train_from_a_csv_on_the_command_line(image_folder, tmp_path, capsys):
     write_csv(image_folder, rows, header="fname,label")
     out = tmp_path / "run"
     assert main(["train", "--data", str(image_folder), "--labels", "labels.csv", "--valid-pct", "0.3",
-                 "--size", "16", "--bs", "4", "--workers", "0", "--epochs", "1", "--out", str(out)]) == 0
+                 "--size", "16", "--bs", "4", "--num-workers", "0", "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "a random 30% of its 27 images validates" in printed
     assert (out / "confusion_matrix.png").is_file()
@@ -103,7 +103,7 @@ def test_train_from_a_csv_on_the_command_line(image_folder, tmp_path, capsys):
 
 def test_a_bad_csv_on_the_command_line_is_one_line_with_status_2(image_folder, tmp_path, capsys):
     write_csv(image_folder, ["train/cat/cat_0.jpg,cat", "train/cat/typo.jpg,cat"], header="fname,label")
-    assert main(["train", "--data", str(image_folder), "--labels", "labels.csv", "--workers", "0",
+    assert main(["train", "--data", str(image_folder), "--labels", "labels.csv", "--num-workers", "0",
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -44,7 +44,7 @@ def test_train_and_lr_find_refuse_a_missing_device_in_one_line(image_folder, tmp
 
 def test_train_on_the_device_asked_for(image_folder, tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "8", "--workers", "0", "--epochs",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "8", "--num-workers", "0", "--epochs",
                  "1", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["device"] == "cpu" and summary["config"]["device"] == "cpu"

@@ -134,6 +134,23 @@ class FailAt(Callback):
             raise RuntimeError(f"boom on rank {get_rank()}")
 
 
+def loader_state(dls) -> dict:
+    """What DistributedTraining changes on the loaders during fit (and must put back after it)."""
+    return {"shards": [(dl.rank, dl.world_size) for dl in (dls.train, dls.valid)],
+            "seeds": [dls.train.seed, dls.valid.seed], "augment": (dls.augment.seed, dls.augment.rank)}
+
+
+class LoaderState(Callback):
+    """Records `loader_state` at the first training batch."""
+
+    def __init__(self):
+        self.seen = None
+
+    def before_batch(self):
+        if self.learn.training and self.seen is None:
+            self.seen = loader_state(self.learn.dls)
+
+
 def state_of(learn: Learner) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in unwrap_model(learn.model).state_dict().items()}
 
@@ -174,12 +191,13 @@ def run_rank(scenario: str, out: Path) -> None:
     results["resumed"] = {"state": state_of(learn)}
     torch.manual_seed(100 + rank)  # image folder, statistics measured with a per-rank random seed
     dls = ImageDataLoaders.from_folder(out / "images", size=8, bs=4, num_workers=0, cache=False, augment=True)
-    setup = SetupLearnerCB(device="cpu")
+    setup, during = SetupLearnerCB(device="cpu"), LoaderState()
+    before = loader_state(dls)
     learn = Learner(Sequential(Flatten(), Linear(8 * 8 * 3, 3)), dls, cross_entropy, lr=0.1,
-                    cbs=[setup, DistributedTraining()])
+                    cbs=[setup, during, DistributedTraining()])
     learn.fit(1)
     results["images"] = {"state": state_of(learn), "mean": learn.preprocessing.mean, "std": learn.preprocessing.std,
-                         "augment": (dls.augment.seed, dls.augment.rank)}
+                         "during": during.seen, "before": before, "after": loader_state(dls)}
     learn = make_learner("groundup", 100 + rank, cbs=[DistributedTraining()])
     learn.dls = DataLoaders(*[[b for b in dl] for dl in learn.dls])  # plain lists cannot be sharded
     try:
@@ -234,6 +252,7 @@ def assert_same_state(a: dict, b: dict, atol: float = 1e-5) -> None:
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_final_weights_equal_one_process_on_the_global_batches(run, kind):
     _, ranks = run
     expected = state_of(reference(kind))
@@ -241,12 +260,14 @@ def test_final_weights_equal_one_process_on_the_global_batches(run, kind):
         assert_same_state(r[kind]["state"], expected)
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_torch_model_is_unwrapped_after_fit(run):
     _, ranks = run
     assert all(r["torch"]["model_type"] is nn.Sequential for r in ranks)
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_every_sample_is_seen_once_per_epoch_across_ranks(run, kind):
     _, ranks = run
     orders = []
@@ -263,6 +284,7 @@ def test_every_sample_is_seen_once_per_epoch_across_ranks(run, kind):
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_metrics_equal_one_process_and_only_rank_0_prints(run, kind):
     _, ranks = run
     track = TrackResults(print_table=False)
@@ -278,6 +300,7 @@ def test_metrics_equal_one_process_and_only_rank_0_prints(run, kind):
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_only_rank_0_writes_and_its_checkpoint_resumes_in_one_process(run, kind):
     out, ranks = run
     assert (out / f"ckpt_{kind}_rank0" / "model.pt").is_file()
@@ -291,6 +314,7 @@ def test_only_rank_0_writes_and_its_checkpoint_resumes_in_one_process(run, kind)
     assert_same_state(state_of(learn), state_of(reference(kind, n_epochs=EPOCHS + 1)))
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_a_single_process_checkpoint_resumes_distributed(run):
     _, ranks = run
     expected = state_of(reference("groundup"))
@@ -299,6 +323,7 @@ def test_a_single_process_checkpoint_resumes_distributed(run):
 
 
 @pytest.mark.parametrize("kind", ["groundup_bn", "torch_bn"])
+@pytest.mark.slow  # torchrun: two processes
 def test_ranks_agree_on_weights_and_batchnorm_running_statistics(run, kind):
     _, (r0, r1) = run
     assert any("running_mean" in k for k in r0[kind]["state"])
@@ -306,6 +331,7 @@ def test_ranks_agree_on_weights_and_batchnorm_running_statistics(run, kind):
 
 
 @pytest.mark.parametrize("kind", ["groundup", "torch"])
+@pytest.mark.slow  # torchrun: two processes
 def test_a_cancel_on_one_rank_stops_every_rank_at_the_same_step(run, kind):
     _, ranks = run
     track = TrackResults(print_table=False)
@@ -315,27 +341,34 @@ def test_a_cancel_on_one_rank_stops_every_rank_at_the_same_step(run, kind):
         assert len(r[f"cancel_{kind}"]["history"]) == len(track.history) == 1
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_a_cancel_during_validation_stops_every_rank_after_that_epoch(run):
     _, (r0, r1) = run
     assert r0["cancel_valid"]["epochs"] == r1["cancel_valid"]["epochs"] == [0]
     assert_same_state(r0["cancel_valid"]["state"], r1["cancel_valid"]["state"], atol=0)
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_ranks_agree_on_the_normalization_statistics_of_an_image_folder(run):
     _, (r0, r1) = run
-    (seed0, rank0), (seed1, rank1) = r0["images"]["augment"], r1["images"]["augment"]
+    (seed0, rank0), (seed1, rank1) = r0["images"]["during"]["augment"], r1["images"]["during"]["augment"]
     assert seed0 == seed1 and (rank0, rank1) == (0, 1)  # rank 0's seed, each rank its own crops
+    assert r1["images"]["during"]["shards"] == [(1, 2), (1, 2)]
+    for r in (r0, r1):  # after fit, each rank's loaders are as they were before it
+        assert r["images"]["after"] == r["images"]["before"]
     assert torch.equal(r0["images"]["mean"], r1["images"]["mean"])
     assert torch.equal(r0["images"]["std"], r1["images"]["std"])
     assert_same_state(r0["images"]["state"], r1["images"]["state"], atol=0)
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_loaders_that_cannot_shard_are_refused_with_advice(run):
     _, ranks = run
     for r in ranks:
         assert "DistributedSampler" in r["plain_loader_error"] and "dls.train is a list" in r["plain_loader_error"]
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_an_error_on_rank_1_ends_both_processes_with_its_message(tmp_path):
     start = time.monotonic()
     proc = torchrun("fail", tmp_path, timeout=90)
@@ -345,6 +378,47 @@ def test_an_error_on_rank_1_ends_both_processes_with_its_message(tmp_path):
 
 
 # -- single-process behaviour (no launch) ----------------------------------------------------------------
+def rank_0_seeds(tensors, src=0):
+    """A broadcast from a pretend rank 0 whose seeds are one more than ours (statistics: the same)."""
+    for t in tensors:
+        if t.dtype == torch.int64:
+            t.add_(1)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_loaders_are_put_back_after_fit_also_when_it_raises(image_folder, monkeypatch, fails):
+    """Rank 1 of a pretend world of 2 (a real one-process gloo group underneath, for DDP)."""
+    import groundup.callbacks.distributed as distributed
+
+    class Boom(Callback):
+        def after_batch(self):
+            if fails:
+                raise RuntimeError("boom")
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(distributed, "init_from_env", lambda *a, **k: True)
+        monkeypatch.setattr(distributed, "get_rank", lambda: 1)
+        monkeypatch.setattr(distributed, "get_world_size", lambda: 2)
+        monkeypatch.setattr(distributed, "broadcast_", rank_0_seeds)
+        dls = ImageDataLoaders.from_folder(image_folder, size=8, bs=4, num_workers=0, seed=3, cache=False,
+                                           augment=True)
+        dls.train.seed = dls.valid.seed = dls.augment.seed = 7  # this rank's own seeds; rank 0's are 8
+        before, during = loader_state(dls), LoaderState()
+        learn = Learner(Sequential(Flatten(), Linear(8 * 8 * 3, 3)), dls, cross_entropy, lr=0.1,
+                        cbs=[SetupLearnerCB("cpu"), during, Boom(), DistributedTraining()])
+        if fails:
+            with pytest.raises(RuntimeError, match="boom"):
+                learn.fit(1)
+        else:
+            learn.fit(1)
+        assert during.seen == {"shards": [(1, 2), (1, 2)], "seeds": [8, 8], "augment": (8, 1)}
+        assert loader_state(dls) == before  # unsharded, their own seeds, augment.rank 0
+        dls.close()
+    finally:
+        dist.destroy_process_group()
+
+
 def test_distributed_cb_does_nothing_in_a_single_process():
     with_cb = make_learner("groundup", seed=100, cbs=[DistributedTraining()])
     with_cb.fit(2)

@@ -97,7 +97,7 @@ def test_overfitting_needs_several_epochs_of_rise():
 def test_loader_bottleneck_reads_the_share_of_each_epoch_spent_waiting():
     slow = [{"seconds": 10.0, "data_seconds": 9.0}] + [{"seconds": 4.0, "data_seconds": 2.0}] * 3
     found = loader_bottleneck(slow, num_workers=0, cpu_cores=8)
-    assert found.name == "loader_bottleneck" and "50%" in found.evidence and "--workers 8" in found.action
+    assert found.name == "loader_bottleneck" and "50%" in found.evidence and "--num-workers 8" in found.action
     # the first epoch (filling the decode cache) does not count; the rest barely waited
     fast = [{"seconds": 10.0, "data_seconds": 9.0}] + [{"seconds": 4.0, "data_seconds": 0.01}] * 3
     assert loader_bottleneck(fast, num_workers=0, cpu_cores=8) is None

@@ -13,7 +13,7 @@ from groundup.cli import main
 @pytest.fixture
 def run(image_folder, tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0",
                  "--epochs", "3", "--quiet", "--out", str(out)]) == 0
     return out
 
@@ -69,7 +69,7 @@ def test_help_lists_evaluate_and_its_options(capsys):
     assert "evaluate" in capsys.readouterr().out
     assert main(["evaluate", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for option in ("CHECKPOINT", "--data", "--split", "--out", "--bs", "--workers", "--top-losses",
+    for option in ("CHECKPOINT", "--data", "--split", "--out", "--bs", "--num-workers", "--top-losses",
                    "--device"):
         assert option in text
 

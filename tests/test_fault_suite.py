@@ -19,7 +19,7 @@ from groundup.cli import main
 
 def tiny(folder, *extra, epochs=2, size=16):
     """Arguments for a fast `groundup train` on the tiny image folder."""
-    return ["train", "--data", str(folder), "--size", str(size), "--bs", "4", "--workers", "0",
+    return ["train", "--data", str(folder), "--size", str(size), "--bs", "4", "--num-workers", "0",
             "--epochs", str(epochs), "--quiet", *map(str, extra)]
 
 

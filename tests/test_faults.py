@@ -39,7 +39,7 @@ from groundup.cli import main
 # -- helpers --------------------------------------------------------------------------------------------------
 def tiny(folder, *extra, epochs=2, size=16):
     """Arguments for a fast `groundup train` on the tiny image folder."""
-    return ["train", "--data", str(folder), "--size", str(size), "--bs", "4", "--workers", "0",
+    return ["train", "--data", str(folder), "--size", str(size), "--bs", "4", "--num-workers", "0",
             "--epochs", str(epochs), "--quiet", *map(str, extra)]
 
 
@@ -221,7 +221,7 @@ def test_temp_files_left_by_a_kill_mid_write_are_removed_when_the_run_resumes(im
     for p in stale:
         p.write_bytes(b"half a file")
     (out / "notes.tmp").write_text("not ours")
-    assert main(["train", "--resume", str(out / "model.pt"), "--quiet", "--workers", "0"]) == 0
+    assert main(["train", "--resume", str(out / "model.pt"), "--quiet", "--num-workers", "0"]) == 0
     assert not any(p.exists() for p in stale) and (out / "notes.tmp").exists()
 
 
@@ -335,12 +335,13 @@ def warnings_in(err: str) -> list[str]:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.slow  # a groundup subprocess
 def test_a_full_groundup_home_trains_without_the_cache_with_one_warning_and_leaves_the_disk_free(
         image_folder, tmp_path, small_fs, monkeypatch, capsys, workers):
     home = small_fs(512)  # the two caches need 1.3 MiB at 128 px
     mounted = home is not None
     args = tiny(image_folder, "--out", tmp_path / "run", epochs=1, size=128)
-    args[args.index("--workers") + 1] = str(workers)
+    args[args.index("--num-workers") + 1] = str(workers)
     if home is not None:  # in a fresh process: before the fix, this died of SIGBUS (exit 135, nothing printed)
         r = run_cli(*args, cwd=tmp_path, env={"GROUNDUP_HOME": str(home)})
         code, err = r.returncode, r.stderr
@@ -667,7 +668,7 @@ def test_resume_accepts_flags_that_agree_with_the_checkpoint(image_folder, tmp_p
     out = tmp_path / "run"
     assert main(tiny(image_folder, "--out", out, "--arch", "resnet", epochs=1)) == 0
     assert main(["train", "--resume", str(out / "model.pt"), "--quiet", "--arch", "resnet", "--size", "16",
-                 "--workers", "0"]) == 0
+                 "--num-workers", "0"]) == 0
 
 
 # -- downloads ------------------------------------------------------------------------------------------------------

@@ -41,6 +41,34 @@ def test_per_item_losses_match_torch(model):
     assert losses.shape == (192,)
 
 
+def test_per_item_losses_are_one_call_to_the_loss_function_also_with_label_smoothing():
+    import functools
+
+    from groundup.inference import item_losses
+
+    calls = []
+
+    def counted(preds, targets, **kw):
+        calls.append(kw)
+        return functools.partial(cross_entropy, label_smoothing=0.1)(preds, targets, **kw)
+
+    torch.manual_seed(0)
+    preds, targets = torch.randn(32, 5), torch.randint(0, 5, (32,))
+    losses = item_losses(counted, preds, targets)
+    assert calls == [{"reduction": "none"}]
+    torch.testing.assert_close(losses, F.cross_entropy(preds, targets, label_smoothing=0.1, reduction="none"))
+
+
+def test_per_item_losses_need_a_loss_that_takes_reduction():
+    from groundup.inference import item_losses
+
+    def plain(preds, targets):
+        return cross_entropy(preds, targets)
+
+    with pytest.raises(TypeError, match=r"reduction='none'.*plain does not"):
+        item_losses(plain, torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+
+
 class Spy(torch.nn.Module):
     """Records whether it ran in training mode and with gradients."""
 

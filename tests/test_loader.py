@@ -151,6 +151,7 @@ def test_a_dead_worker_raises_a_clear_error_instead_of_hanging():
     assert children_since(before) == []  # the other worker was stopped too
 
 
+@pytest.mark.slow  # a subprocess with workers
 def test_ctrl_c_leaves_no_orphan_workers(tmp_path):
     script = textwrap.dedent("""
         import multiprocessing, sys, time, torch

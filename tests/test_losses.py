@@ -53,6 +53,37 @@ def test_cross_entropy_and_its_gradient_match_torch(label_smoothing, scale):
     torch.testing.assert_close(a.grad, b.grad)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_reductions_and_their_gradients_match_torch(reduction, label_smoothing):
+    torch.manual_seed(0)
+    logits, targets = torch.randn(16, 10) * 3, torch.randint(0, 10, (16,))
+    a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = cross_entropy(a, targets, label_smoothing=label_smoothing, reduction=reduction)
+    ref = F.cross_entropy(b, targets, label_smoothing=label_smoothing, reduction=reduction)
+    torch.testing.assert_close(ours, ref)
+    assert ours.shape == ((16,) if reduction == "none" else ())
+    weights = torch.rand(ours.shape)  # a different weight per item: checks each item's gradient
+    (ours * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_cross_entropy_mean_is_the_mean_of_the_items_losses_bit_for_bit_as_before():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(64, 10), torch.randint(0, 10, (64,))
+    log_probs = log_softmax(logits, dim=1)
+    before = -log_probs.gather(1, targets.unsqueeze(1)).mean()  # the arithmetic of 0.1: the walkthrough's numbers
+    assert torch.equal(cross_entropy(logits, targets), before)
+    smoothed = 0.9 * before - 0.1 * log_probs.mean(dim=1).mean()
+    assert torch.equal(cross_entropy(logits, targets, label_smoothing=0.1), smoothed)
+
+
+def test_cross_entropy_rejects_an_unknown_reduction():
+    with pytest.raises(ValueError, match=r"reduction must be one of 'mean', 'sum', 'none', got 'avg'"):
+        cross_entropy(torch.randn(4, 10), torch.zeros(4, dtype=torch.long), reduction="avg")
+
+
 def test_cross_entropy_accepts_other_integer_dtypes():
     logits, targets = torch.randn(4, 3), torch.tensor([0, 2, 1, 2], dtype=torch.int32)
     torch.testing.assert_close(cross_entropy(logits, targets), F.cross_entropy(logits, targets.long()))

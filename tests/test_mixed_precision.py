@@ -147,11 +147,22 @@ def test_a_step_with_inf_grads_is_skipped_and_the_scale_backs_off():
 
 def test_a_skipped_step_is_closed_before_the_next_backward():
     model, learn = scaled_learner(SGD)
+    ref = nn.Linear(3, 2)
+    ref.load_state_dict(model.state_dict())
     for _ in range(2):  # no step between the two: the second unscale must not fail
-        learn.loss_grad = model(torch.randn(4, 3)).sum()
-        learn.backward()
         learn.opt.zero_grad()
+        x = torch.randn(4, 3)
+        learn.loss_grad = model(x).sum()
+        learn.backward()
+    ref(x).sum().backward()
+    torch.testing.assert_close(model.weight.grad, ref.weight.grad)  # the second batch's gradient, unscaled once
     learn.step()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p -= 0.1 * p.grad
+    for a, b in zip(model.parameters(), ref.parameters()):  # the step is a plain step on that gradient
+        torch.testing.assert_close(a, b)
+    assert learn.grad_scaler.get_scale() == 1024.0  # neither batch had inf gradients: no back-off
 
 
 def test_scaler_state_round_trips_through_the_callback():

@@ -117,7 +117,7 @@ def test_assigning_a_plain_tensor_to_a_parameter_name_says_how_to_update():
 def test_reassigning_or_deleting_unregisters():
     model = TwoLayer()
     model.out = None
-    assert "out" not in model._modules
+    assert "out" not in dict(model.named_children())
     del model.hidden
     assert list(model.parameters()) == []
 
@@ -193,7 +193,7 @@ def test_to_dtype_keeps_the_same_parameter_objects():
     assert all(a is b for a, b in zip(before, after))
     assert all(type(p) is Parameter and p.dtype == torch.float64 and p.requires_grad for p in after)
     assert all(b.dtype == torch.float64 for b in model.buffers())
-    assert model[1].running_mean is model[1]._buffers["running_mean"]
+    assert model[1].running_mean is dict(model[1].named_buffers())["running_mean"]
     out = model(torch.randn(2, 3, 8, 8, dtype=torch.float64))
     assert out.dtype == torch.float64
 
@@ -278,7 +278,7 @@ def test_load_names_shape_mismatches():
 def test_deepcopy_keeps_registration_and_copies_values():
     model = TwoLayer()
     clone = copy.deepcopy(model)
-    assert clone.hidden.weight is clone._modules["hidden"]._parameters["weight"]
+    assert clone.hidden.weight is dict(clone.named_parameters())["hidden.weight"]
     assert clone.hidden.weight is not model.hidden.weight
     torch.testing.assert_close(clone.hidden.weight, model.hidden.weight)
 

@@ -124,7 +124,7 @@ def test_per_tag_scores_match_a_hand_computation():
 def test_train_predict_and_export_a_multi_label_model_on_the_command_line(tagged, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", str(tagged), "--labels", "labels.csv", "--size", "16", "--bs", "8",
-                 "--workers", "0", "--epochs", "4", "--lr", "0.01", "--quiet", "--out", str(out)]) == 0
+                 "--num-workers", "0", "--epochs", "4", "--lr", "0.01", "--quiet", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["multi_label"] and summary["threshold"] == 0.5
     assert set(summary["metrics"]) == {"valid micro-F1", "valid macro-F1"}

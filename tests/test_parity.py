@@ -67,6 +67,7 @@ def one_cycle(pct: float, start: float, peak: float, end: float, pct_start: floa
     return peak + (end - peak) * (pct - pct_start) / (1 - pct_start)
 
 
+@pytest.mark.slow  # trains two models step by step: 10-20 s
 @pytest.mark.parametrize("momentum, wd", [(0.0, 0.0), (0.9, WD)], ids=["walkthrough", "momentum-wd"])
 def test_simple_cnn_sgd_one_cycle_match_torch_step_by_step(momentum, wd):
     """The walkthrough's settings (`Learner`'s default `SGD`: no momentum, no weight decay; OneCycle then

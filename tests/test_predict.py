@@ -63,6 +63,7 @@ def test_predictor_probabilities_sum_to_one(run):
     assert Prediction("x.jpg", ["a", "b"], [0.7, 0.2]).to_dict()["top"][1] == {"label": "b", "prob": 0.2}
 
 
+@pytest.mark.slow  # a groundup subprocess
 def test_python_dash_m_groundup_predict(run, image_folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "groundup", "predict", str(run / "model.pt"),
                         str(image_folder / "val" / "cat" / "cat_0.jpg")], capture_output=True, text=True,
@@ -152,7 +153,7 @@ def test_a_checkpoint_of_format_version_1_still_predicts(run, image_folder, tmp_
 
 def test_every_line_of_the_top_k_output_is_tab_separated(run, image_folder, capsys):
     (image_folder / "classes.json").write_text(json.dumps({"cat": "house cat", "dog": "dog", "emu": "emu"}))
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0",
                  "--epochs", "1", "--quiet", "--out", str(run.parent / "named")]) == 0
     capsys.readouterr()
     named = run.parent / "named" / "model.pt"

@@ -25,8 +25,8 @@ HISTORY = [
     {"epoch": 0, "train_loss": 2.1, "train_acc": 0.2, "valid_loss": 2.0, "valid_acc": 0.25, "seconds": 1.5},
     {"epoch": 1, "train_loss": 1.7, "train_acc": 0.4, "valid_loss": 1.8, "valid_acc": 0.375, "seconds": 1.25},
 ]
-SUMMARY = {"final": HISTORY[-1], "wall_seconds": 3.2, "arch": "simple_cnn", "epochs": 2, "lr": 0.01,
-           "schedule": "one-cycle", "config": {"arch": "simple_cnn", "lr": 0.01, "data": None},
+SUMMARY = {"final": HISTORY[-1], "wall_seconds": 3.2,
+           "config": {"arch": "simple_cnn", "epochs": 2, "lr": 0.01, "schedule": "one-cycle", "data": None},
            "vocab": ["cat", "<script>alert(1)</script>"], "data_path": "/data/x",
            "versions": {"torch": "2.13.0", "groundup": "0.1.0"}}
 
@@ -102,7 +102,7 @@ FACTS = {**SUMMARY, "command": "groundup train --epochs 2", "started": "2024-05-
          "n_params": 97827,
          "machine": {"device": "cpu", "cpu": "AMD EPYC 7763", "cpu_cores": 64, "cpu_cores_usable": 2,
                      "gpu": None},
-         "world_size": 2, "global_batch": 128, "lr_finder": {"lr": 0.00316, "method": "valley"},
+         "world_size": 2, "global_batch": 128, "lr_finder": {"method": "valley"},
          "epoch_seconds": [1.5, 1.25], "best": HISTORY[1], "best_by": "valid_loss",
          "best_rule": "best.pt holds the epoch with the lowest valid_loss",
          "settings": {"data": "imagenette-mini, shipped with groundup", "num_workers": "2, one per core",
@@ -118,7 +118,8 @@ def test_the_header_names_the_run_its_machine_and_its_best_epoch():
     assert facts["device"] == "cpu; CPU: AMD EPYC 7763 (2 of 64 cores usable)"
     assert facts["parameters"] == "97,827"
     assert facts["world size"] == "2: 2 processes (torchrun); global batch 128"
-    assert facts["lr finder"] == "suggested lr 0.00316 (valley), used for training"
+    assert run_facts({**FACTS, "config": {**FACTS["config"], "lr": 0.00316}})["lr finder"] == \
+        "suggested lr 0.00316 (valley), used for training"
     assert facts["wall time"].startswith("3.2 s in all; per epoch 1.4 s on average (min 1.2, max 1.5")
     assert facts["best epoch"] == "1 (valid_loss 1.8000); best.pt holds the epoch with the lowest valid_loss"
     assert run_facts({**FACTS, "lr_finder": None})["lr finder"] == "not run (--lr 0.01 given)"
@@ -128,6 +129,7 @@ def test_the_page_has_every_section_and_never_a_blank_setting(plot):
     page = render_report(FACTS, HISTORY, {"Training": plot})
     for section in ("run", "metrics", "per-class", "plots", "settings", "versions"):
         assert f'<h2 id="{section}">' in page
+    assert "simple_cnn · 2 epochs · lr 0.01 · one-cycle" in page  # the subtitle, from the config
     assert "<td>tench</td><td>n01</td><td>3</td><td>0.5000</td><td>–</td>" in page
     assert "tench → golf ball: 2" in page and "<th>lr</th>" in page
     assert "imagenette-mini, shipped with groundup" in page

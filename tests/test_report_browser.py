@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(check_report.find_chromium() 
 def test_chromium_shows_every_section_of_a_training_report_and_an_evaluation(image_folder, tmp_path,
                                                                             capsys):
     run, evaluation = tmp_path / "run", tmp_path / "eval"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0",
                  "--epochs", "2", "--quiet", "--out", str(run)]) == 0
     assert main(["evaluate", str(run / "model.pt"), "--data", str(image_folder),
                  "--out", str(evaluation)]) == 0

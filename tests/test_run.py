@@ -62,7 +62,7 @@ def test_fit_run_then_write_run_folder(image_folder, tmp_path):
 
 def test_train_resumes_with_the_checkpoints_settings(image_folder, tmp_path):
     summary = train(tiny(image_folder), out=str(tmp_path / "run"), quiet=True)
-    assert summary["epochs"] == 2
+    assert summary["config"]["epochs"] == 2
     resume = open_resume(tmp_path / "run" / "model.pt", {"data": str(image_folder), "num_workers": 1})
     saved, cfg = resume.checkpoint["config"], resume.cfg
     assert cfg.num_workers == 1 and cfg.size == saved["size"] == 16  # only data and workers may change
@@ -89,3 +89,20 @@ def test_compile_in_the_config_compiles_the_learners_model(image_folder):
     assert sum(isinstance(cb, CompileModel) for cb in learn.cbs) == 1
     assert learn.dls.train.drop_last  # one batch shape: no second compile for the last, smaller batch
     assert not build_learner(tiny(image_folder)).dls.train.drop_last
+
+
+def test_validation_during_fit_runs_at_size_not_at_the_train_size(image_folder, tmp_path):
+    """The last row of metrics.csv is what `groundup evaluate` (no TTA) says of model.pt: validation sees --size."""
+    import csv
+
+    from groundup.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--augment", "--train-size", "8",
+                 "--bs", "4", "--num-workers", "0", "--epochs", "1", "--lr", "0.003", "--quiet", "--out", str(out)]) == 0
+    last = list(csv.DictReader((out / "metrics.csv").open()))[-1]
+    assert main(["evaluate", str(out / "model.pt"), "--data", str(image_folder), "--out",
+                 str(tmp_path / "eval")]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "summary.json").read_text())["metrics"]
+    assert float(last["valid_acc"]) == pytest.approx(evaluated["accuracy"])
+    assert float(last["valid_loss"]) == pytest.approx(evaluated["loss"], rel=1e-5)

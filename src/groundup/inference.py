@@ -1,8 +1,9 @@
 """Running a model without training: batches in, model inputs out, per-item losses.
 
 The pieces behind `Learner.get_preds`, `Learner.validate` and `Learner.predict`. They run no
-callback: an image batch gets the same preprocessing `SetupLearnerCB` gives it in training (to the
-model's device, normalize, NHWC → NCHW), from the learner's `Preprocessing`.
+callback: an image batch gets what `SetupLearnerCB` gives a validation batch in training: it is moved
+to the model's device and goes through the learner's `Preprocessing` (the whole image at its size,
+normalized, NHWC → NCHW).
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from groundup.data.augment import whole_view
 from groundup.data.images import image_pixels
 from groundup.data.preprocessing import Preprocessing, output_probabilities
-from groundup.data.transforms import to_nchw
 from groundup.losses import log_sigmoid
 
 __all__ = ["evaluating", "inference_batches", "is_image", "item_losses", "model_device", "model_input",
@@ -57,20 +56,17 @@ def evaluating(model) -> Iterator[Any]:
 
 
 def model_input(xb: Tensor, preprocessing: Preprocessing | None, device: torch.device) -> Tensor:
-    """What the model eats: a uint8 image batch (N, H, W, C) normalized to float (N, C, H, W) on `device`.
+    """What the model eats: a uint8 image batch (N, H, W, C) through `preprocessing`, float (N, C, H, W) on `device`.
 
     Other batches (features, float images) are only moved to `device`.
     """
     xb = xb.to(device)
     if xb.dtype == torch.uint8 and xb.ndim == 4:
-        size = preprocessing.size if preprocessing is not None else None
-        if size is not None and xb.shape[1:3] != (size, size) and xb.shape[-1] in (1, 3, 4):
-            xb = whole_view(xb, size)  # e.g. the training loader's larger stored images (augmentation)
         if preprocessing is None:
             raise ValueError("uint8 image batches need the normalization statistics of training, but the "
                              "learner has no preprocessing; pass Learner(..., preprocessing=...) or use "
                              "ImageDataLoaders.from_folder, which measures them")
-        xb = to_nchw(preprocessing.normalize(xb))  # (N, C, H, W) float32
+        xb = preprocessing(xb)  # the whole image at its size, normalized: (N, C, H, W) float32
     return xb
 
 
@@ -127,14 +123,22 @@ def tta_forward(model: Callable[[Tensor], Tensor], x: Tensor, multi_label: bool 
 
 
 def item_losses(loss_func: Callable, preds: Tensor, targets: Tensor) -> Tensor:
-    """The loss of each item (N,): `loss_func(..., reduction="none")` where it takes it, else item by item."""
+    """The loss of each item (N,), in one call: `loss_func(preds, targets, reduction="none")`.
+
+    Raises:
+        TypeError: `loss_func` takes no `reduction` argument, or does not return one loss per item.
+    """
+    name = getattr(loss_func, "__name__", None) or type(loss_func).__name__
     try:
         losses = loss_func(preds, targets, reduction="none")
-        if isinstance(losses, Tensor) and losses.ndim == 2 and losses.shape == targets.shape:
-            losses = losses.mean(dim=1)  # multi-label: an item's loss is the mean over its tags
-        if isinstance(losses, Tensor) and losses.shape == (len(targets),):
-            return losses.float()
-    except TypeError:  # no `reduction` argument (groundup's cross_entropy): one call per item
-        pass
-    return torch.stack([loss_func(preds[i:i + 1], targets[i:i + 1]).float().reshape(())
-                        for i in range(len(targets))])
+    except TypeError as e:
+        if "reduction" not in str(e):
+            raise
+        raise TypeError(f"per-item losses need a loss function that takes reduction='none' (as torch's and "
+                        f"groundup's cross_entropy do); {name} does not: {e}") from None
+    if isinstance(losses, Tensor) and losses.ndim == 2 and losses.shape == targets.shape:
+        losses = losses.mean(dim=1)  # multi-label: an item's loss is the mean over its tags
+    if not (isinstance(losses, Tensor) and losses.shape == (len(targets),)):
+        got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+        raise TypeError(f"{name}(..., reduction='none') returned {got}, expected one loss per item: ({len(targets)},)")
+    return losses.float()

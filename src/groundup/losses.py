@@ -102,29 +102,45 @@ def nll(log_probs: Tensor, targets: Tensor) -> Tensor:
     return _nll(log_probs, check_targets("nll", log_probs, targets))
 
 
-def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy of `logits` (N, C) against class indices `targets` (N,); matches F.cross_entropy.
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0,
+                  reduction: str = "mean") -> Tensor:
+    """Cross-entropy of `logits` (N, C) against class indices `targets` (N,); matches F.cross_entropy.
 
     Args:
         logits: (N, C) raw class scores.
         targets: (N,) integer class indices in [0, C).
         label_smoothing: ε in [0, 1]. The target distribution becomes (1 - ε) on the true class plus
             ε/C on every class (Szegedy et al. 2016), so loss = (1 - ε) * nll + ε * mean_c(-log p_c).
+        reduction: "mean" (default) averages the items' losses, "sum" adds them, "none" returns
+            each item's loss, shape (N,); as torch's.
 
     Example:
         >>> cross_entropy(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
         tensor(0.1269)
+        >>> cross_entropy(torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0]), reduction="none")
+        tensor([0.1269, 2.1269])
     """
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {', '.join(map(repr, REDUCTIONS))}, "
+                         f"got {reduction!r}")
     targets = check_targets("cross_entropy", logits, targets)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the loss in float32, as F.cross_entropy under autocast: exp/log need the range
     log_probs = log_softmax(logits, dim=1)  # (N, C)
-    loss = _nll(log_probs, targets)
+    if reduction == "mean":  # the walkthrough's arithmetic, in its order
+        loss = _nll(log_probs, targets)
+        if label_smoothing:
+            loss = (1.0 - label_smoothing) * loss - label_smoothing * log_probs.mean(dim=1).mean()
+        return loss
+    losses = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,): -log p(target) per item
     if label_smoothing:
-        loss = (1.0 - label_smoothing) * loss - label_smoothing * log_probs.mean(dim=1).mean()
-    return loss
+        losses = (1.0 - label_smoothing) * losses - label_smoothing * log_probs.mean(dim=1)
+    return losses.sum() if reduction == "sum" else losses
 
 
 # -- multi-label: a sigmoid per tag ---------------------------------------------------------------

@@ -12,6 +12,8 @@ global batch; averaging the gradients before each step keeps the copies identica
     after_backward   gradients = Σ_ranks(n_local × local gradient) / Σ_ranks(n_local), i.e. exactly the
                      gradient of one process on the whole global batch, shards of unequal size included
     after_train      average BatchNorm's running statistics over the ranks
+    after_fit        put the loaders back as they were (unsharded, their own seeds, `augment.rank`),
+                     also when fit raised
 
 DistributedDataParallel all-reduces the gradients in buckets of about `bucket_mb` megabytes while
 the backward pass runs; its communication hook (`_weighted_sum_hook`) does the weighting.
@@ -107,8 +109,10 @@ class DistributedTraining(Callback):
 
     `dls.train` and `dls.valid` must be groundup `DataLoader`s (they shard themselves: each sample
     once per epoch over all ranks, no padding) or torch DataLoaders built with a `DistributedSampler`.
-    `bs` is the batch size per rank: the global batch is bs × world size. The loaders stay sharded
-    after `fit` (each rank keeps iterating over its own part). Only rank 0 prints and
+    `bs` is the batch size per rank: the global batch is bs × world size. After `fit` (also one that
+    raised) the loaders are as they were before it: unsharded, with their own seeds, and the
+    augmentation's `rank` back (rank 0's normalization statistics stay in `learn.preprocessing`:
+    the model was trained with them). Only rank 0 prints and
     writes files (see `groundup.utils.process_group.is_main_process`). See the module docstring for what runs
     at each event, and the README for the launch commands.
 
@@ -139,6 +143,7 @@ class DistributedTraining(Callback):
         self._sync = _SyncState()
         self._params: list[Tensor] = []
         self._samplers: list[DistributedSampler] = []
+        self._restore: list[tuple[object, dict[str, int]]] = []  # (object, attributes before fit)
         self._flag_host: Tensor | None = None
         self._flag_event = None
         self._flag_pending = False
@@ -196,9 +201,14 @@ class DistributedTraining(Callback):
         self._agree_to_stop(self._poll_flag(), average=running)
 
     def after_fit(self) -> None:
-        # The Learner hands the user's model back and stops holding cancels; forget this fit's state.
+        # The Learner hands the user's model back and stops holding cancels; forget this fit's state
+        # and leave the loaders as they were found.
         self._ddp = None
         self._sync.stop, self._flag_pending = 0.0, False
+        for obj, attrs in reversed(self._restore):
+            for name, value in attrs.items():
+                setattr(obj, name, value)
+        self._restore = []
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _shard_loaders(self, dls) -> None:
@@ -207,6 +217,7 @@ class DistributedTraining(Callback):
         for name in ("train", "valid"):
             dl = getattr(dls, name)
             if hasattr(dl, "shard") and hasattr(dl, "seed"):  # groundup's DataLoader
+                self._restore.append((dl, {"rank": dl.rank, "world_size": dl.world_size, "seed": dl.seed}))
                 dl.shard(rank, world)
                 seeded.append(dl)
             elif isinstance(getattr(dl, "sampler", None), DistributedSampler):
@@ -223,6 +234,7 @@ class DistributedTraining(Callback):
                 dl.seed = int(seed)
         augment = getattr(dls, "augment", None)
         if augment is not None and hasattr(augment, "rank"):  # each rank draws its own crops (seeded by its rank)
+            self._restore.append((augment, {"seed": augment.seed, "rank": augment.rank}))
             seed = torch.tensor([augment.seed], dtype=torch.int64, device=comm_device())
             broadcast_([seed])
             augment.seed, augment.rank = int(seed.item()), rank

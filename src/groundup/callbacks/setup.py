@@ -1,4 +1,4 @@
-"""`SetupLearnerCB`: device placement and the late uint8 → normalized float NCHW step."""
+"""`SetupLearnerCB`: device placement, training augmentation and the late uint8 → model input step (`Preprocessing`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from groundup.callbacks.core import Callback
 from groundup.utils.checks import check_device
 from groundup.data.preprocessing import Preprocessing
-from groundup.data.transforms import Normalize, batch_stats, to_nchw
+from groundup.data.transforms import Normalize, batch_stats
 from groundup.utils.process_group import local_device
 
 __all__ = ["SetupLearnerCB", "to_device"]
@@ -27,11 +27,12 @@ def to_device(batch, device: torch.device):
 class SetupLearnerCB(Callback):
     """Put the model on the device; turn each batch into what the model eats, on that device.
 
-    For a uint8 image batch (N, H, W, C), as groundup's DataLoader yields: move it to the device,
-    augment it there when the loaders have an `augment` (`BatchAugment`: random crops and flips
-    while training, the whole image at the model's size otherwise), then normalize (which divides
-    by 255) and `to_nchw`, giving float (N, C, H, W). Other batches (floats, 2-D features, ...) are
-    only moved.
+    For a uint8 image batch (N, H, W, C), as groundup's DataLoader yields: move it to the device;
+    while training, augment it there when the loaders have an `augment` (`BatchAugment`: random
+    crops and flips at the training size); then apply the learner's `Preprocessing` (the whole
+    image at the model's size, unless augmented; normalize, which divides by 255; `to_nchw`),
+    giving float (N, C, H, W). Validation batches thus see exactly what `get_preds`, `predict` and
+    export see. Other batches (floats, 2-D features, ...) are only moved.
 
     The statistics come from `learn.preprocessing` (which `ImageDataLoaders.from_folder` makes);
     without one, from the first training batch, as the walkthrough does, and they are then
@@ -40,7 +41,8 @@ class SetupLearnerCB(Callback):
     Args:
         device: where to train; default CUDA when available (under torchrun: this process's GPU),
             else CPU.
-        normalize: a `Normalize` that takes precedence over `learn.preprocessing`'s statistics.
+        normalize: a `Normalize` whose statistics take precedence over `learn.preprocessing`'s (the
+            image size is still `learn.preprocessing`'s, when it has one).
     """
 
     order = -10  # before every callback that looks at the batch
@@ -49,28 +51,39 @@ class SetupLearnerCB(Callback):
         self.device = check_device("SetupLearnerCB", "device", device) if device is not None else local_device()
         self.normalize = normalize
         self._augment = None
+        self._preprocessing: Preprocessing | None = None
 
     def before_fit(self) -> None:
         self.learn.model.to(self.device)
         self._augment = getattr(self.learn.dls, "augment", None)  # looked up once per fit, not per batch
+        self._preprocessing = None  # from `normalize`: made at the first image batch
 
     def before_batch(self) -> None:
         learn = self.learn
         xb, *rest = to_device(tuple(learn.batch), self.device)
         if xb.dtype == torch.uint8 and xb.ndim == 4:
-            if self._augment is not None:  # seeded by (epoch, batch): the same batches again after a resume
-                xb = self._augment(xb, epoch=learn.epoch, batch=learn.iter, training=learn.training)
-            xb = to_nchw(self._normalizer(xb)(xb))  # (N, C, H, W) float32
+            augmented = learn.training and self._augment is not None
+            if augmented:  # seeded by (epoch, batch): the same batches again after a resume
+                xb = self._augment(xb, epoch=learn.epoch, batch=learn.iter)
+            xb = self.preprocessing(xb)(xb, resize=not augmented)  # (N, C, H, W) float32
         learn.batch = (xb, *rest)
 
-    def _normalizer(self, xb: torch.Tensor) -> Normalize:
-        if self.normalize is not None:
-            return self.normalize
+    def preprocessing(self, xb: torch.Tensor) -> Preprocessing:
+        """The `Preprocessing` image batches get: the learner's (or `normalize`'s statistics at its size).
+
+        Without either, the statistics of `xb` (the first batch, as the walkthrough measures them)
+        become `learn.preprocessing`.
+        """
         learn = self.learn
+        if self.normalize is not None:
+            if self._preprocessing is None:  # made once per fit
+                size = learn.preprocessing.size if learn.preprocessing is not None else None
+                self._preprocessing = Preprocessing(self.normalize.mean, self.normalize.std, size=size)
+            return self._preprocessing
         if learn.preprocessing is None:  # no statistics given: the walkthrough's first-batch statistics
             learn.preprocessing = Preprocessing(*batch_stats(xb), size=xb.shape[1] if xb.shape[1] == xb.shape[2]
                                                 else None)
-        return learn.preprocessing.normalize
+        return learn.preprocessing
 
     def __repr__(self) -> str:
         return f"SetupLearnerCB(device={self.device}, normalize={self.normalize})"

@@ -37,7 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="evaluate the images a CSV under FOLDER lists, with its labels (file name, label; "
                         "space-separated tags for a multi-label model) (default: label folders)")
     e.add_argument("--bs", type=positive_int, default=64, help="batch size")
-    e.add_argument("--workers", dest="num_workers", type=non_negative_int, default=0,
+    e.add_argument("-j", "--num-workers", type=non_negative_int, default=0,
                    help="data-loading processes, 0 to load in the main process")
     e.add_argument("--top-losses", type=positive_int, default=9, metavar="K",
                    help="how many images the top-losses grid shows")

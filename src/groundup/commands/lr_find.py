@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from groundup.commands.options import HelpFormatter, add_data_options, add_device_option
 from groundup.run.config import TrainConfig
+from groundup.utils.atomic import atomic_write
 from groundup.utils.logs import console_logging
-from groundup.run.report import write_text_atomic
 from groundup.run.build import build_learner
 from groundup.run.folder import check_out_dir, new_out_dir
 
@@ -59,7 +59,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result = {"suggestion": found.lr, "method": found.method, "lrs": found.lrs, "losses": found.losses,
               "arch": cfg.arch, "opt": cfg.opt, "bs": cfg.bs, "size": cfg.size, "seed": cfg.seed,
               "data_path": str(learn.dls.path.resolve())}
-    write_text_atomic(json.dumps(result, indent=2) + "\n", out / "lr_find.json")
+    with atomic_write(out / "lr_find.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(result, indent=2) + "\n")
     print(f"suggested lr: {found.lr:.3g} (method: {found.method})")
     print(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
     return 0

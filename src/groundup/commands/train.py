@@ -82,7 +82,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                "(default: runs/<date-time>)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue the run saved in CHECKPOINT (its model.pt) with its own settings, from its "
-                        "last finished epoch; only --data, --workers, --device, --tensorboard and --skip-corrupt may change "
+                        "last finished epoch; only --data, --num-workers, --device, --tensorboard and --skip-corrupt may change "
                         "(default: a new run)")
     t.add_argument("--tensorboard", action="store_true",
                    help="also log to TensorBoard, into the run folder's tensorboard/ (needs: pip install "

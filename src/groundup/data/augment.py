@@ -8,10 +8,9 @@ exact resume stays exact.
 
 The decode cache stores training images a little larger than the training size
 (`BatchAugment.stored_size`, 1.25× by default: 80 px for 64 px training), so that a crop has
-pixels to choose from instead of blowing up a 64-pixel image. Validation images are stored at the
-training size; any batch seen outside training gets the deterministic view: the whole image,
-resized to `size` (the identity when it already has that size), which is also what prediction
-and export feed a model.
+pixels to choose from instead of blowing up a 64-pixel image. Augmentation is for training batches
+only: every other batch (validation, prediction, export) gets the deterministic view, the whole
+image resized to the model's size (`whole_view`), from `Preprocessing`.
 
 How a crop is taken: the crop box (in input pixels) and the flip become one affine map from output
 to input coordinates, and `torch.nn.functional.grid_sample` samples it bilinearly
@@ -22,7 +21,7 @@ Example:
     >>> xb = torch.randint(0, 256, (8, 80, 80, 3), dtype=torch.uint8)
     >>> aug(xb, epoch=0, batch=0).shape                     # random crops and flips
     torch.Size([8, 64, 64, 3])
-    >>> aug(xb, training=False).shape                        # the whole image, resized
+    >>> whole_view(xb, 64).shape                             # the whole image, resized
     torch.Size([8, 64, 64, 3])
 """
 
@@ -122,9 +121,9 @@ class BatchAugment:
         stored_scale: the decode cache stores training images at `stored_size = round(size * stored_scale)`
             pixels, so that crops have pixels to choose from.
 
-    Calling it:
-        `aug(xb, epoch=e, batch=i)` during training: random crops and flips, seeded by (seed, e, i, rank).
-        `aug(xb, training=False)`: the deterministic view, the whole image resized to `size`.
+    Calling it, `aug(xb, epoch=e, batch=i)`, gives a training batch's random crops and flips, seeded
+    by (seed, e, i, rank). Batches seen outside training are not augmented: `Preprocessing` gives
+    them the whole image at the model's size.
     """
 
     def __init__(self, size: int = 64, scale: Sequence[float] = (0.35, 1.0),
@@ -158,13 +157,11 @@ class BatchAugment:
         flips = torch.rand(n, generator=g) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
         return boxes, flips
 
-    def __call__(self, xb: Tensor, epoch: int = 0, batch: int = 0, training: bool = True) -> Tensor:
+    def __call__(self, xb: Tensor, epoch: int = 0, batch: int = 0) -> Tensor:
         if not (isinstance(xb, Tensor) and xb.dtype == torch.uint8 and xb.ndim == 4):
             got = f"{xb.dtype} of shape {tuple(xb.shape)}" if isinstance(xb, Tensor) else type(xb).__name__
             raise ValueError(f"BatchAugment expects a uint8 image batch (N, H, W, C), got {got}")
         n, height, width, _ = xb.shape
-        if not training:
-            return whole_view(xb, self.size)
         boxes, flips = self.params(n, height, width, epoch, batch)
         return resample_boxes(xb, boxes, flips, self.size)
 

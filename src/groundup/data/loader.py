@@ -116,7 +116,7 @@ def _worker_loop(dataset, collate_fn, tasks, results, worker_id: int, seed: int,
 
 # What a signal that killed a worker most likely means, and what to do about it.
 _SIGNAL_HINTS = {
-    "SIGKILL": "the system's out-of-memory killer sends it: if memory is short, use fewer workers (--workers) "
+    "SIGKILL": "the system's out-of-memory killer sends it: if memory is short, use fewer workers (--num-workers) "
                "or a smaller batch (--bs)",
     "SIGBUS": "a memory-mapped file could not be backed, e.g. a full disk under GROUNDUP_HOME: free some space",
     "SIGSEGV": "it crashed in native code (a bug in a library it ran, or a damaged image decoder)",
@@ -354,8 +354,8 @@ class DataLoaders:
             `Preprocessing`); the Learner takes it from here.
         vocab, stats: the walkthrough's separate pieces ({label: index}, (mean, std)); used to
             build `preprocessing` when it is not given.
-        augment: a `BatchAugment` (or any callable `(xb, epoch=, batch=, training=)`) that the Learner
-            applies to every uint8 image batch before normalization; None: no augmentation.
+        augment: a `BatchAugment` (or any callable `(xb, epoch=, batch=)`) that the Learner applies
+            to every uint8 training batch before `preprocessing`; None: no augmentation.
 
     For a folder of images, `ImageDataLoaders.from_folder` (in `groundup.data.folder`) builds
     everything: both loaders and their preprocessing.

@@ -5,9 +5,15 @@ statistics), the Learner carries it (`learn.preprocessing`), every checkpoint st
 one key `"preprocessing"` (as plain data, so it loads with `weights_only=True`), and prediction
 and export read it back. A checkpoint therefore always knows how to read a new image.
 
+Calling it is THE step from a uint8 image batch to the model's input (the whole image at `size`,
+normalized, NCHW): the Learner's setup applies it to every batch (to training batches after the
+augmentation, `BatchAugment`, which is the only other path), and so do `get_preds`, `validate`,
+`predict`, `Predictor` and export. One function, so validation during `fit` sees what the final
+evaluation and prediction see.
+
 Example:
     >>> pre = Preprocessing(mean=[0.46, 0.46, 0.43], std=[0.26, 0.26, 0.28], size=64, vocab=["cat", "dog"])
-    >>> x = pre.normalize(xb)       # uint8 (N, H, W, C) -> float (N, H, W, C)
+    >>> x = pre(xb)                 # uint8 (N, H, W, C) -> float (N, C, 64, 64)
     >>> pre.class_names
     ['cat', 'dog']
 """
@@ -22,8 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from groundup.data.augment import whole_view
+from groundup.data.transforms import Normalize, to_nchw
 from groundup.utils.checks import check_int
-from groundup.data.transforms import Normalize
 
 __all__ = ["Preprocessing", "output_probabilities"]
 
@@ -87,6 +94,21 @@ class Preprocessing:
     def normalize(self) -> Normalize:
         """The `Normalize` built from `mean` and `std` (made once)."""
         return self._normalize
+
+    def __call__(self, xb: Tensor, resize: bool = True) -> Tensor:
+        """The model's input for a uint8 image batch (N, H, W, C): float32 (N, C, size, size), on xb's device.
+
+        Each whole image is resized to `size`×`size` (`whole_view`; the identity when it has that
+        size already, or when `size` is None), divided by 255 and normalized with `mean` and `std`,
+        then laid out NCHW (`to_nchw`, a view). `resize=False` keeps the batch's own size: training
+        batches that the augmentation has already cropped to the training size.
+        """
+        if not (isinstance(xb, Tensor) and xb.dtype == torch.uint8 and xb.ndim == 4):
+            got = f"{xb.dtype} of shape {tuple(xb.shape)}" if isinstance(xb, Tensor) else type(xb).__name__
+            raise ValueError(f"Preprocessing expects a uint8 image batch (N, H, W, C), got {got}")
+        if resize and self.size is not None and xb.shape[-1] in (1, 3, 4):
+            xb = whole_view(xb, self.size)  # e.g. the training loader's larger stored images (augmentation)
+        return to_nchw(self._normalize(xb))  # (N, C, H, W) float32
 
     @property
     def stats(self) -> tuple[Tensor, Tensor]:

@@ -60,6 +60,7 @@ class Normalize:
             raise ValueError(f"Normalize: mean has {self.mean.numel()} channels, std has {self.std.numel()}")
         if not bool((self.std > 0).all()):
             raise ValueError(f"Normalize: every std must be > 0, got {self.std.tolist()}")
+        self._in_255_units = bool((self.mean > 1).any())  # a plain bool: export traces no check on data
         self._cache: dict = {}
 
     @classmethod
@@ -70,7 +71,7 @@ class Normalize:
     def _scale_bias(self, device: torch.device, uint8: bool) -> tuple[Tensor, Tensor]:
         key = (device, uint8)
         if key not in self._cache:  # built once per device: no host-to-device copy per batch
-            if uint8 and bool((self.mean > 1).any()):  # statistics of xb.float() without the / 255
+            if uint8 and self._in_255_units:  # statistics of xb.float() without the / 255
                 raise ValueError(f"Normalize: mean {[round(v, 3) for v in self.mean.tolist()]} is in 0-255 "
                                  f"units, but a uint8 batch is divided by 255 first; compute the statistics "
                                  f"in [0, 1] units: batch_stats(xb), or on xb.float() / 255")

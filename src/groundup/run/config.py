@@ -156,7 +156,7 @@ class TrainConfig:
         check_choice("--schedule", self.schedule, SCHEDULES)
         check_choice("--opt", self.opt, OPTIMIZERS)
         if self.num_workers is not None:
-            check_int("", "--workers", self.num_workers, low=0)
+            check_int("", "--num-workers", self.num_workers, low=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"--seed must be an integer, got {self.seed!r}")
         if not 0 <= self.seed <= MAX_SEED:  # numpy's generators take seeds in this range
@@ -188,11 +188,6 @@ class TrainConfig:
             raise ValueError(f"--valid-col {self.valid_col} needs --labels (it is a column of the labels CSV)")
         check_choice("--task", self.task, TASKS)
         check_number("", "--threshold", self.threshold, 0.0, 1.0, low_inclusive=False)
-
-    @property
-    def workers(self) -> int | None:
-        """Deprecated: `num_workers`."""
-        return self.num_workers
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -252,7 +247,8 @@ def _toml_value(v: Any) -> str:
 
 
 def read_toml_settings(path: str | os.PathLike, extra: dict[str, type] | None = None) -> dict[str, Any]:
-    """The settings in the TOML file `path`, checked: every key must be a `TrainConfig` field (or in `extra`).
+    """The settings in the TOML file `path`, checked: every key must be a `TrainConfig` field (or in `extra`),
+    spelled as in Python (`num_workers`) or as the option (`num-workers`); returned with Python's spelling.
 
     Args:
         path: the file.
@@ -275,9 +271,13 @@ def read_toml_settings(path: str | os.PathLike, extra: dict[str, type] | None = 
         raise ValueError(f"config file {path} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
                          f"position {e.start}); save it as UTF-8") from None
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    if "workers" in data and "num_workers" not in data:  # the flag's name is fine too
-        data["num_workers"] = data.pop("workers")
     valid = [*fields, *extra]
+    for key in list(data):  # an option's spelling on the command line works too: num-workers = num_workers
+        name = key.replace("-", "_")
+        if name != key and name in valid:
+            if name in data:
+                raise ValueError(f"{path}: '{key}' and '{name}' are the same setting; keep one")
+            data[name] = data.pop(key)
     for key in data:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)

@@ -61,7 +61,7 @@ VANISHING_STD = 1e-3  # a layer's output std below this (and not because its uni
 IMBALANCE = 4.0       # largest class / smallest class in the training data
 CONFIDENT = 0.90      # a wrong prediction this probable is "confidently wrong"
 LABEL_CHECK_ACC = 0.60  # below this validation accuracy, confident mistakes are the model's, not the labels'
-WORKERS_FLAG = "--workers"  # the data-loading processes' flag of `groundup train`
+WORKERS_FLAG = "--num-workers"  # the data-loading processes' flag of `groundup train`
 MAX_ITEMS = 20        # images listed per finding
 
 

@@ -38,24 +38,21 @@ METADATA = "groundup.json"  # the name of the record inside a .pt2 file
 
 
 class ExportedClassifier(torch.nn.Module):
-    """uint8 images (N, H, W, 3) → class probabilities (N, C): normalization, layout, model and softmax
+    """uint8 images (N, H, W, 3) → class probabilities (N, C): `Preprocessing`, model and softmax
     (multi-label: a sigmoid per tag; `groundup.json` says so, with the threshold).
 
-    The statistics are buffers (exported with the graph); the model is the trained one, through
-    `to_torch` for a groundup model.
+    The images go through the training data's `Preprocessing` (its statistics are exported with the
+    graph as constants), then the trained model (through `to_torch` for a groundup model).
     """
 
     def __init__(self, model: Any, preprocessing: Preprocessing) -> None:
         super().__init__()
         self.model = to_torch(model)
-        self.register_buffer("scale", 1 / (preprocessing.std * 255))  # (3,)
-        self.register_buffer("bias", -preprocessing.mean / preprocessing.std)  # (3,)
-        self.multi_label = preprocessing.multi_label
+        self.preprocessing = preprocessing
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W, 3) uint8
-        x = torch.addcmul(self.bias, images.float(), self.scale)  # (N, H, W, 3) float32, normalized
-        logits = self.model(x.permute(0, 3, 1, 2))  # (N, C)
-        return output_probabilities(logits, self.multi_label)  # (N, C): softmax, or a sigmoid per tag
+        logits = self.model(self.preprocessing(images))  # (N, C)
+        return output_probabilities(logits, self.preprocessing.multi_label)  # (N, C): softmax, or a sigmoid per tag
 
 
 def _metadata(pre: Preprocessing, fmt: str) -> dict[str, Any]:

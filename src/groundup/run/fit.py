@@ -73,8 +73,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
         found = learn.lr_find(path=run_dir / "lr_find.png" if main_process else None)
         lr = torch.tensor([found.lr], dtype=torch.float64)
         broadcast_([lr])  # every rank uses rank 0's suggestion
-        lr_found = {"lr": float(lr.item()), "method": found.method}
-        cfg.lr = learn.lr = lr_found["lr"]
+        cfg.lr = learn.lr = float(lr.item())  # recorded once: in the config
+        lr_found = {"method": found.method}
         say(f"lr finder suggests lr={cfg.lr:.3g} ({found.method}); wrote {run_dir / 'lr_find.png'}")
 
     recorder = Recorder()

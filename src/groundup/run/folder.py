@@ -120,11 +120,9 @@ def effective_settings(cfg: TrainConfig, learn: Learner) -> dict[str, str]:
 
 def interpret_validation(learn: Learner, tta: bool = False) -> Interpretation:
     """The `Interpretation` of the whole validation set (also on rank 0 after a distributed run); with
-    `tta`, of the predictions with flip test-time augmentation."""
-    valid = learn.dls.valid
-    if getattr(valid, "world_size", 1) > 1 and hasattr(valid, "shard"):
-        valid.shard(0, 1)  # the run is over: rank 0 looks at every validation image alone
-    return Interpretation.from_learner(learn, valid, tta=tta)
+    `tta`, of the predictions with flip test-time augmentation. (`DistributedTraining` leaves the
+    loaders unsharded after fit: rank 0 sees every validation image.)"""
+    return Interpretation.from_learner(learn, learn.dls.valid, tta=tta)
 
 
 def _best(history: Sequence[dict[str, Any]],
@@ -229,9 +227,8 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         "vocab": pre.vocab,
         "class_names": pre.class_names,
         "stats": {"mean": pre.mean.tolist(), "std": pre.std.tolist()},
-        "arch": cfg.arch, "lr": cfg.lr, "schedule": cfg.schedule, "epochs": cfg.epochs, "seed": cfg.seed,
         "lr_finder": facts["lr_finder"],
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(),  # the run's settings (arch, lr, schedule, epochs, seed, ...): here only
         "settings": effective_settings(cfg, learn),
         "world_size": world,
         "global_batch": cfg.bs * world,

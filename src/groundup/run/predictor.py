@@ -1,8 +1,9 @@
 """Inference: rebuild a trained model from its checkpoint and predict the labels of image files.
 
 A checkpoint has everything needed (see `groundup.utils.checkpoint_file`): the architecture (`arch`), the
-preprocessing (image size, vocabulary, normalization statistics) and the weights. Images go through the same steps as in training: decode and squash to `size`×`size`
-(`open_image`), normalize, NHWC → NCHW, then the model and a softmax.
+preprocessing (image size, vocabulary, normalization statistics) and the weights. Images go through the
+same steps as validation images in training: decode and squash to `size`×`size` (`open_image`), then
+the checkpoint's `Preprocessing` (normalize, NHWC → NCHW), the model and a softmax.
 
 Example:
     >>> predictor = Predictor.from_checkpoint("runs/2024-01-01-120000/model.pt")
@@ -27,7 +28,6 @@ from groundup.utils.checks import check_device, check_int
 from groundup.data.files import get_image_files
 from groundup.data.images import CorruptImageError, open_image
 from groundup.data.preprocessing import Preprocessing, output_probabilities
-from groundup.data.transforms import Normalize, to_nchw
 from groundup.inference import tta_forward
 from groundup.nn.models import build_arch
 from groundup.utils.errors import GroundupWarning
@@ -145,53 +145,64 @@ def load_trained_model(path: str | os.PathLike, model=None):
 
 
 class Predictor:
-    """A trained model with what it needs to read images: vocabulary, image size and normalization.
+    """A trained model with what it needs to read images: its `Preprocessing` (vocabulary, image size,
+    class names, normalization).
 
     Args:
         model: the trained model (a groundup Module or torch.nn.Module), mapping (N, 3, H, W) floats
             to (N, n_classes) logits.
-        vocab: the labels in index order.
-        size: images are squashed to `size`×`size`, as in training.
-        normalize: the training normalization.
+        preprocessing: the training data's `Preprocessing`, with a vocabulary and an image size;
+            images go through it as validation images did in training.
         device: where to run; default CUDA when available, else CPU.
-        class_names: the display name of each label, in the vocabulary's order (default: the labels).
-        multi_label: a sigmoid per tag (several tags per image) instead of a softmax over the classes.
-        threshold: multi-label: the probability from which a tag is predicted.
     """
 
-    def __init__(self, model, vocab: Sequence[str], size: int, normalize: Normalize,
-                 device: str | torch.device | None = None, class_names: Sequence[str] | None = None,
-                 multi_label: bool = False, threshold: float = 0.5) -> None:
-        if not vocab:
-            raise ValueError("Predictor needs a non-empty vocab (the labels in index order)")
-        check_int("Predictor", "size", size)
+    def __init__(self, model, preprocessing: Preprocessing, device: str | torch.device | None = None) -> None:
+        if not preprocessing.vocab:
+            raise ValueError("Predictor needs a preprocessing with a non-empty vocab (the labels in index order)")
+        check_int("Predictor", "size", preprocessing.size)
         self.device = check_device("Predictor", "device", device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
         self.model.eval()
-        self.vocab, self.size, self.normalize = list(vocab), size, normalize
-        if class_names is not None and len(class_names) != len(self.vocab):
-            raise ValueError(f"Predictor: {len(class_names)} class names for {len(self.vocab)} labels; give "
-                             f"one name per label, in the vocabulary's order")
-        self.class_names = list(class_names) if class_names is not None else list(self.vocab)
-        self.multi_label, self.threshold = multi_label, threshold
-        self.preprocessing: Preprocessing | None = None  # all of it, when loaded from a checkpoint
+        self.preprocessing = preprocessing
+
+    @property
+    def vocab(self) -> list[str]:
+        """The labels in index order."""
+        return self.preprocessing.vocab
+
+    @property
+    def size(self) -> int:
+        """Images are squashed to `size`×`size`, as in training."""
+        return self.preprocessing.size
+
+    @property
+    def class_names(self) -> list[str]:
+        """The display name of each label, in the vocabulary's order."""
+        return self.preprocessing.class_names
+
+    @property
+    def multi_label(self) -> bool:
+        """A sigmoid per tag (several tags per image) instead of a softmax over the classes."""
+        return self.preprocessing.multi_label
+
+    @property
+    def threshold(self) -> float:
+        """Multi-label: the probability from which a tag is predicted (`predict(threshold=)` overrides it)."""
+        return self.preprocessing.threshold
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         model=None) -> Predictor:
         """Load a checkpoint safely and rebuild its model (see `load_trained_model`)."""
         model, pre = load_trained_model(path, model=model)
-        predictor = cls(model, pre.vocab, pre.size, pre.normalize, device, class_names=pre.class_names,
-                        multi_label=pre.multi_label, threshold=pre.threshold)
-        predictor.preprocessing = pre
-        return predictor
+        return cls(model, pre, device)
 
     @torch.no_grad()
     def probabilities(self, xb: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Class probabilities (N, n_classes) for a uint8 image batch (N, size, size, 3) (multi-label: a
-        sigmoid per tag); with `tta`, the mean of each image's and its mirror image's (`tta_forward`)."""
-        x = to_nchw(self.normalize(xb.to(self.device)))  # (N, 3, size, size) float32
+        """Class probabilities (N, n_classes) for a uint8 image batch (N, H, W, 3) (multi-label: a sigmoid
+        per tag); with `tta`, the mean of each image's and its mirror image's (`tta_forward`)."""
+        x = self.preprocessing(xb.to(self.device))  # (N, 3, size, size) float32
         logits = (tta_forward(self._checked_model, x, self.multi_label) if tta
                   else self._checked_model(x))  # (N, n_classes)
         return output_probabilities(logits, self.multi_label).cpu()
@@ -219,7 +230,7 @@ class Predictor:
         threshold = self.threshold if threshold is None else threshold
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"Predictor.predict: threshold must be a probability in (0, 1), got {threshold!r}")
-        upright = self.preprocessing is None or self.preprocessing.exif_orientation  # as in training
+        upright = self.preprocessing.exif_orientation  # as in training
         pixels, read = [], []  # (size, size, 3) uint8 each, and their files
         for path in images:
             try:

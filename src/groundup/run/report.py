@@ -26,18 +26,11 @@ from groundup.utils.atomic import atomic_write
 from groundup.callbacks.tracking import COLUMNS, format_value
 
 __all__ = ["METRICS_COLUMNS", "PER_CLASS_COLUMNS", "render_report", "run_facts", "write_metrics_csv",
-           "write_per_class_csv", "write_report", "write_summary", "write_text_atomic"]
+           "write_per_class_csv", "write_report", "write_summary"]
 
 # metrics.csv: the table's columns, the lr at the end of each epoch and the seconds spent waiting for batches
 METRICS_COLUMNS = (*COLUMNS, "lr", "data_seconds")
 PER_CLASS_COLUMNS = ("label", "name", "support", "accuracy", "precision", "recall", "f1")
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write `text` (UTF-8) to `path` atomically (see `groundup.utils.atomic`): never half a file."""
-    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    return Path(path)
 
 
 def write_metrics_csv(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
@@ -63,7 +56,9 @@ def _write_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: 
     writer.writeheader()
     for row in rows:
         writer.writerow({c: _csv_value(row.get(c)) for c in columns})
-    return write_text_atomic(buf.getvalue(), path)
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
+        f.write(buf.getvalue())
+    return Path(path)
 
 
 def _csv_value(v: Any) -> Any:
@@ -74,7 +69,10 @@ def _csv_value(v: Any) -> Any:
 
 def write_summary(summary: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write `summary` as indented JSON."""
-    return write_text_atomic(json.dumps(summary, indent=2, default=str) + "\n", path)
+    text = json.dumps(summary, indent=2, default=str) + "\n"
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return Path(path)
 
 
 _CSS = """
@@ -160,9 +158,9 @@ def run_facts(summary: Mapping[str, Any]) -> dict[str, str]:
         how = "one process" if world == 1 else f"{world} processes (torchrun)"
         facts["world size"] = f"{world}: {how}; global batch {summary.get('global_batch')}"
     if "lr_finder" in summary:
-        found = summary["lr_finder"]
-        facts["lr finder"] = (f"suggested lr {found['lr']:.3g} ({found['method']}), used for training"
-                              if found else f"not run (--lr {_fmt(summary.get('lr'))} given)")
+        found, lr = summary["lr_finder"], (summary.get("config") or {}).get("lr")
+        facts["lr finder"] = (f"suggested lr {lr:.3g} ({found['method']}), used for training"
+                              if found else f"not run (--lr {_fmt(lr)} given)")
     if summary.get("wall_seconds") is not None:
         text = f"{summary['wall_seconds']:.1f} s in all"
         per_epoch = summary.get("epoch_seconds") or []
@@ -244,9 +242,10 @@ def render_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any
                         + (f"<p>Most confused (actual → predicted: count): {confused}</p>"
                            if confused else ""))
     versions = summary.get("versions") or {}
+    config = summary.get("config") or {}
     sub = html.escape(summary.get("subtitle")
-                      or f"{summary.get('arch', '')} · {summary.get('epochs', len(history))} epochs · "
-                         f"lr {_fmt(summary.get('lr'))} · {summary.get('schedule', '')}")
+                      or f"{config.get('arch', '')} · {config.get('epochs', len(history))} epochs · "
+                         f"lr {_fmt(config.get('lr'))} · {config.get('schedule', '')}")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -287,4 +286,7 @@ def write_report(summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]
         title: the page's heading.
         diagnosis_plots: `{caption: PNG file}` shown with the diagnosis (e.g. `label_errors.png`).
     """
-    return write_text_atomic(render_report(summary, history, plots, title, diagnosis_plots), path)
+    page = render_report(summary, history, plots, title, diagnosis_plots)
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
+        f.write(page)
+    return Path(path)

@@ -47,7 +47,8 @@ class Resume:
 
     @property
     def lr_finder(self) -> dict[str, Any] | None:
-        """What the LR finder suggested when the run began with `lr="auto"` (None otherwise)."""
+        """`{"method": ...}`, how the LR finder chose when the run began with `lr="auto"` (None otherwise);
+        its suggestion is the config's `lr`."""
         return (self.checkpoint.get("run") or {}).get("lr_finder")
 
 

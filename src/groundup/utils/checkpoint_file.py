@@ -60,7 +60,6 @@ __all__ = [
     "save_checkpoint",
     "set_rng_state",
     "weights_mismatch",
-    "write_atomic",
 ]
 
 FORMAT = "groundup-checkpoint"
@@ -74,18 +73,6 @@ class CheckpointError(GroundupError, ValueError):
 
 
 # -- files ----------------------------------------------------------------------------------------------
-def write_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save(obj)` to `path` so that `path` holds either the old file or the complete new one.
-
-    Written through `groundup.utils.atomic.atomic_write(durable=True)`: a temporary file in the same
-    folder, fsync'ed, moved over `path` with `os.replace`, then the folder fsync'ed so the rename
-    itself survives a power cut.
-    """
-    with atomic_write(path, durable=True) as f:
-        torch.save(obj, f)
-    return Path(path)
-
-
 # torch.save writes a zip archive; before torch 1.6 it wrote a pickle that starts with this magic number.
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
@@ -263,7 +250,9 @@ def save_checkpoint(learn, path: str | os.PathLike, epoch: int | None = None, **
         "versions": {"groundup": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
         **extra,
     }
-    return write_atomic(ckpt, path)
+    with atomic_write(path, durable=True) as f:  # fsync'ed: a checkpoint survives a power cut
+        torch.save(ckpt, f)
+    return Path(path)
 
 
 def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True,
