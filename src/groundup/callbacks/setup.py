@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 
 from groundup.callbacks.core import Callback
-from groundup.utils.checks import check_device
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, batch_stats, to_nchw
-from groundup.utils.process_group import local_device
+from groundup.utils.devices import resolve_device
 
 __all__ = ["SetupLearnerCB", "to_device"]
 
@@ -46,7 +45,7 @@ class SetupLearnerCB(Callback):
     order = -10  # before every callback that looks at the batch
 
     def __init__(self, device: str | torch.device | None = None, normalize: Normalize | None = None):
-        self.device = check_device("SetupLearnerCB", "device", device) if device is not None else local_device()
+        self.device = resolve_device(device, "SetupLearnerCB: device")
         self.normalize = normalize
         self._augment = None
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from groundup.utils.checks import check_int
+from groundup.utils.devices import resolve_device
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
@@ -161,9 +162,11 @@ class Interpretation:
             split: take `folder/<split>/<label>/*.jpg` (e.g. "train" or "test").
             bs, num_workers: how the images are loaded.
             loss_func: the loss per item (default cross-entropy, as `groundup train` trains with).
-            device: where the model runs; default CUDA when available, else CPU.
+            device: where the model runs; default (None or "auto") CUDA when available, else CPU
+                (`groundup.utils.devices.resolve_device`).
             tta: average each image's prediction with its mirror image's (flip test-time augmentation).
         """
+        dev = resolve_device(device, "Interpretation: device")  # before the model loads: a bad name fails fast
         model, pre = load_trained_model(checkpoint)
         files = labelled_files(folder, split)
         unknown = sorted({parent_label(f) for f in files} - set(pre.vocab))
@@ -171,8 +174,6 @@ class Interpretation:
             raise ValueError(f"{folder} has labels the checkpoint {checkpoint} was not trained on: "
                              f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; its labels are "
                              f"{', '.join(pre.vocab[:10])}{' ...' if len(pre.vocab) > 10 else ''}")
-        dev = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
         ds = Dataset(files, {label: i for i, label in enumerate(pre.vocab)}, size=pre.size,
                      exif_orientation=pre.exif_orientation)
         dl = DataLoader(ds, bs, num_workers=num_workers)

@@ -23,7 +23,8 @@ import torch
 
 from groundup.utils.checkpoint_file import (CheckpointError, checkpoint_preprocessing, nonfinite_weights, read_checkpoint,
                                              weights_mismatch)
-from groundup.utils.checks import check_device, check_int
+from groundup.utils.checks import check_int
+from groundup.utils.devices import resolve_device
 from groundup.data.files import get_image_files
 from groundup.data.images import CorruptImageError, open_image
 from groundup.data.preprocessing import Preprocessing
@@ -144,7 +145,8 @@ class Predictor:
         vocab: the labels in index order.
         size: images are squashed to `size`×`size`, as in training.
         normalize: the training normalization.
-        device: where to run; default CUDA when available, else CPU.
+        device: where to run; default (None or "auto") CUDA when available, else CPU
+            (`groundup.utils.devices.resolve_device`).
         class_names: the display name of each label, in the vocabulary's order (default: the labels).
     """
 
@@ -153,8 +155,7 @@ class Predictor:
         if not vocab:
             raise ValueError("Predictor needs a non-empty vocab (the labels in index order)")
         check_int("Predictor", "size", size)
-        self.device = check_device("Predictor", "device", device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device, "Predictor: device")
         self.model = model.to(self.device)
         self.model.eval()
         self.vocab, self.size, self.normalize = list(vocab), size, normalize
