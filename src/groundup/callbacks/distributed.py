@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from groundup.callbacks.core import Callback, CancelFitException
+from groundup.inference import model_device
 from groundup.nn.bridge import to_torch
 from groundup.utils.process_group import (
     DEFAULT_TIMEOUT,
@@ -83,12 +84,6 @@ def _weighted_sum_hook(state, bucket):  # no annotations: DDP checks them, and o
         return out[:-2]
 
     return dist.all_reduce(flat, async_op=True).get_future().then(unpack)
-
-
-def _model_device(model) -> torch.device:
-    """Where the model's first parameter lives (the CPU for a model without parameters)."""
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def ddp_device_ids(device: torch.device) -> list[int] | None:
@@ -166,7 +161,7 @@ class DistributedTraining(Callback):
         model = learn.model
         # The training device (where SetupLearnerCB, order -10, has put the model) picks the backend
         # and NCCL's GPU: gloo for a model on the CPU, even on a machine with GPUs.
-        self.active = init_from_env(self.backend, self.timeout, device=_model_device(model))
+        self.active = init_from_env(self.backend, self.timeout, device=model_device(model))
         if not self.active:
             return
         if isinstance(model, DistributedDataParallel):
