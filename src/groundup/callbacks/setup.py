@@ -50,8 +50,12 @@ class SetupLearnerCB(Callback):
         self._augment = None
 
     def before_fit(self) -> None:
-        self.learn.model.to(self.device)
-        self._augment = getattr(self.learn.dls, "augment", None)  # looked up once per fit, not per batch
+        learn = self.learn
+        learn.model.to(self.device)
+        self._augment = getattr(learn.dls, "augment", None)  # looked up once per fit, not per batch
+        for dl in (learn.dls.train, learn.dls.valid):
+            if callable(getattr(dl, "pin_for", None)):  # groundup's DataLoader: pinned host memory for CUDA,
+                dl.pin_for(self.device)                 # so that to_device's non_blocking copies overlap
 
     def before_batch(self) -> None:
         learn = self.learn
