@@ -27,7 +27,7 @@ from groundup.losses import cross_entropy
 from groundup.nn.models import get_arch
 from groundup.run.config import TrainConfig, opt_func_for
 from groundup.utils.devices import resolve_device
-from groundup.utils.rng import seed_everything
+from groundup.utils.rng import seed_everything, set_deterministic
 
 __all__ = ["build_learner", "find_data", "resolve_data", "shipped_dataset"]
 
@@ -86,6 +86,8 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
                                        augment=augment, exif_orientation=cfg.exif_orientation)
     if cfg.compile and len(dls.train.dataset) >= cfg.bs:
         dls.train.drop_last = True  # a last, smaller batch would make torch.compile compile the model again
+    if cfg.deterministic:
+        set_deterministic(True)
     seed_everything(cfg.seed)
     model = get_arch(cfg.arch, n_classes=len(dls.preprocessing.vocab))
     if cfg.channels_last:
