@@ -8,6 +8,7 @@ from groundup.callbacks.core import Callback
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, batch_stats, to_nchw
 from groundup.utils.devices import resolve_device
+from groundup.utils.process_group import broadcast_
 
 __all__ = ["SetupLearnerCB", "to_device"]
 
@@ -33,8 +34,9 @@ class SetupLearnerCB(Callback):
     only moved.
 
     The statistics come from `learn.preprocessing` (which `ImageDataLoaders.from_folder` makes);
-    without one, from the first training batch, as the walkthrough does, and they are then
-    recorded as `learn.preprocessing` so that checkpoints and prediction use the same ones.
+    without one, from the first training batch, as the walkthrough does (under torchrun: rank 0's
+    first batch, for every rank), and they are then recorded as `learn.preprocessing` so that
+    checkpoints and prediction use the same ones.
 
     Args:
         device: where to train; default CUDA when available (under torchrun: this process's GPU),
@@ -71,8 +73,11 @@ class SetupLearnerCB(Callback):
             return self.normalize
         learn = self.learn
         if learn.preprocessing is None:  # no statistics given: the walkthrough's first-batch statistics
-            learn.preprocessing = Preprocessing(*batch_stats(xb), size=xb.shape[1] if xb.shape[1] == xb.shape[2]
-                                                else None)
+            mean, std = batch_stats(xb)
+            # Under torchrun each rank sees its own shard of the first batch: all take rank 0's statistics,
+            # or the ranks would normalize differently (a no-op in a single process)
+            broadcast_([mean, std])
+            learn.preprocessing = Preprocessing(mean, std, size=xb.shape[1] if xb.shape[1] == xb.shape[2] else None)
         return learn.preprocessing.normalize
 
     def __repr__(self) -> str:
