@@ -84,4 +84,4 @@ class SetupLearnerCB(Callback):
         return f"SetupLearnerCB(device={self.device}, normalize={self.normalize})"
 
 
-# `default_device` (a pass-through to local_device) before 0.2.
+# `default_device` before 0.2: now `groundup.utils.devices.resolve_device()`.
