@@ -241,7 +241,7 @@ class DataLoader:
         self._finalizer = None
 
     def pin_for(self, device: torch.device) -> bool:
-        """Pin the batches if they go to `device` and it is a CUDA device (unless `pin_memory` says); return the choice."""
+        """Pin the batches if `device` is a CUDA device (unless `pin_memory` was given); return the choice."""
         self._pin = self.pin_memory if self.pin_memory is not None else torch.device(device).type == "cuda"
         return self._pin
 

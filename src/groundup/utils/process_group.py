@@ -135,7 +135,8 @@ def rank_device(name: str, local_rank: int | None, n_local: int, n_gpus: int,
             raise ValueError(
                 f"{flag} {name}: torchrun started this process as LOCAL_RANK={local_rank}, but it sees only "
                 f"{n_gpus} GPU{'s' if n_gpus != 1 else ''}, and each process needs its own; start at most "
-                f"{n_gpus} per machine (torchrun --nproc_per_node={n_gpus}), or train on the CPU with --device cpu")
+                f"{n_gpus} per machine (torchrun --nproc_per_node={n_gpus}), or train on the CPU with --device cpu "
+                f"(where CUDA_VISIBLE_DEVICES shows each process only its own GPU: --device cuda:0)")
         return torch.device("cuda", local_rank)
     device = torch.device(name)
     if n_local > 1 and n_gpus > 1:
