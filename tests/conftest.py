@@ -12,6 +12,21 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
+def pinned_to_the_cpu(request, monkeypatch) -> None:
+    """The default suite trains on the CPU on every machine, a GPU machine included.
+
+    `GROUNDUP_DEVICE=cpu` makes `auto` (the default of every `--device`, `SetupLearnerCB()`,
+    `Predictor`, ...) mean the CPU, in this process and in the ones it starts (CLI and torchrun
+    subprocesses inherit it); so a test means the same wherever it runs. `gpu`-marked tests
+    (`pytest -m gpu`) see the machine as it is: `auto` is CUDA there.
+    """
+    if request.node.get_closest_marker("gpu"):
+        monkeypatch.delenv("GROUNDUP_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("GROUNDUP_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
 def groundup_home(tmp_path_factory, monkeypatch) -> Path:
     """Every test gets its own GROUNDUP_HOME, so caches never leak between tests (or into ~)."""
     home = tmp_path_factory.mktemp("groundup_home")

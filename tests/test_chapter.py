@@ -39,7 +39,7 @@ from groundup import (
     val2idx,
 )
 from groundup.callbacks.setup import to_device
-from groundup.utils.process_group import local_device
+from groundup.utils.devices import resolve_device
 from groundup.run.build import shipped_dataset
 
 # -- the reader's own pieces, as the chapter writes them -----------------------------------------
@@ -96,12 +96,11 @@ class SetupLearnerCB(Callback):
         self.tfm_x = tfm_x
 
     def before_batch(self):
-        xb, yb = to_device(self.batch, local_device())
+        xb, yb = to_device(self.batch, resolve_device())
         self.learner.batch = self.tfm_x(xb), yb
 
     def before_fit(self):
-        if torch.cuda.is_available():
-            self.model.cuda()
+        self.model.to(resolve_device())  # the walkthrough: .cuda() when available; the suite's rule here
 
 
 class TrackResults(Callback):

@@ -48,7 +48,6 @@ from groundup.utils.process_group import (
     init_from_env,
     is_distributed,
     is_main_process,
-    local_device,
     unwrap_model,
 )
 
@@ -198,6 +197,15 @@ def run_rank(scenario: str, out: Path) -> None:
     learn.fit(1)
     results["images"] = {"state": state_of(learn), "mean": learn.preprocessing.mean, "std": learn.preprocessing.std,
                          "during": during.seen, "before": before, "after": loader_state(dls)}
+    g = torch.Generator().manual_seed(0)  # uint8 images, no preprocessing object: first-batch statistics
+    pixels = torch.randint(0, 256, (16, 4, 4, 3), dtype=torch.uint8, generator=g)
+    pixels[4:8] //= 4  # rank 1's shard of the first global batch (items 4-7) is darker than rank 0's (0-3)
+    items = [(pixels[i], i % 2) for i in range(16)]
+    learn = Learner(Sequential(Flatten(), Linear(4 * 4 * 3, 2)), DataLoaders(DataLoader(items, 4), DataLoader(items, 4)),
+                    cross_entropy, lr=0.1, cbs=[SetupLearnerCB(device="cpu"), DistributedTraining()])
+    learn.fit(1)
+    results["first_batch_stats"] = {"mean": learn.preprocessing.mean, "std": learn.preprocessing.std,
+                                    "state": state_of(learn)}
     learn = make_learner("groundup", 100 + rank, cbs=[DistributedTraining()])
     learn.dls = DataLoaders(*[[b for b in dl] for dl in learn.dls])  # plain lists cannot be sharded
     try:
@@ -362,6 +370,16 @@ def test_ranks_agree_on_the_normalization_statistics_of_an_image_folder(run):
 
 
 @pytest.mark.slow  # torchrun: two processes
+def test_without_preprocessing_every_rank_normalizes_with_rank_0s_first_batch_statistics(run):
+    """Each rank's shard of the first batch has other statistics; rank 0's are used everywhere (issue 26, 8)."""
+    _, (r0, r1) = run
+    first = r0["first_batch_stats"]
+    assert torch.equal(first["mean"], r1["first_batch_stats"]["mean"])
+    assert torch.equal(first["std"], r1["first_batch_stats"]["std"])
+    assert_same_state(first["state"], r1["first_batch_stats"]["state"], atol=0)
+
+
+@pytest.mark.slow  # torchrun: two processes
 def test_loaders_that_cannot_shard_are_refused_with_advice(run):
     _, ranks = run
     for r in ranks:
@@ -437,8 +455,6 @@ def test_helpers_answer_for_one_process_without_torchrun(monkeypatch):
     assert torch.equal(all_reduce_sum([t])[0], t)
     broadcast_([t])
     assert torch.equal(t, torch.arange(3.0))
-    if not torch.cuda.is_available():
-        assert local_device() == torch.device("cpu")
 
 
 def test_rank_comes_from_torchrun_variables_before_the_group_exists(monkeypatch):

@@ -69,3 +69,31 @@ def test_onnx_export_runs_in_onnxruntime(run, image_folder, tmp_path):
     (probs,) = ort.InferenceSession(str(path)).run(None, {"images": images})
     expected = Predictor.from_checkpoint(run / "model.pt", device="cpu").probabilities(torch.from_numpy(images))
     np.testing.assert_allclose(probs, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_export_traces_on_the_models_device_and_saves_the_program_for_the_cpu(monkeypatch, tmp_path):
+    """A GPU model is traced on its GPU and saved CPU-loadable (issue 26, point 4); meta stands in for the GPU."""
+    import torch.export.passes
+
+    from groundup.data.preprocessing import Preprocessing
+    from groundup.nn.models import simple_cnn
+    from groundup.run.export import export_model
+
+    model = simple_cnn(3, 2).to("meta")
+    seen = {}
+
+    def export(module, example, dynamic_shapes):
+        seen["input"] = example[0].device
+        seen["tensors"] = {t.device for t in (*module.parameters(), *module.buffers())}
+        return "the program"
+
+    def move_to_device_pass(program, device):
+        seen["saved for"] = (program, device)
+        raise KeyboardInterrupt  # stop here: a meta program has no data to write
+
+    monkeypatch.setattr(torch.export, "export", export)
+    monkeypatch.setattr(torch.export.passes, "move_to_device_pass", move_to_device_pass)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(model, Preprocessing([0.5] * 3, [0.25] * 3, size=8, vocab=["a", "b"]), tmp_path / "m.pt2")
+    meta = torch.device("meta")
+    assert seen == {"input": meta, "tensors": {meta}, "saved for": ("the program", "cpu")}

@@ -9,7 +9,7 @@ from conftest import PNG_SIGNATURE, Points, groundup_mlp
 from torch import nn
 
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion, smooth_curve, suggest_lr
-from groundup.learner import Callback, Learner
+from groundup.learner import Callback, CancelFitException, Learner
 from groundup.losses import cross_entropy
 from groundup.optim import SGD
 
@@ -287,3 +287,30 @@ def test_lr_find_prints_no_results_rows_and_saves_no_checkpoint(tmp_path):
     assert learn.cbs == [track, recorder, ckpt] and all(cb.learn is learn for cb in learn.cbs)
     learn.fit(2)  # and they are back at work: a header and two rows more
     assert len(table.getvalue().splitlines()) == 2 + 3 and len(learn.history) == 2
+
+
+class CancelAtOnce(Callback):
+    def before_epoch(self):
+        raise CancelFitException
+
+
+def test_lr_find_puts_the_float16_gradient_scaler_back_as_it_was():
+    """Exploding losses under fp16 lower the scaler's scale; the real fit must not inherit that (issue 26, 5)."""
+    from groundup.callbacks.mixed_precision import MixedPrecision
+
+    amp = MixedPrecision(dtype=torch.float16, device_type="cpu")
+    big_loss = lambda preds, yb: 1e3 * cross_entropy(preds, yb)  # noqa: E731 - its scaled gradient overflows fp16
+    learn = Learner(groundup_mlp(), Points(), big_loss, cbs=[amp])
+    learn.fit(1, cbs=[CancelAtOnce()])  # makes the scaler, at its initial scale
+    before = amp.scaler.state_dict()
+    assert before["scale"] == 65536.0
+    scales = []
+
+    class WatchTheScale(Callback):
+        def after_batch(self):
+            scales.append(learn.grad_scaler.get_scale())
+
+    with learn.added_cbs([WatchTheScale()]):
+        learn.lr_find(start_lr=1e-4, max_lr=1.0, max_iter=4, path=None)
+    assert min(scales) < 65536.0  # the finder's inf gradients lowered the scale (to 32768 and below)
+    assert amp.scaler.state_dict() == before  # and the next fit starts from where it was

@@ -1,5 +1,6 @@
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from groundup.callbacks.core import Callback, CancelFitException
@@ -52,3 +53,38 @@ def test_without_statistics_the_first_batch_sets_the_learners_preprocessing():
     mean = (xb.double() / 255).mean((0, 1, 2)).float()  # the walkthrough's first-batch statistics
     torch.testing.assert_close(learn.preprocessing.mean, mean)
     assert learn.preprocessing.size == 4
+
+
+def _fake_gpus(monkeypatch, n):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+
+
+@pytest.mark.parametrize("device, n_gpus, pinned", [("cuda", 1, True), ("cuda:1", 2, True), ("cpu", 1, False)])
+def test_batches_for_a_cuda_device_come_in_pinned_host_memory(monkeypatch, device, n_gpus, pinned):
+    """Pinned memory lets the non_blocking copy to the GPU overlap compute (issue 26, point 6)."""
+    from groundup.data.loader import DataLoader, DataLoaders
+
+    _fake_gpus(monkeypatch, n_gpus)
+    x = torch.randint(0, 256, (8, 4, 4, 3), dtype=torch.uint8)
+    dls = DataLoaders(DataLoader(list(zip(x, range(8))), 4), DataLoader(list(zip(x, range(8))), 4))
+    model = torch.nn.Linear(2, 2)
+    monkeypatch.setattr(model, "to", lambda device: model)  # no GPU to move it to here
+    setup = SetupLearnerCB(device=device)
+    Learner(model, dls, cross_entropy, cbs=[setup])
+    setup.before_fit()
+    assert (dls.train._pin, dls.valid._pin) == (pinned, pinned)
+    pins = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pins.append(t.shape) or t)  # pinning needs CUDA
+    batches = list(dls.train)
+    assert pins == ([(4, 4, 4, 3), (4,)] * 2 if pinned else [])
+    assert len(batches) == 2
+
+
+def test_pin_memory_given_to_the_loader_is_kept_whatever_the_device():
+    from groundup.data.loader import DataLoader
+
+    assert DataLoader([1, 2], pin_memory=False).pin_for(torch.device("cuda", 0)) is False
+    assert DataLoader([1, 2]).pin_for(torch.device("cpu")) is False
+    with pytest.raises(ValueError, match="pin_memory must be True, False or None"):
+        DataLoader([1, 2], pin_memory="yes")

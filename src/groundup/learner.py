@@ -58,7 +58,7 @@ from groundup.inference import (
     tta_forward,
 )
 from groundup.metrics import task_metric
-from groundup.optim import SGD
+from groundup.optim import SGD, state_to_param_devices
 
 __all__ = [
     "EVENTS",
@@ -291,8 +291,9 @@ class Learner:
                 `0..start_epoch-1` had run here; see `Learner.load`).
 
         `before_fit` runs first, then the optimizer is created from `opt_func(params, lr)`, so a
-        callback may change `lr` in `before_fit`. A later `fit` keeps the optimizer (and its
-        momentum state) and sets every group's lr to `learn.lr`.
+        callback may change `lr` in `before_fit`. A later `fit` (or one after `load`) keeps the
+        optimizer (and its momentum state, moved to wherever `before_fit` put the model:
+        `groundup.optim.state_to_param_devices`) and sets every group's lr to `learn.lr`.
         """
         check_int("Learner.fit", "n_epochs", n_epochs)
         if not 0 <= start_epoch <= n_epochs:
@@ -305,6 +306,7 @@ class Learner:
                 if self.opt is None:
                     self.opt = self.opt_func(list(self.unwrapped_model.parameters()), self.lr)
                 else:  # a later fit keeps the optimizer's state and starts from learn.lr
+                    state_to_param_devices(self.opt)  # the model may have moved (SetupLearnerCB): the state follows
                     for group in self.opt.param_groups:
                         group["lr"] = self.lr
                 for self.epoch in range(start_epoch, n_epochs):

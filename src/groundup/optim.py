@@ -20,7 +20,7 @@ from torch import Tensor
 
 from groundup.utils.checks import check_number
 
-__all__ = ["SGD", "Adam", "Optimizer", "decay_groups"]
+__all__ = ["SGD", "Adam", "Optimizer", "decay_groups", "state_to_param_devices"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -195,6 +195,26 @@ def decay_groups(params: Iterable[Tensor], weight_decay: float) -> list[dict[str
     groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def state_to_param_devices(opt) -> bool:
+    """Move an optimizer's state onto its parameters' devices, where the model has moved since; True if it did.
+
+    A model moved with `.to(device)` keeps its parameter objects (groundup's `Module.to` and
+    torch's both swap the data in place), so the optimizer still holds them, but its state
+    (momentum buffers, Adam's moments) stays where it was made: on the CPU after a checkpoint was
+    loaded there, say, while the next step's gradients are on the GPU. `Learner.fit` calls this
+    after `before_fit` (where `SetupLearnerCB` places the model), so the state always follows.
+
+    Works for groundup's optimizers and `torch.optim` ones alike: the state is reloaded through the
+    optimizer's own `load_state_dict`, which puts each tensor where its parameter is (torch keeps
+    a non-capturable optimizer's `step` counts on the CPU, by design; they are not counted as misplaced).
+    """
+    misplaced = any(isinstance(v, Tensor) and k != "step" and v.device != p.device
+                    for p, state in opt.state.items() for k, v in state.items())
+    if misplaced:
+        opt.load_state_dict(opt.state_dict())
+    return misplaced
 
 
 def _restore(opt: str, index: int, p: Tensor, key: str, value: Any) -> Any:

@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from groundup.callbacks.core import Callback, CancelFitException
+from groundup.inference import model_device
 from groundup.nn.bridge import to_torch
 from groundup.utils.process_group import (
     DEFAULT_TIMEOUT,
@@ -46,7 +47,7 @@ from groundup.utils.process_group import (
     init_from_env,
 )
 
-__all__ = ["DistributedTraining"]
+__all__ = ["DistributedTraining", "ddp_device_ids"]
 
 
 class _SyncState:
@@ -87,6 +88,16 @@ def _weighted_sum_hook(state, bucket):  # no annotations: DDP checks them, and o
     return dist.all_reduce(flat, async_op=True).get_future().then(unpack)
 
 
+def ddp_device_ids(device: torch.device) -> list[int] | None:
+    """DistributedDataParallel's `device_ids` for a model on `device`: `[r]` on `cuda:r`, None on the CPU."""
+    if device.type != "cuda":
+        return None
+    if device.index is None:
+        raise ValueError(f"DistributedTraining: the model is on {device}, with no GPU index; put it on this "
+                         f"process's own GPU (SetupLearnerCB() picks cuda:LOCAL_RANK)")
+    return [device.index]
+
+
 def _batch_size(batch) -> int:
     """Samples in a batch: the length of its first tensor (`batch` = (xb, yb, ...))."""
     x = batch
@@ -124,7 +135,8 @@ class DistributedTraining(Callback):
     Args:
         bucket_mb: size of a gradient bucket in megabytes (one all-reduce per bucket).
         timeout: seconds a collective waits for the other ranks before it fails (see `init_from_env`).
-        backend: "nccl" or "gloo"; default NCCL with CUDA, gloo without.
+        backend: "nccl" or "gloo"; default from the model's device at `before_fit`: NCCL on a GPU,
+            gloo on the CPU (`groundup.utils.process_group.backend_for`).
     """
 
     order = -7  # after SetupLearnerCB (-10) has put the model on its device
@@ -150,14 +162,16 @@ class DistributedTraining(Callback):
 
     # -- events ---------------------------------------------------------------------------------------
     def before_fit(self) -> None:
-        self.active = init_from_env(self.backend, self.timeout)
+        learn = self.learn
+        model = learn.model
+        # The training device (where SetupLearnerCB, order -10, has put the model) picks the backend
+        # and NCCL's GPU: gloo for a model on the CPU, even on a machine with GPUs.
+        self.active = init_from_env(self.backend, self.timeout, device=model_device(model))
         if not self.active:
             return
-        learn = self.learn
-        if isinstance(learn.model, DistributedDataParallel):
+        if isinstance(model, DistributedDataParallel):
             raise TypeError("DistributedTraining wraps the model in DistributedDataParallel itself; give the "
                             "Learner the plain model (learn.model = learn.model.module)")
-        model = learn.model
         if dist.get_backend() == "nccl" and any(p.device.type != "cuda" for p in model.parameters()):
             raise ValueError("DistributedTraining: NCCL needs the model on this process's GPU, but some parameters "
                              "are on the CPU; add SetupLearnerCB() to the callbacks (it picks cuda:LOCAL_RANK)")
@@ -255,7 +269,7 @@ class DistributedTraining(Callback):
         # Buffers are averaged once per training pass (after_train), not broadcast at every forward.
         no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
                           inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False})
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+        ddp = DistributedDataParallel(model, device_ids=ddp_device_ids(device),
                                       bucket_cap_mb=self.bucket_mb, **no_buffer_sync)
         ddp.register_comm_hook(self._sync, _weighted_sum_hook)
         self._ddp = ddp

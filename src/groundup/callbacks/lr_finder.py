@@ -149,13 +149,14 @@ class LRFinder(Callback):
     """The learning-rate range test as a callback; `Learner.lr_find` runs it for you.
 
     In `before_fit` it saves the exact training state (model weights and buffers, the optimizer's
-    state or the fact that there is none yet, `learn.lr`, the RNG states) and starts at `start_lr`.
+    state or the fact that there is none yet, `learn.lr`, the RNG states, the float16 gradient
+    scaler's scale) and starts at `start_lr`.
     After every training batch it records (lr, loss) and multiplies every group's lr by `mult`.
     Fitting stops (`CancelFitException`) when the next lr would exceed `max_lr`, after `max_iter`
     batches, when the loss is NaN or infinite, or when the smoothed loss exceeds `explode` times
     the best smoothed loss so far. Validation is skipped; if one epoch is too short, training goes
     on into the next (`epochs_needed` says how many). `after_fit` restores the saved state, so the
-    model, optimizer and RNG are bit-identical to before.
+    model, optimizer, gradient scaler and RNG are bit-identical to before.
 
     Args:
         start_lr: the first learning rate.
@@ -226,6 +227,9 @@ class LRFinder(Callback):
             "opt": None if learn.opt is None else copy.deepcopy(learn.opt.state_dict()),
             "lr": learn.lr,
             "rng": get_rng_state(),
+            # MixedPrecision (order -5) has set the fp16 gradient scaler already; the finder's exploding
+            # losses lower its scale, which the real fit must not inherit
+            "scaler": None if learn.grad_scaler is None else copy.deepcopy(learn.grad_scaler.state_dict()),
         }
         self.lrs, self.losses = [], []
         self._avg, self._best = EMA(self.beta), math.inf
@@ -270,6 +274,8 @@ class LRFinder(Callback):
         else:
             learn.opt.load_state_dict(saved["opt"])
         learn.lr = saved["lr"]
+        if saved["scaler"] is not None and learn.grad_scaler is not None:  # put back before the Learner drops it
+            learn.grad_scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
         self._saved = None
 

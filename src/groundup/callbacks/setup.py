@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from groundup.callbacks.core import Callback
-from groundup.utils.checks import check_device
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.transforms import Normalize, batch_stats
-from groundup.utils.process_group import local_device
+from groundup.utils.devices import resolve_device
+from groundup.utils.process_group import broadcast_
 
 __all__ = ["SetupLearnerCB", "to_device"]
 
@@ -35,8 +35,9 @@ class SetupLearnerCB(Callback):
     export see. Other batches (floats, 2-D features, ...) are only moved.
 
     The statistics come from `learn.preprocessing` (which `ImageDataLoaders.from_folder` makes);
-    without one, from the first training batch, as the walkthrough does, and they are then
-    recorded as `learn.preprocessing` so that checkpoints and prediction use the same ones.
+    without one, from the first training batch, as the walkthrough does (under torchrun: rank 0's
+    first batch, for every rank), and they are then recorded as `learn.preprocessing` so that
+    checkpoints and prediction use the same ones.
 
     Args:
         device: where to train; default CUDA when available (under torchrun: this process's GPU),
@@ -48,7 +49,7 @@ class SetupLearnerCB(Callback):
     order = -10  # before every callback that looks at the batch
 
     def __init__(self, device: str | torch.device | None = None, normalize: Normalize | None = None):
-        self.device = check_device("SetupLearnerCB", "device", device) if device is not None else local_device()
+        self.device = resolve_device(device, "SetupLearnerCB: device")
         self.normalize = normalize
         self._augment = None
         self._preprocessing: Preprocessing | None = None
@@ -57,6 +58,9 @@ class SetupLearnerCB(Callback):
         self.learn.model.to(self.device)
         self._augment = getattr(self.learn.dls, "augment", None)  # looked up once per fit, not per batch
         self._preprocessing = None  # from `normalize`: made at the first image batch
+        for dl in (self.learn.dls.train, self.learn.dls.valid):
+            if callable(getattr(dl, "pin_for", None)):  # groundup's DataLoader: pinned host memory for CUDA,
+                dl.pin_for(self.device)                 # so that to_device's non_blocking copies overlap
 
     def before_batch(self) -> None:
         learn = self.learn
@@ -81,12 +85,15 @@ class SetupLearnerCB(Callback):
                 self._preprocessing = Preprocessing(self.normalize.mean, self.normalize.std, size=size)
             return self._preprocessing
         if learn.preprocessing is None:  # no statistics given: the walkthrough's first-batch statistics
-            learn.preprocessing = Preprocessing(*batch_stats(xb), size=xb.shape[1] if xb.shape[1] == xb.shape[2]
-                                                else None)
+            mean, std = batch_stats(xb)
+            # Under torchrun each rank sees its own shard of the first batch: all take rank 0's statistics,
+            # or the ranks would normalize differently (a no-op in a single process)
+            broadcast_([mean, std])
+            learn.preprocessing = Preprocessing(mean, std, size=xb.shape[1] if xb.shape[1] == xb.shape[2] else None)
         return learn.preprocessing
 
     def __repr__(self) -> str:
         return f"SetupLearnerCB(device={self.device}, normalize={self.normalize})"
 
 
-# `default_device` (a pass-through to local_device) before 0.2.
+# `default_device` before 0.2: now `groundup.utils.devices.resolve_device()`.

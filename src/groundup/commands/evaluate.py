@@ -8,11 +8,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from groundup.commands.options import HelpFormatter, non_negative_int, positive_int
+from groundup.commands.options import HelpFormatter, add_device_option, non_negative_int, positive_int
 from groundup.run.build import find_data
 from groundup.run.folder import base_summary, new_out_dir
 from groundup.run.interpret import Interpretation, format_per_class
 from groundup.run.report import write_per_class_csv, write_report, write_summary
+from groundup.utils.devices import resolve_device
 
 NAME = "evaluate"
 
@@ -43,7 +44,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="how many images the top-losses grid shows")
     e.add_argument("--tta", action="store_true",
                    help="flip test-time augmentation: average each image's prediction with its mirror image's")
-    e.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    add_device_option(e, "evaluate")
     e.set_defaults(run=run)
     return e
 
@@ -51,9 +52,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     start = time.perf_counter()
     started = datetime.datetime.now().isoformat(timespec="seconds")
+    device = resolve_device(args.device)  # checked first: a bad --device fails before any work
     folder = find_data(args.data)
     interp = Interpretation.from_checkpoint(args.checkpoint, folder, split=args.split, bs=args.bs,
-                                            num_workers=args.num_workers, device=args.device, tta=args.tta,
+                                            num_workers=args.num_workers, device=device, tta=args.tta,
                                             labels=args.labels)
     out = new_out_dir(args.out, suffix="-evaluate")
     multi = interp.multi_label

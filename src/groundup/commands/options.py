@@ -8,6 +8,7 @@ import math
 from groundup.data.folder import TASKS
 from groundup.run.config import DEFAULT_MOMENTUM, DEFAULT_WD, OPTIMIZERS, TrainConfig
 from groundup.nn.models import ARCHS
+from groundup.utils.devices import DEVICE_ENV
 
 __all__ = ["HelpFormatter", "add_data_options", "add_device_option", "non_negative_int", "number", "positive_int",
            "positive_number"]
@@ -105,8 +106,12 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="multi-label: a tag is predicted where its probability is above P")
 
 
-def add_device_option(p: argparse.ArgumentParser) -> None:
-    """--device, as `train` and `lr-find` take it (checked when the learner is built: `groundup.utils.devices`)."""
-    p.add_argument("--device", default=TrainConfig().device, metavar="{auto,cpu,cuda,cuda:N}",
-                   help="where to train: auto is CUDA when available (under torchrun: each process's GPU), "
-                        "else the CPU")
+def add_device_option(p: argparse.ArgumentParser, what: str = "train") -> None:
+    """--device, as every subcommand takes it: the same names and meaning everywhere.
+
+    The value is checked (spelling, and whether this machine has it) by the one function
+    `groundup.utils.devices.resolve_device`, before any work starts.
+    """
+    p.add_argument("--device", default=TrainConfig().device, metavar="{auto,cpu,cuda,cuda:N,mps}",
+                   help=f"where to {what}: auto is ${DEVICE_ENV} when set, else CUDA when available (under "
+                        f"torchrun: each process's own GPU, cuda:LOCAL_RANK), else the CPU (default: auto)")

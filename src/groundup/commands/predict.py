@@ -6,9 +6,9 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from groundup.utils.checks import check_device
-from groundup.commands.options import HelpFormatter
+from groundup.commands.options import HelpFormatter, add_device_option
 from groundup.run.predictor import Predictor, find_images
+from groundup.utils.devices import resolve_device
 
 NAME = "predict"
 
@@ -36,8 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                          "was trained with)")
     pr.add_argument("--tta", action="store_true",
                     help="flip test-time augmentation: average each image's prediction with its mirror image's")
-    pr.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps, where available "
-                                                   "(default: cuda when available, else cpu)")
+    add_device_option(pr, "predict")
     pr.set_defaults(run=run)
     return pr
 
@@ -45,9 +44,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.top < 1:
         raise ValueError(f"--top must be a positive integer, got {args.top}")
-    if args.device is not None:
-        check_device("", "--device", args.device)
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=resolve_device(args.device))
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise ValueError(f"--threshold must be a probability in (0, 1), got {args.threshold}")
     preds = predictor.predict(find_images(args.images), top_k=args.top, tta=args.tta, threshold=args.threshold,

@@ -61,6 +61,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="also evaluate the final model with flip test-time augmentation (summary: tta_acc)")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
                    help="channels-last (NHWC) conv weights, the layout of groundup's batches: faster on CPU")
+    t.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=d.deterministic,
+                   help="deterministic algorithms (cuDNN, cuBLAS): a GPU run then repeats and resumes bit for "
+                        "bit, somewhat slower; CPU runs do already")
     t.add_argument("--wd-norms", action=argparse.BooleanOptionalAction, default=d.wd_norms,
                    help="weight decay on norm layers and biases too (--no-wd-norms leaves them out)")
     t.add_argument("--warmup", type=float, default=d.warmup, metavar="FRACTION",

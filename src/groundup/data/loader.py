@@ -83,6 +83,17 @@ class WorkerError(GroundupError, RuntimeError):
     """A DataLoader worker process died or failed; the message says which and why."""
 
 
+def _pinned(batch):
+    """`batch` (a tensor, or a tuple/list/dict of them) with every tensor in page-locked host memory."""
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory()
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_pinned(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _pinned(v) for k, v in batch.items()}
+    return batch
+
+
 def _fetch(dataset, collate_fn, idxs):
     if collate_fn is collate and hasattr(dataset, "get_batch"):
         return dataset.get_batch(idxs)  # the dataset's own vectorised path (e.g. a warm decode cache)
@@ -190,6 +201,10 @@ class DataLoader:
         collate_fn: turns a list of samples into a batch (default `collate`).
         timeout: seconds between checks that the workers are alive.
         prefetch: batches in flight per worker.
+        pin_memory: copy each batch into page-locked ("pinned") host memory, from which a copy to a
+            GPU with `non_blocking=True` runs alongside the computation instead of before it. None
+            (the default): pinned when the batches go to a CUDA device (`SetupLearnerCB` says so
+            through `pin_for`); pinning needs CUDA.
 
     Example:
         >>> dl = DataLoader(ds, bs=128, shuffle=True, num_workers=2, seed=42)
@@ -202,7 +217,7 @@ class DataLoader:
     def __init__(self, dataset, bs: int = 64, shuffle: bool = False, num_workers: int = 0,
                  drop_last: bool = False, seed: int | None = None,
                  collate_fn: Callable[[list], Any] = collate, timeout: float = 5.0, prefetch: int = 2,
-                 n_workers: int | None = None):
+                 n_workers: int | None = None, pin_memory: bool | None = None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader needs a dataset with __len__ and __getitem__, "
                             f"got {type(dataset).__name__}")
@@ -213,12 +228,22 @@ class DataLoader:
         check_int("DataLoader", "prefetch", prefetch)
         self.dataset, self.bs, self.shuffle, self.num_workers = dataset, bs, shuffle, num_workers
         self.drop_last, self.collate_fn, self.timeout, self.prefetch = drop_last, collate_fn, timeout, prefetch
+        if pin_memory not in (None, True, False):
+            raise ValueError(f"DataLoader: pin_memory must be True, False or None (pinned when training on CUDA), "
+                             f"got {pin_memory!r}")
+        self.pin_memory = pin_memory
+        self._pin = bool(pin_memory)  # what this iteration does: `pin_for` decides when pin_memory is None
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
         self.epoch = 0  # the epoch the next iteration runs; `set_epoch` moves it (resume)
         self.rank, self.world_size = 0, 1
         self._pool: _WorkerPool | None = None
         self._tags = itertools.count()
         self._finalizer = None
+
+    def pin_for(self, device: torch.device) -> bool:
+        """Pin the batches if `device` is a CUDA device (unless `pin_memory` was given); return the choice."""
+        self._pin = self.pin_memory if self.pin_memory is not None else torch.device(device).type == "cuda"
+        return self._pin
 
     # -- which indices go into which batch ------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -269,10 +294,14 @@ class DataLoader:
         batches = self.epoch_batches(self.epoch)
         self.epoch += 1
         if self.num_workers == 0 or self._warm_cache():
-            for idxs in batches:
-                yield _fetch(self.dataset, self.collate_fn, idxs)
+            loaded = (_fetch(self.dataset, self.collate_fn, idxs) for idxs in batches)
+        else:
+            loaded = self._iter_workers(batches)
+        if not self._pin:
+            yield from loaded
             return
-        yield from self._iter_workers(batches)
+        for batch in loaded:
+            yield _pinned(batch)
 
     def _warm_cache(self) -> bool:
         # A fully decoded cache makes a batch one gather from a memory map: cheaper in this

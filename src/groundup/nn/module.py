@@ -612,10 +612,16 @@ class Module:
             for p in module._parameters.values():
                 if p is None:
                     continue
+                grad = p.grad
                 with torch.no_grad():
-                    p.data = convert(p.data)
-                if p.grad is not None:
-                    p.grad = convert(p.grad)
+                    new = convert(p.data)
+                    if torch._has_compatible_shallow_copy_type(p.data, new):
+                        p.data = new  # CPU <-> CUDA: the same Parameter object, so optimizers keep it
+                    else:  # e.g. to the meta device, which .data cannot take: swap contents, keep the object
+                        p.grad = None
+                        torch.utils.swap_tensors(p, type(p)(new, requires_grad=p.requires_grad))
+                if grad is not None:
+                    p.grad = convert(grad)
             for name, b in list(module._buffers.items()):
                 if b is not None:
                     b = convert(b)

@@ -29,7 +29,7 @@ from groundup.losses import binary_cross_entropy_with_logits, cross_entropy
 from groundup.nn.models import get_arch
 from groundup.run.config import TrainConfig, opt_func_for
 from groundup.utils.devices import resolve_device
-from groundup.utils.rng import seed_everything
+from groundup.utils.rng import seed_everything, set_deterministic
 
 __all__ = ["build_learner", "find_data", "loss_for", "resolve_data", "shipped_dataset"]
 
@@ -103,6 +103,8 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
         dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), **loading)
     if cfg.compile and len(dls.train.dataset) >= cfg.bs:
         dls.train.drop_last = True  # a last, smaller batch would make torch.compile compile the model again
+    if cfg.deterministic:
+        set_deterministic(True)
     seed_everything(cfg.seed)
     model = get_arch(cfg.arch, n_classes=len(dls.preprocessing.vocab))
     if cfg.channels_last:

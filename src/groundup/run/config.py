@@ -89,6 +89,9 @@ class TrainConfig:
             mirror image, averaged): the interpretation and summary's `tta` accuracy.
         channels_last: keep conv weights in the channels-last (NHWC) memory format, which the
             NHWC batches already have: faster convolutions on CPU.
+        deterministic: make torch pick deterministic algorithms (`groundup.utils.rng.set_deterministic`):
+            on CUDA, cuDNN's and cuBLAS's fastest kernels may add in a different order each run, so
+            only then does a resumed or repeated GPU run equal the first bit for bit. Costs some speed.
         wd_norms: weight decay on 1-D parameters too (norm scales and shifts, biases); False leaves
             them out, as timm and fastai do (`decay_groups`).
         warmup: fraction of the one-cycle schedule spent warming up.
@@ -131,6 +134,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     tta: bool = False
     channels_last: bool = False
+    deterministic: bool = False
     wd_norms: bool = True
     warmup: float = 0.25
     anneal: str = "linear"

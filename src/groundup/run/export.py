@@ -28,6 +28,7 @@ import torch
 from groundup.utils.atomic import atomic_write
 from groundup.utils.checks import check_choice
 from groundup.data.preprocessing import Preprocessing, output_probabilities
+from groundup.inference import model_device
 from groundup.nn.bridge import to_torch
 from groundup.run.predictor import load_trained_model
 
@@ -41,14 +42,15 @@ class ExportedClassifier(torch.nn.Module):
     """uint8 images (N, H, W, 3) → class probabilities (N, C): `Preprocessing`, model and softmax
     (multi-label: a sigmoid per tag; `groundup.json` says so, with the threshold).
 
-    The images go through the training data's `Preprocessing` (its statistics are exported with the
-    graph as constants), then the trained model (through `to_torch` for a groundup model).
+    The images go through the training data's `Preprocessing` (its statistics, on the model's device,
+    are exported with the graph as constants), then the trained model (through `to_torch` for a
+    groundup model).
     """
 
     def __init__(self, model: Any, preprocessing: Preprocessing) -> None:
         super().__init__()
         self.model = to_torch(model)
-        self.preprocessing = preprocessing
+        self.preprocessing = preprocessing  # its statistics follow the images to their device
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W, 3) uint8
         logits = self.model(self.preprocessing(images))  # (N, C)
@@ -68,7 +70,9 @@ def export_model(model: Any, preprocessing: Preprocessing, out: str | os.PathLik
     """Export `model` with `preprocessing` to `out` (see the module docstring); return the file written.
 
     Args:
-        model: the trained model (groundup or torch.nn), mapping (N, 3, H, W) floats to (N, C) logits.
+        model: the trained model (groundup or torch.nn), mapping (N, 3, H, W) floats to (N, C) logits,
+            on any device: it is traced there, and a `.pt2` program is saved for the CPU (it loads on
+            any machine; `torch.export.passes.move_to_device_pass(program, "cuda")` moves it back).
         preprocessing: its `Preprocessing` (image size, class names, statistics).
         out: the file to write (`.pt2` or `.onnx`); written atomically.
         fmt: "pt2" (`torch.export`, loads with `torch.export.load`) or "onnx" (needs
@@ -81,12 +85,17 @@ def export_model(model: Any, preprocessing: Preprocessing, out: str | os.PathLik
     out = Path(out)
     size = preprocessing.size
     module = ExportedClassifier(model, preprocessing).eval()
-    example = (torch.zeros(2, size, size, 3, dtype=torch.uint8),)
+    device = model_device(model)  # traced where the model is (a GPU model is not moved or copied) ...
+    example = (torch.zeros(2, size, size, 3, dtype=torch.uint8, device=device),)
     batch = {"images": {0: torch.export.Dim("batch", min=1, max=65536)}}
     meta = _metadata(preprocessing, fmt)
     with torch.no_grad():
         if fmt == "pt2":
             program = torch.export.export(module, example, dynamic_shapes=batch)
+            if device.type != "cpu":  # ... and saved for the CPU, so that it loads on any machine
+                from torch.export.passes import move_to_device_pass
+
+                program = move_to_device_pass(program, "cpu")
             with atomic_write(out, durable=True) as f:
                 torch.export.save(program, f, extra_files={METADATA: json.dumps(meta)})
             return out

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from groundup.utils.checks import check_int
 from groundup.data.csv_labels import read_label_csv
+from groundup.utils.devices import resolve_device
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
@@ -179,11 +180,13 @@ class Interpretation:
             bs, num_workers: how the images are loaded.
             loss_func: the loss per item (default: the one `groundup train` trains with, cross-entropy or
                 for a multi-label model binary cross-entropy).
-            device: where the model runs; default CUDA when available, else CPU.
+            device: where the model runs; default (None or "auto") CUDA when available, else CPU
+                (`groundup.utils.devices.resolve_device`).
             tta: average each image's prediction with its mirror image's (flip test-time augmentation).
             labels: a CSV of labels under `folder` (file name, label; see `groundup.data.csv_labels`):
                 every image it lists, in place of the folder's label folders.
         """
+        dev = resolve_device(device, "Interpretation: device")  # before the model loads: a bad name fails fast
         model, pre = load_trained_model(checkpoint)
         if labels is not None:
             table = read_label_csv(Path(folder) / labels, folder)
@@ -197,8 +200,6 @@ class Interpretation:
             raise ValueError(f"{folder} has labels the checkpoint {checkpoint} was not trained on: "
                              f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; its labels are "
                              f"{', '.join(pre.vocab[:10])}{' ...' if len(pre.vocab) > 10 else ''}")
-        dev = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
         vocab = {label: i for i, label in enumerate(pre.vocab)}
         if pre.multi_label:
             targets = np.zeros((len(files), len(vocab)), dtype=np.float32)  # multi-hot (N, C)

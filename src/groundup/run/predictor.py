@@ -24,7 +24,8 @@ import torch
 
 from groundup.utils.checkpoint_file import (CheckpointError, checkpoint_preprocessing, nonfinite_weights, read_checkpoint,
                                              weights_mismatch)
-from groundup.utils.checks import check_device, check_int
+from groundup.utils.checks import check_int
+from groundup.utils.devices import resolve_device
 from groundup.data.files import get_image_files
 from groundup.data.images import CorruptImageError, open_image
 from groundup.data.preprocessing import Preprocessing, output_probabilities
@@ -153,15 +154,15 @@ class Predictor:
             to (N, n_classes) logits.
         preprocessing: the training data's `Preprocessing`, with a vocabulary and an image size;
             images go through it as validation images did in training.
-        device: where to run; default CUDA when available, else CPU.
+        device: where to run; default (None or "auto") CUDA when available, else CPU
+            (`groundup.utils.devices.resolve_device`).
     """
 
     def __init__(self, model, preprocessing: Preprocessing, device: str | torch.device | None = None) -> None:
         if not preprocessing.vocab:
             raise ValueError("Predictor needs a preprocessing with a non-empty vocab (the labels in index order)")
         check_int("Predictor", "size", preprocessing.size)
-        self.device = check_device("Predictor", "device", device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device, "Predictor: device")
         self.model = model.to(self.device)
         self.model.eval()
         self.preprocessing = preprocessing

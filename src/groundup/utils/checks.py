@@ -12,9 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-__all__ = ["available_devices", "check_choice", "check_device", "check_int", "check_number"]
+__all__ = ["check_choice", "check_int", "check_number"]
 
 
 def _who(owner: str, name: str) -> str:
@@ -51,34 +49,3 @@ def check_choice(what: str, value: Any, choices: Sequence[str]) -> str:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ValueError(f"unknown {what} {value!r}{hint}; choose from: {', '.join(choices)}")
     return value
-
-
-def available_devices() -> list[str]:
-    """The devices this machine and this torch build can run on: `cpu`, then `cuda:N` and `mps` where present."""
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def check_device(owner: str, name: str, device: Any) -> torch.device:
-    """`device` as a `torch.device` if this machine has it, else ValueError naming it and the devices available."""
-    available = available_devices()
-    listing = f"devices available here: {', '.join(available)}"
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"{_who(owner, name)}: unknown device {device!r}; {listing}") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        why = ("this torch build has no CUDA support" if torch.version.cuda is None
-               else "no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES)")
-        raise ValueError(f"{_who(owner, name)} {device!r} is not available: {why}; {listing}")
-    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
-        raise ValueError(f"{_who(owner, name)} {device!r} is not available: there are "
-                         f"{torch.cuda.device_count()} CUDA devices; {listing}")
-    if d.type not in ("cpu", "cuda") and d.type not in available:
-        raise ValueError(f"{_who(owner, name)} {device!r} is not available on this machine; {listing}")
-    return d

@@ -33,6 +33,7 @@ from groundup.utils.errors import GroundupError
 __all__ = [
     "PeerFailureError",
     "all_reduce_sum",
+    "backend_for",
     "broadcast_",
     "buckets",
     "cleanup",
@@ -44,10 +45,11 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "launched_by_torchrun",
-    "local_device",
+    "local_world_size",
     "peer_failure",
     "peer_failure_hint",
     "peer_stopped",
+    "rank_device",
     "unwrap_model",
 ]  # fmt: skip
 
@@ -94,38 +96,80 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def local_device() -> torch.device:
-    """The device this process should train on: `cuda:LOCAL_RANK` under torchrun, `cuda` alone, else CPU.
+def local_world_size() -> int:
+    """How many processes torchrun started on this machine (`LOCAL_WORLD_SIZE`; 1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
-    Where a cluster shows each process only its own GPU (`CUDA_VISIBLE_DEVICES` set per process), that
-    GPU is `cuda:0` whatever the local rank.
+
+def rank_device(name: str, local_rank: int | None, n_local: int, n_gpus: int,
+                flag: str = "--device") -> torch.device:
+    """The device one process trains on: a pure function of the device asked for and what it can see.
+
+    Each process torchrun starts owns its own GPU, `cuda:LOCAL_RANK`, unless told otherwise:
+
+        name            not under torchrun    under torchrun (LOCAL_RANK=r, n_local processes here)
+        auto            cuda, else cpu        cuda:r, else cpu
+        cuda            cuda                  cuda:r (an error when r >= n_gpus: more processes than GPUs)
+        cuda:N          cuda:N                cuda:N when it is this process's alone: one process per
+                                              machine, or one visible GPU per process (CUDA_VISIBLE_DEVICES
+                                              set per process); with several processes and several
+                                              visible GPUs, an error (they would all share cuda:N)
+        cpu, mps        themselves            themselves
+
+    Args:
+        name: a device name, spelled right (`groundup.utils.devices.check_device_name`).
+        local_rank: this process's `LOCAL_RANK`, or None when torchrun did not start it.
+        n_local: processes torchrun started on this machine (`LOCAL_WORLD_SIZE`).
+        n_gpus: CUDA GPUs this process sees (0 without CUDA).
+        flag: how the message names the value.
+
+    Raises:
+        ValueError: one line, when the processes on this machine outnumber its GPUs or would share one.
     """
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    if "LOCAL_RANK" not in os.environ:
-        return torch.device("cuda")
-    local, n_gpus = get_local_rank(), torch.cuda.device_count()
-    if n_gpus == 1:
-        return torch.device("cuda", 0)
-    if local >= n_gpus:
-        raise ValueError(f"LOCAL_RANK={local}, but this machine shows only {n_gpus} GPUs; start at most "
-                         f"{n_gpus} processes per machine (torchrun --nproc_per_node={n_gpus})")
-    return torch.device("cuda", local)
+    if name in ("cpu", "mps") or (name == "auto" and n_gpus == 0):
+        return torch.device("cpu" if name == "auto" else name)
+    if local_rank is None:
+        return torch.device("cuda" if name == "auto" else name)
+    if name in ("auto", "cuda"):
+        if local_rank >= n_gpus:
+            raise ValueError(
+                f"{flag} {name}: torchrun started this process as LOCAL_RANK={local_rank}, but it sees only "
+                f"{n_gpus} GPU{'s' if n_gpus != 1 else ''}, and each process needs its own; start at most "
+                f"{n_gpus} per machine (torchrun --nproc_per_node={n_gpus}), or train on the CPU with --device cpu "
+                f"(where CUDA_VISIBLE_DEVICES shows each process only its own GPU: --device cuda:0)")
+        return torch.device("cuda", local_rank)
+    device = torch.device(name)
+    if n_local > 1 and n_gpus > 1:
+        raise ValueError(f"{flag} {name}: all {n_local} processes torchrun started on this machine would train "
+                         f"on that one GPU; use --device cuda (process r trains on cuda:r) and choose the GPUs "
+                         f"with CUDA_VISIBLE_DEVICES")
+    return device
+
+
+def backend_for(device: str | torch.device) -> str:
+    """The process-group backend for a model on `device`: NCCL for a CUDA device, gloo for anything else.
+
+    The training device decides, not the machine: `--device cpu` on a GPU machine trains with gloo.
+    """
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
 # -- joining and leaving the group ---------------------------------------------------------------------
-def init_from_env(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> bool:
+def init_from_env(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                  device: str | torch.device = "cpu") -> bool:
     """Join the process group that torchrun set up; return True if this process is now one of several.
 
     Does nothing (and returns False) in a process that torchrun did not start with `WORLD_SIZE` > 1,
     so the same script runs alone. Calling it again is harmless.
 
     Args:
-        backend: "nccl" or "gloo"; default NCCL when CUDA is available (then this process's GPU is
-            made the current device, `cuda:LOCAL_RANK`), else gloo (CPU).
+        backend: "nccl" or "gloo"; default `backend_for(device)`: NCCL for a CUDA device (which is
+            then made the current device), gloo otherwise.
         timeout: seconds any collective waits for the other ranks before it fails with an error,
             so a rank whose peers died never hangs for ever. torchrun normally ends the whole group
             sooner: when one rank exits with an error it stops the others.
+        device: where this process trains (`groundup.utils.devices.resolve_device`); it picks the
+            backend, and NCCL's GPU.
 
     Example:
         >>> init_from_env()       # in a script started by: torchrun --nproc_per_node=2 train.py
@@ -142,12 +186,17 @@ def init_from_env(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT) 
     if missing:
         raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set; start the "
                            f"script with torchrun (torchrun --nproc_per_node=N script.py), which sets them all")
+    device = torch.device(device)
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = backend_for(device)
     if backend == "nccl":
         if not torch.cuda.is_available():
             raise ValueError("backend='nccl' needs CUDA GPUs, and none is available; use backend='gloo' on CPU")
-        torch.cuda.set_device(local_device())
+        if device.type != "cuda":
+            raise ValueError(f"backend='nccl' needs this process's model on its GPU, but it trains on {device}; "
+                             f"use backend='gloo', or train on cuda (--device cuda)")
+        if device.index is not None:
+            torch.cuda.set_device(device)  # NCCL and comm_device() use the current device
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     atexit.register(_cleanup_at_exit)
     return dist.get_world_size() > 1

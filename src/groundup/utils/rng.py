@@ -8,13 +8,14 @@ lists), so a checkpoint holding it still loads with `torch.load(weights_only=Tru
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "seed_everything", "set_rng_state"]
+__all__ = ["get_rng_state", "seed_everything", "set_deterministic", "set_rng_state"]
 
 
 def seed_everything(seed: int) -> None:
@@ -22,6 +23,25 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Make torch use deterministic algorithms (or allow the fastest again): the same run, the same bits.
+
+    On the CPU groundup's runs repeat bit for bit already. On CUDA, cuDNN picks convolution
+    algorithms by timing them (`cudnn.benchmark`) and some of them, like cuBLAS's split
+    reductions, add in an order that changes from run to run. With `enabled`: deterministic
+    cuDNN algorithms, no benchmarking, `torch.use_deterministic_algorithms` (an op with no
+    deterministic version warns, naming itself, instead of failing the run), and the cuBLAS
+    workspace setting CUDA >= 10.2 needs for it (`CUBLAS_WORKSPACE_CONFIG=:4096:8`, unless set).
+    A process-wide setting, as torch's are.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    if enabled:
+        torch.backends.cudnn.benchmark = False
 
 
 def get_rng_state() -> dict[str, Any]:
