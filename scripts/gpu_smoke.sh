@@ -70,7 +70,7 @@ check lr-find-fp16 groundup lr-find --device cuda --amp --out "$WORK/lr"
 check predict groundup predict "$WORK/run/model.pt" "$("$PY" -c 'from groundup.run.build import shipped_dataset; print(shipped_dataset() / "val")')" --device cuda --top 2
 check evaluate groundup evaluate "$WORK/run/model.pt" --data imagenette-mini --device cuda --out "$WORK/eval"
 check export-loads-on-cpu sh -c "$PY -m groundup export '$WORK/run/model.pt' --out '$WORK/model.pt2' && $PY -c \"import torch; p = torch.export.load('$WORK/model.pt2'); print(p.module()(torch.zeros(2, 64, 64, 3, dtype=torch.uint8)).sum(1))\""
-check torchrun-cpu-gloo-on-a-gpu-machine "$PY" -m torch.distributed.run --nproc_per_node=2 --master_port=29531 -m groundup train --device cpu --epochs 1 --workers 0 --out "$WORK/ddp-cpu" --quiet
+check torchrun-cpu-gloo-on-a-gpu-machine "$PY" -m torch.distributed.run --nproc_per_node=2 --master_port=29531 -m groundup train --device cpu --epochs 1 --num-workers 0 --out "$WORK/ddp-cpu" --quiet
 N_GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 check torchrun-nccl-every-gpu "$PY" -m torch.distributed.run --nproc_per_node="$N_GPUS" --master_port=29532 -m groundup train --device cuda --amp --epochs 1 --out "$WORK/ddp-gpu" --quiet
 check more-ranks-than-gpus-is-a-clear-error expect_error "each process needs its own" "$PY" -m torch.distributed.run --nproc_per_node=$((N_GPUS + 1)) --master_port=29533 -m groundup train --device cuda --epochs 1 --out "$WORK/ddp-too-many" --quiet

@@ -158,7 +158,7 @@ def test_torch_compile_trains_on_the_gpu():
 @pytest.fixture
 def gpu_run(image_folder, tmp_path) -> Path:
     out = tmp_path / "run"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0", "--epochs", "2",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0", "--epochs", "2",
                  "--amp", "--opt", "sgd", "--quiet", "--device", str(DEVICE), "--out", str(out)]) == 0
     return out
 
@@ -168,10 +168,10 @@ def test_train_resume_predict_evaluate_and_export_on_the_device(gpu_run, image_f
     assert summary["device"].startswith(DEVICE.type)
     # --resume of a run cut after epoch 1 (the checkpoint's state loads on the CPU first)
     out = tmp_path / "cut"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--workers", "0", "--epochs", "1",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0", "--epochs", "1",
                  "--schedule", "constant", "--amp", "--opt", "adam", "--quiet", "--device", str(DEVICE),
                  "--out", str(out)]) == 0
-    assert main(["train", "--resume", str(out / "model.pt"), "--epochs", "2", "--quiet", "--workers", "0"]) == 0
+    assert main(["train", "--resume", str(out / "model.pt"), "--epochs", "2", "--quiet", "--num-workers", "0"]) == 0
     capsys.readouterr()
     assert main(["predict", str(gpu_run / "model.pt"), str(image_folder / "val"), "--device", str(DEVICE),
                  "--json"]) == 0

@@ -62,7 +62,7 @@ def test_train_deterministic_is_a_setting_of_the_run(restores_determinism, image
 
     assert not torch.are_deterministic_algorithms_enabled()
     out = tmp_path / "run"
-    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "8", "--workers", "0", "--epochs", "1",
+    assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "8", "--num-workers", "0", "--epochs", "1",
                  "--quiet", "--deterministic", "--out", str(out)]) == 0
     assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
     assert json.loads((out / "summary.json").read_text())["config"]["deterministic"] is True
