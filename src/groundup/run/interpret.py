@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from groundup.utils.checks import check_int
+from groundup.data.download import shipped_dataset
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
@@ -37,8 +38,9 @@ from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.utils.plots import plt, save_figure
 from groundup.run.predictor import load_trained_model
+from groundup.utils.checkpoint_file import read_checkpoint
 
-__all__ = ["PER_CLASS_COLUMNS", "Interpretation", "TopLoss", "format_per_class", "labelled_files"]
+__all__ = ["PER_CLASS_COLUMNS", "Interpretation", "TopLoss", "format_per_class", "labelled_files", "trained_data"]
 
 PER_CLASS_COLUMNS = ("label", "name", "support", "accuracy", "precision", "recall", "f1")
 
@@ -84,6 +86,20 @@ def labelled_files(folder: str | os.PathLike, split: str | None = None) -> list[
     return files
 
 
+def trained_data(ckpt: dict, path: str | os.PathLike) -> Path:
+    """The data folder a checkpoint of `groundup train` was trained on (`path` names the file in errors)."""
+    recorded = (ckpt.get("run") or {}).get("data_path")
+    if recorded is None and isinstance(ckpt.get("config"), dict) and ckpt["config"].get("data") is None:
+        recorded = shipped_dataset()  # a run on the shipped set, before checkpoints recorded the folder
+    if recorded is None:
+        raise ValueError(f"checkpoint {path} does not record the data it was trained on (it was not written by "
+                         f"groundup train); pass the labelled images: --data FOLDER")
+    if not Path(recorded).is_dir():
+        raise FileNotFoundError(f"checkpoint {path} was trained on {recorded}, which is not there any more; pass "
+                                f"the labelled images: --data FOLDER")
+    return Path(recorded)
+
+
 class Interpretation:
     """Each item's class probabilities, target and loss, and what they say about the model.
 
@@ -117,6 +133,7 @@ class Interpretation:
         self._image = image
         self.items = [str(p) for p in items] if items is not None else None
         self.learn: Learner | None = None  # the learner whose model made the predictions, if known
+        self.folder: Path | None = None  # the labelled folder, for one made by `from_checkpoint`
 
     # -- making one ---------------------------------------------------------------------------------
     @classmethod
@@ -146,7 +163,7 @@ class Interpretation:
         return interp
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike,
+    def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike | None = None,
                         split: str | None = None, bs: int = 64, num_workers: int = 0,
                         loss_func: Callable = cross_entropy,
                         device: str | torch.device | None = None, tta: bool = False) -> Interpretation:
@@ -157,14 +174,17 @@ class Interpretation:
 
         Args:
             checkpoint: a checkpoint file (`model.pt`, `best.pt`, one written by `Learner.save`).
-            folder: the labelled images: `folder/<label>/*.jpg`, or a data set with `val/`.
+            folder: the labelled images: `folder/<label>/*.jpg`, or a data set with `val/`; default the
+                data the checkpoint was trained on (recorded by `groundup train`), its `val/` split.
             split: take `folder/<split>/<label>/*.jpg` (e.g. "train" or "test").
             bs, num_workers: how the images are loaded.
             loss_func: the loss per item (default cross-entropy, as `groundup train` trains with).
             device: where the model runs; default CUDA when available, else CPU.
             tta: average each image's prediction with its mirror image's (flip test-time augmentation).
         """
-        model, pre = load_trained_model(checkpoint)
+        ckpt = read_checkpoint(checkpoint)
+        model, pre = load_trained_model(checkpoint, checkpoint=ckpt)
+        folder = Path(folder) if folder is not None else trained_data(ckpt, checkpoint)
         files = labelled_files(folder, split)
         unknown = sorted({parent_label(f) for f in files} - set(pre.vocab))
         if unknown:
@@ -177,9 +197,11 @@ class Interpretation:
         dl = DataLoader(ds, bs, num_workers=num_workers)
         learn = Learner(model.to(dev), DataLoaders([], dl, preprocessing=pre), loss_func)
         try:
-            return cls.from_learner(learn, dl, tta=tta)
+            interp = cls.from_learner(learn, dl, tta=tta)
         finally:
             dl.close()
+        interp.folder = folder
+        return interp
 
     # -- numbers ------------------------------------------------------------------------------------
     def __len__(self) -> int:

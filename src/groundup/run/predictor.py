@@ -89,20 +89,21 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def load_trained_model(path: str | os.PathLike, model=None):
+def load_trained_model(path: str | os.PathLike, model=None, checkpoint: dict | None = None):
     """Load a checkpoint safely; return `(model, preprocessing)`: its model rebuilt (from its `arch`, or
     the `model` given) with its weights, and its `Preprocessing` (image size, vocabulary, class names,
     statistics).
 
     Any checkpoint of a learner that knew its preprocessing works (`Learner.save`, the `Checkpoint`
-    callback, `groundup train`).
+    callback, `groundup train`). `checkpoint`: the file's contents when already read (`path` then only
+    names it in errors).
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: truncated/foreign file, no preprocessing (vocabulary, statistics, image
             size), or weights that do not fit the architecture.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if checkpoint is None else checkpoint
     pre = checkpoint_preprocessing(ckpt)
     if pre is None or not pre.vocab:
         raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; it must "
