@@ -22,7 +22,7 @@ program = torch.export.load(sys.argv[1], extra_files=extra)
 meta = json.loads(extra["groundup.json"])
 probs = program.module()(torch.from_numpy(np.load(sys.argv[2])))
 names = [meta["class_names"][i] for i in probs.argmax(1).tolist()]
-print(json.dumps({"names": names, "probs": probs.max(1).values.tolist(), "size": meta["size"],
+print(json.dumps({"grad_fn": repr(probs.grad_fn), "names": names, "probs": probs.max(1).values.tolist(), "size": meta["size"],
                   "groundup_imported": any(m.split(".")[0] == "groundup" for m in sys.modules)}))
 """
 
@@ -37,7 +37,7 @@ def test_an_exported_pt2_predicts_like_groundup_predict_without_groundup(run, im
                        capture_output=True, text=True, check=False, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
-    assert not got["groundup_imported"] and got["size"] == 16
+    assert not got["groundup_imported"] and got["size"] == 16 and got["grad_fn"] == "None"
     assert main(["predict", str(run / "model.pt"), *map(str, files)]) == 0
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert got["names"] == [line[1] for line in lines]
@@ -49,7 +49,9 @@ def test_the_exported_graph_is_the_predictor_in_one_module(run, image_folder):
     files = sorted(get_image_files(image_folder / "val"))
     images = torch.from_numpy(np.stack([open_image(f, 16) for f in files]))
     expected = Predictor.from_checkpoint(run / "model.pt", device="cpu").probabilities(images)
-    torch.testing.assert_close(ExportedClassifier(model, pre).eval()(images), expected)
+    probs = ExportedClassifier(model, pre).eval()(images)
+    torch.testing.assert_close(probs, expected)
+    assert probs.grad_fn is None and not probs.requires_grad  # inference only, as a user calls it
 
 
 def test_export_errors_are_clear(run, tmp_path, capsys):

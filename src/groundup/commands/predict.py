@@ -25,7 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched "
                                                                          "recursively for images")
     pr.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable labels")
-    pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, prob, top}")
+    pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, name, prob, top} (label: the folder name, "
+                                                          "name: the class name)")
     pr.add_argument("--tta", action="store_true",
                     help="flip test-time augmentation: average each image's prediction with its mirror image's")
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps, where available "

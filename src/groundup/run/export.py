@@ -5,8 +5,9 @@ What is exported is the whole path from pixels to probabilities, as one graph: u
 → NCHW → the model → softmax → (N, classes) probabilities. Beside the graph goes a small JSON
 record (`groundup.json`: the image size, the class names, the vocabulary, mean and std), inside a
 `.pt2` file and as `FILE.json` next to an `.onnx` file. Decode and squash each image to
-`size`×`size` RGB (e.g. PIL's `Image.open(path).convert("RGB").resize((size, size))`), stack them,
-and the program does the rest:
+`size`×`size` RGB as groundup does (`groundup.data.images.open_image`; in plain PIL, for a JPEG
+`im.draft("RGB", (size, size))` first, then `im.convert("RGB").resize((size, size), Image.BILINEAR)`),
+stack them, and the program does the rest:
 
     >>> program = torch.export.load("model.pt2")          # plain torch: no groundup import
     >>> probs = program.module()(torch.from_numpy(images))  # images: (N, size, size, 3) uint8
@@ -49,9 +50,12 @@ class ExportedClassifier(torch.nn.Module):
         self.register_buffer("bias", -preprocessing.mean / preprocessing.std)  # (3,)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W, 3) uint8
-        x = torch.addcmul(self.bias, images.float(), self.scale)  # (N, H, W, 3) float32, normalized
-        logits = self.model(x.permute(0, 3, 1, 2))  # (N, C)
-        return torch.softmax(logits.float(), dim=1)  # (N, C)
+        # Inference only: under no_grad the exported graph's output carries no grad_fn and keeps no
+        # activations for a backward pass that never comes (the graph records the no_grad too).
+        with torch.no_grad():
+            x = torch.addcmul(self.bias, images.float(), self.scale)  # (N, H, W, 3) float32, normalized
+            logits = self.model(x.permute(0, 3, 1, 2))  # (N, C)
+            return torch.softmax(logits.float(), dim=1)  # (N, C)
 
 
 def _metadata(pre: Preprocessing, fmt: str) -> dict[str, Any]:
@@ -81,12 +85,12 @@ def export_model(model: Any, preprocessing: Preprocessing, out: str | os.PathLik
     example = (torch.zeros(2, size, size, 3, dtype=torch.uint8),)
     batch = {"images": {0: torch.export.Dim("batch", min=1, max=65536)}}
     meta = _metadata(preprocessing, fmt)
+    if fmt == "pt2":  # exported with grad mode on, so that the graph records forward's no_grad
+        program = torch.export.export(module, example, dynamic_shapes=batch)
+        with atomic_write(out, durable=True) as f:
+            torch.export.save(program, f, extra_files={METADATA: json.dumps(meta)})
+        return out
     with torch.no_grad():
-        if fmt == "pt2":
-            program = torch.export.export(module, example, dynamic_shapes=batch)
-            with atomic_write(out, durable=True) as f:
-                torch.export.save(program, f, extra_files={METADATA: json.dumps(meta)})
-            return out
         try:
             import onnxscript  # noqa: F401 - torch.onnx's exporter needs it
         except ImportError:

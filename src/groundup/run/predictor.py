@@ -61,9 +61,14 @@ class Prediction:
         return self.probs[0]
 
     def to_dict(self) -> dict:
-        """`{"path", "label", "prob", "top": [{"label", "prob"}, ...]}`, ready for JSON."""
-        return {"path": self.path, "label": self.label, "prob": self.prob,
-                "top": [{"label": lab, "prob": p} for lab, p in zip(self.labels, self.probs)]}
+        """`{"path", "label", "name", "prob", "top": [{"label", "name", "prob"}, ...]}`, ready for JSON.
+
+        `label` is the vocabulary's (the folder name, `n01440764`), `name` the class name (`tench`).
+        """
+        names = self.names or self.labels
+        return {"path": self.path, "label": self.label, "name": names[0], "prob": self.prob,
+                "top": [{"label": lab, "name": name, "prob": p}
+                        for lab, name, p in zip(self.labels, names, self.probs)]}
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
