@@ -280,3 +280,17 @@ def test_fit_one_cycle_takes_max_lr():
     learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, cbs=[recorder := Recorder()])
     learn.fit_one_cycle(1, max_lr=0.05)
     assert 0.02 < max(recorder.lrs) <= 0.05 and recorder.lrs[0] == pytest.approx(0.005)  # max_lr / div
+
+
+def test_one_callback_may_be_passed_without_a_list_as_fastai_takes_it():
+    ev = Events()
+    learn = Learner(groundup_mlp(), Points(n=64, bs=32), cross_entropy, lr=0.1, cbs=ev)
+    assert learn.cbs == [ev]
+    once = Events()
+    learn.fit(1, cbs=once)
+    assert once.seen[0] == "before_fit" and once.seen[-1] == "after_fit" and learn.cbs == [ev]
+    recorder = Recorder()
+    learn.fit_one_cycle(1, 0.05, cbs=recorder)
+    assert 0.02 < max(recorder.lrs) <= 0.05 and learn.cbs == [ev]
+    with pytest.raises(TypeError, match="pass an instance: Recorder()"):
+        learn.fit(1, cbs=Recorder)

@@ -73,6 +73,15 @@ class ImagePrediction(NamedTuple):
     probs: torch.Tensor  # (n_classes,) the probability of every class
 
 
+def as_callbacks(cbs: Callback | Iterable[Callback] | None) -> list[Callback]:
+    """`cbs` as a list: None is none, one callback is a list of one (as fastai takes them), else the list."""
+    if cbs is None:
+        return []
+    if isinstance(cbs, (Callback, type)) or not isinstance(cbs, Iterable):
+        return [cbs]  # add_cb says what is wrong with anything that is not a Callback instance
+    return list(cbs)
+
+
 class Learner:
     """Trains `model` on `dls` with `loss_func`, an optimizer made by `opt_func`, and callbacks.
 
@@ -121,7 +130,7 @@ class Learner:
     """
 
     def __init__(self, model, dls, loss_func: Callable, lr: float = 0.1,
-                 cbs: Iterable[Callback] | None = None, opt_func: Callable = SGD,
+                 cbs: Callback | Iterable[Callback] | None = None, opt_func: Callable = SGD,
                  preprocessing: Preprocessing | None = None):
         if not hasattr(model, "parameters") or not callable(model):
             raise TypeError(f"model must be callable and have parameters(), got {type(model).__name__}")
@@ -148,7 +157,7 @@ class Learner:
         self._unscaled = False  # grad_scaler.unscale_ ran since its last update()
         self.cbs: list[Callback] = []
         self._events: dict[str, list[Callable[[], None]]] = {e: [] for e in EVENTS}  # fit works with no cbs
-        for cb in cbs or ():
+        for cb in as_callbacks(cbs):
             self.add_cb(cb)
 
     # -- callbacks --------------------------------------------------------------------------------
@@ -260,12 +269,12 @@ class Learner:
         """The index of the current batch in its pass (the walkthrough's name for `iter`)."""
         return self.iter
 
-    def fit(self, n_epochs: int, cbs: Sequence[Callback] | None = None, start_epoch: int = 0) -> None:
+    def fit(self, n_epochs: int, cbs: Callback | Sequence[Callback] | None = None, start_epoch: int = 0) -> None:
         """Train for `n_epochs`: each epoch a training pass then a validation pass.
 
         Args:
             n_epochs: total number of epochs.
-            cbs: extra callbacks for this call only.
+            cbs: extra callbacks for this call only: one, or a list.
             start_epoch: resume at this epoch (schedules and shuffling continue as if epochs
                 `0..start_epoch-1` had run here; see `Learner.load`).
 
@@ -278,7 +287,7 @@ class Learner:
             raise ValueError(f"start_epoch must be in [0, n_epochs={n_epochs}], got {start_epoch!r}")
         _check_lr(self.lr)
         self.n_epochs, self.epoch = n_epochs, start_epoch
-        with self.added_cbs(cbs or ()):
+        with self.added_cbs(as_callbacks(cbs)):
             try:
                 self("before_fit")
                 if self.opt is None:
@@ -382,10 +391,10 @@ class Learner:
             finder.plot(path)
         return finder.suggestion()
 
-    def fit_one_cycle(self, n_epochs: int, max_lr: float | None = None, cbs: Sequence[Callback] | None = None,
-                      **kwargs) -> None:
+    def fit_one_cycle(self, n_epochs: int, max_lr: float | None = None,
+                      cbs: Callback | Sequence[Callback] | None = None, **kwargs) -> None:
         """`fit` with a `OneCycle` schedule peaking at `max_lr` (default: `self.lr`); kwargs go to OneCycle."""
-        self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *(cbs or ())])
+        self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *as_callbacks(cbs)])
 
     # -- looking at the model: predictions without training ---------------------------------------------
     def get_preds(self, dl=None, with_loss: bool = False, bs: int = 64, tta: bool = False) -> tuple:
