@@ -79,6 +79,8 @@ def test_the_summary_and_report_name_the_run_its_machine_and_its_best_epoch(imag
     best_epoch = read_checkpoint(out / "best.pt")["epoch"]
     assert summary["best"]["epoch"] == best_epoch and summary["best_by"] == "valid_loss"
     assert summary["settings"]["num_workers"] == "0" and summary["settings"]["seed"] == "42 (default)"
+    assert not any(str(v).startswith("None") for v in summary["settings"].values())  # every default spelled out
+    assert summary["settings"]["wd"] == "adam's default, 0.01 (default)"
     assert [r["name"] for r in summary["per_class"]] == ["cat", "dog", "emu"]
     page = (out / "report.html").read_text()
     for text in (f"{summary['n_params']:,}", "world size", "not run (--lr 0.01 given)", "per epoch",

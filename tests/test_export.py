@@ -71,3 +71,35 @@ def test_onnx_export_runs_in_onnxruntime(run, image_folder, tmp_path):
     (probs,) = ort.InferenceSession(str(path)).run(None, {"images": images})
     expected = Predictor.from_checkpoint(run / "model.pt", device="cpu").probabilities(torch.from_numpy(images))
     np.testing.assert_allclose(probs, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_readmes_resize_gives_the_exported_model_groundup_predicts_probabilities(run):
+    """The README says how to resize an image for the exported model; on every shipped validation image
+    that gives `groundup predict`'s probabilities to 1e-5."""
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+
+    from groundup.data.download import shipped_dataset
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "torch.export.load" in b)
+    recipe = "\n".join(line for line in block.splitlines() if line.startswith("image"))
+    assert "image.draft(" in recipe and "resize((size, size), Image.BILINEAR)" in recipe
+    model, pre = load_trained_model(run / "model.pt")
+    exported = ExportedClassifier(model, pre).eval()
+    files = sorted(get_image_files(shipped_dataset() / "val"))
+    assert len(files) == 200
+    images = []
+    for f in files:
+        namespace = {"Image": Image, "size": pre.size, "torch": torch, "numpy": np,
+                     "image": None}
+        exec(recipe.replace(re.search(r'Image\.open\("[^"]+"\)', recipe).group(), f"Image.open({str(f)!r})"),  # noqa: S102
+             namespace)
+        images.append(torch.from_numpy(np.array(namespace["image"])))
+    probs = exported(torch.stack(images))
+    expected = Predictor.from_checkpoint(run / "model.pt", device="cpu").predict(files, top_k=len(pre.vocab))
+    for p, row in zip(expected, probs):
+        by_label = dict(zip(p.labels, p.probs))
+        torch.testing.assert_close(row, torch.tensor([by_label[v] for v in pre.vocab]), atol=1e-5, rtol=0)

@@ -360,7 +360,7 @@ class Learner:
 
     # -- conveniences built on callbacks ------------------------------------------------------------
     def lr_find(self, start_lr: float = 1e-6, mult: float = 1.2, max_lr: float = 10.0,
-                path: str | Path | None = "lr_find.png", max_iter: int | None = None) -> LRSuggestion:
+                path: str | Path | None = None, max_iter: int | None = None) -> LRSuggestion:
         """Run the LR finder and return its suggestion; model, optimizer and history are restored afterwards.
 
         The learning rate starts at `start_lr` and is multiplied by `mult` after every training

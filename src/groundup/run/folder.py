@@ -109,6 +109,8 @@ def effective_settings(cfg: TrainConfig, learn: Learner) -> dict[str, str]:
         elif key == "num_workers" and value is None:
             workers = getattr(learn.dls.train, "num_workers", "?")
             text = f"{workers} (default: one per usable CPU core, at most 8)"
+        elif value is None:  # spelled out: what an unset setting means (as --print-config says it)
+            text = f"{cfg._unset_meaning(key)} (default)"
         elif value == defaults[key]:
             text += " (default)"
         shown[key] = text
