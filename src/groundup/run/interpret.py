@@ -36,7 +36,7 @@ from groundup.data.images import Dataset
 from groundup.data.loader import DataLoader, DataLoaders
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
-from groundup.utils.plots import plt, save_figure
+from groundup.utils.plots import finish_figure, plt
 from groundup.run.predictor import load_trained_model
 from groundup.utils.checkpoint_file import read_checkpoint
 
@@ -295,19 +295,14 @@ class Interpretation:
         fig.tight_layout()
         return fig
 
-    def plot_confusion_matrix(self, path: str | os.PathLike = "confusion_matrix.png",
-                              title: str | None = None) -> Path:
-        """Write the confusion matrix (rows actual, columns predicted) to a PNG; return its path."""
-        fig = self.confusion_figure(title)
-        try:
-            return save_figure(fig, path)
-        finally:
-            plt.close(fig)
+    def plot_confusion_matrix(self, path: str | os.PathLike | None = None, title: str | None = None):
+        """The confusion matrix (rows actual, columns predicted) as a matplotlib `Figure`, also written
+        to `path` as a PNG when a path is given (a notebook shows the figure inline)."""
+        return finish_figure(self.confusion_figure(title), path)
 
-    def plot_top_losses(self, k: int = 9, path: str | os.PathLike = "top_losses.png",
-                        ncols: int | None = None) -> Path:
-        """Write a PNG grid of the `k` items with the highest loss: each image with its true label, the
-        predicted label, the probability of the prediction and the loss; return its path.
+    def plot_top_losses(self, k: int = 9, path: str | os.PathLike | None = None, ncols: int | None = None):
+        """A grid of the `k` items with the highest loss: each image with its true label, the predicted
+        label, the probability of the prediction and the loss, as a `Figure` (also a PNG at `path`).
 
         Raises:
             ValueError: the images are not known (an Interpretation of a shuffled loader, or of
@@ -321,7 +316,7 @@ class Interpretation:
         ncols = ncols or math.ceil(math.sqrt(len(top)))
         nrows = math.ceil(len(top) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.9 * nrows), squeeze=False)
-        try:
+        try:  # closed by finish_figure, or here on an error
             for ax in axes.flat:
                 ax.axis("off")
             for ax, t in zip(axes.flat, top):
@@ -333,10 +328,10 @@ class Interpretation:
                              fontsize=8, color="black" if t.actual == t.predicted else "firebrick")
             fig.suptitle(f"top {len(top)} losses (true label, predicted label and its probability, loss)",
                          fontsize=10)
-            fig.tight_layout()
-            return save_figure(fig, path)
-        finally:
+        except BaseException:
             plt.close(fig)
+            raise
+        return finish_figure(fig, path)
 
     def __repr__(self) -> str:
         return f"Interpretation({len(self)} items, {self.n_classes} classes, accuracy={self.accuracy:.4f})"
