@@ -161,6 +161,7 @@ def line_pattern(shown: str, table_row: bool) -> tuple[re.Pattern, list[tuple[fl
         pos = m.end()
     parts.append(re.escape(shown[pos:]))
     pattern = "".join(parts).replace(re.escape("..."), ".*").replace(re.escape("…"), ".*")
+    pattern = re.sub(r"(?:\\ )+", lambda m: r"\s+", pattern)  # column widths follow the numbers' widths
     return re.compile(pattern), numbers
 
 
