@@ -1,6 +1,7 @@
 """The "Learner from scratch" walkthrough, step by step, with groundup's public pieces.
 
-On imagenette2-224 at 64 px, bs 128, simple_cnn, SetupLearnerCB + TrackResults:
+On the shipped imagenette-mini (or --data FOLDER, e.g. ../shared/data/imagenette2-224, where the
+published numbers below come from) at 64 px, bs 128, simple_cnn, SetupLearnerCB + TrackResults:
   1. fit(1) at lr 0.1                  (published: valid accuracy 0.21-0.30)
   2. the LR finder, which stops by itself and writes its plot
   3. OneCycle(0.1) over 8 epochs       (published: at least 0.47 valid accuracy)
@@ -11,6 +12,7 @@ Run:  python examples/walkthrough.py [--data PATH] [--out DIR]
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -29,22 +31,28 @@ from groundup import (
     get_image_files,
     parent_label,
     simple_cnn,
+    untar_data,
     val2idx,
 )
 from groundup.data.files import grandparent_split
 from groundup.data.transforms import batch_stats
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette2-224"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="an imagenette folder (train/ and val/)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="an imagenette folder (train/ and val/); default: the shipped imagenette-mini")
     p.add_argument("--out", type=Path, default=Path("walkthrough-out"), help="where the plots go")
     p.add_argument("--epochs", type=int, default=8, help="epochs of the OneCycle run")
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=42, help="seeds the weights and the shuffling")
     args = p.parse_args()
+    if args.data is None:
+        args.data = untar_data("imagenette-mini")  # shipped inside the package: no download
+    if not args.data.is_dir():
+        sys.exit(f"walkthrough.py: error: data folder not found: {args.data}; pass --data FOLDER (a folder "
+                 f"with train/ and val/), or no --data for the shipped imagenette-mini")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     start = time.perf_counter()

@@ -9,6 +9,7 @@ stops and the shape of the one-cycle schedule.
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -356,3 +357,31 @@ def test_the_chapters_one_cycle_rises_for_a_quarter_then_falls_to_0(capsys):
     assert groups.seen == [[lr] * len(learn.opt.param_groups) for lr in lrs]
     rows = printed_rows(capsys)[-8:]
     assert [(r[0], r[1]) for r in rows] == [(str(e), t) for e in range(4) for t in ("True", "False")]
+
+
+def test_the_statistics_row_of_coming_from_the_chapter_runs_as_the_readme_writes_it():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `stats = [xb.mean((0,1,2))"))
+    chapter_line, first = re.findall(r"`(stats = [^`]+|xb = [^`]+)`", row)
+    _, _, xb, _ = chapter_dls(bs=16, size=16)
+    assert xb.dtype == torch.uint8
+    with pytest.raises(RuntimeError, match="dtype"):  # why the row says what to do first
+        exec(chapter_line, {"xb": xb})  # noqa: S102
+    namespace = {"xb": xb}
+    exec(f"{first}\n{chapter_line}", namespace)  # noqa: S102 - the row as written
+    mean, std = namespace["stats"]
+    torch.testing.assert_close(mean, xb.float().div(255).mean((0, 1, 2)))
+    torch.testing.assert_close(Normalize(namespace["stats"])(xb).mean((0, 1, 2)), torch.zeros(3), atol=1e-4, rtol=0)
+    assert "Normalize.from_batch(xb)" in row
+
+
+def test_fit_takes_one_callback_as_the_chapter_passes_it():
+    torch.manual_seed(0)
+    dls, tfm_x, _, _ = chapter_dls(bs=64, size=16)
+    m = with_frozen_body(simple_cnn())
+    learn = Learner(m, dls, cross_entropy, lr=0.1, cbs=SetupLearnerCB(tfm_x))
+    lrfind = LRFinder()
+    learn.fit(1, cbs=lrfind)  # the chapter's learn.fit(2, cbs=LRFinder()), one epoch
+    assert len(lrfind.lrs) == len(dls.train) and len(learn.cbs) == 1

@@ -82,6 +82,8 @@ def test_the_summary_and_report_name_the_run_its_machine_and_its_best_epoch(imag
     best_epoch = read_checkpoint(out / "best.pt")["epoch"]
     assert summary["best"]["epoch"] == best_epoch and summary["best_by"] == "valid_loss"
     assert summary["settings"]["num_workers"] == "0" and summary["settings"]["seed"] == "42 (default)"
+    assert not any(str(v).startswith("None") for v in summary["settings"].values())  # every default spelled out
+    assert summary["settings"]["wd"] == "adam's default, 0.01 (default)"
     assert [r["name"] for r in summary["per_class"]] == ["cat", "dog", "emu"]
     page = (out / "report.html").read_text()
     for text in (f"{summary['n_params']:,}", "world size", "not run (--lr 0.01 given)", "per epoch",
@@ -330,7 +332,7 @@ def test_download_list_prints_the_registry(capsys):
 
     assert main(["download", "--list"]) == 0
     out = capsys.readouterr().out
-    assert [line.split()[0] for line in out.splitlines()] == sorted(DATASETS)
+    assert [line.split()[0] for line in out.splitlines()] == ["imagenette-mini", *sorted(DATASETS)]
     assert "https://" in out
 
 
@@ -424,3 +426,15 @@ def test_a_resume_reads_its_checkpoint_once(image_folder, tmp_path, monkeypatch)
     model_pt = tmp_path / "cut" / "model.pt"
     assert main(["train", "--resume", str(model_pt), "--num-workers", "0", "--quiet"]) == 0
     assert reads.count(str(model_pt)) == 1, reads  # commands/train -> run.resume.open_resume, and no one else
+
+
+def test_the_shipped_data_set_is_reached_by_name_by_train_lr_find_and_evaluate(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "imagenette-mini", "--epochs", "1", "--size", "16", "--workers", "0",
+                 "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["data_path"] == str(shipped_dataset().resolve())
+    assert main(["evaluate", str(out / "model.pt"), "--out", str(tmp_path / "e")]) == 0
+    assert "on 200 images of" in capsys.readouterr().out
+    assert main(["lr-find", "--data", "imagenette-mini", "--size", "16", "--workers", "0", "--max-lr", "1",
+                 "--out", str(tmp_path / "lr")]) == 0
+    assert json.loads((tmp_path / "lr" / "lr_find.json").read_text())["data_path"] == str(shipped_dataset().resolve())

@@ -409,3 +409,14 @@ def test_the_command_line_names_its_own_option_when_offline(home, monkeypatch, c
     err = capsys.readouterr().err
     assert "could not download https://" in err and "no route to host" in err and option in err
     assert "dest=" not in err  # the Python argument means nothing on the command line
+
+
+def test_the_shipped_data_set_is_found_by_name_without_any_download(home, monkeypatch):
+    from groundup.data import download
+    from groundup.run.build import find_data
+
+    monkeypatch.setattr(download, "_download", lambda *a, **k: pytest.fail("no download for the shipped set"))
+    path = untar_data("imagenette-mini")
+    assert path == download.shipped_dataset() and (path / "train").is_dir() and (path / "val").is_dir()
+    assert find_data("imagenette-mini") == find_data(None) == path
+    assert not (home / "data").exists()

@@ -88,3 +88,38 @@ def test_evaluate_tta_scores_the_averaged_predictions(run, image_folder, tmp_pat
     assert summary["metrics"]["loss"] == pytest.approx(interp.loss)
     plain = Interpretation.from_checkpoint(run / "model.pt", image_folder, device="cpu")
     assert not torch.allclose(interp.probs, plain.probs)
+
+
+def test_evaluate_without_data_uses_the_data_the_checkpoint_was_trained_on(run, image_folder, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run / "model.pt"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    trained = json.loads((run / "summary.json").read_text())
+    assert summary["data_path"] == str(image_folder.resolve()) and summary["n_images"] == 9
+    assert summary["metrics"]["accuracy"] == pytest.approx(trained["final"]["valid_acc"])
+
+
+def test_evaluate_without_data_on_a_checkpoint_that_does_not_record_it_says_to_pass_data(
+        run, image_folder, tmp_path, capsys):
+    from groundup.learner import Learner
+    from groundup.run.predictor import load_trained_model
+
+    model, pre = load_trained_model(run / "model.pt")
+    from groundup.data.loader import DataLoaders
+
+    Learner(model, DataLoaders([], [], preprocessing=pre), lambda p, y: p.sum()).save(tmp_path / "saved.pt")
+    assert main(["evaluate", str(tmp_path / "saved.pt"), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not record the data" in err and "--data FOLDER" in err
+
+
+def test_evaluate_help_says_what_data_defaults_to():
+    import argparse
+
+    from groundup.commands.evaluate import add_parser
+    from groundup.commands.options import HelpFormatter
+
+    p = add_parser(argparse.ArgumentParser().add_subparsers())
+    text = " ".join(p.format_help().split())
+    assert "(required)" not in text and "default: None" not in text
+    assert "default: the data the checkpoint was trained on" in text

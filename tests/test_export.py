@@ -22,7 +22,7 @@ program = torch.export.load(sys.argv[1], extra_files=extra)
 meta = json.loads(extra["groundup.json"])
 probs = program.module()(torch.from_numpy(np.load(sys.argv[2])))
 names = [meta["class_names"][i] for i in probs.argmax(1).tolist()]
-print(json.dumps({"names": names, "probs": probs.max(1).values.tolist(), "size": meta["size"],
+print(json.dumps({"grad_fn": repr(probs.grad_fn), "names": names, "probs": probs.max(1).values.tolist(), "size": meta["size"],
                   "groundup_imported": any(m.split(".")[0] == "groundup" for m in sys.modules)}))
 """
 
@@ -37,7 +37,7 @@ def test_an_exported_pt2_predicts_like_groundup_predict_without_groundup(run, im
                        capture_output=True, text=True, check=False, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
-    assert not got["groundup_imported"] and got["size"] == 16
+    assert not got["groundup_imported"] and got["size"] == 16 and got["grad_fn"] == "None"
     assert main(["predict", str(run / "model.pt"), *map(str, files)]) == 0
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert got["names"] == [line[1] for line in lines]
@@ -49,7 +49,9 @@ def test_the_exported_graph_is_the_predictor_in_one_module(run, image_folder):
     files = sorted(get_image_files(image_folder / "val"))
     images = torch.from_numpy(np.stack([open_image(f, 16) for f in files]))
     expected = Predictor.from_checkpoint(run / "model.pt", device="cpu").probabilities(images)
-    torch.testing.assert_close(ExportedClassifier(model, pre).eval()(images), expected)
+    probs = ExportedClassifier(model, pre).eval()(images)
+    torch.testing.assert_close(probs, expected)
+    assert probs.grad_fn is None and not probs.requires_grad  # inference only, as a user calls it
 
 
 def test_export_errors_are_clear(run, tmp_path, capsys):
@@ -97,3 +99,35 @@ def test_export_traces_on_the_models_device_and_saves_the_program_for_the_cpu(mo
         export_model(model, Preprocessing([0.5] * 3, [0.25] * 3, size=8, vocab=["a", "b"]), tmp_path / "m.pt2")
     meta = torch.device("meta")
     assert seen == {"input": meta, "tensors": {meta}, "saved for": ("the program", "cpu")}
+
+
+def test_the_readmes_resize_gives_the_exported_model_groundup_predicts_probabilities(run):
+    """The README says how to resize an image for the exported model; on every shipped validation image
+    that gives `groundup predict`'s probabilities to 1e-5."""
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+
+    from groundup.data.download import shipped_dataset
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "torch.export.load" in b)
+    recipe = "\n".join(line for line in block.splitlines() if line.startswith("image"))
+    assert "image.draft(" in recipe and "resize((size, size), Image.BILINEAR)" in recipe
+    model, pre = load_trained_model(run / "model.pt")
+    exported = ExportedClassifier(model, pre).eval()
+    files = sorted(get_image_files(shipped_dataset() / "val"))
+    assert len(files) == 200
+    images = []
+    for f in files:
+        namespace = {"Image": Image, "size": pre.size, "torch": torch, "numpy": np,
+                     "image": None}
+        exec(recipe.replace(re.search(r'Image\.open\("[^"]+"\)', recipe).group(), f"Image.open({str(f)!r})"),  # noqa: S102
+             namespace)
+        images.append(torch.from_numpy(np.array(namespace["image"])))
+    probs = exported(torch.stack(images))
+    expected = Predictor.from_checkpoint(run / "model.pt", device="cpu").predict(files, top_k=len(pre.vocab))
+    for p, row in zip(expected, probs):
+        by_label = dict(zip(p.labels, p.probs))
+        torch.testing.assert_close(row, torch.tensor([by_label[v] for v in pre.vocab]), atol=1e-5, rtol=0)

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 import torch
 from conftest import PNG_SIGNATURE
 from PIL import Image
@@ -99,7 +100,8 @@ def pixels_at_cells(interp, png):
 
 def test_the_confusion_matrix_png_is_darkest_on_the_diagonal_for_a_model_that_learned(trained, tmp_path):
     interp = Interpretation.from_learner(trained)
-    path = interp.plot_confusion_matrix(tmp_path / "cm.png")
+    path = tmp_path / "cm.png"
+    assert isinstance(interp.plot_confusion_matrix(path), Figure)
     assert path.read_bytes()[:8] == PNG_SIGNATURE and Image.open(path).size[0] >= 400
     grey = pixels_at_cells(interp, path)
     diagonal, off = np.diag(grey), grey[~np.eye(3, dtype=bool)]
@@ -108,7 +110,8 @@ def test_the_confusion_matrix_png_is_darkest_on_the_diagonal_for_a_model_that_le
 
 def test_the_top_losses_grid_shows_the_worst_image(trained, tmp_path):
     interp = Interpretation.from_learner(trained)
-    path = interp.plot_top_losses(4, tmp_path / "top.png")
+    path = tmp_path / "top.png"
+    assert isinstance(interp.plot_top_losses(4, path), Figure)
     png = np.asarray(Image.open(path).convert("RGB"), dtype=int)
     assert path.read_bytes()[:8] == PNG_SIGNATURE and png.shape[1] >= 300
     near = (np.abs(png - np.array(CAT_COLOUR)) <= 8).all(axis=2)
@@ -165,4 +168,14 @@ def test_top_losses_finds_the_images_when_unreadable_ones_were_skipped(image_fol
     learn = Learner(simple_cnn(n_classes=3), dls, cross_entropy, cbs=[SetupLearnerCB("cpu")])
     interp = Interpretation.from_learner(learn)
     assert len(interp.items) == len(dls.valid.dataset) - 1 and all(not str(p).endswith("broken.jpg") for p in interp.items)
-    assert interp.plot_top_losses(4, tmp_path / "top.png").is_file()
+    interp.plot_top_losses(4, tmp_path / "top.png")
+    assert (tmp_path / "top.png").is_file()
+
+
+def test_plots_return_a_figure_and_write_a_file_only_when_given_a_path(trained, tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    interp = Interpretation.from_learner(trained)
+    cm, top = interp.plot_confusion_matrix(), interp.plot_top_losses(4)
+    assert isinstance(cm, Figure) and isinstance(top, Figure) and cm.axes and top.axes
+    assert list((tmp_path / "cwd").iterdir()) == []

@@ -309,3 +309,17 @@ def test_data_seconds_is_the_time_each_epoch_waited_for_batches():
     fast = TrackResults(print_table=False)
     Learner(groundup_mlp(), Points(), cross_entropy, lr=0.1, cbs=[fast]).fit(1)
     assert fast.history[0]["data_seconds"] < 0.5 * 8 * 0.02
+
+
+def test_one_callback_may_be_passed_without_a_list_as_fastai_takes_it():
+    ev = Events()
+    learn = Learner(groundup_mlp(), Points(n=64, bs=32), cross_entropy, lr=0.1, cbs=ev)
+    assert learn.cbs == [ev]
+    once = Events()
+    learn.fit(1, cbs=once)
+    assert once.seen[0] == "before_fit" and once.seen[-1] == "after_fit" and learn.cbs == [ev]
+    recorder = Recorder()
+    learn.fit_one_cycle(1, 0.05, cbs=recorder)
+    assert 0.02 < max(recorder.lrs) <= 0.05 and learn.cbs == [ev]
+    with pytest.raises(TypeError, match="pass an instance: Recorder()"):
+        learn.fit(1, cbs=Recorder)

@@ -179,13 +179,13 @@ with_nans[10], with_nans[40], with_nans[60] = NAN, INF, NAN
 
 
 @pytest.mark.parametrize("lrs, losses, kwargs, method, low, high", [
-    (LRS, CURVE, {}, "valley", 10 ** -2.75, 10 ** -2.4),     # around the steepest point, 10**-2.5
-    (LRS, noisy(CURVE, 0.05), {}, "valley", 1e-3, 1e-2),
-    (LRS, noisy(CURVE, 0.2, seed=1), {}, "valley", 5e-4, 1e-2),
-    (LRS, with_nans, {}, "valley", 10 ** -2.75, 10 ** -2.4),  # NaN/inf points are dropped
+    (LRS, CURVE, {"method": "valley"}, "valley", 10 ** -2.75, 10 ** -2.4),     # around the steepest point
+    (LRS, noisy(CURVE, 0.05), {"method": "valley"}, "valley", 1e-3, 1e-2),
+    (LRS, noisy(CURVE, 0.2, seed=1), {"method": "valley"}, "valley", 5e-4, 1e-2),
+    (LRS, with_nans, {"method": "valley"}, "valley", 10 ** -2.75, 10 ** -2.4),  # NaN/inf points are dropped
     (LRS, CURVE, {"beta": 0.0, "method": "steepest"}, "steepest", 10 ** -2.55, 10 ** -2.45),
     (U_LRS, U_CURVE, {"beta": 0.0, "method": "min/10"}, "min/10", 0.0099, 0.0101),
-    (U_LRS, U_CURVE, {"beta": 0.0}, "valley", 1e-4, 1.3e-4),    # a parabola is steepest at its left end
+    (U_LRS, U_CURVE, {"beta": 0.0, "method": "valley"}, "valley", 1e-4, 1.3e-4),    # a parabola is steepest at its left end
     (U_LRS, [float(k) for k in range(51)], {}, "min/10", 1e-5, 1e-5),  # only rising: the first lr / 10
     ([1e-3], [2.0], {}, "min/10", 1e-4, 1e-4),                # a single point
     # no descent of 3 points: the steepest slope before the minimum (0.9), between 2.8 and 1.2
@@ -229,14 +229,14 @@ def test_lr_find_end_to_end_stops_by_itself_and_writes_the_plot(tmp_path):
     path = tmp_path / "lr_find.png"
     s = learn.lr_find(path=path)
     assert path.read_bytes()[:8] == PNG_SIGNATURE
-    assert 2 <= len(s.lrs) <= 89 and s.method in ("valley", "steepest", "min/10")
+    assert 2 <= len(s.lrs) <= 89 and s.method in ("slide", "valley", "steepest", "min/10")
     assert math.isfinite(s.lr) and 1e-7 <= s.lr <= 10.0
 
 
 def test_plot_survives_nans_and_an_empty_record(tmp_path):
     finder = LRFinder()
     finder.lrs, finder.losses = list(LRS), list(with_nans)
-    assert finder.plot(tmp_path / "a.png").method == "valley"
+    assert finder.plot(tmp_path / "a.png").method == "slide"
     finder.lrs, finder.losses = [1e-3, 1e-2], [NAN, NAN]
     assert finder.plot(tmp_path / "b.png") is None
     for name in ("a.png", "b.png"):
@@ -263,9 +263,8 @@ def test_an_exploded_last_loss_does_not_spoil_the_suggestion():
     # collapses to min/10 of the first lr.
     lrs = [1e-6 * 1.2 ** i for i in range(80)]
     losses = [2.3 - 0.8 / (1 + math.exp(-(i - 50) / 5)) for i in range(79)] + [2.7e6]
-    s = suggest_lr(lrs, losses)
+    s = suggest_lr(lrs, losses, method="valley")
     assert s.method == "valley" and 1e-3 < s.lr < 1e-1
-    assert suggest_lr(lrs, losses, explode=None).lr < 1e-5  # what it was before
 
 
 def test_lr_find_prints_no_results_rows_and_saves_no_checkpoint(tmp_path):
@@ -314,3 +313,23 @@ def test_lr_find_puts_the_float16_gradient_scaler_back_as_it_was():
         learn.lr_find(start_lr=1e-4, max_lr=1.0, max_iter=4, path=None)
     assert min(scales) < 65536.0  # the finder's inf gradients lowered the scale (to 32768 and below)
     assert amp.scaler.state_dict() == before  # and the next fit starts from where it was
+
+
+def test_slide_is_the_default_and_lands_at_the_end_of_the_descent_as_fastais_rule():
+    # fastai.callback.schedule.slide on fastai's curve (EMA 0.98, first 10 % and last 5 points dropped),
+    # written out here: the reference the rule must equal.
+    from groundup.utils.smoothing import EMA
+
+    losses = noisy(CURVE, 0.02)
+    avg = EMA(0.98)
+    smooth = [avg.update(x) for x in losses]
+    first = len(smooth) // 10
+    curve, lrs = smooth[first:-5], LRS[first:-5]
+    grad = np.gradient(curve)
+    r, left, expected = -1, -16, lrs[-16]
+    while left >= -len(curve) and abs(grad[r] - grad[left]) > 0.005:
+        expected, r, left = lrs[left], r - 1, left - 1
+    s = suggest_lr(LRS, losses, explode=None)
+    assert s.method == "slide" and s.lr == pytest.approx(expected)
+    assert s.lr > suggest_lr(LRS, losses, method="valley").lr  # a larger lr than valley's
+    assert suggest_lr(LRS[:10], CURVE[:10]).method == "valley"  # too few points for slide: the next rule

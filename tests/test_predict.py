@@ -42,8 +42,9 @@ def test_predict_json_is_machine_readable(run, image_folder, capsys):
     preds = json.loads(capsys.readouterr().out)
     assert len(preds) == 9
     for p in preds:
-        assert set(p) == {"path", "label", "prob", "top"}
+        assert set(p) == {"path", "label", "name", "prob", "top"}
         assert p["top"][0]["label"] == p["label"] and len(p["top"]) == 2
+        assert set(p["top"][0]) == {"label", "name", "prob"} and p["top"][0]["name"] == p["name"]
 
 
 def test_predictions_agree_with_the_validation_accuracy_of_training(run, image_folder):
@@ -60,7 +61,7 @@ def test_predictor_probabilities_sum_to_one(run):
     probs = predictor.probabilities(torch.randint(0, 256, (5, 16, 16, 3), dtype=torch.uint8))
     assert probs.shape == (5, 3)
     torch.testing.assert_close(probs.sum(1), torch.ones(5))
-    assert Prediction("x.jpg", ["a", "b"], [0.7, 0.2]).to_dict()["top"][1] == {"label": "b", "prob": 0.2}
+    assert Prediction("x.jpg", ["a", "b"], [0.7, 0.2]).to_dict()["top"][1] == {"label": "b", "name": "b", "prob": 0.2}
 
 
 @pytest.mark.slow  # a groundup subprocess
@@ -175,7 +176,8 @@ def test_predictions_carry_the_class_names_and_json_keeps_the_labels(run, image_
     assert [n.lower() for n in pred.names] == pred.labels
     assert main(["predict", str(run / "named.pt"), str(image_folder / "val"), "--json"]) == 0
     first = json.loads(capsys.readouterr().out)[0]
-    assert set(first) == {"path", "label", "prob", "top"} and first["label"] in {"cat", "dog", "emu"}
+    assert set(first) == {"path", "label", "name", "prob", "top"} and first["label"] in {"cat", "dog", "emu"}
+    assert first["name"] == first["label"].capitalize()  # the class name beside the folder name
 
 
 def test_predict_tta_averages_each_image_and_its_mirror_image(run, image_folder, capsys):

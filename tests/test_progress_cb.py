@@ -47,7 +47,7 @@ def test_an_enabled_bar_draws_each_pass_and_the_epochs():
     out = io.StringIO()
     make_learner(ProgressBar(enabled=True, file=out, min_interval=0)).fit(2)
     text = out.getvalue()
-    assert "epoch 1/2 train" in text and "epoch 2/2 valid" in text
+    assert "epoch 0 train" in text and "epoch 1 valid" in text
     assert "6/6 [" in text and "2/2 [" in text  # Points: 6 training, 2 validation batches
     lines = screen(text)  # every batch bar was erased; the epoch bar's final line stays
     assert len(lines) == 2 and lines[0].startswith("epochs: 100%|") and lines[1] == ""
@@ -56,9 +56,9 @@ def test_an_enabled_bar_draws_each_pass_and_the_epochs():
 def test_the_smoothed_loss_is_shown_after_the_training_counters():
     out = io.StringIO()
     make_learner(ProgressBar(enabled=True, file=out, min_interval=0)).fit(1)
-    train_draws = [d for d in out.getvalue().split("\r") if d.startswith("epoch 1/1 train") and "1/6" in d]
+    train_draws = [d for d in out.getvalue().split("\r") if d.startswith("epoch 0 train") and "1/6" in d]
     assert re.search(r"batch/s, loss \d\.\d{4}\]", train_draws[0])
-    assert not any("loss" in d for d in out.getvalue().split("\r") if d.startswith("epoch 1/1 valid"))
+    assert not any("loss" in d for d in out.getvalue().split("\r") if d.startswith("epoch 0 valid"))
 
 
 def test_quiet_when_disabled():
@@ -90,8 +90,9 @@ def test_without_a_terminal_it_prints_one_plain_line_per_epoch(monkeypatch):
     make_learner(ProgressBar(file=out), clock.callback()).fit(2)
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue() and len(lines) == 2  # a short epoch: no lines while it runs
-    assert re.fullmatch(r"epoch 1/2 done in 4\.0 s \(6 training batches, 1\.5 batch/s, loss \d\.\d{4}\)", lines[0])
-    assert lines[1].startswith("epoch 2/2 done in 4.0 s")  # 6 training + 2 validation batches of 0.5 s
+    assert re.fullmatch(r"epoch 0 done in 4\.0 s, 1 of 2 \(6 training batches, 1\.5 batch/s, train_loss \d\.\d{4}\)",
+                        lines[0])
+    assert lines[1].startswith("epoch 1 done in 4.0 s, 2 of 2")  # 6 training + 2 validation batches of 0.5 s
 
 
 def test_a_long_epoch_gets_a_line_every_30_seconds_with_count_and_speed(monkeypatch):
@@ -99,10 +100,10 @@ def test_a_long_epoch_gets_a_line_every_30_seconds_with_count_and_speed(monkeypa
     out = io.StringIO()
     make_learner(ProgressBar(file=out), clock.callback()).fit(1)
     lines = out.getvalue().splitlines()
-    assert [line.split(",")[0] for line in lines] == ["epoch 1/1 train: batch 2/6", "epoch 1/1 train: batch 4/6",
-                                                     "epoch 1/1 train: batch 6/6", "epoch 1/1 valid: batch 2/2",
-                                                     "epoch 1/1 done in 2.7 min (6 training batches"]
-    assert re.fullmatch(r"epoch 1/1 train: batch 2/6, 0\.05 batch/s, loss \d\.\d{4}, about 80\.0 s left", lines[0])
+    assert [line.split(",")[0] for line in lines] == ["epoch 0 train: batch 2/6", "epoch 0 train: batch 4/6",
+                                                     "epoch 0 train: batch 6/6", "epoch 0 valid: batch 2/2",
+                                                     "epoch 0 done in 2.7 min"]
+    assert re.fullmatch(r"epoch 0 train: batch 2/6, 0\.05 batch/s, loss \d\.\d{4}, about 80\.0 s left", lines[0])
 
 
 def test_draws_by_default_on_a_terminal():
@@ -184,3 +185,20 @@ def test_only_rank_0_draws_in_a_distributed_run(monkeypatch):
     out = io.StringIO()
     make_learner(ProgressBar(enabled=True, file=out, min_interval=0)).fit(1)
     assert out.getvalue() == ""
+
+
+def test_the_plain_line_of_an_epoch_shows_its_mean_training_loss_the_tables_train_loss(monkeypatch):
+    from groundup.callbacks.tracking import TrackResults
+
+    clock = Clock(monkeypatch, step=0.5)
+    out = io.StringIO()
+    learn = make_learner(ProgressBar(file=out), clock.callback())
+    learn.fit(2)  # without TrackResults: the mean of the epoch's batch losses
+    alone = [float(line.rsplit(" ", 1)[1].rstrip(")")) for line in out.getvalue().splitlines()]
+    out.seek(0), out.truncate()
+    learn = make_learner(ProgressBar(file=out), clock.callback())
+    learn.add_cb(TrackResults(print_table=False))
+    learn.fit(2)
+    shown = [float(line.rsplit(" ", 1)[1].rstrip(")")) for line in out.getvalue().splitlines()]
+    assert shown == [round(row["train_loss"], 4) for row in learn.history]
+    assert alone == pytest.approx(shown, abs=2e-3)  # Points' batches are near-equal in size

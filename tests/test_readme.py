@@ -1,11 +1,14 @@
 """The README's code runs as printed (so it stays true)."""
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 def python_blocks() -> list[str]:
@@ -39,15 +42,6 @@ def test_the_first_callback_example_stops_after_three_batches():
         namespace["StopAfterBatches"](0)
 
 
-def test_the_image_example_runs_on_a_folder(image_folder, tmp_path, monkeypatch, capsys):
-    block = next(b for b in python_blocks() if "from_folder" in b)
-    monkeypatch.chdir(tmp_path)
-    code = block.replace('"imagenette2-160"', repr(str(image_folder))).replace("fit(8", "fit(1")
-    exec(compile(code, "README image example", "exec"), {})  # noqa: S102
-    out = capsys.readouterr().out
-    assert "LRSuggestion(lr=" in out and (tmp_path / "lr_find.png").is_file()
-
-
 def test_where_things_go_names_files_that_exist_and_registrations_that_work(monkeypatch):
     text = README.read_text()
     guide = text[text.index("## Where things go"):]
@@ -77,22 +71,6 @@ def test_where_things_go_names_files_that_exist_and_registrations_that_work(monk
     monkeypatch.setattr(groundup.commands, "COMMANDS", (*groundup.commands.COMMANDS, hello))
     monkeypatch.setattr("groundup.cli.COMMANDS", groundup.commands.COMMANDS)
     assert main(["hello"]) == 7
-
-def test_the_see_what_the_model_learned_example_runs(image_folder, tmp_path, monkeypatch, capsys):
-    image_example = next(b for b in python_blocks() if "from_folder" in b)
-    block = next(b for b in python_blocks() if "Interpretation.from_learner" in b)
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    code = image_example.replace('"imagenette2-160"', repr(str(image_folder))).replace("fit(8", "fit(1")
-    code = code.replace("simple_cnn()", "simple_cnn(n_classes=3)")  # the folder has 3 classes, Imagenette 10
-    exec(compile(code, "README image example", "exec"), namespace)  # noqa: S102
-    image = image_folder / "val" / "dog" / "dog_0.jpg"
-    block = block.replace('"tench.jpg"', repr(str(image)))
-    exec(compile(block, "README interpretation", "exec"), namespace)  # noqa: S102
-    out = capsys.readouterr().out
-    assert "'loss'" in out and "'acc'" in out
-    assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "top_losses.png").is_file()
-    assert namespace["label"] in {"cat", "dog", "emu"} and namespace["interp"].confusion_matrix().sum() == 9
 
 def test_the_pytorch_interop_example_runs():
     block = next(b for b in python_blocks() if "to_torch(model)" in b)
@@ -146,3 +124,127 @@ def test_the_your_own_data_example_runs(capsys):
     out = capsys.readouterr().out
     assert "647 153 ['tench', 'English springer']" in out, out  # the hash split is the same on every machine
     assert "True 15" in out and "micro-F1 " in out
+
+
+# -- the README, run as written ------------------------------------------------------------------------
+# Every fenced block runs, in the README's order, in one fresh folder (with the clone's examples/,
+# benchmarks/, scripts/ and src/ beside it) and one Python namespace, as a newcomer would:
+#   ```python        executed; a following block marked `<!-- readme-test: output -->` is its shown output
+#   ```bash          each command runs with bash and must exit 0
+#   ``` with `$ `    a console session: each `$ command` runs and its stdout must match the lines shown
+# A block marked `<!-- readme-test: skip: why -->` is not run; SKIPPED below lists every such block,
+# so a new skip is a test failure. Shown output matches when every line matches in order: `...` (alone
+# on a line, or inside one) stands for anything, and every number is within NUMBER_TOLERANCE of the
+# shown one, except timings (a number before " s", and the table's last column, seconds).
+NUMBER_TOLERANCE = "25 % of the shown value + 0.05"
+SKIPPED = {
+    "pip install torch==2.13.0": "installs packages",
+    "fit(n_epochs):": "pseudo-code",
+    "DistributedTraining()": "a fragment of a script started by torchrun (tests/test_distributed.py runs it)",
+    "torchrun --nproc_per_node=4 train.py": "needs 4 GPUs",
+    "torchrun --nnodes=2": "needs 2 machines",
+    "python -m pytest -q ": "the test suite itself, benchmarks (minutes), Chromium",
+    "groundup train --data ../shared/data/imagenette2-224\n": "needs imagenette2-224 (not in a clone)",
+    "groundup train --recipe fast --data": "the 10-minute recipe, on imagenette2-224",
+    "resnet_fast().to(": "the 10-minute recipe, on imagenette2-224",
+    "== fit(1), lr 0.1": "the walkthrough's output on imagenette2-224",
+}
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.])")
+BLOCK = re.compile(r"(?:<!-- readme-test: (?P<mark>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)
+
+
+def readme_blocks() -> list[dict]:
+    return [m.groupdict() for m in BLOCK.finditer(README.read_text())]
+
+
+def line_pattern(shown: str, table_row: bool) -> tuple[re.Pattern, list[tuple[float, bool]]]:
+    """A regex for one shown line, and its numbers (value, is it a timing?) in order."""
+    parts, numbers, pos = [], [], 0
+    found = list(NUMBER.finditer(shown))
+    for k, m in enumerate(found):
+        parts.append(re.escape(shown[pos:m.start()]))
+        parts.append(r"(\S+?)")
+        timing = shown[m.end():m.end() + 2] == " s" or (table_row and k == len(found) - 1)
+        numbers.append((float(m.group()), timing))
+        pos = m.end()
+    parts.append(re.escape(shown[pos:]))
+    pattern = "".join(parts).replace(re.escape("..."), ".*").replace(re.escape("…"), ".*")
+    pattern = re.sub(r"(?:\\ )+", lambda m: r"\s+", pattern)  # column widths follow the numbers' widths
+    return re.compile(pattern), numbers
+
+
+def assert_output_matches(shown: str, actual: str, where: str) -> None:
+    expected = [line.rstrip() for line in shown.strip("\n").splitlines()]
+    got = [line.rstrip() for line in actual.strip("\n").splitlines()]
+    j, anything = 0, False
+    table = False
+    for line in expected:
+        if line.strip() in ("...", "…"):
+            anything = True
+            continue
+        table = table or line.split()[-1:] == ["seconds"]
+        row = table and re.fullmatch(r"\s*\d+(\s+[-\d.]+)+", line) is not None
+        pattern, numbers = line_pattern(line, row)
+        while True:
+            assert j < len(got), f"{where}: the README shows {line!r}, the output ends before it:\n{actual}"
+            m = pattern.fullmatch(got[j])
+            j += 1
+            if m:
+                break
+            assert anything, f"{where}: the README shows\n  {line!r}\nthe output has\n  {got[j - 1]!r}\n{actual}"
+        anything = False
+        for (value, timing), text in zip(numbers, m.groups()):
+            if timing:
+                continue
+            assert abs(float(text) - value) <= 0.25 * abs(value) + 0.05, \
+                f"{where}: {text} where the README shows {value} (tolerance {NUMBER_TOLERANCE}):\n  {line}\n  {got[j - 1]}"
+    assert anything or j == len(got), f"{where}: output the README does not show: {got[j:]}"
+
+
+def run_shell(command: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def test_only_the_blocks_listed_as_skipped_are_skipped():
+    marks = [(b["mark"], b["body"]) for b in readme_blocks() if b["mark"] and b["mark"].startswith("skip")]
+    found = {key for key in SKIPPED for _, body in marks if key in body}
+    assert found == set(SKIPPED), set(SKIPPED) - found
+    for mark, body in marks:
+        assert any(key in body for key in SKIPPED), f"a block is skipped that SKIPPED does not list:\n{body}"
+        assert mark.startswith("skip: ") and len(mark) > 8, f"a skip must say why: {mark!r}"
+    assert all(b["lang"] in ("python", "bash", "") for b in readme_blocks())
+
+
+def test_every_block_of_the_readme_runs_as_written_and_shows_what_it_prints(tmp_path, capsys, monkeypatch):
+    for name in ("examples", "benchmarks", "scripts", "src", "pyproject.toml"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__main__"}
+    printed = ""
+    for k, block in enumerate(readme_blocks()):
+        mark, lang, body = block["mark"] or "", block["lang"], block["body"]
+        where = f"README block {k + 1} ({body.strip().splitlines()[0][:60]!r})"
+        if mark.startswith("skip"):
+            continue
+        if mark == "output":
+            assert_output_matches(body, printed, where)
+        elif lang == "python":
+            capsys.readouterr()
+            exec(compile(body, where, "exec"), namespace)  # noqa: S102 - running the README is the point
+            printed = capsys.readouterr().out
+        elif lang == "bash":
+            for command in (line.split("  #")[0].strip() for line in body.splitlines()):
+                if command and not command.startswith("#"):
+                    r = run_shell(command, tmp_path)
+                    assert r.returncode == 0, f"{where}: `{command}` failed:\n{r.stdout}\n{r.stderr}"
+        else:
+            session = re.split(r"^\$ ", body, flags=re.MULTILINE)
+            assert session[0] == "", f"{where}: a plain block must be a console session (`$ ...`) or be marked"
+            for part in session[1:]:
+                command, _, shown = part.partition("\n")
+                r = run_shell(command.split("  #")[0], tmp_path)
+                assert r.returncode == 0, f"{where}: `{command}` failed:\n{r.stdout}\n{r.stderr}"
+                if shown.strip():
+                    assert_output_matches(shown, r.stdout, f"{where}, `{command}`")

@@ -115,3 +115,20 @@ class StopAfterEpoch(Callback):
 def test_bad_beta_is_named():
     with pytest.raises(ValueError, match=r"Recorder: beta must be in \[0, 1\), got 1"):
         Recorder(beta=1)
+
+
+def test_plot_loss_and_plot_lr_return_figures_and_write_only_when_given_a_path(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from groundup.learner import Learner
+    from groundup.losses import cross_entropy
+    from conftest import Points, groundup_mlp
+
+    monkeypatch.chdir(tmp_path)
+    learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, lr=0.1, cbs=[rec := Recorder()])
+    learn.fit(1)
+    assert isinstance(rec.plot_loss(), Figure) and isinstance(rec.plot_lr(), Figure)
+    learn.lr_find(max_iter=5)  # no lr_find.png in the current folder
+    assert list(tmp_path.iterdir()) == []
+    rec.plot_loss(tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -34,3 +34,35 @@ def test_the_plot_marks_every_epoch_boundary(tmp_path):
         assert share > 0.4, (x, share)  # a dashed line down most of the axes
     between = round(ax.transData.transform((15.5, 0))[0])
     assert near[rows, between - 1:between + 2].any(axis=1).mean() < 0.05  # and none between boundaries
+
+
+def test_centred_mean_does_not_lag():
+    from groundup.run.training_plot import centred_mean
+
+    assert centred_mean([1, 2, 3, 4, 5], 3) == pytest.approx([1.5, 2, 3, 4, 4.5])
+    falling = [2.0 * 0.98 ** i for i in range(200)]  # 20 epochs of 10 batches, loss falling steadily
+    smooth = centred_mean(falling, 5)
+    assert max(abs(a - b) for a, b in zip(smooth, falling)) < 0.05  # on the curve, not epochs behind it
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        centred_mean(falling, 0)
+
+
+def test_the_default_smoothing_follows_the_batch_losses_at_the_end_of_a_long_run():
+    losses = [2.0 * 0.98 ** i for i in range(200)]
+    history = [{"epoch": k, "valid_loss": 1.0, "valid_acc": 0.5} for k in range(20)]
+    fig = training_figure(losses, history)
+    smooth = next(line for line in fig.axes[0].lines if "mean of" in line.get_label())
+    assert smooth.get_ydata()[-1] == pytest.approx(losses[-1], rel=0.05)  # an EMA(0.98) ends 2x too high
+
+
+@pytest.mark.parametrize("n_epochs", [20, 100])
+def test_the_epoch_labels_along_the_top_never_overlap(n_epochs):
+    losses = [1.0] * (5 * n_epochs)
+    history = [{"epoch": k, "valid_loss": 1.0, "valid_acc": 0.5} for k in range(n_epochs)]
+    fig = training_figure(losses, history)
+    fig.canvas.draw()
+    top = next(ax for ax in fig.axes[0].child_axes if ax.get_xlabel() == "epoch")
+    labels = [t for t in top.get_xticklabels() if t.get_text()]
+    assert labels[0].get_text() == "0" and 5 <= len(labels) <= 10
+    boxes = [t.get_window_extent() for t in labels]
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # left to right, apart

@@ -91,6 +91,15 @@ class TagsPrediction(NamedTuple):
     probs: torch.Tensor  # (n_tags,) the probability of every tag (a sigmoid each)
 
 
+def as_callbacks(cbs: Callback | Iterable[Callback] | None) -> list[Callback]:
+    """`cbs` as a list: None is none, one callback is a list of one (as fastai takes them), else the list."""
+    if cbs is None:
+        return []
+    if isinstance(cbs, (Callback, type)) or not isinstance(cbs, Iterable):
+        return [cbs]  # add_cb says what is wrong with anything that is not a Callback instance
+    return list(cbs)
+
+
 class Learner:
     """Trains `model` on `dls` with `loss_func`, an optimizer made by `opt_func`, and callbacks.
 
@@ -141,7 +150,7 @@ class Learner:
     """
 
     def __init__(self, model, dls, loss_func: Callable, lr: float = 0.1,
-                 cbs: Iterable[Callback] | None = None, opt_func: Callable = SGD,
+                 cbs: Callback | Iterable[Callback] | None = None, opt_func: Callable = SGD,
                  preprocessing: Preprocessing | None = None):
         if not hasattr(model, "parameters") or not callable(model):
             raise TypeError(f"model must be callable and have parameters(), got {type(model).__name__}")
@@ -169,7 +178,7 @@ class Learner:
         self._unscaled = False  # grad_scaler.unscale_ ran since its last update()
         self.cbs: list[Callback] = []
         self._events: dict[str, list[Callable[[], None]]] = {e: [] for e in EVENTS}  # fit works with no cbs
-        for cb in cbs or ():
+        for cb in as_callbacks(cbs):
             self.add_cb(cb)
 
     # -- callbacks --------------------------------------------------------------------------------
@@ -281,12 +290,12 @@ class Learner:
         """The index of the current batch in its pass (the walkthrough's name for `iter`)."""
         return self.iter
 
-    def fit(self, n_epochs: int, cbs: Sequence[Callback] | None = None, start_epoch: int = 0) -> None:
+    def fit(self, n_epochs: int, cbs: Callback | Sequence[Callback] | None = None, start_epoch: int = 0) -> None:
         """Train for `n_epochs`: each epoch a training pass then a validation pass.
 
         Args:
             n_epochs: total number of epochs.
-            cbs: extra callbacks for this call only.
+            cbs: extra callbacks for this call only: one, or a list.
             start_epoch: resume at this epoch (schedules and shuffling continue as if epochs
                 `0..start_epoch-1` had run here; see `Learner.load`).
 
@@ -300,7 +309,7 @@ class Learner:
             raise ValueError(f"start_epoch must be in [0, n_epochs={n_epochs}], got {start_epoch!r}")
         _check_lr(self.lr)
         self.n_epochs, self.epoch = n_epochs, start_epoch
-        with self.added_cbs(cbs or ()):
+        with self.added_cbs(as_callbacks(cbs)):
             try:
                 self("before_fit")
                 if self.opt is None:
@@ -392,7 +401,7 @@ class Learner:
 
     # -- conveniences built on callbacks ------------------------------------------------------------
     def lr_find(self, start_lr: float = 1e-6, mult: float = 1.2, max_lr: float = 10.0,
-                path: str | Path | None = "lr_find.png", max_iter: int | None = None) -> LRSuggestion:
+                path: str | Path | None = None, max_iter: int | None = None) -> LRSuggestion:
         """Run the LR finder and return its suggestion; model, optimizer and history are restored afterwards.
 
         The learning rate starts at `start_lr` and is multiplied by `mult` after every training
@@ -423,10 +432,10 @@ class Learner:
             finder.plot(path)
         return finder.suggestion()
 
-    def fit_one_cycle(self, n_epochs: int, max_lr: float | None = None, cbs: Sequence[Callback] | None = None,
-                      **kwargs) -> None:
+    def fit_one_cycle(self, n_epochs: int, max_lr: float | None = None,
+                      cbs: Callback | Sequence[Callback] | None = None, **kwargs) -> None:
         """`fit` with a `OneCycle` schedule peaking at `max_lr` (default: `self.lr`); kwargs go to OneCycle."""
-        self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *(cbs or ())])
+        self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *as_callbacks(cbs)])
 
     # -- looking at the model: predictions without training ---------------------------------------------
     def get_preds(self, dl=None, with_loss: bool = False, bs: int = 64, tta: bool = False) -> tuple:

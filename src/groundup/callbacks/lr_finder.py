@@ -28,7 +28,7 @@ from groundup.utils.smoothing import EMA
 
 __all__ = ["METHODS", "LRFinder", "LRSuggestion", "smooth_curve", "suggest_lr"]
 
-METHODS = ("valley", "steepest", "min/10")
+METHODS = ("slide", "valley", "steepest", "min/10")  # method=None: the first that applies, in this order
 MIN_VALLEY = 3  # points a descending stretch needs to count as a valley
 
 
@@ -87,6 +87,26 @@ def _before_explosion(ys: list[float], explode: float | None) -> int:
     return len(ys)
 
 
+SLIDE_DIFF, SLIDE_THRESH = 15, 0.005  # fastai's `slide` defaults (fastai.callback.schedule)
+
+
+def _slide(losses: list[float]) -> int | None:
+    """fastai's `slide` rule on `losses` (see `suggest_lr`): the index of the suggested lr, or None."""
+    avg = EMA(0.98)
+    smooth = [avg.update(x) for x in losses]
+    first, last = len(smooth) // 10, len(smooth) - 5
+    curve = smooth[first:last]
+    if len(curve) <= SLIDE_DIFF or int(np.argmin(curve)) == 0:  # too short, or no descent to slide down
+        return None
+    grad = np.gradient(curve)
+    r, left = -1, -1 - SLIDE_DIFF
+    found = len(curve) + left
+    while left >= -len(curve) and abs(grad[r] - grad[left]) > SLIDE_THRESH:
+        found = len(curve) + left
+        r, left = r - 1, left - 1
+    return first + found
+
+
 def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
                method: str | None = None, explode: float | None = 4.0) -> LRSuggestion:
     """Suggest a learning rate from an lr-finder curve (`losses[i]` recorded at `lrs[i]`).
@@ -96,6 +116,12 @@ def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
     backwards, would otherwise tilt the whole curve upwards). The rest is smoothed (`smooth_curve`)
     and, with `method=None`, the first of these that applies is used:
 
+    - "slide": fastai's `slide` rule, measured to be the one that helps (README, "--lr auto"): on
+      the raw losses smoothed as fastai's Recorder does (EMA, beta 0.98, bias-corrected; the first
+      10 % and the last 5 points dropped), walk down from the largest lr while the slope there
+      differs by more than 0.005 from the slope 15 points lower; the lr where it stops. It lands near
+      the largest lr that still trains well, where "valley" picks a much smaller one (the default
+      one-cycle schedule warms up and anneals around it). Needs more than 15 points and a descent.
     - "valley": take the longest stretch where the smoothed loss goes down at every step (at
       least `MIN_VALLEY` points), and within it the point where the loss falls fastest per unit
       of log(lr). The idea is fastai's "valley": the lr the loss is still falling fastest at,
@@ -121,6 +147,7 @@ def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
     if not pts:
         raise ValueError(f"no finite losses to suggest an lr from ({len(losses)} recorded); the loss was "
                          f"NaN/inf from the start: try a smaller start_lr, or check the data and loss")
+    raw_pts = pts
     pts = pts[:_before_explosion([p[1] for p in pts], explode)]
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     smooth = smooth_curve(ys, beta)
@@ -134,7 +161,10 @@ def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
     def steepest() -> int | None:
         return int(np.argmin(slopes[:i_min])) if i_min > 0 else None  # the minimum itself is no candidate
 
-    found = {"valley": valley, "steepest": steepest}
+    def slide() -> int | None:
+        return _slide([loss for _, loss in raw_pts[:len(pts)]])
+
+    found = {"valley": valley, "steepest": steepest, "slide": slide}
     for name in METHODS if method is None else (method,):
         if name == "min/10":
             return LRSuggestion(xs[i_min] / 10, "min/10", xs, ys)

@@ -33,7 +33,8 @@ class ProgressBar(Callback):
 
     The bars are tqdm's: with no `file` given, `tqdm.auto` picks a widget in a Jupyter notebook and a
     text line elsewhere. Only one text bar is on screen at a time, on the last line: while a pass
-    runs, its batch bar (labelled `epoch 3/10 train`); between passes, the epoch bar. A batch bar is
+    runs, its batch bar (labelled `epoch 3 train`: epochs are numbered from 0, as in `TrackResults`'
+    table, `metrics.csv` and the run's report); between passes, the epoch bar. A batch bar is
     closed (and its line erased) when its pass ends, before `after_epoch`, so table rows printed there
     (`TrackResults`, order 50) land on a clean line above the bar. The epoch bar's final state stays
     on screen after `fit`.
@@ -46,7 +47,7 @@ class ProgressBar(Callback):
 
     Where the output is not a terminal (a pipe, a file, a CI log) a bar would be a mess of
     carriage returns, so it prints plain lines instead: one when each epoch ends (its time, the
-    training speed, the smoothed loss) and, in an epoch that takes longer than `long_epoch`
+    training speed, the epoch's mean training loss: the table's `train_loss`) and, in an epoch that takes longer than `long_epoch`
     seconds (estimated from the speed so far), one every `line_every` seconds with the batch
     count, the speed and the time left in the pass.
 
@@ -80,6 +81,7 @@ class ProgressBar(Callback):
         self.epoch_bar: tqdm | None = None
         self.batch_bar: tqdm | None = None
         self._losses: list[torch.Tensor] = []  # training losses not yet in the average
+        self._epoch_losses: list[torch.Tensor] = []  # this epoch's training losses (plain lines only)
         self._ema = EMA(beta)  # the displayed loss, on the device
         self._next_draw = 0.0
 
@@ -111,13 +113,14 @@ class ProgressBar(Callback):
             self._next_line = self._pass_start + self.line_every
             if name == "train":
                 self._epoch_start, self._train_batches = self._pass_start, self.learn.n_iter
+                self._epoch_losses = []
             return
         if self.epoch_bar is None:
             return
         learn = self.learn
         self.epoch_bar.clear()  # one line: the batch bar takes the epoch bar's place while the pass runs
         self.batch_bar = self._bar(total=learn.n_iter or None, unit="batch", leave=False,
-                                   desc=f"epoch {learn.epoch + 1}/{learn.n_epochs} {name}")
+                                   desc=f"epoch {learn.epoch} {name}")
         self._next_draw = time.monotonic() + self.min_interval
 
     def before_train(self) -> None:
@@ -130,7 +133,10 @@ class ProgressBar(Callback):
         if (self.epoch_bar is not None or self.lines) and self.learn.training:
             # A list append (under a microsecond) instead of a tensor op per batch (a few microseconds):
             # on a tiny model that is most of this callback's cost (benchmarks/bench_progress.py).
-            self._losses.append(self.learn.loss.detach())  # detached: keeps no graph alive
+            loss = self.learn.loss.detach()  # detached: keeps no graph alive
+            self._losses.append(loss)
+            if self.lines:
+                self._epoch_losses.append(loss)
             if len(self._losses) >= _FOLD_EVERY:
                 self._fold()
 
@@ -172,8 +178,8 @@ class ProgressBar(Callback):
             learn = self.learn
             n = self._train_batches
             speed = f", {n / seconds:.3g} batch/s" if n and seconds > 0 else ""
-            self._say(f"epoch {learn.epoch + 1}/{learn.n_epochs} done in {_duration(seconds)} "
-                      f"({n} training batches{speed}{self._loss_text()})")
+            self._say(f"epoch {learn.epoch} done in {_duration(seconds)}, {learn.epoch + 1} of {learn.n_epochs} "
+                      f"({n} training batches{speed}{self._epoch_loss_text()})")
         if self.epoch_bar is not None:
             self.epoch_bar.update()  # draws now, below the row TrackResults just printed
 
@@ -189,12 +195,21 @@ class ProgressBar(Callback):
             return
         left = f", about {_duration(left_s)} left" if rate and total else ""
         loss = self._loss_text() if self._pass == "train" else ""
-        self._say(f"epoch {learn.epoch + 1}/{learn.n_epochs} {self._pass}: batch {done}/{total or '?'}, "
+        self._say(f"epoch {learn.epoch} {self._pass}: batch {done}/{total or '?'}, "
                   f"{rate:.3g} batch/s{loss}{left}")
 
     def _loss_text(self) -> str:
         self._fold()
         return f", loss {self._ema.value.item():.4f}" if self._ema.count else ""  # one sync per line
+
+    def _epoch_loss_text(self) -> str:
+        """The epoch's mean training loss: the table's `train_loss` when `TrackResults` (order 50) has
+        recorded it, else the mean of the epoch's batch losses (one sync)."""
+        row = self.learn.history[-1] if self.learn.history else {}
+        if row.get("epoch") == self.learn.epoch and "train_loss" in row:
+            return f", train_loss {row['train_loss']:.4f}"
+        losses, self._epoch_losses = self._epoch_losses, []
+        return f", train_loss {torch.stack(losses).float().mean().item():.4f}" if losses else ""
 
     def _say(self, line: str) -> None:
         print(line, file=self.file or sys.stderr, flush=True)

@@ -114,33 +114,35 @@ class Recorder(Callback):
         self._flush()
         return list(range(len(self._losses)))
 
-    def plot_loss(self, path: str | os.PathLike, skip_start: int = 0) -> None:
-        """Write a PNG of the loss per training batch (faint) and its smoothed curve.
+    def plot_loss(self, path: str | os.PathLike | None = None, skip_start: int = 0):
+        """The loss per training batch (faint) and its smoothed curve, as a matplotlib `Figure`.
 
         Args:
-            path: the PNG file to write.
+            path: also write the figure to this PNG file (default: no file; a notebook shows it inline).
             skip_start: leave out the first batches (their high loss flattens the rest of the plot).
         """
-        from groundup.utils.plots import png_axes
+        from groundup.utils.plots import figure_axes, finish_figure
 
         iters, losses, smooth = self.iters[skip_start:], self.losses[skip_start:], self.smooth_losses[skip_start:]
         if not losses:
             raise ValueError(f"Recorder.plot_loss: no losses recorded (after skip_start={skip_start}); "
                              f"run learn.fit(...) with this callback first")
-        with png_axes(path, title="training loss", xlabel="training batch", ylabel="loss") as ax:
-            ax.plot(iters, losses, color="C0", alpha=0.3, label="loss")
-            ax.plot(iters, smooth, color="C0", label=f"smoothed (beta={self.beta})")
-            ax.legend()
+        fig, ax = figure_axes(title="training loss", xlabel="training batch", ylabel="loss")
+        ax.plot(iters, losses, color="C0", alpha=0.3, label="loss")
+        ax.plot(iters, smooth, color="C0", label=f"smoothed (beta={self.beta})")
+        ax.legend()
+        return finish_figure(fig, path)
 
-    def plot_lr(self, path: str | os.PathLike) -> None:
-        """Write a PNG of the learning rate per training batch."""
-        from groundup.utils.plots import png_axes
+    def plot_lr(self, path: str | os.PathLike | None = None):
+        """The learning rate per training batch, as a `Figure` (written to `path` as a PNG when given)."""
+        from groundup.utils.plots import figure_axes, finish_figure
 
         if not self.lrs:
             raise ValueError("Recorder.plot_lr: no learning rates recorded; run learn.fit(...) with this "
                              "callback first")
-        with png_axes(path, title="learning rate", xlabel="training batch", ylabel="lr") as ax:
-            ax.plot(self.iters, self.lrs)
+        fig, ax = figure_axes(title="learning rate", xlabel="training batch", ylabel="lr")
+        ax.plot(self.iters, self.lrs)
+        return finish_figure(fig, path)
 
     def state_dict(self) -> dict:
         """The record so far (plain lists and floats)."""

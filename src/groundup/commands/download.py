@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from groundup.utils.checks import check_choice
 from groundup.commands.options import HelpFormatter
-from groundup.data.download import DATASETS, DownloadError, list_datasets, untar_data
+from groundup.data.download import DATASETS, SHIPPED_DATASET, DownloadError, list_datasets, shipped_dataset, untar_data
 from groundup.utils.disk import format_size
 
 NAME = "download"
@@ -26,6 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.list:
+        print(f"{SHIPPED_DATASET:<16} {'shipped':>10}  {shipped_dataset()}")
         for a in list_datasets():
             size = format_size(a.size) if a.size else "?"
             print(f"{a.name:<16} {size:>10}  {a.url}")

@@ -26,9 +26,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "report.html into --out.")
     e.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint (model.pt, best.pt, or one written "
                                                             "by Learner.save)")
-    e.add_argument("--data", required=True, metavar="FOLDER_OR_NAME",
+    e.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
                    help="the labelled images: FOLDER/<label>/*.jpg, or a data set with a val/ folder (its "
-                        "val/ split is used), or a registry name (required)")
+                        "val/ split is used), or a data set's name (default: the data the checkpoint was "
+                        "trained on, its val/ split)")
     e.add_argument("--split", default=None,
                    help="evaluate FOLDER/SPLIT/<label>/*.jpg instead (e.g. train or test; default: val/ when "
                         "FOLDER has one, else FOLDER itself)")
@@ -53,10 +54,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     start = time.perf_counter()
     started = datetime.datetime.now().isoformat(timespec="seconds")
     device = resolve_device(args.device)  # checked first: a bad --device fails before any work
-    folder = find_data(args.data)
+    folder = find_data(args.data) if args.data is not None else None
     interp = Interpretation.from_checkpoint(args.checkpoint, folder, split=args.split, bs=args.bs,
                                             num_workers=args.num_workers, device=device, tta=args.tta,
                                             labels=args.labels)
+    folder = interp.folder
     out = new_out_dir(args.out, suffix="-evaluate")
     multi = interp.multi_label
     picture = "per_tag.png" if multi else "confusion_matrix.png"
@@ -89,7 +91,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "most_confused": interp.most_confused()[:20],
         "vocab": interp.vocab,
         "class_names": interp.class_names,
-        "settings": {"checkpoint": args.checkpoint, "data": args.data,
+        "settings": {"checkpoint": args.checkpoint,
+                     "data": args.data or f"{folder} (the checkpoint's, default)",
                      "split": args.split or "val/ if the folder has one, else the folder itself (default)",
                      "bs": args.bs, "num_workers": args.num_workers, "top_losses": args.top_losses,
                      "tta": args.tta},

@@ -64,9 +64,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
                    help="a folder with train/<label>/ and val/<label>/ image subfolders (without val/, or with "
-                        "only <label>/ folders, a random --valid-pct validates), or a registry name "
-                        "(see: groundup download --list), downloaded and cached on first use "
-                        "(default: imagenette-mini, shipped in the package)")
+                        "only <label>/ folders, a random --valid-pct validates), or a data set's name (see: "
+                        "groundup download --list): imagenette-mini, or a registry name, downloaded and cached "
+                        "on first use (default: imagenette-mini, shipped in the package)")
     p.add_argument("-b", "--bs", type=positive_int, default=d.bs,
                    help="training batch size (validation: twice that)")
     p.add_argument("--size", type=positive_int, default=d.size, help="images are squashed to SIZE x SIZE pixels")

@@ -29,7 +29,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     pr.add_argument("--skip-corrupt", action="store_true",
                     help="leave out images that cannot be decoded (with a warning) instead of stopping")
     pr.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable labels")
-    pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, prob, top} (multi-label: "
+    pr.add_argument("--json", action="store_true", help="print JSON: a list of {path, label, name, prob, top} (label: "
+                                                        "the folder name, name: the class name; multi-label: "
                                                         "{path, threshold, tags: [{label, name, prob}]})")
     pr.add_argument("--threshold", type=float, default=None, metavar="P",
                     help="multi-label: print the tags whose probability is above P (default: the one the model "

@@ -55,6 +55,7 @@ from groundup.utils.paths import groundup_home, home_folder
 
 __all__ = [
     "DATASETS",
+    "SHIPPED_DATASET",
     "Archive",
     "ChecksumError",
     "DownloadError",
@@ -62,6 +63,7 @@ __all__ = [
     "extract_archive",
     "list_datasets",
     "registry_class_names",
+    "shipped_dataset",
     "untar_data",
 ]
 
@@ -161,6 +163,19 @@ class UnsafeArchiveError(GroundupError, ValueError):
     """An archive member would be written outside the destination, or is a link or device."""
 
 
+SHIPPED_DATASET = "imagenette-mini"
+
+
+def shipped_dataset() -> Path:
+    """The small data set inside the package: imagenette-mini (10 classes, 600 train + 200 val 64-px JPEGs).
+
+    `untar_data("imagenette-mini")` and `--data imagenette-mini` return this folder; nothing is downloaded.
+    """
+    import groundup.datasets
+
+    return Path(groundup.datasets.__file__).parent / SHIPPED_DATASET
+
+
 def registry_class_names() -> dict[str, str]:
     """`{class folder: human-readable name}` over every registry data set (WordNet ids are unique)."""
     return {folder: name for archive in DATASETS.values()
@@ -185,7 +200,8 @@ def untar_data(
     """Download an archive (once), extract it (once) and return the folder of its data.
 
     Args:
-        name_or_url: a name from `DATASETS` (`"imagenette-160"`), an http(s) url, or a local
+        name_or_url: `"imagenette-mini"` (shipped inside the package: returned at once), a name
+            from `DATASETS` (`"imagenette-160"`), an http(s) url, or a local
             archive file or folder (a folder is returned as it is; nothing is downloaded).
         dest: the folder to extract into; default `<home>/data/<name>`.
         progress: show a progress bar while downloading? None: only on a terminal.
@@ -203,6 +219,8 @@ def untar_data(
         ChecksumError: the download's size or checksum is wrong (the bad file is removed).
         UnsafeArchiveError: a member would escape `dest`, or is a link or device file.
     """
+    if name_or_url == SHIPPED_DATASET:
+        return shipped_dataset()  # inside the package: no download, no copy
     local = Path(name_or_url).expanduser()
     if name_or_url not in DATASETS and not _is_url(name_or_url) and local.exists():
         if local.is_dir():
@@ -368,7 +386,7 @@ def _resolve(name_or_url: str) -> Archive:
         return Archive(f"{_strip_archive_suffix(_url_filename(name_or_url))}-{_url_hash(name_or_url)}", name_or_url)
     raise ValueError(
         f"unknown data set {name_or_url!r}: not a registered name, an http(s) url or an existing path; "
-        f"registered names: {', '.join(sorted(DATASETS))}"
+        f"registered names: {SHIPPED_DATASET} (shipped), {', '.join(sorted(DATASETS))}"
     )
 
 

@@ -22,7 +22,7 @@ from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.data.augment import BatchAugment
-from groundup.data.download import DATASETS, DownloadError, untar_data
+from groundup.data.download import DATASETS, SHIPPED_DATASET, DownloadError, shipped_dataset, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.learner import Learner
 from groundup.losses import binary_cross_entropy_with_logits, cross_entropy
@@ -34,19 +34,13 @@ from groundup.utils.rng import seed_everything, set_deterministic
 __all__ = ["build_learner", "find_data", "loss_for", "resolve_data", "shipped_dataset"]
 
 
-def shipped_dataset() -> Path:
-    """The small data set inside the package: imagenette-mini (10 classes, 600 train + 200 val 64-px JPEGs)."""
-    import groundup.datasets
-
-    return Path(groundup.datasets.__file__).parent / "imagenette-mini"
-
-
 def find_data(data: str | None) -> Path:
-    """The folder `--data` names: the shipped data set (None), a registry name (downloaded once), or a path.
+    """The folder `--data` names: the shipped data set (None or "imagenette-mini"), a registry name
+    (downloaded once), or a path.
 
     Raises FileNotFoundError for a path that does not exist; what is inside is not checked.
     """
-    if data is None:
+    if data is None or data == SHIPPED_DATASET:
         root = shipped_dataset()
     elif data in DATASETS:
         try:
@@ -62,7 +56,7 @@ def find_data(data: str | None) -> Path:
         root = Path(data).expanduser()
         if not root.exists():
             raise FileNotFoundError(f"data folder not found: {root} (--data takes a folder with train/ and val/ "
-                                    f"subfolders, or a registry name: {', '.join(sorted(DATASETS))})")
+                                    f"subfolders, or a data set's name: {SHIPPED_DATASET} (shipped), {', '.join(sorted(DATASETS))})")
     return root
 
 

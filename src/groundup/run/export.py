@@ -2,13 +2,13 @@
 
 What is exported is the whole path from pixels to probabilities, as one graph: uint8 RGB images
 (N, size, size, 3), as groundup's loaders make them, → normalization with the training statistics
-→ NCHW → the model → softmax (a sigmoid per tag for a multi-label model) → (N, classes) probabilities. Beside the graph goes a small JSON
-record (`groundup.json`: the image size, the class names, the vocabulary, mean and std, and
-`exif_orientation`), inside a `.pt2` file and as `FILE.json` next to an `.onnx` file. Decode each
-image, turn it upright as its EXIF orientation tag says when `exif_orientation` is true (as training
-did), and squash it to `size`×`size` RGB (e.g. PIL's
-`ImageOps.exif_transpose(Image.open(path)).convert("RGB").resize((size, size))`), stack them, and the
-program does the rest:
+→ NCHW → the model → softmax (a sigmoid per tag for a multi-label model) → (N, classes) probabilities. Beside
+the graph goes a small JSON record (`groundup.json`: the image size, the class names, the vocabulary,
+mean and std, and `exif_orientation`), inside a `.pt2` file and as `FILE.json` next to an `.onnx`
+file. Decode each image as groundup does (`groundup.data.images.open_image`): turn it upright as its
+EXIF orientation tag says when `exif_orientation` is true (`ImageOps.exif_transpose`), then, for a JPEG,
+`im.draft("RGB", (size, size))` first, then `im.convert("RGB").resize((size, size), Image.BILINEAR)`;
+stack them, and the program does the rest:
 
     >>> program = torch.export.load("model.pt2")          # plain torch: no groundup import
     >>> probs = program.module()(torch.from_numpy(images))  # images: (N, size, size, 3) uint8
@@ -53,8 +53,11 @@ class ExportedClassifier(torch.nn.Module):
         self.preprocessing = preprocessing  # its statistics follow the images to their device
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N, H, W, 3) uint8
-        logits = self.model(self.preprocessing(images))  # (N, C)
-        return output_probabilities(logits, self.preprocessing.multi_label)  # (N, C): softmax, or a sigmoid per tag
+        # Inference only: under no_grad the exported graph's output carries no grad_fn and keeps no
+        # activations for a backward pass that never comes (the graph records the no_grad too).
+        with torch.no_grad():
+            logits = self.model(self.preprocessing(images))  # (N, C)
+            return output_probabilities(logits, self.preprocessing.multi_label)  # (N, C): softmax, or sigmoids
 
 
 def _metadata(pre: Preprocessing, fmt: str) -> dict[str, Any]:
@@ -89,16 +92,16 @@ def export_model(model: Any, preprocessing: Preprocessing, out: str | os.PathLik
     example = (torch.zeros(2, size, size, 3, dtype=torch.uint8, device=device),)
     batch = {"images": {0: torch.export.Dim("batch", min=1, max=65536)}}
     meta = _metadata(preprocessing, fmt)
-    with torch.no_grad():
-        if fmt == "pt2":
-            program = torch.export.export(module, example, dynamic_shapes=batch)
-            if device.type != "cpu":  # ... and saved for the CPU, so that it loads on any machine
-                from torch.export.passes import move_to_device_pass
+    if fmt == "pt2":  # exported with grad mode on, so that the graph records forward's no_grad
+        program = torch.export.export(module, example, dynamic_shapes=batch)
+        if device.type != "cpu":  # ... and saved for the CPU, so that it loads on any machine
+            from torch.export.passes import move_to_device_pass
 
-                program = move_to_device_pass(program, "cpu")
-            with atomic_write(out, durable=True) as f:
-                torch.export.save(program, f, extra_files={METADATA: json.dumps(meta)})
-            return out
+            program = move_to_device_pass(program, "cpu")
+        with atomic_write(out, durable=True) as f:
+            torch.export.save(program, f, extra_files={METADATA: json.dumps(meta)})
+        return out
+    with torch.no_grad():
         try:
             import onnxscript  # noqa: F401 - torch.onnx's exporter needs it
         except ImportError:

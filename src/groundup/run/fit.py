@@ -79,7 +79,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
 
     recorder = Recorder()
     checkpoint = Checkpoint(run_dir, best_by=cfg.monitor, extra={"config": cfg.to_dict(),
-                                                                 "run": {"lr_finder": lr_found}})
+                                                                 "run": {"lr_finder": lr_found,
+                                                                         "data_path": _data_path(learn)}})
     cbs: list[Callback] = [TerminateOnNaN(), TrackResults(print_table=not quiet and main_process), recorder,
                            checkpoint]
     early = EarlyStopping(cfg.monitor, cfg.patience) if cfg.patience is not None else None
@@ -127,3 +128,9 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
         stopped_epoch = early.stopped_epoch
     return {"recorder": recorder, "checkpoint": checkpoint, "lr_finder": lr_found, "start_epoch": start_epoch,
             "stopped_epoch": stopped_epoch}
+
+
+def _data_path(learn: Learner) -> str | None:
+    """The data folder, absolute, as checkpoints record it (`groundup evaluate CHECKPOINT` reads it)."""
+    path = getattr(learn.dls, "path", None)
+    return str(Path(path).resolve()) if path is not None else None

@@ -112,6 +112,8 @@ def effective_settings(cfg: TrainConfig, learn: Learner) -> dict[str, str]:
         elif key == "num_workers" and value is None:
             workers = getattr(learn.dls.train, "num_workers", "?")
             text = f"{workers} (default: one per usable CPU core, at most 8)"
+        elif value is None:  # spelled out: what an unset setting means (as --print-config says it)
+            text = f"{cfg._unset_meaning(key)} (default)"
         elif value == defaults[key]:
             text += " (default)"
         shown[key] = text
@@ -170,7 +172,7 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
     best, best_by, best_rule = _best(history, facts.get("checkpoint"))
     plots = {}
     if recorder.losses:
-        plot_training(recorder.losses, history, run_dir / "losses.png", smooth=recorder.smooth_losses,
+        plot_training(recorder.losses, history, run_dir / "losses.png",
                       best_epoch=best.get("epoch") if best and best_rule else None,
                       best_rule=f"{'lowest' if best_by.endswith('loss') else 'highest'} {best_by}")
         plots["Training loss per batch; validation loss and accuracy per epoch"] = run_dir / "losses.png"

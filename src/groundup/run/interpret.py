@@ -34,6 +34,7 @@ from torch import Tensor
 
 from groundup.utils.checks import check_int
 from groundup.data.csv_labels import read_label_csv
+from groundup.data.download import shipped_dataset
 from groundup.utils.devices import resolve_device
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
@@ -42,10 +43,11 @@ from groundup.data.loader import DataLoader, DataLoaders
 from groundup.learner import Learner
 from groundup.losses import binary_cross_entropy_with_logits, cross_entropy
 from groundup.metrics import fbeta_multi
-from groundup.utils.plots import plt, save_figure
+from groundup.utils.plots import finish_figure, plt, save_figure
 from groundup.run.predictor import load_trained_model
+from groundup.utils.checkpoint_file import read_checkpoint
 
-__all__ = ["PER_CLASS_COLUMNS", "Interpretation", "TopLoss", "format_per_class", "labelled_files"]
+__all__ = ["PER_CLASS_COLUMNS", "Interpretation", "TopLoss", "format_per_class", "labelled_files", "trained_data"]
 
 PER_CLASS_COLUMNS = ("label", "name", "support", "accuracy", "precision", "recall", "f1")
 
@@ -91,6 +93,20 @@ def labelled_files(folder: str | os.PathLike, split: str | None = None) -> list[
     return files
 
 
+def trained_data(ckpt: dict, path: str | os.PathLike) -> Path:
+    """The data folder a checkpoint of `groundup train` was trained on (`path` names the file in errors)."""
+    recorded = (ckpt.get("run") or {}).get("data_path")
+    if recorded is None and isinstance(ckpt.get("config"), dict) and ckpt["config"].get("data") is None:
+        recorded = shipped_dataset()  # a run on the shipped set, before checkpoints recorded the folder
+    if recorded is None:
+        raise ValueError(f"checkpoint {path} does not record the data it was trained on (it was not written by "
+                         f"groundup train); pass the labelled images: --data FOLDER")
+    if not Path(recorded).is_dir():
+        raise FileNotFoundError(f"checkpoint {path} was trained on {recorded}, which is not there any more; pass "
+                                f"the labelled images: --data FOLDER")
+    return Path(recorded)
+
+
 class Interpretation:
     """Each item's class probabilities, target and loss, and what they say about the model.
 
@@ -131,6 +147,7 @@ class Interpretation:
         self._image = image
         self.items = [str(p) for p in items] if items is not None else None
         self.learn: Learner | None = None  # the learner whose model made the predictions, if known
+        self.folder: Path | None = None  # the labelled folder, for one made by `from_checkpoint`
 
     # -- making one ---------------------------------------------------------------------------------
     @classmethod
@@ -162,7 +179,7 @@ class Interpretation:
         return interp
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike,
+    def from_checkpoint(cls, checkpoint: str | os.PathLike, folder: str | os.PathLike | None = None,
                         split: str | None = None, bs: int = 64, num_workers: int = 0,
                         loss_func: Callable | None = None,
                         device: str | torch.device | None = None, tta: bool = False,
@@ -175,7 +192,8 @@ class Interpretation:
 
         Args:
             checkpoint: a checkpoint file (`model.pt`, `best.pt`, one written by `Learner.save`).
-            folder: the labelled images: `folder/<label>/*.jpg`, or a data set with `val/`.
+            folder: the labelled images: `folder/<label>/*.jpg`, or a data set with `val/`; default the
+                data the checkpoint was trained on (recorded by `groundup train`), its `val/` split.
             split: take `folder/<split>/<label>/*.jpg` (e.g. "train" or "test").
             bs, num_workers: how the images are loaded.
             loss_func: the loss per item (default: the one `groundup train` trains with, cross-entropy or
@@ -187,9 +205,11 @@ class Interpretation:
                 every image it lists, in place of the folder's label folders.
         """
         dev = resolve_device(device, "Interpretation: device")  # before the model loads: a bad name fails fast
-        model, pre = load_trained_model(checkpoint)
+        ckpt = read_checkpoint(checkpoint)
+        model, pre = load_trained_model(checkpoint, checkpoint=ckpt)
+        folder = Path(folder) if folder is not None else trained_data(ckpt, checkpoint)
         if labels is not None:
-            table = read_label_csv(Path(folder) / labels, folder)
+            table = read_label_csv(folder / labels, folder)
             files = table.files
             tags = [cell.split() if pre.multi_label else [cell] for cell in table.labels]
         else:  # a folder gives each image one label (for a multi-label model: one tag)
@@ -213,9 +233,11 @@ class Interpretation:
         dl = DataLoader(ds, bs, num_workers=num_workers)
         learn = Learner(model.to(dev), DataLoaders([], dl, preprocessing=pre), loss_func)
         try:
-            return cls.from_learner(learn, dl, tta=tta)
+            interp = cls.from_learner(learn, dl, tta=tta)
         finally:
             dl.close()
+        interp.folder = folder
+        return interp
 
     # -- numbers ------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -373,19 +395,14 @@ class Interpretation:
         fig.tight_layout()
         return fig
 
-    def plot_confusion_matrix(self, path: str | os.PathLike = "confusion_matrix.png",
-                              title: str | None = None) -> Path:
-        """Write the confusion matrix (rows actual, columns predicted) to a PNG; return its path."""
-        fig = self.confusion_figure(title)
-        try:
-            return save_figure(fig, path)
-        finally:
-            plt.close(fig)
+    def plot_confusion_matrix(self, path: str | os.PathLike | None = None, title: str | None = None):
+        """The confusion matrix (rows actual, columns predicted) as a matplotlib `Figure`, also written
+        to `path` as a PNG when a path is given (a notebook shows the figure inline)."""
+        return finish_figure(self.confusion_figure(title), path)
 
-    def plot_top_losses(self, k: int = 9, path: str | os.PathLike = "top_losses.png",
-                        ncols: int | None = None) -> Path:
-        """Write a PNG grid of the `k` items with the highest loss: each image with its true label, the
-        predicted label, the probability of the prediction and the loss; return its path.
+    def plot_top_losses(self, k: int = 9, path: str | os.PathLike | None = None, ncols: int | None = None):
+        """A grid of the `k` items with the highest loss: each image with its true label, the predicted
+        label, the probability of the prediction and the loss, as a `Figure` (also a PNG at `path`).
 
         Raises:
             ValueError: the images are not known (an Interpretation of a shuffled loader, or of
@@ -400,10 +417,10 @@ class Interpretation:
         return self._plot_grid(entries, path, f"top {len(top)} losses (true label, predicted label and its "
                                               f"probability, loss)", ncols, "plot_top_losses")
 
-    def plot_items(self, indices: Sequence[int], path: str | os.PathLike, title: str,
-                   ncols: int | None = None) -> Path:
-        """Write a PNG grid of the items `indices`, each with its true and predicted label and the
-        prediction's probability (e.g. the images a diagnosis lists); return its path."""
+    def plot_items(self, indices: Sequence[int], path: str | os.PathLike | None, title: str,
+                   ncols: int | None = None):
+        """A grid of the items `indices`, each with its true and predicted label and the prediction's
+        probability (e.g. the images a diagnosis lists), as a `Figure` (also a PNG at `path`)."""
         entries = []
         for i in indices:
             pred, actual = int(self.preds[i]), int(self.targets[i])
@@ -413,8 +430,8 @@ class Interpretation:
         return self._plot_grid(entries, path, title, ncols, "plot_items")
 
     def _plot_grid(self, entries: Sequence[tuple[int, str, str]], path: str | os.PathLike, title: str,
-                   ncols: int | None, caller: str) -> Path:
-        """A PNG grid of items: `entries` are (index, caption, caption colour)."""
+                   ncols: int | None, caller: str):
+        """A grid of items as a `Figure` (also a PNG at `path`): `entries` are (index, caption, caption colour)."""
         if self._image is None:
             raise ValueError(f"{caller} needs the images, but this Interpretation was made from a "
                              "loader without a data set in order (shuffled, sharded, or plain batches); make "
@@ -424,7 +441,7 @@ class Interpretation:
         ncols = ncols or math.ceil(math.sqrt(len(entries)))
         nrows = math.ceil(len(entries) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.9 * nrows), squeeze=False)
-        try:
+        try:  # closed by finish_figure, or here on an error
             for ax in axes.flat:
                 ax.axis("off")
             for ax, (index, caption, color) in zip(axes.flat, entries):
@@ -433,10 +450,10 @@ class Interpretation:
                 ax.imshow(pixels)
                 ax.set_title(caption, fontsize=8, color=color)
             fig.suptitle(title, fontsize=10)
-            fig.tight_layout()
-            return save_figure(fig, path)
-        finally:
+        except BaseException:
             plt.close(fig)
+            raise
+        return finish_figure(fig, path)
 
     def __repr__(self) -> str:
         if self.multi_label:

@@ -69,14 +69,17 @@ class Prediction:
         return self.probs[0] if self.probs else None
 
     def to_dict(self) -> dict:
-        """`{"path", "label", "prob", "top": [{"label", "prob"}, ...]}`, ready for JSON; multi-label:
-        `{"path", "threshold", "tags": [{"label", "name", "prob"}, ...]}`, every tag above the threshold."""
+        """`{"path", "label", "name", "prob", "top": [{"label", "name", "prob"}, ...]}`, ready for JSON;
+        multi-label: `{"path", "threshold", "tags": [{"label", "name", "prob"}, ...]}`, every tag above the
+        threshold. `label` is the vocabulary's (the folder name, `n01440764`), `name` the class name (`tench`).
+        """
+        names = self.names or self.labels
         if self.multi_label:
-            names = self.names or self.labels
             return {"path": self.path, "threshold": self.threshold,
                     "tags": [{"label": lab, "name": n, "prob": p} for lab, n, p in zip(self.labels, names, self.probs)]}
-        return {"path": self.path, "label": self.label, "prob": self.prob,
-                "top": [{"label": lab, "prob": p} for lab, p in zip(self.labels, self.probs)]}
+        return {"path": self.path, "label": self.label, "name": names[0], "prob": self.prob,
+                "top": [{"label": lab, "name": name, "prob": p}
+                        for lab, name, p in zip(self.labels, names, self.probs)]}
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -102,20 +105,21 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def load_trained_model(path: str | os.PathLike, model=None):
+def load_trained_model(path: str | os.PathLike, model=None, checkpoint: dict | None = None):
     """Load a checkpoint safely; return `(model, preprocessing)`: its model rebuilt (from its `arch`, or
     the `model` given) with its weights, and its `Preprocessing` (image size, vocabulary, class names,
     statistics).
 
     Any checkpoint of a learner that knew its preprocessing works (`Learner.save`, the `Checkpoint`
-    callback, `groundup train`).
+    callback, `groundup train`). `checkpoint`: the file's contents when already read (`path` then only
+    names it in errors).
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: truncated/foreign file, no preprocessing (vocabulary, statistics, image
             size), or weights that do not fit the architecture.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if checkpoint is None else checkpoint
     pre = checkpoint_preprocessing(ckpt)
     if pre is None or not pre.vocab:
         raise CheckpointError(f"checkpoint {path} has no vocabulary or normalization statistics; it must "

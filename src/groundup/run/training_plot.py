@@ -4,8 +4,14 @@ validation loss and accuracy of every epoch, with the epoch boundaries and the b
 Every curve shares one x axis, the training batch, so an epoch's validation numbers sit at the
 batch where that epoch ended, right next to the training losses that led to them.
 
+The faint curve is every batch's loss; the solid one over it is their centred moving average over
+half an epoch's batches (`centred_mean`): centred, it does not lag behind the batches as an
+exponential average does (with beta 0.98, about 50 batches: several epochs of a small data set).
+The epochs are named along the top, every one up to 10 epochs and every k-th beyond, so the labels
+stay readable at 100 epochs and more.
+
 Example:
-    >>> plot_training(recorder.losses, learn.history, "losses.png", smooth=recorder.smooth_losses)
+    >>> plot_training(recorder.losses, learn.history, "losses.png")
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from typing import Any
 
 from groundup.utils.plots import plt, save_figure
 
-__all__ = ["BOUNDARY_COLOR", "epoch_ends", "plot_training", "training_figure"]
+__all__ = ["BOUNDARY_COLOR", "centred_mean", "epoch_ends", "plot_training", "training_figure"]
+
+MAX_EPOCH_LABELS = 10  # epochs named along the top at most: beyond, every k-th
 
 BOUNDARY_COLOR = "#9467bd"  # the dashed epoch boundaries (matplotlib's C4, unused by the curves)
 
@@ -27,6 +35,18 @@ def epoch_ends(n_batches: int, n_epochs: int) -> list[int]:
     if n_epochs <= 0:
         return []
     return [round(n_batches * (k + 1) / n_epochs) for k in range(n_epochs)]
+
+
+def centred_mean(values: Sequence[float], window: int) -> list[float]:
+    """The mean of the `window` values centred on each one (fewer at the ends): a smoothing without lag."""
+    if window < 1:
+        raise ValueError(f"centred_mean: window must be >= 1, got {window}")
+    half, n = window // 2, len(values)
+    sums = [0.0]
+    for v in values:
+        sums.append(sums[-1] + v)
+    return [(sums[min(n, i + half + 1)] - sums[max(0, i - half)]) / (min(n, i + half + 1) - max(0, i - half))
+            for i in range(n)]
 
 
 def training_figure(losses: Sequence[float], history: Sequence[Mapping[str, Any]],
@@ -40,17 +60,25 @@ def training_figure(losses: Sequence[float], history: Sequence[Mapping[str, Any]
     if losses:
         handles += ax.plot(range(1, len(losses) + 1), losses, color="C0", alpha=0.25, linewidth=0.8,
                            label="train loss (batch)")
+        if smooth is None:
+            window = max(1, len(losses) // max(1, len(history)) // 2) | 1  # half an epoch, odd: centred
+            smooth, what = centred_mean(losses, window), f"train loss (mean of {window} batches around it)"
+        else:
+            what = "train loss (smoothed)"
         if smooth:
-            handles += ax.plot(range(1, len(smooth) + 1), smooth, color="C0", label="train loss (smoothed)")
+            handles += ax.plot(range(1, len(smooth) + 1), smooth, color="C0", label=what)
     valid = [(x, row["valid_loss"]) for x, row in zip(bounds, history) if row.get("valid_loss") is not None]
     if valid:
         handles += ax.plot(*zip(*valid), "o-", color="C1", label="valid loss (epoch)")
     for x in bounds[:-1]:
         ax.axvline(x, color=BOUNDARY_COLOR, linestyle="--", linewidth=1)
-    if len(history) <= 20:  # name the epochs along the top
-        for start, end, row in zip([0.5, *bounds[:-1]], bounds, history):
-            ax.text((start + end) / 2, 1.01, f"epoch {row.get('epoch', '')}", ha="center", va="bottom",
-                    transform=ax.get_xaxis_transform(), fontsize=7, color=BOUNDARY_COLOR)
+    if history and bounds:  # name the epochs along the top: every one up to 10, else every k-th
+        step = -(-len(history) // MAX_EPOCH_LABELS)
+        centres = [(start + end) / 2 for start, end in zip([0.5, *bounds[:-1]], bounds)]
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(centres[::step], [str(row.get("epoch", "")) for row in history[::step]])
+        top.tick_params(labelsize=7, colors=BOUNDARY_COLOR, length=0)
+        top.set_xlabel("epoch", fontsize=7, color=BOUNDARY_COLOR)
     acc = [(x, row["valid_acc"]) for x, row in zip(bounds, history) if row.get("valid_acc") is not None]
     if acc:
         ax2 = ax.twinx()
@@ -81,7 +109,8 @@ def plot_training(losses: Sequence[float], history: Sequence[Mapping[str, Any]],
         losses: the loss of every training batch (`Recorder.losses`), all epochs in order.
         history: one row per epoch (`learn.history`), with `valid_loss`/`valid_acc` where measured.
         path: the PNG to write.
-        smooth: a smoothed version of `losses` (`Recorder.smooth_losses`), drawn over it.
+        smooth: a smoothed version of `losses` to draw over it; default their centred mean over half
+            an epoch's batches (`centred_mean`), which does not lag.
         best_epoch: the epoch to mark as best (the one `best.pt` holds); `best_rule`: how it was chosen.
     """
     fig = training_figure(losses, history, smooth, best_epoch, best_rule)
