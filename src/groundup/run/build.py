@@ -24,7 +24,7 @@ from groundup.data.download import DATASETS, DownloadError, untar_data
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
-from groundup.nn.models import get_arch
+from groundup.nn.models import arch_info, get_arch
 from groundup.run.config import TrainConfig, opt_func_for
 from groundup.utils.devices import resolve_device
 from groundup.utils.rng import seed_everything
@@ -80,6 +80,9 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), size=cfg.size, bs=cfg.bs,
                                        num_workers=cfg.num_workers, seed=cfg.seed, skip_corrupt=cfg.skip_corrupt,
                                        augment=augment)
+    info = arch_info(cfg.arch)
+    if info is not None and info.stats is not None:  # published weights expect their own statistics (ImageNet's)
+        dls.preprocessing = dls.preprocessing.with_stats(*info.stats)
     if cfg.compile and len(dls.train.dataset) >= cfg.bs:
         dls.train.drop_last = True  # a last, smaller batch would make torch.compile compile the model again
     seed_everything(cfg.seed)

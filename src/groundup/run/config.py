@@ -91,6 +91,10 @@ class TrainConfig:
         warmup: fraction of the one-cycle schedule spent warming up.
         anneal: how one-cycle anneals after the warm-up: "linear" (the walkthrough) or "cos".
         recipe: the named preset (`groundup train --list-recipes`) the settings started from, if any.
+        init: start from these trained weights (a run folder or a checkpoint file; `groundup.run.init`)
+            and fine-tune: `freeze_epochs` epochs with the body frozen, then `epochs` with discriminative
+            learning rates `slice(lr / 200, lr / 2)` (fastai's `fine_tune`); None: train from scratch.
+        freeze_epochs: with `init`, the epochs that train the head (and norm layers) only, before the run's.
     """
 
     data: str | None = None
@@ -124,6 +128,8 @@ class TrainConfig:
     warmup: float = 0.25
     anneal: str = "linear"
     recipe: str | None = None
+    init: str | None = None
+    freeze_epochs: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -164,6 +170,7 @@ class TrainConfig:
         check_number("", "--label-smoothing", self.label_smoothing, 0.0, 1.0)
         check_number("", "--warmup", self.warmup, 0.0, 1.0)
         check_choice("--anneal", self.anneal, ANNEALS)
+        check_int("", "--freeze-epochs", self.freeze_epochs, low=0)
 
     @property
     def workers(self) -> int | None:
@@ -203,7 +210,8 @@ class TrainConfig:
                 "patience": "no early stopping",
                 "clip": "no gradient clipping",
                 "recipe": "no preset: the settings as given",
-                "train_size": "the same as size"}.get(name, "the default")
+                "train_size": "the same as size",
+                "init": "train from scratch"}.get(name, "the default")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
