@@ -17,6 +17,9 @@ Both see the same images, the same batch size, no augmentation. The decode cache
 is filled before anything is timed, so neither pays for JPEG decoding. Nothing is copied: the
 halves are lists of the files in place.
 
+What `train_bn` buys: `--no-scratch` with and without `--no-train-bn` (e.g. on the shipped set,
+`--data src/groundup/datasets/imagenette-mini --frac 1 --tune-epochs 1 --freeze-epochs 3`).
+
 Run:  python benchmarks/bench_transfer.py [--seeds 0 1 2] [--body-epochs 5] [--tune-epochs 5] [--frac 0.1]
       python benchmarks/bench_transfer.py --classes 4 --body-epochs 1 --tune-epochs 1 --max-per-class 40  (a check)
 The body is saved to GROUNDUP_HOME/bench_transfer/body-*.pt and reused by a later run with the same settings.
@@ -75,9 +78,9 @@ def warm(dls: DataLoaders) -> None:
             pass
 
 
-def learner(model, dls, args, lr) -> Learner:
+def learner(model, dls, args, lr, train_bn: bool = True) -> Learner:
     return Learner(model, dls, cross_entropy, lr=lr, opt_func=opt_func_for("adam", wd=0.05, wd_norms=False),
-                   cbs=[SetupLearnerCB("cpu"), TrackResults(print_table=args.verbose)])
+                   cbs=[SetupLearnerCB("cpu"), TrackResults(print_table=args.verbose)], train_bn=train_bn)
 
 
 def train_body(classes_a, train_a, valid_a, args) -> Path:
@@ -115,12 +118,16 @@ def one_seed(seed: int, body: Path, classes_b, train_b, valid_b, args) -> dict:
     warm(tuned_dls)
 
     torch.manual_seed(seed)
-    tuned = learner(resnet_fast(n_classes=len(classes_b)), tuned_dls, args, args.base_lr)
+    tuned = learner(resnet_fast(n_classes=len(classes_b)), tuned_dls, args, args.base_lr, train_bn=args.train_bn)
     tuned.load(body, with_head=False)
     start = time.perf_counter()
     tuned.fine_tune(args.tune_epochs, base_lr=args.base_lr, freeze_epochs=args.freeze_epochs)
     tuned_s = time.perf_counter() - start
     tuned_acc = tuned.history[-1]["valid_acc"]
+    if args.no_scratch:
+        print(f"seed {seed}: {len(small)} train / {len(valid)} valid images; fine-tune (train_bn={args.train_bn}) "
+              f"{tuned_acc:.4f} in {tuned_s:.0f} s", flush=True)
+        return {"seed": seed, "n_train": len(small), "tuned_acc": tuned_acc, "tuned_s": tuned_s}
 
     torch.manual_seed(seed)  # how long one scratch epoch takes (not counted)
     probe = learner(resnet_fast(n_classes=len(classes_b)), scratch_dls, args, args.lr)
@@ -158,6 +165,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="the body's and the scratch model's one-cycle peak")
     p.add_argument("--base-lr", type=float, default=2e-3, help="fine_tune's base_lr")
     p.add_argument("--retrain-body", action="store_true")
+    p.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="norm layers train while the body is frozen (Learner's train_bn)")
+    p.add_argument("--no-scratch", action="store_true", help="fine-tune only (e.g. to compare --no-train-bn)")
     p.add_argument("--verbose", action="store_true", help="print every epoch's results")
     args = p.parse_args()
     root = require_data(args.data)
@@ -175,6 +185,10 @@ def main() -> None:
         xs = [r[key] for r in rows]
         return f"{statistics.mean(xs):.3f}" + (f" ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else "")
 
+    if args.no_scratch:
+        print(f"\nfine-tune, train_bn={args.train_bn}: valid_acc {mean_sd('tuned_acc')}, seconds {mean_sd('tuned_s')} "
+              f"(seeds {args.seeds})")
+        return
     print(f"\n| half B, {rows[0]['n_train']} training images ({args.frac:.0%}) | valid accuracy | seconds |")
     print("|---|---|---|")
     print(f"| fine-tuned from the half-A body (fine_tune({args.tune_epochs}), {args.freeze_epochs} frozen) | "

@@ -161,6 +161,17 @@ def test_lr_find_with_a_slice_grows_every_group_and_keeps_their_ratios():
     assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
 
 
+def test_lr_find_with_a_slice_after_a_fit_puts_the_optimizer_back():
+    learn = Learner(tiny_resnet(), Images(), cross_entropy, lr=0.01, opt_func=Adam)
+    learn.fit(1)
+    state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    n_groups, step = len(learn.opt.param_groups), learn.opt.state_dict()["state"][0]["step"]
+    learn.lr_find(start_lr=slice(1e-6, 1e-4), max_iter=3, path=None)
+    assert len(learn.opt.param_groups) == n_groups and learn.opt.state_dict()["state"][0]["step"] == step
+    assert all(torch.equal(v, state[k]) for k, v in learn.model.state_dict().items())
+    learn.fit(1)
+
+
 # -- fine_tune -------------------------------------------------------------------------------------------
 class Phases(Callback):
     """Per fit: n_epochs, which groups train, and the peak lr of each layer group."""

@@ -225,6 +225,8 @@ class LRFinder(Callback):
             "model": copy.deepcopy(learn.unwrapped_model.state_dict()),
             "model_training": learn.unwrapped_model.training,
             "opt": None if learn.opt is None else copy.deepcopy(learn.opt.state_dict()),
+            # the groups themselves too: a finder run with a slice splits them by layer group
+            "groups": None if learn.opt is None else [{**g, "params": list(g["params"])} for g in learn.opt.param_groups],
             "lr": learn.lr,
             "rng": get_rng_state(),
         }
@@ -269,6 +271,7 @@ class LRFinder(Callback):
         if saved["opt"] is None:
             learn.opt = None  # the next fit makes a fresh optimizer, as it would have
         else:
+            learn.opt.param_groups[:] = saved["groups"]
             learn.opt.load_state_dict(saved["opt"])
         learn.lr = saved["lr"]
         set_rng_state(saved["rng"])
