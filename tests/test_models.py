@@ -76,12 +76,12 @@ def test_res_block_starts_as_relu_of_its_shortcut():
 
 
 def test_get_arch_builds_registered_models_with_keywords():
-    assert set(ARCHS) == {"simple_cnn", "resnet", "resnet_fast"}
+    assert set(ARCHS) == {"simple_cnn", "resnet", "resnet_fast", "resnet18", "resnet34"}
     assert get_arch("simple_cnn", n_classes=4)(torch.randn(1, 3, 16, 16)).shape == (1, 4)
 
 
 def test_get_arch_lists_valid_names_for_unknown_ones():
-    with pytest.raises(ValueError, match=r"unknown architecture 'resnt' \(did you mean 'resnet'\?\); valid names: resnet, resnet_fast, simple_cnn"):
+    with pytest.raises(ValueError, match=r"unknown architecture 'resnt' \(did you mean 'resnet'\?\); valid names: resnet, resnet18, resnet34, resnet_fast, simple_cnn"):
         get_arch("resnt")
 
 

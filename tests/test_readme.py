@@ -248,3 +248,23 @@ def test_every_block_of_the_readme_runs_as_written_and_shows_what_it_prints(tmp_
                 assert r.returncode == 0, f"{where}: `{command}` failed:\n{r.stdout}\n{r.stderr}"
                 if shown.strip():
                     assert_output_matches(shown, r.stdout, f"{where}, `{command}`")
+
+
+def test_the_start_from_a_trained_model_example_runs(image_folder, tmp_path, monkeypatch, capsys):
+    from conftest import make_image_folder
+
+    from groundup.data.folder import ImageDataLoaders
+    from groundup.learner import Learner
+    from groundup.losses import cross_entropy
+    from groundup.nn.models import resnet_fast
+
+    block = next(b for b in python_blocks() if "with_head=False" in b)
+    monkeypatch.chdir(tmp_path)
+    other = make_image_folder(tmp_path / "other", classes=("ant", "bee", "cow", "doe", "elk"), seed=1)
+    body = Learner(resnet_fast(n_classes=5), ImageDataLoaders.from_folder(other, size=16, bs=8, num_workers=0),
+                   cross_entropy)
+    body.save(tmp_path / "runs" / "body" / "model.pt")
+    code = block.replace('"my-images", size=64, bs=32', f"{str(image_folder)!r}, size=16, bs=8, num_workers=0")
+    exec(compile(code, "README start from a trained model", "exec"), {})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "kept 60 tensors of the body, dropped 2 (6.weight, 6.bias), made 2 new (6.weight, 6.bias)" in out

@@ -58,7 +58,10 @@ from groundup.inference import (
     tta_forward,
 )
 from groundup.metrics import task_metric
-from groundup.optim import SGD, state_to_param_devices
+from groundup.nn.layers import BatchNorm
+from groundup.nn.models import layer_groups
+from groundup.optim import SGD, group_lrs, set_group_lrs, split_by_layer_groups, state_to_param_devices
+from groundup.utils.checkpoint_file import load_body, read_checkpoint
 
 __all__ = [
     "EVENTS",
@@ -112,6 +115,11 @@ class Learner:
         opt_func: `opt_func(params, lr) -> optimizer`: groundup's `SGD`/`Adam` or a `torch.optim` class.
         preprocessing: how images become model inputs (size, vocabulary, class names, statistics);
             default `dls.preprocessing` when the loaders have one. Stored in every checkpoint.
+        splitter: `splitter(model) -> [[params], ..., [head params]]`, the layer groups that `freeze`,
+            `freeze_to` and discriminative learning rates (`fit(n, slice(1e-5, 1e-3))`) work on;
+            default: the registered architecture's (`groundup.nn.models.layer_groups`), else one group.
+        train_bn: while frozen, normalization layers (BatchNorm, LayerNorm, GroupNorm) keep training
+            (fastai's `train_bn`): their scales and shifts adapt the frozen features to the new data.
 
     State the learner exposes to callbacks (the contract; reads through `self.<name>` in a callback):
         model, dls, loss_func, lr, opt_func, cbs, preprocessing, opt (created at the start of `fit`,
@@ -151,7 +159,8 @@ class Learner:
 
     def __init__(self, model, dls, loss_func: Callable, lr: float = 0.1,
                  cbs: Callback | Iterable[Callback] | None = None, opt_func: Callable = SGD,
-                 preprocessing: Preprocessing | None = None):
+                 preprocessing: Preprocessing | None = None, splitter: Callable | None = None,
+                 train_bn: bool = True):
         if not hasattr(model, "parameters") or not callable(model):
             raise TypeError(f"model must be callable and have parameters(), got {type(model).__name__}")
         if not (hasattr(dls, "train") and hasattr(dls, "valid")):
@@ -165,6 +174,9 @@ class Learner:
             if preprocessing is None and getattr(dls, "stats", None) is not None:  # the walkthrough's loose pieces
                 preprocessing = Preprocessing(*dls.stats, vocab=getattr(dls, "vocab", None))
         self.preprocessing = preprocessing
+        self.splitter, self.train_bn = splitter or layer_groups, train_bn
+        self.frozen_groups = 0  # how many leading layer groups `freeze_to` froze
+        self.transfer = None  # what `load(..., with_head=False)` kept, dropped and made
         self.opt = None
         self.training, self.epoch, self.n_epochs, self.iter, self.n_iter = False, 0, 0, 0, 0
         self.data_seconds = 0.0
@@ -276,6 +288,38 @@ class Learner:
         scaler.update()
         self._unscaled = False
 
+    # -- layer groups: freezing ---------------------------------------------------------------------
+    def layer_groups(self) -> list[list[torch.Tensor]]:
+        """The model's parameters in layer groups, body first and head last (from `splitter`)."""
+        return self.splitter(self.unwrapped_model)
+
+    def freeze_to(self, n: int) -> Learner:
+        """Freeze the first `n` layer groups (negative: all but the last `-n`); train the rest.
+
+        Frozen parameters get `requires_grad=False`, so they have no gradients and the optimizer
+        leaves them bit-identical (no step, no weight decay). With `train_bn` the normalization
+        layers' parameters keep training. As fastai's `freeze_to`. Returns the learner.
+        """
+        groups = self.layer_groups()
+        k = n if n >= 0 else len(groups) + n
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= k < len(groups):
+            raise ValueError(f"freeze_to({n!r}): the model has {len(groups)} layer groups and the last (the head) "
+                             f"must stay trainable: n must be in [{-(len(groups) - 1)}, {len(groups) - 1}]")
+        norms = _norm_params(self.unwrapped_model) if self.train_bn else set()
+        for i, group in enumerate(groups):
+            for p in group:
+                p.requires_grad_(i >= k or id(p) in norms)
+        self.frozen_groups = k
+        return self
+
+    def freeze(self) -> Learner:
+        """Train the head only (and, with `train_bn`, the normalization layers): `freeze_to(-1)`."""
+        return self.freeze_to(-1)
+
+    def unfreeze(self) -> Learner:
+        """Train every layer group again: `freeze_to(0)`."""
+        return self.freeze_to(0)
+
     # -- the loop ---------------------------------------------------------------------------------
     @property
     def xb(self):
@@ -290,11 +334,15 @@ class Learner:
         """The index of the current batch in its pass (the walkthrough's name for `iter`)."""
         return self.iter
 
-    def fit(self, n_epochs: int, cbs: Callback | Sequence[Callback] | None = None, start_epoch: int = 0) -> None:
+    def fit(self, n_epochs: int, lr: float | slice | None = None, cbs: Callback | Sequence[Callback] | None = None,
+            start_epoch: int = 0) -> None:
         """Train for `n_epochs`: each epoch a training pass then a validation pass.
 
         Args:
             n_epochs: total number of epochs.
+            lr: the learning rate for this fit (default `learn.lr`); `slice(start, stop)` gives each layer
+                group its own, geometric from `start` (the body's first group) to `stop` (the head), and
+                `slice(stop)` gives the body `stop / 10` (`groundup.optim.group_lrs`).
             cbs: extra callbacks for this call only: one, or a list.
             start_epoch: resume at this epoch (schedules and shuffling continue as if epochs
                 `0..start_epoch-1` had run here; see `Learner.load`).
@@ -307,17 +355,28 @@ class Learner:
         check_int("Learner.fit", "n_epochs", n_epochs)
         if not 0 <= start_epoch <= n_epochs:
             raise ValueError(f"start_epoch must be in [0, n_epochs={n_epochs}], got {start_epoch!r}")
+        if isinstance(cbs, (int, float, slice)):
+            raise TypeError(f"fit's second argument is lr, its third cbs; got cbs={cbs!r}: pass callbacks as cbs=[...]")
         _check_lr(self.lr)
+        if lr is not None:
+            group_lrs(lr, 1)  # checks a number or a slice before any work
         self.n_epochs, self.epoch = n_epochs, start_epoch
         with self.added_cbs(as_callbacks(cbs)):
             try:
                 self("before_fit")
+                fit_lr = self.lr if lr is None else lr  # after before_fit: a callback may set learn.lr
+                top = fit_lr.stop if isinstance(fit_lr, slice) else fit_lr
                 if self.opt is None:
-                    self.opt = self.opt_func(list(self.unwrapped_model.parameters()), self.lr)
+                    self.opt = self.opt_func(list(self.unwrapped_model.parameters()), top)
                 else:  # a later fit keeps the optimizer's state and starts from learn.lr
                     state_to_param_devices(self.opt)  # the model may have moved (SetupLearnerCB): the state follows
-                    for group in self.opt.param_groups:
-                        group["lr"] = self.lr
+                    if not isinstance(fit_lr, slice):
+                        for group in self.opt.param_groups:
+                            group["lr"] = fit_lr
+                if isinstance(fit_lr, slice):  # discriminative lrs: one optimizer group per layer group (at least)
+                    groups = self.layer_groups()
+                    split_by_layer_groups(self.opt, groups)
+                    set_group_lrs(self.opt, group_lrs(fit_lr, len(groups)))
                 for self.epoch in range(start_epoch, n_epochs):
                     self._with_events(self._do_epoch, "epoch", CancelEpochException)
             except CancelFitException:
@@ -400,14 +459,16 @@ class Learner:
         self.opt.zero_grad()
 
     # -- conveniences built on callbacks ------------------------------------------------------------
-    def lr_find(self, start_lr: float = 1e-6, mult: float = 1.2, max_lr: float = 10.0,
+    def lr_find(self, start_lr: float | slice = 1e-6, mult: float = 1.2, max_lr: float = 10.0,
                 path: str | Path | None = None, max_iter: int | None = None) -> LRSuggestion:
         """Run the LR finder and return its suggestion; model, optimizer and history are restored afterwards.
 
         The learning rate starts at `start_lr` and is multiplied by `mult` after every training
         batch until it exceeds `max_lr` or the loss is NaN or explodes (see `LRFinder`). Callbacks
         with `during_lr_find = False` (`TrackResults`, `Recorder`, `Checkpoint`) are set aside
-        meanwhile: the finder's batches print no results table and save no checkpoint.
+        meanwhile: the finder's batches print no results table and save no checkpoint. With
+        `start_lr=slice(start, stop)` every layer group starts at its own rate (`group_lrs`) and all
+        grow together; the curve and the suggestion are the head's rate (the slice's stop).
 
         Returns:
             an `LRSuggestion` with `.lr`, `.method`, and the recorded `.lrs`/`.losses`.
@@ -416,12 +477,14 @@ class Learner:
             >>> suggestion = learn.lr_find()      # writes lr_find.png
             >>> learn.fit_one_cycle(8, suggestion.lr)
         """
-        finder = LRFinder(start_lr=start_lr, mult=mult, max_lr=max_lr, max_iter=max_iter)
+        top = group_lrs(start_lr, 1)[0] if isinstance(start_lr, slice) else start_lr
+        finder = LRFinder(start_lr=top, mult=mult, max_lr=max_lr, max_iter=max_iter)
         history, cbs = self.history, list(self.cbs)
         for cb in [cb for cb in cbs if not cb.during_lr_find]:
             self.remove_cb(cb)
         try:
-            self.fit(max(1, finder.epochs_needed(self)), cbs=[finder])
+            self.fit(max(1, finder.epochs_needed(self)), lr=start_lr if isinstance(start_lr, slice) else None,
+                     cbs=[finder])
         finally:
             self.history = history  # the finder's batches are not part of the results
             for cb in cbs:
@@ -432,10 +495,41 @@ class Learner:
             finder.plot(path)
         return finder.suggestion()
 
-    def fit_one_cycle(self, n_epochs: int, max_lr: float | None = None,
+    def fit_one_cycle(self, n_epochs: int, max_lr: float | slice | None = None,
                       cbs: Callback | Sequence[Callback] | None = None, **kwargs) -> None:
-        """`fit` with a `OneCycle` schedule peaking at `max_lr` (default: `self.lr`); kwargs go to OneCycle."""
-        self.fit(n_epochs, cbs=[OneCycle(max_lr if max_lr is not None else self.lr, **kwargs), *as_callbacks(cbs)])
+        """`fit` with a `OneCycle` schedule peaking at `max_lr` (default: `self.lr`); kwargs go to OneCycle.
+
+        `max_lr=slice(1e-5, 1e-3)` gives every layer group its own cycle (discriminative learning
+        rates: the body's first group peaks at 1e-5, the head at 1e-3, geometric in between).
+        """
+        max_lr = max_lr if max_lr is not None else self.lr
+        self.fit(n_epochs, lr=max_lr if isinstance(max_lr, slice) else None,
+                 cbs=[OneCycle(max_lr, **kwargs), *as_callbacks(cbs)])
+
+    def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
+                  pct_start: float = 0.3, div: float = 5.0, **kwargs) -> None:
+        """Adapt a trained model to new data, as fastai's `fine_tune`: the head first, then everything.
+
+        1. `freeze()`, then `fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)`: the new
+           head (and, with `train_bn`, the norm layers) learns while the body stays as trained;
+        2. `unfreeze()`, halve `base_lr`, then `fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr),
+           pct_start=pct_start, div=div)`: the body's first group learns `lr_mult` times slower than the head.
+        kwargs go to both `fit_one_cycle` calls (e.g. `cbs`).
+
+        Example:
+            >>> learn.load("runs/a/model.pt", with_head=False)   # a trained body, a new head
+            >>> learn.fine_tune(3)
+        """
+        check_int("Learner.fine_tune", "epochs", epochs)
+        check_int("Learner.fine_tune", "freeze_epochs", freeze_epochs, low=0)
+        check_number("Learner.fine_tune", "base_lr", base_lr, low_inclusive=False)
+        check_number("Learner.fine_tune", "lr_mult", lr_mult, low=1.0)
+        if freeze_epochs:
+            self.freeze()
+            self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        base_lr /= 2
+        self.unfreeze()
+        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
     # -- looking at the model: predictions without training ---------------------------------------------
     def get_preds(self, dl=None, with_loss: bool = False, bs: int = 64, tta: bool = False) -> tuple:
@@ -578,17 +672,36 @@ class Learner:
         `extra`) atomically; see `groundup.utils.checkpoint_file`."""
         return save_checkpoint(self, path, **extra)
 
-    def load(self, path: str | Path, with_opt: bool = True, checkpoint: dict | None = None) -> dict:
+    def load(self, path: str | Path, with_opt: bool = True, checkpoint: dict | None = None,
+             with_head: bool = True) -> dict:
         """Restore a checkpoint written by `save`; returns its contents (e.g. `['epoch']` to resume from).
 
         `checkpoint` is the file's contents when the caller has read it already (`read_checkpoint`),
         so that it is not read twice; `path` then only names it in messages.
+
+        With `with_head=False` only the body's weights are taken (everything but the last layer
+        group, the head): a starting point for new classes, as fastai's `load(with_head=False)`. The
+        model keeps its own, freshly made head; nothing else (optimizer, history, RNG) is restored.
+        `learn.transfer` then says which tensors were kept, dropped and made (`WeightTransfer`), and
+        a body that does not fit is a `CheckpointError` naming the first tensor that differs.
         """
-        return load_checkpoint(self, path, with_opt=with_opt, checkpoint=checkpoint)
+        if with_head:
+            return load_checkpoint(self, path, with_opt=with_opt, checkpoint=checkpoint)
+        ckpt = read_checkpoint(path) if checkpoint is None else checkpoint
+        self.transfer = load_body(self.unwrapped_model, ckpt["model"], self.layer_groups()[-1], source=path)
+        return ckpt
 
     def __repr__(self) -> str:
         return (f"Learner(model={type(self.unwrapped_model).__name__}, lr={self.lr}, "
                 f"cbs=[{', '.join(type(cb).__name__ for cb in self.cbs)}])")
+
+
+_NORMS = (BatchNorm, torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def _norm_params(model) -> set[int]:
+    """The ids of the normalization layers' parameters (what `train_bn` keeps training while frozen)."""
+    return {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters()}
 
 
 def _check_lr(lr: float) -> None:

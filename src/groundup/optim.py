@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from groundup.utils.checks import check_number
+from groundup.utils.checks import check_int, check_number
 
-__all__ = ["SGD", "Adam", "Optimizer", "decay_groups", "state_to_param_devices"]
+__all__ = ["SGD", "Adam", "Optimizer", "decay_groups", "group_lrs", "set_group_lrs", "split_by_layer_groups",
+           "state_to_param_devices"]
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -215,6 +216,66 @@ def state_to_param_devices(opt) -> bool:
     if misplaced:
         opt.load_state_dict(opt.state_dict())
     return misplaced
+
+
+def group_lrs(lr: float | slice, n_groups: int) -> list[float]:
+    """One learning rate per layer group (body first, head last), from a number or a `slice`, as fastai reads them.
+
+    - a number: every group gets it;
+    - `slice(start, stop)`: geometrically spaced from `start` (the first group) to `stop` (the last);
+    - `slice(stop)` (no start): `stop / 10` for every group but the last, which gets `stop`.
+
+    Example:
+        >>> group_lrs(slice(1e-5, 1e-3), 3)
+        [1e-05, 0.0001, 0.001]
+    """
+    check_int("group_lrs", "n_groups", n_groups)
+    if not isinstance(lr, slice):
+        check_number("Learner", "lr", lr, low_inclusive=False)
+        return [lr] * n_groups
+    if lr.step is not None:
+        raise ValueError(f"a learning-rate slice is slice(start, stop) or slice(stop), got a step: {lr!r}")
+    stop = lr.stop
+    check_number("Learner", "lr (the slice's stop)", stop, low_inclusive=False)
+    if lr.start is None:
+        return [stop / 10] * (n_groups - 1) + [stop]
+    start = lr.start
+    check_number("Learner", "lr (the slice's start)", start, low_inclusive=False)
+    if start > stop:
+        raise ValueError(f"a learning-rate slice goes from the body's (lowest) rate to the head's (highest), "
+                         f"got slice({start:g}, {stop:g}); swap them")
+    if n_groups == 1:
+        return [stop]
+    step = (stop / start) ** (1 / (n_groups - 1))
+    return [start * step ** i for i in range(n_groups - 1)] + [stop]
+
+
+def split_by_layer_groups(opt, layer_groups: list[list[Tensor]]) -> None:
+    """Split each of `opt`'s parameter groups by layer group, in place, tagging each with its `layer_group` index.
+
+    Works on groundup's and torch.optim's optimizers alike: their state is keyed by parameter, so it is
+    kept. Each new group copies its old group's hyper-parameters (weight decay stays as `decay_groups`
+    set it). Parameters in no layer group count as the head's (the last). Does nothing when the groups
+    are tagged already. `set_group_lrs` then gives each group its rate.
+    """
+    if all("layer_group" in g for g in opt.param_groups):
+        return
+    index = {id(p): i for i, group in enumerate(layer_groups) for p in group}
+    last = len(layer_groups) - 1
+    new = []
+    for group in opt.param_groups:
+        by_layer: dict[int, list[Tensor]] = {}
+        for p in group["params"]:
+            by_layer.setdefault(index.get(id(p), last), []).append(p)
+        for i in sorted(by_layer):
+            new.append({**{k: v for k, v in group.items() if k != "params"}, "params": by_layer[i], "layer_group": i})
+    opt.param_groups[:] = new
+
+
+def set_group_lrs(opt, lrs: list[float]) -> None:
+    """Set every parameter group's lr: `lrs[group["layer_group"]]`, or `lrs[-1]` (the head's) for an untagged group."""
+    for group in opt.param_groups:
+        group["lr"] = lrs[group.get("layer_group", len(lrs) - 1)]
 
 
 def _restore(opt: str, index: int, p: Tensor, key: str, value: Any) -> Any:

@@ -181,7 +181,8 @@ class LRFinder(Callback):
     In `before_fit` it saves the exact training state (model weights and buffers, the optimizer's
     state or the fact that there is none yet, `learn.lr`, the RNG states, the float16 gradient
     scaler's scale) and starts at `start_lr`.
-    After every training batch it records (lr, loss) and multiplies every group's lr by `mult`.
+    After every training batch it records (lr, loss) and multiplies every group's lr by `mult` (with
+    discriminative lrs, `lr_find(start_lr=slice(...))`, the head's lr is the one recorded).
     Fitting stops (`CancelFitException`) when the next lr would exceed `max_lr`, after `max_iter`
     batches, when the loss is NaN or infinite, or when the smoothed loss exceeds `explode` times
     the best smoothed loss so far. Validation is skipped; if one epoch is too short, training goes
@@ -255,6 +256,8 @@ class LRFinder(Callback):
             "model": copy.deepcopy(learn.unwrapped_model.state_dict()),
             "model_training": learn.unwrapped_model.training,
             "opt": None if learn.opt is None else copy.deepcopy(learn.opt.state_dict()),
+            # the groups themselves too: a finder run with a slice splits them by layer group
+            "groups": None if learn.opt is None else [{**g, "params": list(g["params"])} for g in learn.opt.param_groups],
             "lr": learn.lr,
             "rng": get_rng_state(),
             # MixedPrecision (order -5) has set the fp16 gradient scaler already; the finder's exploding
@@ -271,7 +274,7 @@ class LRFinder(Callback):
             return
         # One host sync per batch: fine here, since the stopping rules need the loss value now.
         loss = learn.loss.detach().float().item()
-        self.lrs.append(float(learn.opt.param_groups[0]["lr"]))
+        self.lrs.append(float(learn.opt.param_groups[-1]["lr"]))  # the head's (the highest, with discriminative lrs)
         self.losses.append(loss)
         if not math.isfinite(loss):
             raise CancelFitException
@@ -284,11 +287,11 @@ class LRFinder(Callback):
         learn = self.learn
         if not learn.training:
             return
-        lr = learn.opt.param_groups[0]["lr"] * self.mult
-        if lr > self.max_lr or (self.max_iter is not None and len(self.losses) >= self.max_iter):
+        groups = learn.opt.param_groups
+        if groups[-1]["lr"] * self.mult > self.max_lr or (self.max_iter is not None and len(self.losses) >= self.max_iter):
             raise CancelFitException
-        for group in learn.opt.param_groups:
-            group["lr"] = lr
+        for group in groups:  # every group's own rate grows (discriminative lrs keep their ratios)
+            group["lr"] = group["lr"] * self.mult
 
     def before_validate(self) -> None:
         raise CancelValidateException  # the range test only trains
@@ -302,6 +305,7 @@ class LRFinder(Callback):
         if saved["opt"] is None:
             learn.opt = None  # the next fit makes a fresh optimizer, as it would have
         else:
+            learn.opt.param_groups[:] = saved["groups"]
             learn.opt.load_state_dict(saved["opt"])
         learn.lr = saved["lr"]
         if saved["scaler"] is not None and learn.grad_scaler is not None:  # put back before the Learner drops it

@@ -72,7 +72,7 @@ class Recorder(Callback):
         learn = self.learn
         if learn.training:
             self._pending.append(learn.loss.detach())
-            self._pending_lrs.append(learn.opt.param_groups[0]["lr"])
+            self._pending_lrs.append(learn.opt.param_groups[-1]["lr"])  # the head's (with discriminative lrs, the highest)
 
     def after_train(self) -> None:
         self._flush()

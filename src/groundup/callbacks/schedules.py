@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from groundup.callbacks.core import Callback
+from groundup.optim import group_lrs, set_group_lrs, split_by_layer_groups
 from groundup.utils.checks import check_int, check_number
 
 __all__ = [
@@ -153,8 +154,14 @@ class OneCycle(Callback):
     not schedule it. `moms=None` never touches momentum. When `fit` ends, every group gets back the
     momentum (or betas) it had before, so `torch.optim.SGD(..., momentum=0.9)` still says 0.9.
 
+    Discriminative learning rates: with `max_lr=slice(start, stop)` each layer group (the model's
+    splitter, `learn.layer_groups()`: body first, head last) gets its own cycle peaking at its own
+    rate, spread geometrically from `start` (the first group) to `stop` (the head) (`group_lrs`); the
+    optimizer's groups are split by layer group for it (`split_by_layer_groups`). `lrs` then holds
+    the head's.
+
     Args:
-        max_lr: the peak learning rate.
+        max_lr: the peak learning rate, or a `slice` of them (see above).
         pct_start: fraction of training spent warming up.
         div: training starts at `max_lr / div`.
         div_final: training ends at `max_lr / div_final`; None: 0 for linear, `max_lr / 1e4` for cos.
@@ -175,10 +182,12 @@ class OneCycle(Callback):
 
     order = 10  # after SetupLearnerCB; before callbacks that read the lr (Recorder)
 
-    def __init__(self, max_lr: float | None = None, pct_start: float = 0.25, div: float = 10.0,
+    def __init__(self, max_lr: float | slice | None = None, pct_start: float = 0.25, div: float = 10.0,
                  div_final: float | None = None, anneal: str = "linear",
                  moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95)) -> None:
-        self.lr_sched = one_cycle_sched(max_lr, pct_start, div, div_final, anneal)
+        top = group_lrs(max_lr, 1)[0] if isinstance(max_lr, slice) else max_lr  # the head's (checks the slice)
+        self.lr_sched = one_cycle_sched(top, pct_start, div, div_final, anneal)
+        self._group_scheds: list[Schedule] | None = None  # one per layer group, for a slice (made at the first batch)
         if moms is not None:
             if len(moms) != 3 or not all(0 <= m < 1 for m in moms):
                 raise ValueError(f"OneCycle: moms must be three momentums in [0, 1) (start, middle, end) "
@@ -197,6 +206,7 @@ class OneCycle(Callback):
 
     def before_fit(self) -> None:
         self.lrs, self.moms = [], []
+        self._group_scheds = None
         self._mom_keys = None  # decided at the first batch: the optimizer is made after before_fit
         self._own_moms = []
 
@@ -211,9 +221,17 @@ class OneCycle(Callback):
             return
         pct = (learn.epoch * learn.n_iter + learn.iter) / (learn.n_epochs * learn.n_iter)
         lr = self.lr_sched(pct)
+        if isinstance(self.max_lr, slice):
+            if self._group_scheds is None:
+                layer_groups = learn.layer_groups()
+                split_by_layer_groups(learn.opt, layer_groups)
+                self._group_scheds = [one_cycle_sched(m, self.pct_start, self.div, self.div_final, self.anneal)
+                                      for m in group_lrs(self.max_lr, len(layer_groups))]
+            set_group_lrs(learn.opt, [sched(pct) for sched in self._group_scheds])
+        else:
+            for group in learn.opt.param_groups:
+                group["lr"] = lr
         groups = learn.opt.param_groups
-        for group in groups:
-            group["lr"] = lr
         self.lrs.append(lr)
         if self.mom_sched is None:
             return

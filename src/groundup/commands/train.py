@@ -70,6 +70,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="fraction of the one-cycle schedule spent warming up")
     t.add_argument("--anneal", default=d.anneal, choices=ANNEALS,
                    help="how one-cycle comes down after the warm-up")
+    t.add_argument("--init", default=None, metavar="RUN_OR_CHECKPOINT",
+                   help="start from these trained weights (a run folder, a groundup checkpoint, or a state dict "
+                        "such as torchvision's resnet18-*.pth for --arch resnet18) and fine-tune: a new head "
+                        "when the classes differ, --freeze-epochs with the body frozen, then --epochs with "
+                        "learning rates from lr/200 (the body's first layers) to lr/2 (the head) "
+                        "(default: train from scratch)")
+    t.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs, metavar="N",
+                   help="with --init, epochs that train only the head (and norm layers) first")
     t.add_argument("--recipe", default=None, metavar="NAME",
                    help="start from a named preset of these settings (see --list-recipes); options given "
                         "as well override it (default: none)")

@@ -22,6 +22,7 @@ __all__ = [
     "ConvLayer",
     "Flatten",
     "Linear",
+    "MaxPool",
     "ReLU",
     "Sequential",
     "kaiming_normal_",
@@ -199,11 +200,14 @@ class BatchNorm(Module):
         nf: number of channels C (`num_features`).
         eps: added to the variance before the square root, for stability.
         momentum: running = (1 - momentum) * running + momentum * batch statistic.
+        track_batches: also count the training batches in a `num_batches_tracked` buffer, as
+            torch.nn.BatchNorm2d does (so torchvision's state dicts, which hold it, load strictly).
 
-    Buffers: `running_mean` (zeros) and `running_var` (ones), both shape (C,).
+    Buffers: `running_mean` (zeros) and `running_var` (ones), both shape (C,); with `track_batches`,
+    `num_batches_tracked` (a 0-d int64).
     """
 
-    def __init__(self, nf: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(self, nf: int, eps: float = 1e-5, momentum: float = 0.1, track_batches: bool = False) -> None:
         super().__init__()
         name = f"BatchNorm({nf})"
         _check_size(name, "nf", nf)
@@ -216,10 +220,15 @@ class BatchNorm(Module):
         self.bias = Parameter(torch.zeros(nf))
         self.register_buffer("running_mean", torch.zeros(nf))
         self.register_buffer("running_var", torch.ones(nf))
+        self.track_batches = track_batches
+        if track_batches:
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     def forward(self, x: Tensor) -> Tensor:
         if (x.ndim != 4 and x.ndim != 2) or x.shape[1] != self.num_features or not x.is_floating_point():
             raise _image_batch_error(self._name, x, self.num_features, allow_2d=True)
+        if self.training and self.track_batches:
+            self.num_batches_tracked.add_(1)
         # F.batch_norm updates running_mean/var in place when training (running_var with the unbiased variance).
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training, self.momentum, self.eps)  # same shape as x
@@ -272,6 +281,27 @@ class AdaptivePool(Module):
         if x.ndim != 4:
             raise ValueError(f"AdaptivePool expects a 4-D batch (N, C, H, W), got shape {tuple(x.shape)}")
         return x.mean((2, 3))  # (N, C)
+
+
+class MaxPool(Module):
+    """The largest value in each `kernel_size`×`kernel_size` window: (N, C, H, W) -> (N, C, H', W').
+
+    H' = floor((H + 2 * padding - kernel_size) / stride) + 1 (as `torch.nn.MaxPool2d`); ResNet's stem
+    uses kernel_size=3, stride=2, padding=1, which halves H and W.
+    """
+
+    def __init__(self, kernel_size: int = 2, stride: int | None = None, padding: int = 0) -> None:
+        super().__init__()
+        _check_size("MaxPool", "kernel_size", kernel_size)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"MaxPool expects a 4-D batch (N, C, H, W), got shape {tuple(x.shape)}")
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)  # (N, C, H', W')
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class Flatten(Module):

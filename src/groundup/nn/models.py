@@ -6,30 +6,63 @@ import difflib
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from groundup.utils.checks import check_int
-from groundup.nn.layers import AdaptivePool, BatchNorm, ConvLayer, Linear, ReLU, Sequential
+from groundup.nn.layers import AdaptivePool, BatchNorm, ConvLayer, Linear, MaxPool, ReLU, Sequential
 from groundup.nn.module import Module
 
-__all__ = ["ARCHS", "ResBlock", "build_arch", "conv_bn", "get_arch", "register_arch", "resnet", "resnet_fast",
-           "simple_cnn"]
+__all__ = ["ARCHS", "IMAGENET_STATS", "ArchInfo", "BasicBlock", "ResBlock", "TorchvisionResNet", "arch_info", "build_arch", "conv_bn", "get_arch",
+           "layer_groups", "register_arch", "resnet", "resnet18", "resnet34", "resnet_fast", "simple_cnn", "trainable_params"]
 
 ARCHS: dict[str, Callable[..., Module]] = {}  # filled by @register_arch: the names `--arch` accepts
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's mean and std of ImageNet
+
+Splitter = Callable[[Any], list[list[Tensor]]]
 
 
-def register_arch(fn: Callable[..., Module]) -> Callable[..., Module]:
+class ArchInfo(NamedTuple):
+    """What the registry knows about an architecture besides how to build it."""
+
+    splitter: Splitter  # model -> parameter groups, body first, the head last (fastai's `splitter`)
+    stats: tuple | None  # (mean, std) its published weights expect (None: the data's own statistics)
+
+
+ARCH_INFO: dict[str, ArchInfo] = {}
+
+
+def trainable_params(model) -> list[list[Tensor]]:
+    """The splitter of a model without a known shape: one group of all its parameters (fastai's default)."""
+    return [list(model.parameters())]
+
+
+def register_arch(fn: Callable[..., Module] | None = None, *, splitter: Splitter | None = None,
+                  stats: tuple | None = None) -> Callable[..., Module]:
     """Register a function that builds a model as an architecture, under its own name.
 
     The name then works with `get_arch` and `groundup train --arch NAME`, and every model it builds
     records how (`model.arch_spec = {"name", "kwargs"}`): checkpoints store that, so prediction
     and export rebuild the model from the checkpoint alone.
+
+    Args:
+        splitter: `splitter(model) -> [[params], ..., [head params]]`: where the body ends and the
+            head begins (and, for discriminative learning rates, how the body divides); the last
+            group is the head. Default `trainable_params` (one group).
+        stats: the (mean, std) the architecture's published weights were trained with (ImageNet's
+            for resnet18/34); a run with this arch normalizes with them instead of the data's.
+
+    Example:
+        >>> @register_arch(splitter=lambda m: [list(m[0].parameters()), list(m[1].parameters())])
+        ... def tiny(n_classes: int = 10): return Sequential(Linear(8, 8), Linear(8, n_classes))
     """
+    if fn is None:
+        return functools.partial(register_arch, splitter=splitter, stats=stats)
     sig = inspect.signature(fn)
+    ARCH_INFO[fn.__name__] = ArchInfo(splitter or trainable_params, stats)
 
     @functools.wraps(fn)
     def build(*args: Any, **kwargs: Any) -> Module:
@@ -48,7 +81,16 @@ def _check_positive(fn: str, **sizes: int) -> None:
         check_int(fn, name, value)
 
 
-@register_arch
+def _params(*modules) -> list[Tensor]:
+    return [p for m in modules for p in m.parameters()]
+
+
+def _simple_cnn_split(model: Sequential) -> list[list[Tensor]]:
+    """simple_cnn: the four convs (the body), then the linear head."""
+    return [_params(*model[:-2]), _params(model[-1])]
+
+
+@register_arch(splitter=_simple_cnn_split)
 def simple_cnn(n_in: int = 3, n_classes: int = 10) -> Sequential:
     """The walkthrough's CNN: four stride-2 ConvLayers, average pooling and a linear head (10 parameter tensors).
 
@@ -112,7 +154,15 @@ class ResBlock(Module):
         return f"{self.ni}, {self.nf}, stride={self.stride}"
 
 
-@register_arch
+def _resnet_split(model: Sequential) -> list[list[Tensor]]:
+    """resnet, resnet_fast: the stem and the first half of the blocks, the other blocks, the head (as fastai's
+    three groups for a ResNet: early features change least when the data changes)."""
+    body = list(model[:-2])
+    half = 1 + (len(body) - 1) // 2  # the stem and the first half of the blocks (rounded down)
+    return [_params(*body[:half]), _params(*body[half:]), _params(model[-1])]
+
+
+@register_arch(splitter=_resnet_split)
 def resnet(n_in: int = 3, n_classes: int = 10, width: int = 16, depth: int = 4,
            blocks_per_stage: int = 1, stem_stride: int = 1, first_stride: int = 2) -> Sequential:
     """A small ResNet built from groundup modules: a stem, `depth` stride-2 stages, pooling and a head.
@@ -147,7 +197,7 @@ def resnet(n_in: int = 3, n_classes: int = 10, width: int = 16, depth: int = 4,
     return Sequential(*layers, AdaptivePool(), Linear(ni, n_classes))
 
 
-@register_arch
+@register_arch(splitter=_resnet_split)
 def resnet_fast(n_in: int = 3, n_classes: int = 10) -> Sequential:
     """The `fast` recipe's model for 64-pixel images on a CPU: `resnet` with a stride-2 stem, widths 32-256.
 
@@ -156,6 +206,94 @@ def resnet_fast(n_in: int = 3, n_classes: int = 10) -> Sequential:
     `benchmarks/bench_accuracy.py --archs` measures it against the other shapes tried.
     """
     return resnet(n_in, n_classes, width=32, depth=4, blocks_per_stage=1, stem_stride=2, first_stride=1)
+
+
+class BasicBlock(Module):
+    """torchvision's ResNet basic block, with its parameter names: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut).
+
+    `downsample` (a strided 1×1 conv and a BatchNorm, named `downsample.0` and `downsample.1`) brings
+    x to the output's shape when the stride or the width changes; otherwise the shortcut is x itself.
+    Shapes: (N, ni, H, W) -> (N, nf, ceil(H / stride), ceil(W / stride)).
+    """
+
+    def __init__(self, ni: int, nf: int, stride: int = 1) -> None:
+        super().__init__()
+        _check_positive("BasicBlock", ni=ni, nf=nf, stride=stride)
+        self.conv1 = ConvLayer(ni, nf, stride=stride, bias=False, act=False)
+        self.bn1 = BatchNorm(nf, track_batches=True)
+        self.relu = ReLU()
+        self.conv2 = ConvLayer(nf, nf, bias=False, act=False)
+        self.bn2 = BatchNorm(nf, track_batches=True)
+        self.downsample = None
+        if stride != 1 or ni != nf:
+            self.downsample = Sequential(ConvLayer(ni, nf, stride=stride, bias=False, act=False, kernel_size=1),
+                                         BatchNorm(nf, track_batches=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)   # (N, nf, H/stride, W/stride)
+        out = self.relu(self.bn1(self.conv1(x)))                          # (N, nf, H/stride, W/stride)
+        return self.relu(self.bn2(self.conv2(out)) + identity)            # (N, nf, H/stride, W/stride)
+
+
+class TorchvisionResNet(Module):
+    """A ResNet with torchvision's exact layout and parameter names, built from groundup modules.
+
+    conv1 (7×7, stride 2) -> bn1 -> relu -> maxpool (3×3, stride 2) -> layer1..layer4 (BasicBlocks;
+    layer2..4 start with stride 2 and a `downsample`) -> avgpool -> fc. So a torchvision state dict
+    (`resnet18-*.pth`) loads with `model.load_state_dict(torch.load(path))`, strictly.
+    Shapes for 224-pixel images: (N, 3, 224, 224) -> conv1 (N, 64, 112, 112) -> maxpool (N, 64, 56, 56)
+    -> layer1..4 (N, 64, 56, 56) ... (N, 512, 7, 7) -> avgpool (N, 512) -> fc (N, n_classes).
+    """
+
+    def __init__(self, blocks: tuple[int, int, int, int], n_in: int = 3, n_classes: int = 1000) -> None:
+        super().__init__()
+        _check_positive("TorchvisionResNet", n_in=n_in, n_classes=n_classes)
+        self.conv1 = ConvLayer(n_in, 64, stride=2, bias=False, act=False, kernel_size=7)
+        self.bn1 = BatchNorm(64, track_batches=True)
+        self.relu = ReLU()
+        self.maxpool = MaxPool(kernel_size=3, stride=2, padding=1)
+        ni = 64
+        for i, n in enumerate(blocks):
+            nf, stride = 64 * 2 ** i, 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", Sequential(BasicBlock(ni, nf, stride), *[BasicBlock(nf, nf) for _ in range(n - 1)]))
+            ni = nf
+        self.avgpool = AdaptivePool()
+        self.fc = Linear(ni, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (N, 512, H/32, W/32)
+        return self.fc(self.avgpool(x))  # (N, n_classes)
+
+
+def _torchvision_resnet_split(model: TorchvisionResNet) -> list[list[Tensor]]:
+    """fastai's three groups for a ResNet: stem, layer1 and layer2; layer3 and layer4; the head (fc)."""
+    return [_params(model.conv1, model.bn1, model.layer1, model.layer2), _params(model.layer3, model.layer4),
+            _params(model.fc)]
+
+
+@register_arch(splitter=_torchvision_resnet_split, stats=IMAGENET_STATS)
+def resnet18(n_in: int = 3, n_classes: int = 1000) -> TorchvisionResNet:
+    """ResNet-18 (He et al. 2016) with torchvision's names: loads torchvision's `resnet18-*.pth` (11.7 M parameters)."""
+    return TorchvisionResNet((2, 2, 2, 2), n_in, n_classes)
+
+
+@register_arch(splitter=_torchvision_resnet_split, stats=IMAGENET_STATS)
+def resnet34(n_in: int = 3, n_classes: int = 1000) -> TorchvisionResNet:
+    """ResNet-34 (He et al. 2016) with torchvision's names: loads torchvision's `resnet34-*.pth` (21.8 M parameters)."""
+    return TorchvisionResNet((3, 4, 6, 3), n_in, n_classes)
+
+
+def arch_info(model_or_name) -> ArchInfo | None:
+    """The registry's `ArchInfo` for a model built by a registered architecture (or for its name); else None."""
+    name = model_or_name if isinstance(model_or_name, str) else (getattr(model_or_name, "arch_spec", None) or {}).get("name")
+    return ARCH_INFO.get(name)
+
+
+def layer_groups(model) -> list[list[Tensor]]:
+    """The model's parameter groups, body first and head last: its architecture's splitter, else one group."""
+    info = arch_info(model)
+    return (info.splitter if info is not None else trainable_params)(model)
 
 
 def get_arch(name: str, **kwargs) -> Module:

@@ -26,7 +26,7 @@ from groundup.data.download import DATASETS, SHIPPED_DATASET, DownloadError, shi
 from groundup.data.folder import ImageDataLoaders, check_image_folder
 from groundup.learner import Learner
 from groundup.losses import binary_cross_entropy_with_logits, cross_entropy
-from groundup.nn.models import get_arch
+from groundup.nn.models import arch_info, get_arch
 from groundup.run.config import TrainConfig, opt_func_for
 from groundup.utils.devices import resolve_device
 from groundup.utils.rng import seed_everything, set_deterministic
@@ -95,6 +95,9 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
             raise ValueError("--task multi needs labels with several tags per image: give them in a CSV with "
                              "--labels FILE (class folders hold one label per image)")
         dls = ImageDataLoaders.from_folder(resolve_data(cfg.data), **loading)
+    info = arch_info(cfg.arch)
+    if info is not None and info.stats is not None:  # published weights expect their own statistics (ImageNet's)
+        dls.preprocessing = dls.preprocessing.with_stats(*info.stats)
     if cfg.compile and len(dls.train.dataset) >= cfg.bs:
         dls.train.drop_last = True  # a last, smaller batch would make torch.compile compile the model again
     if cfg.deterministic:

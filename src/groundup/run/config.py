@@ -104,6 +104,10 @@ class TrainConfig:
             part (no val/ folder); None: 0.2 there (and an error where the data has one).
         task: "auto" (multi-label where any image has several labels), "single" or "multi".
         threshold: multi-label: the probability from which a tag is predicted.
+        init: start from these trained weights (a run folder or a checkpoint file; `groundup.run.init`)
+            and fine-tune: `freeze_epochs` epochs with the body frozen, then `epochs` with discriminative
+            learning rates `slice(lr / 200, lr / 2)` (fastai's `fine_tune`); None: train from scratch.
+        freeze_epochs: with `init`, the epochs that train the head (and norm layers) only, before the run's.
     """
 
     data: str | None = None
@@ -144,6 +148,8 @@ class TrainConfig:
     valid_pct: float | None = None
     task: str = "auto"
     threshold: float = 0.5
+    init: str | None = None
+    freeze_epochs: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -192,6 +198,7 @@ class TrainConfig:
             raise ValueError(f"--valid-col {self.valid_col} needs --labels (it is a column of the labels CSV)")
         check_choice("--task", self.task, TASKS)
         check_number("", "--threshold", self.threshold, 0.0, 1.0, low_inclusive=False)
+        check_int("", "--freeze-epochs", self.freeze_epochs, low=0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -229,7 +236,8 @@ class TrainConfig:
                 "train_size": "the same as size",
                 "labels": "labels from the class folders",
                 "valid_col": "no validation column",
-                "valid_pct": "the val/ folder, or a random 0.2 without one"}.get(name, "the default")
+                "valid_pct": "the val/ folder, or a random 0.2 without one",
+                "init": "train from scratch"}.get(name, "the default")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> TrainConfig:

@@ -28,6 +28,7 @@ from groundup.callbacks.terminate_on_nan import TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
 from groundup.learner import Learner
 from groundup.run.config import TrainConfig
+from groundup.run.init import init_lr
 from groundup.run.report import write_metrics_csv
 from groundup.run.resume import Resume
 from groundup.utils.atomic import atomic_write
@@ -53,9 +54,12 @@ class MetricsFile(Callback):
 
 
 def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | None = None,
-            quiet: bool = False, say: Callable[..., None] | None = None) -> dict[str, Any]:
+            quiet: bool = False, say: Callable[..., None] | None = None,
+            init: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit `learn` as a run does (see the module docstring); return facts for the summary.
 
+    `init` is what `apply_init` loaded (`--init`; None otherwise): the head is trained first with the
+    body frozen (`cfg.freeze_epochs`), then the run's epochs use discriminative learning rates (`init_lr`).
     `resume` is the run being continued (its checkpoint already read, by `open_resume`). `quiet`
     leaves out the table and the progress bar; messages go to `say` (default: the "groundup.run"
     logger's `info`).
@@ -76,6 +80,18 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
         cfg.lr = learn.lr = float(lr.item())  # recorded once: in the config
         lr_found = {"method": found.method}
         say(f"lr finder suggests lr={cfg.lr:.3g} ({found.method}); wrote {run_dir / 'lr_find.png'}")
+    if init is not None and cfg.freeze_epochs:  # fine_tune's first phase, before the run's callbacks join
+        warm = TrackResults(print_table=False)
+        learn.freeze()
+        learn.fit_one_cycle(cfg.freeze_epochs, slice(cfg.lr), pct_start=0.99, cbs=[warm])
+        learn.unfreeze()
+        done = learn.history[-1]
+        init["frozen"] = {k: done[k] for k in ("train_loss", "valid_loss", "valid_acc", "seconds") if k in done}
+        learn.history = []
+        say(f"trained the head for {cfg.freeze_epochs} epochs with the body frozen: valid_loss "
+            f"{done.get('valid_loss', float('nan')):.4f}, valid_acc {done.get('valid_acc', float('nan')):.4f}")
+    # From other weights (--init), the run's epochs fine-tune with discriminative lrs (fine_tune's second phase).
+    lr = init_lr(cfg.lr) if cfg.init is not None else cfg.lr
 
     recorder = Recorder()
     checkpoint = Checkpoint(run_dir, best_by=cfg.monitor, extra={"config": cfg.to_dict(),
@@ -115,7 +131,7 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
             say(f"resuming {resume.path}: {start_epoch} of {cfg.epochs} epochs done")
     # A --momentum given is held fixed; without one, one-cycle cycles it (0.95 -> 0.85 -> 0.95).
     moms = {} if cfg.momentum is None else {"moms": None}
-    schedule = ([OneCycle(cfg.lr, pct_start=cfg.warmup, anneal=cfg.anneal, **moms)] if cfg.schedule == "one-cycle"
+    schedule = ([OneCycle(lr, pct_start=cfg.warmup, anneal=cfg.anneal, **moms)] if cfg.schedule == "one-cycle"
                 else [])
     if main_process:  # the settings as a file `groundup train --config` reads (the lr as found, if "auto")
         with atomic_write(run_dir / "config.toml", "w", encoding="utf-8") as f:
@@ -123,11 +139,11 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
     dls = learn.dls
     say(f"training {cfg.arch} on {dls.path} ({len(dls.train.dataset)} train, {len(dls.valid.dataset)} valid images, "
         f"{len(learn.preprocessing.vocab)} {'tags' if learn.preprocessing.multi_label else 'classes'}) for {cfg.epochs} epochs; writing to {run_dir}")
-    learn.fit(cfg.epochs, cbs=schedule, start_epoch=start_epoch)
+    learn.fit(cfg.epochs, lr=lr if isinstance(lr, slice) else None, cbs=schedule, start_epoch=start_epoch)
     if early is not None and early.stopped_epoch is not None:
         stopped_epoch = early.stopped_epoch
     return {"recorder": recorder, "checkpoint": checkpoint, "lr_finder": lr_found, "start_epoch": start_epoch,
-            "stopped_epoch": stopped_epoch}
+            "stopped_epoch": stopped_epoch, "init": init}
 
 
 def _data_path(learn: Learner) -> str | None:

@@ -235,6 +235,8 @@ def write_run_folder(learn: Learner, cfg: TrainConfig, run_dir: Path, facts: dic
         "world_size": world,
         "global_batch": cfg.bs * world,
         "resumed_from": facts["resumed_from"],
+        "init": facts.get("init") if facts.get("init") is not None else (
+            {"from": cfg.init} if cfg.init is not None else None),  # where the starting weights came from
         "start_epoch": facts["start_epoch"],
         "multi_label": pre.multi_label,
         "threshold": pre.threshold if pre.multi_label else None,

@@ -161,6 +161,13 @@ def run_facts(summary: Mapping[str, Any]) -> dict[str, str]:
         found, lr = summary["lr_finder"], (summary.get("config") or {}).get("lr")
         facts["lr finder"] = (f"suggested lr {lr:.3g} ({found['method']}), used for training"
                               if found else f"not run (--lr {_fmt(lr)} given)")
+    init = summary.get("init")
+    if init:
+        how = (f"; kept {init['kept']} tensors, made {init['made']} new (a new head)" if init.get("new_head")
+               else f"; all {init['kept']} tensors" if "kept" in init else "")
+        frozen = init.get("frozen")
+        facts["started from"] = init["from"] + how + (
+            f"; then the head alone: valid_acc {frozen['valid_acc']:.4f}" if frozen and "valid_acc" in frozen else "")
     if summary.get("wall_seconds") is not None:
         text = f"{summary['wall_seconds']:.1f} s in all"
         per_epoch = summary.get("epoch_seconds") or []

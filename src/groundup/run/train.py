@@ -2,7 +2,8 @@
 
     train(cfg, out=..., resume=...)
       ├─ open_resume (run.resume)        when resuming: the checkpoint, read once, and its settings
-      ├─ build_learner (run.build)       data -> loaders, model, Learner
+      ├─ open_init (run.init)            with --init: the weights to start from, read once, arch checked
+      ├─ build_learner (run.build)       data -> loaders, model, Learner (then apply_init: body, new head)
       ├─ fit_run (run.fit)               LR finder, the run's callbacks, resuming, fit
       └─ write_run_folder (run.folder)   metrics.csv, plots, interpretation, summary.json, report.html
 
@@ -27,6 +28,7 @@ from groundup.run.build import build_learner
 from groundup.run.config import TrainConfig
 from groundup.run.doctor import format_diagnosis
 from groundup.run.fit import fit_run
+from groundup.run.init import apply_init, open_init
 from groundup.run.folder import check_out_dir, new_out_dir, write_run_folder
 from groundup.run.resume import Resume, changes_of, open_resume
 from groundup.utils.atomic import remove_stale_temp_files
@@ -131,9 +133,11 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
             return json.loads(summary.read_text()) if summary.is_file() else {}
     if main_process and not _resumes_in_place(out, resume):
         check_out_dir(out)  # a bad --out is refused before any work (or any cache file) is done
+    init = open_init(cfg.init, cfg.arch) if cfg.init is not None and resume is None else None
     learn = build_learner(cfg)
     data_path = learn.dls.path
     try:
+        init_facts = apply_init(learn, init, say) if init is not None else None
         pre = resume.preprocessing if resume is not None else None
         if pre is not None and pre.vocab != learn.preprocessing.vocab:
             raise ValueError(f"the labels in {data_path} differ from those the checkpoint {resume.path} was "
@@ -141,7 +145,7 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
                              f"resume with the same --data")
         run_dir = _run_dir(out, resume) if main_process else Path(out or ".")  # only rank 0 writes
         try:
-            facts = fit_run(learn, cfg, run_dir, resume=resume, quiet=quiet, say=say)
+            facts = fit_run(learn, cfg, run_dir, resume=resume, quiet=quiet, say=say, init=init_facts)
             cleanup()
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the command line turns it into one): it says the rest
             if main_process and (run_dir / "model.pt").is_file():

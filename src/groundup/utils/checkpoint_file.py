@@ -38,13 +38,14 @@ import platform
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from groundup._version import __version__
 from groundup.utils.atomic import atomic_write
 from groundup.data.preprocessing import Preprocessing
+from groundup.optim import split_by_layer_groups
 from groundup.utils.errors import GroundupError
 from groundup.utils.rng import get_rng_state, set_rng_state
 
@@ -52,11 +53,14 @@ __all__ = [
     "FORMAT",
     "VERSION",
     "CheckpointError",
+    "WeightTransfer",
     "checkpoint_preprocessing",
     "get_rng_state",
+    "load_body",
     "load_checkpoint",
     "nonfinite_weights",
     "read_checkpoint",
+    "read_weights",
     "save_checkpoint",
     "set_rng_state",
     "weights_mismatch",
@@ -197,6 +201,68 @@ def weights_mismatch(model_state: dict[str, Any], saved: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def read_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """A groundup checkpoint (`read_checkpoint`), or a bare state dict saved with `torch.save(model.state_dict())`
+    (torchvision's `resnet18-*.pth`) as `{"model": state_dict}` (no arch, no preprocessing).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is neither (damaged, unsafe, or something else than tensors by name).
+    """
+    try:
+        return read_checkpoint(path)
+    except CheckpointError:
+        try:  # read_checkpoint has checked the container; is it a plain {name: tensor} dict?
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            obj = None
+        if isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in obj.items()):
+            return {"model": obj}
+        raise
+
+
+class WeightTransfer(NamedTuple):
+    """What `load_body` did: the names of the tensors it kept (loaded), dropped (saved, not used) and made (new)."""
+
+    kept: list[str]
+    dropped: list[str]
+    made: list[str]
+
+    def __str__(self) -> str:
+        def names(keys: list[str]) -> str:
+            return f" ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})" if keys else ""
+        return (f"kept {len(self.kept)} tensors of the body, dropped {len(self.dropped)}{names(self.dropped)}, "
+                f"made {len(self.made)} new{names(self.made)}")
+
+
+def load_body(model, saved: dict[str, Any], head: list[torch.Tensor], source: Any = "the state dict") -> WeightTransfer:
+    """Load every tensor of `saved` into `model` except the head's (`head`: its parameters), which stay as made.
+
+    The body must fit exactly: every body tensor of the model in `saved`, with its shape, else a
+    `CheckpointError` naming the first that differs (another architecture, most likely).
+    """
+    names = {id(p): name for name, p in model.named_parameters()}
+    head_names = {names[id(p)] for p in head if id(p) in names}
+    own = model.state_dict()
+    kept, made = [], []
+    for key, value in own.items():
+        if key in head_names:
+            made.append(key)
+            continue
+        if key not in saved:
+            raise CheckpointError(f"{source} does not fit this model's body: it has no {key!r} (first missing of "
+                                  f"{sum(k not in saved for k in own if k not in head_names)}); was it saved for "
+                                  f"another architecture?")
+        if tuple(saved[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{source} does not fit this model's body: {key!r} has shape "
+                                  f"{tuple(saved[key].shape)} there and {tuple(value.shape)} here; was it saved for "
+                                  f"another architecture (or other --arch settings)?")
+        kept.append(key)
+    model.load_state_dict({**{k: saved[k] for k in kept}, **{k: own[k] for k in made}})
+    return WeightTransfer(kept, [k for k in saved if k not in kept], made)
+
+
 # -- learner <-> checkpoint --------------------------------------------------------------------------------
 def checkpoint_preprocessing(ckpt: dict[str, Any]) -> Preprocessing | None:
     """The `Preprocessing` stored in a checkpoint (also from the separate keys of format version 1)."""
@@ -284,6 +350,8 @@ def load_checkpoint(learn, path: str | os.PathLike, with_opt: bool = True,
     if with_opt and ckpt.get("opt") is not None:
         if learn.opt is None:
             learn.opt = learn.opt_func(list(learn.model.parameters()), learn.lr)
+        if any("layer_group" in g for g in ckpt["opt"].get("param_groups", ())):  # saved with discriminative lrs
+            split_by_layer_groups(learn.opt, learn.layer_groups())
         try:
             learn.opt.load_state_dict(ckpt["opt"])
         except (RuntimeError, ValueError, KeyError) as e:
