@@ -64,8 +64,8 @@ def loaders(train_files: list[Path], valid_files: list[Path], vocab: list[str], 
     """Loaders over file lists (no copies), with the data's own statistics unless `stats` is given."""
     v2i = {label: i for i, label in enumerate(vocab)}
     train_ds, valid_ds = Dataset(train_files, v2i, size=args.size), Dataset(valid_files, v2i, size=args.size)
-    train = DataLoader(train_ds, args.bs, shuffle=True, num_workers=args.workers, seed=0)
-    valid = DataLoader(valid_ds, 2 * args.bs, num_workers=args.workers, seed=0)
+    train = DataLoader(train_ds, args.bs, shuffle=True, num_workers=args.num_workers, seed=0)
+    valid = DataLoader(valid_ds, 2 * args.bs, num_workers=args.num_workers, seed=0)
     if stats is None:
         stats = image_stats(train_ds, np.arange(min(len(train_ds), 1024)))
     return DataLoaders(train, valid, preprocessing=Preprocessing(*stats, size=args.size, vocab=vocab))
@@ -158,7 +158,7 @@ def main() -> None:
     p.add_argument("--frac", type=float, default=0.1, help="fraction of half B's training images to fine-tune on")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--bs", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--body-epochs", type=int, default=5)
     p.add_argument("--tune-epochs", type=int, default=5)
     p.add_argument("--freeze-epochs", type=int, default=1)

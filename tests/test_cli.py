@@ -430,11 +430,11 @@ def test_a_resume_reads_its_checkpoint_once(image_folder, tmp_path, monkeypatch)
 
 def test_the_shipped_data_set_is_reached_by_name_by_train_lr_find_and_evaluate(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--data", "imagenette-mini", "--epochs", "1", "--size", "16", "--workers", "0",
+    assert main(["train", "--data", "imagenette-mini", "--epochs", "1", "--size", "16", "--num-workers", "0",
                  "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["data_path"] == str(shipped_dataset().resolve())
     assert main(["evaluate", str(out / "model.pt"), "--out", str(tmp_path / "e")]) == 0
     assert "on 200 images of" in capsys.readouterr().out
-    assert main(["lr-find", "--data", "imagenette-mini", "--size", "16", "--workers", "0", "--max-lr", "1",
+    assert main(["lr-find", "--data", "imagenette-mini", "--size", "16", "--num-workers", "0", "--max-lr", "1",
                  "--out", str(tmp_path / "lr")]) == 0
     assert json.loads((tmp_path / "lr" / "lr_find.json").read_text())["data_path"] == str(shipped_dataset().resolve())

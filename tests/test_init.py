@@ -14,7 +14,7 @@ from groundup.utils.checkpoint_file import read_checkpoint
 
 
 def tiny(folder, out, *extra, epochs=1):
-    return ["train", "--data", str(folder), "--size", "16", "--bs", "4", "--workers", "0", "--arch", "resnet",
+    return ["train", "--data", str(folder), "--size", "16", "--bs", "4", "--num-workers", "0", "--arch", "resnet",
             "--epochs", str(epochs), "--out", str(out), *extra]
 
 
