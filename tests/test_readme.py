@@ -148,6 +148,10 @@ SKIPPED = {
     "groundup train --recipe fast --data": "the 10-minute recipe, on imagenette2-224",
     "resnet_fast().to(": "the 10-minute recipe, on imagenette2-224",
     "== fit(1), lr 0.1": "the walkthrough's output on imagenette2-224",
+    "groundup train --data data/ --labels labels.csv": "illustrative paths (your data/, photo.jpg)",
+    "groundup train --data big-set --arch resnet_fast": "illustrative data (big-set/, my-images/, a torchvision weights file)",
+    'ImageDataLoaders.from_folder("my-images"': "your own my-images/ and runs/body (run on a made folder by "
+                                               "test_the_start_from_a_trained_model_example_runs)",
 }
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.])")
 BLOCK = re.compile(r"(?:<!-- readme-test: (?P<mark>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)

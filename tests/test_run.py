@@ -38,7 +38,7 @@ def test_build_learner_makes_the_loaders_model_and_device_callbacks(image_folder
 def test_resolve_data_takes_a_folder_the_shipped_set_or_says_what_is_missing(image_folder, tmp_path):
     assert resolve_data(str(image_folder)) == image_folder
     assert resolve_data(None) == shipped_dataset()
-    with pytest.raises(FileNotFoundError, match="data folder not found: .*nowhere .*registry name"):
+    with pytest.raises(FileNotFoundError, match="data folder not found: .*nowhere .*data set's name"):
         resolve_data(str(tmp_path / "nowhere"))
 
 
