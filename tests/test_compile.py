@@ -72,13 +72,13 @@ def test_training_a_compiled_model_updates_the_models_own_parameters():
     torch.testing.assert_close(compiled(x), model(x))  # the compiled graph reads the updated weights
 
 
-@pytest.mark.slow
 # The torchvision-layout resnet18/34 (11-21 M parameters, 1000 outputs) are left out here: inductor's
 # fused kernels round differently from eager beyond these tolerances on nets that deep, and compiling
 # them costs minutes. Their layers (conv, BatchNorm, max-pool) are compiled in the test above.
 INDUCTOR_ARCHS = sorted(a for a in ARCHS if a not in ("resnet18", "resnet34"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", INDUCTOR_ARCHS)
 def test_inductor_compiled_model_matches_eager(arch):
     """The default backend, generating C++ on CPU: about 30 s per model on a 2-core machine."""
