@@ -13,6 +13,7 @@ import tarfile
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from tqdm import tqdm
@@ -420,3 +421,66 @@ def test_the_shipped_data_set_is_found_by_name_without_any_download(home, monkey
     assert path == download.shipped_dataset() and (path / "train").is_dir() and (path / "val").is_dir()
     assert find_data("imagenette-mini") == find_data(None) == path
     assert not (home / "data").exists()
+
+
+# -- a full disk while downloading (issue 21, case 17) ------------------------------------------------------------
+def test_a_download_that_cannot_fit_is_refused_before_a_byte_is_written(home, server, monkeypatch):
+    from groundup.utils.disk import DiskFullError
+
+    monkeypatch.setattr(download, "free_space", lambda folder: 100)
+    url = server.url("/tiny.tgz")
+    with pytest.raises(DiskFullError, match=rf"no room to download {re.escape(url)} into .*archives: it needs "
+                                            rf"{len(TGZ) / 1024:.1f} KiB more, 100 B free; nothing was kept .*\. Free "
+                                            r"some space there and run again \(the download continues where it "
+                                            r"stopped\), or set GROUNDUP_HOME") as err:
+        untar_data(url, progress=False, timeout=5)
+    assert "[Errno" not in str(err.value)
+    assert not list((home / "archives").glob("*.part")) and not cached_archive(home, url).exists()
+
+
+def test_a_disk_that_fills_during_a_download_keeps_what_arrived_and_the_next_call_continues(home, server, monkeypatch,
+                                                                                            capsys):
+    import builtins
+    import errno
+
+    from groundup.__main__ import main
+
+    room = {"bytes": 1000}
+
+    class FillsUp:  # a file on a disk with room for room["bytes"] bytes (None: room enough)
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            left = None if room["bytes"] is None else room["bytes"] - self.f.tell()
+            if left is not None and len(data) > left:
+                self.f.write(data[:left])
+                self.f.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):  # reading, seeking: the file's own
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(download, "open", lambda *a, **k: FillsUp(builtins.open(*a, **k)), raising=False)
+    monkeypatch.setattr(download, "free_space", lambda folder: None if room["bytes"] is None else 0)
+    server.send_length = False  # the size is unknown, so nothing can be refused before the disk fills
+    monkeypatch.setitem(DATASETS, "tiny-set", Archive("tiny-set", server.url("/tiny.tgz"), md5=TGZ_MD5))
+    part = cached_archive(home, server.url("/tiny.tgz"), ext=".tgz.part")
+    assert main(["download", "tiny-set"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(r"groundup: error: no room to download .*tiny.tgz into .*archives: it needs more room \(its "
+                     r"size is unknown\), 0 B free; the 1000 B that arrived are kept in .*tiny-\w+.tgz.part\. Free "
+                     r"some space there and run again \(the download continues where it stopped\)", err), err
+    assert part.read_bytes() == TGZ[:1000]
+    room["bytes"] = None  # room again: the next call continues at byte 1000
+    assert main(["download", "tiny-set"]) == 0
+    assert_tiny_extracted(Path(capsys.readouterr().out.strip()))
+    assert server.requests[-1]["range"] == "bytes=1000-"

@@ -564,25 +564,46 @@ def _fetch(archive: Archive, part: Path, have: int, *, progress: bool | None,
                 f"size mismatch for {url}: expected {archive.size} bytes, the server reports {total}; "
                 "nothing was kept. If the published archive changed, pass the url itself to untar_data"
             )
+        if total is not None:  # refuse at once what cannot fit, rather than fill the disk first
+            free = free_space(part.parent)
+            if free is not None and free < total - have:
+                raise _no_room(url, part, have, total, free)
         received = have
         # tqdm's disable=None: draw only on a terminal (or in a notebook, as a widget).
         disable = None if progress is None else not progress
-        with (
-            open(part, mode) as f,
-            tqdm(total=total, initial=have, desc=_url_filename(url), unit="B", unit_scale=True, unit_divisor=1024,
-                 disable=disable) as bar,
-        ):
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except (OSError, http.client.HTTPException):
-                    return False, start, received, total  # cut off midway: what arrived stays, to be resumed
-                if not chunk:
-                    break
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
+        try:
+            with (
+                open(part, mode) as f,
+                tqdm(total=total, initial=have, desc=_url_filename(url), unit="B", unit_scale=True,
+                     unit_divisor=1024, disable=disable) as bar,
+            ):
+                while True:
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except (OSError, http.client.HTTPException):
+                        return False, start, received, total  # cut off midway: what arrived stays, to be resumed
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        except OSError as e:
+            if is_disk_full(e) and not isinstance(e, DiskFullError):  # the disk filled up during the download
+                raise _no_room(url, part, part.stat().st_size if part.exists() else 0, total,
+                               free_space(part.parent)) from e
+            raise
     return total is None or received >= total, start, received, total
+
+
+def _no_room(url: str, part: Path, have: int, total: int | None, free: int | None) -> DiskFullError:
+    """The error for a download that does not fit where it goes: what is kept, what is needed, and the way on."""
+    need = f"{format_size(total - have)} more" if total is not None else "more room (its size is unknown)"
+    of = f" of {format_size(total)}" if total is not None else ""
+    kept = f"the {format_size(have)}{of} that arrived are kept in {part}" if have else f"nothing was kept ({part})"
+    room = f"{format_size(free)} free" if free is not None else "the free space is unknown"
+    return DiskFullError(f"no room to download {url} into {part.parent}: it needs {need}, {room}; {kept}. Free some "
+                         f"space there and run again (the download continues where it stopped), or set "
+                         f"GROUNDUP_HOME to a folder on a disk with room")
 
 
 def _content_range_start(header: str | None) -> int | None:
