@@ -48,6 +48,26 @@ def test_a_run_lists_leakage_and_label_errors_with_paths_and_thumbnails(tmp_path
     assert {f["name"] for f in json.loads(capsys.readouterr().out)["diagnosis"]} == set(found)
 
 
+def test_doctor_prints_the_diagnosis_the_run_wrote_also_with_tta(tmp_path, capsys, monkeypatch):
+    from groundup.learner import Learner
+
+    root, out = folder_with_problems(tmp_path), tmp_path / "run"
+    assert main(train_args(root, out, "--tta")) == 0
+    written = json.loads((out / "summary.json").read_text())["diagnosis"]
+    assert "label_errors" in {f["name"] for f in written}
+    asked, get_preds = [], Learner.get_preds
+
+    def spy(self, *args, **kwargs):
+        asked.append(kwargs.get("tta", False))
+        return get_preds(self, *args, **kwargs)
+
+    monkeypatch.setattr(Learner, "get_preds", spy)
+    capsys.readouterr()
+    assert main(["doctor", str(out), "--json"]) == 0
+    assert asked == [True]  # judged on the run's own (flip-averaged) predictions, as the run judged them
+    assert json.loads(capsys.readouterr().out)["diagnosis"] == written
+
+
 def test_doctor_reads_a_run_made_before_it_and_says_what_it_could_not_check(tmp_path, capsys):
     root, out = make_image_folder(tmp_path / "images"), tmp_path / "run"
     assert main(train_args(root, out, "--lr", "3")) == 0

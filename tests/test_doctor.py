@@ -33,6 +33,42 @@ HEALTHY = [
     {"epoch": 8, "train_loss": 1.306, "train_acc": 0.537, "valid_loss": 1.944, "valid_acc": 0.355},
     {"epoch": 9, "train_loss": 1.166, "train_acc": 0.610, "valid_loss": 1.911, "valid_acc": 0.365},
 ]
+# groundup train --recipe fast --no-augment --epochs 15 --data imagenette2-224 (measured)
+NO_AUGMENT = [
+    {"epoch": 0, "train_loss": 2.030, "train_acc": 0.309, "valid_loss": 1.928, "valid_acc": 0.349},
+    {"epoch": 1, "train_loss": 1.758, "train_acc": 0.456, "valid_loss": 1.724, "valid_acc": 0.490},
+    {"epoch": 2, "train_loss": 1.529, "train_acc": 0.564, "valid_loss": 1.650, "valid_acc": 0.518},
+    {"epoch": 3, "train_loss": 1.370, "train_acc": 0.637, "valid_loss": 1.435, "valid_acc": 0.606},
+    {"epoch": 4, "train_loss": 1.215, "train_acc": 0.704, "valid_loss": 1.571, "valid_acc": 0.569},
+    {"epoch": 5, "train_loss": 1.090, "train_acc": 0.764, "valid_loss": 1.333, "valid_acc": 0.665},
+    {"epoch": 6, "train_loss": 0.932, "train_acc": 0.847, "valid_loss": 1.321, "valid_acc": 0.671},
+    {"epoch": 7, "train_loss": 0.784, "train_acc": 0.922, "valid_loss": 1.512, "valid_acc": 0.616},
+    {"epoch": 8, "train_loss": 0.669, "train_acc": 0.975, "valid_loss": 1.346, "valid_acc": 0.676},
+    {"epoch": 9, "train_loss": 0.600, "train_acc": 0.994, "valid_loss": 1.339, "valid_acc": 0.677},
+    {"epoch": 10, "train_loss": 0.567, "train_acc": 0.999, "valid_loss": 1.277, "valid_acc": 0.693},
+    {"epoch": 11, "train_loss": 0.547, "train_acc": 1.000, "valid_loss": 1.253, "valid_acc": 0.704},
+    {"epoch": 12, "train_loss": 0.536, "train_acc": 1.000, "valid_loss": 1.248, "valid_acc": 0.703},
+    {"epoch": 13, "train_loss": 0.530, "train_acc": 1.000, "valid_loss": 1.248, "valid_acc": 0.703},
+    {"epoch": 14, "train_loss": 0.527, "train_acc": 1.000, "valid_loss": 1.250, "valid_acc": 0.705},
+]
+# groundup train --recipe fast --epochs 15 --data imagenette2-224 (measured)
+FAST = [
+    {"epoch": 0, "train_loss": 2.028, "train_acc": 0.312, "valid_loss": 1.930, "valid_acc": 0.360},
+    {"epoch": 1, "train_loss": 1.769, "train_acc": 0.448, "valid_loss": 1.699, "valid_acc": 0.491},
+    {"epoch": 2, "train_loss": 1.579, "train_acc": 0.547, "valid_loss": 1.600, "valid_acc": 0.540},
+    {"epoch": 3, "train_loss": 1.456, "train_acc": 0.594, "valid_loss": 1.471, "valid_acc": 0.594},
+    {"epoch": 4, "train_loss": 1.345, "train_acc": 0.640, "valid_loss": 1.419, "valid_acc": 0.625},
+    {"epoch": 5, "train_loss": 1.262, "train_acc": 0.684, "valid_loss": 1.405, "valid_acc": 0.630},
+    {"epoch": 6, "train_loss": 1.188, "train_acc": 0.719, "valid_loss": 1.269, "valid_acc": 0.694},
+    {"epoch": 7, "train_loss": 1.135, "train_acc": 0.738, "valid_loss": 1.222, "valid_acc": 0.713},
+    {"epoch": 8, "train_loss": 1.073, "train_acc": 0.774, "valid_loss": 1.206, "valid_acc": 0.715},
+    {"epoch": 9, "train_loss": 1.013, "train_acc": 0.800, "valid_loss": 1.115, "valid_acc": 0.755},
+    {"epoch": 10, "train_loss": 0.966, "train_acc": 0.819, "valid_loss": 1.084, "valid_acc": 0.770},
+    {"epoch": 11, "train_loss": 0.920, "train_acc": 0.842, "valid_loss": 1.056, "valid_acc": 0.783},
+    {"epoch": 12, "train_loss": 0.883, "train_acc": 0.862, "valid_loss": 1.042, "valid_acc": 0.791},
+    {"epoch": 13, "train_loss": 0.863, "train_acc": 0.873, "valid_loss": 1.040, "valid_acc": 0.790},
+    {"epoch": 14, "train_loss": 0.848, "train_acc": 0.881, "valid_loss": 1.038, "valid_acc": 0.793},
+]
 FALLING = [2.43 - 0.012 * i for i in range(100)]  # a healthy loss, batch by batch
 
 
@@ -86,6 +122,16 @@ def test_overfitting_is_validation_loss_rising_while_training_loss_falls():
     assert found.name == "overfitting" and "epoch 5" in found.evidence and found.action.startswith("--augment")
     assert overfitting(rows, {"augment": True}).action.startswith("--patience 3")
     assert overfitting(rows, {"augment": True, "patience": 3, "wd": 0.01}).action.startswith("--wd 0.1")
+
+
+def test_overfitting_is_also_training_images_learned_by_heart_far_above_validation():
+    # without augmentation the validation loss falls again in the one-cycle's last epochs: no rise to see
+    found = overfitting(NO_AUGMENT, {"augment": False})
+    assert found.name == "overfitting" and found.action.startswith("--augment")
+    assert "learned its training images by heart (train_acc 1.0000 at epoch 14)" in found.evidence
+    assert "right on only 0.7050 of the validation images, a gap of 0.295" in found.evidence
+    assert overfitting(FAST, {"augment": True}) is None  # with augmentation: train_acc 0.881, valid_acc 0.793
+    assert overfitting(HEALTHY, {}) is None  # a wide gap, but the training images are far from learned
 
 
 def test_overfitting_needs_several_epochs_of_rise():

@@ -468,7 +468,7 @@ def test_a_disk_that_fills_during_a_download_keeps_what_arrived_and_the_next_cal
         def __exit__(self, *exc):
             self.f.close()
 
-    monkeypatch.setattr(download, "open", lambda *a, **k: FillsUp(builtins.open(*a, **k)), raising=False)
+    monkeypatch.setattr(download, "open", lambda *a, **k: FillsUp(builtins.open(*a, **k)), raising=False)  # noqa: SIM115
     monkeypatch.setattr(download, "free_space", lambda folder: None if room["bytes"] is None else 0)
     server.send_length = False  # the size is unknown, so nothing can be refused before the disk fills
     monkeypatch.setitem(DATASETS, "tiny-set", Archive("tiny-set", server.url("/tiny.tgz"), md5=TGZ_MD5))

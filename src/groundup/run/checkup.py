@@ -218,7 +218,7 @@ def numbers_from_folder(run_dir: str | os.PathLike) -> tuple[RunNumbers, Interpr
     bs = int(cfg.get("bs") or 64) * 2
     dl = DataLoader(valid_ds, bs)
     learn = Learner(model, DataLoaders([], dl, preprocessing=pre), cross_entropy)
-    interp = Interpretation.from_learner(learn, dl)
+    interp = Interpretation.from_learner(learn, dl, tta=bool(cfg.get("tta")))  # the run's own predictions
     numbers.layers = sample_layers(model, dl, pre)
     numbers.mistakes = _mistakes(interp)
     numbers.valid_acc = interp.accuracy

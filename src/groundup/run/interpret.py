@@ -293,24 +293,17 @@ class Interpretation:
         recall and f1 those of the tag's decisions.
         """
         if self.multi_label:
-            return self._per_tag()
+            pred, true = self.preds, self.targets  # (N, C) bool each
+            right = (pred == true).double().mean(0)  # the share of right decisions on each tag
+            return self._score_rows((pred & true).sum(0), true.sum(0), pred.sum(0), right)
         cm = self.confusion_matrix().double()
-        true_pos, support, predicted = cm.diagonal(), cm.sum(dim=1), cm.sum(dim=0)
-        rows = []
-        for c in range(self.n_classes):
-            recall = float(true_pos[c] / support[c]) if support[c] else None
-            precision = float(true_pos[c] / predicted[c]) if predicted[c] else None
-            f1 = None
-            if precision is not None and recall is not None:
-                f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            rows.append({"label": self.vocab[c], "name": self.class_names[c], "support": int(support[c]),
-                         "accuracy": recall, "precision": precision, "recall": recall, "f1": f1})
-        return rows
+        true_pos, support = cm.diagonal(), cm.sum(dim=1)
+        return self._score_rows(true_pos, support, cm.sum(dim=0), None)
 
-    def _per_tag(self) -> list[dict[str, Any]]:
-        pred, true = self.preds, self.targets  # (N, C) bool each
-        true_pos, support, predicted = (pred & true).sum(0), true.sum(0), pred.sum(0)  # (C,) each
-        right = (pred == true).double().mean(0)  # (C,)
+    def _score_rows(self, true_pos: Tensor, support: Tensor, predicted: Tensor,
+                    accuracy: Tensor | None) -> list[dict[str, Any]]:
+        """`per_class`'s rows from each class's true positives, support and predicted count (all (C,));
+        `accuracy` per class, or None for the recall."""
         rows = []
         for c in range(self.n_classes):
             recall = float(true_pos[c] / support[c]) if support[c] else None
@@ -319,7 +312,8 @@ class Interpretation:
             if precision is not None and recall is not None:
                 f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
             rows.append({"label": self.vocab[c], "name": self.class_names[c], "support": int(support[c]),
-                         "accuracy": float(right[c]), "precision": precision, "recall": recall, "f1": f1})
+                         "accuracy": recall if accuracy is None else float(accuracy[c]),
+                         "precision": precision, "recall": recall, "f1": f1})
         return rows
 
     def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
