@@ -470,11 +470,16 @@ class Learner:
         `start_lr=slice(start, stop)` every layer group starts at its own rate (`group_lrs`) and all
         grow together; the curve and the suggestion are the head's rate (the slice's stop).
 
+        Args:
+            path: also write the plot of loss against lr to this PNG file (default: no file).
+
         Returns:
-            an `LRSuggestion` with `.lr`, `.method`, and the recorded `.lrs`/`.losses`.
+            an `LRSuggestion` with `.lr`, `.method`, the recorded `.lrs`/`.losses`, and `.plot()`: the
+            curve with the suggestion marked, as a matplotlib `Figure`. A notebook shows that plot
+            when `learn.lr_find()` ends a cell.
 
         Example:
-            >>> suggestion = learn.lr_find()      # writes lr_find.png
+            >>> suggestion = learn.lr_find()      # lr_find(path="lr_find.png") also writes the plot
             >>> learn.fit_one_cycle(8, suggestion.lr)
         """
         top = group_lrs(start_lr, 1)[0] if isinstance(start_lr, slice) else start_lr
