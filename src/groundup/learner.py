@@ -45,6 +45,7 @@ from groundup.callbacks.core import (
 )
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.schedules import OneCycle
+from groundup.callbacks.tracking import check_metrics
 from groundup.utils.checkpoint_file import load_checkpoint, save_checkpoint
 from groundup.utils.checks import check_int, check_number
 from groundup.data.preprocessing import Preprocessing
@@ -120,9 +121,14 @@ class Learner:
             default: the registered architecture's (`groundup.nn.models.layer_groups`), else one group.
         train_bn: while frozen, normalization layers (BatchNorm, LayerNorm, GroupNorm) keep training
             (fastai's `train_bn`): their scales and shifts adapt the frozen features to the new data.
+        metrics: functions `f(preds, targets) -> 0-d tensor` (e.g. `[accuracy, error_rate]` from
+            `groundup.metrics`, `accuracy_multi` for several labels per image): `TrackResults` records
+            each on the validation pass, averaged weighted by batch size, as a column named after the
+            function (`f.__name__`) in the printed table, `history`, `metrics.csv` and the report.
+            Default None: `train_acc` and `valid_acc` (accuracy, or `accuracy_multi` for a multi-label learner).
 
     State the learner exposes to callbacks (the contract; reads through `self.<name>` in a callback):
-        model, dls, loss_func, lr, opt_func, cbs, preprocessing, opt (created at the start of `fit`,
+        model, dls, loss_func, lr, opt_func, cbs, preprocessing, metrics, opt (created at the start of `fit`,
         after `before_fit`), n_epochs, epoch, training (True in the training pass), dl (the loader
         of the current pass), n_iter (its number of batches), iter (index of the batch in the pass;
         `num` is the walkthrough's name for it), batch (the tuple from the loader, after
@@ -160,7 +166,7 @@ class Learner:
     def __init__(self, model, dls, loss_func: Callable, lr: float = 0.1,
                  cbs: Callback | Iterable[Callback] | None = None, opt_func: Callable = SGD,
                  preprocessing: Preprocessing | None = None, splitter: Callable | None = None,
-                 train_bn: bool = True):
+                 train_bn: bool = True, metrics: Callable | Iterable[Callable] | None = None):
         if not hasattr(model, "parameters") or not callable(model):
             raise TypeError(f"model must be callable and have parameters(), got {type(model).__name__}")
         if not (hasattr(dls, "train") and hasattr(dls, "valid")):
@@ -168,6 +174,7 @@ class Learner:
         if not callable(loss_func):
             raise TypeError(f"loss_func must be callable, got {loss_func!r}")
         _check_lr(lr)
+        self.metrics = check_metrics(metrics)
         self.model, self.dls, self.loss_func, self.lr, self.opt_func = model, dls, loss_func, lr, opt_func
         if preprocessing is None:
             preprocessing = getattr(dls, "preprocessing", None)
