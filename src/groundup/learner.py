@@ -44,6 +44,7 @@ from groundup.callbacks.core import (
     event_methods,
 )
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
+from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.tracking import check_metrics
 from groundup.utils.checkpoint_file import load_checkpoint, save_checkpoint
@@ -126,6 +127,9 @@ class Learner:
             each on the validation pass, averaged weighted by batch size, as a column named after the
             function (`f.__name__`) in the printed table, `history`, `metrics.csv` and the report.
             Default None: `train_acc` and `valid_acc` (accuracy, or `accuracy_multi` for a multi-label learner).
+        progress: show a progress bar during `fit` (a `ProgressBar()` joins each fit unless `cbs` has one): a
+            text bar on a terminal, a widget bar in a Jupyter notebook, a plain line per epoch elsewhere
+            (a pipe, a log). `progress=False` (or `learn.progress = False`) turns it off.
 
     State the learner exposes to callbacks (the contract; reads through `self.<name>` in a callback):
         model, dls, loss_func, lr, opt_func, cbs, preprocessing, metrics, opt (created at the start of `fit`,
@@ -166,7 +170,8 @@ class Learner:
     def __init__(self, model, dls, loss_func: Callable, lr: float = 0.1,
                  cbs: Callback | Iterable[Callback] | None = None, opt_func: Callable = SGD,
                  preprocessing: Preprocessing | None = None, splitter: Callable | None = None,
-                 train_bn: bool = True, metrics: Callable | Iterable[Callable] | None = None):
+                 train_bn: bool = True, metrics: Callable | Iterable[Callable] | None = None,
+                 progress: bool = True):
         if not hasattr(model, "parameters") or not callable(model):
             raise TypeError(f"model must be callable and have parameters(), got {type(model).__name__}")
         if not (hasattr(dls, "train") and hasattr(dls, "valid")):
@@ -175,6 +180,9 @@ class Learner:
             raise TypeError(f"loss_func must be callable, got {loss_func!r}")
         _check_lr(lr)
         self.metrics = check_metrics(metrics)
+        if not isinstance(progress, bool):
+            raise TypeError(f"Learner: progress must be True or False (show a progress bar during fit), got {progress!r}")
+        self.progress = progress
         self.model, self.dls, self.loss_func, self.lr, self.opt_func = model, dls, loss_func, lr, opt_func
         if preprocessing is None:
             preprocessing = getattr(dls, "preprocessing", None)
@@ -368,7 +376,10 @@ class Learner:
         if lr is not None:
             group_lrs(lr, 1)  # checks a number or a slice before any work
         self.n_epochs, self.epoch = n_epochs, start_epoch
-        with self.added_cbs(as_callbacks(cbs)):
+        extra = as_callbacks(cbs)
+        if self.progress and not any(isinstance(cb, ProgressBar) for cb in (*self.cbs, *extra)):
+            extra.append(ProgressBar())  # for this fit only: `learn.cbs` stays the user's list
+        with self.added_cbs(extra):
             try:
                 self("before_fit")
                 fit_lr = self.lr if lr is None else lr  # after before_fit: a callback may set learn.lr
