@@ -24,6 +24,7 @@ importable from here too).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.tracking import check_metrics
 from groundup.utils.checkpoint_file import load_checkpoint, save_checkpoint
 from groundup.utils.checks import check_int, check_number
+from groundup.data.files import IMAGE_EXTENSIONS, get_image_files
 from groundup.data.preprocessing import Preprocessing
 from groundup.inference import (
     evaluating,
@@ -641,28 +643,54 @@ class Learner:
             result["acc"] = float(correct) / n
         return result
 
-    def predict(self, image, tta: bool = False) -> ImagePrediction | TagsPrediction:
-        """The most probable class of one image: a file path, a PIL image or a uint8 array (H, W, 3).
+    def predict(self, image, tta: bool = False) -> ImagePrediction | TagsPrediction | list:
+        """The most probable class of one image (a file path, a PIL image or a uint8 array (H, W, 3)), or
+        of each image of a list or a folder.
 
         For a multi-label model (`preprocessing.multi_label`): every tag whose probability is above
         `preprocessing.threshold`, as `TagsPrediction(tags, mask, probs)`.
 
-        The image goes through the preprocessing of training: squashed to `preprocessing.size`,
-        normalized with its statistics. With `tta`, the prediction averages the image and its mirror image.
+        The images go through the preprocessing of training: squashed to `preprocessing.size`,
+        normalized with its statistics; a list or a folder runs in batches (as `get_preds`). With `tta`,
+        each prediction averages the image and its mirror image.
+
+        Args:
+            image: one image; a list (or tuple) of images; or a folder: its image files
+                (`groundup.data.files.get_image_files`: every image under it, sorted by path).
 
         Returns:
-            `ImagePrediction(label, index, probs)`: the class name, its index in the vocabulary and
-            the probability of every class (n_classes,).
+            For one image `ImagePrediction(label, index, probs)`: the class name, its index in the
+            vocabulary and the probability of every class (n_classes,). For a list or a folder, a list
+            of those, in order.
 
         Example:
             >>> label, index, probs = learn.predict("tench.jpg")
             >>> label, probs[index]
             ('tench', tensor(0.9412))
+            >>> [p.label for p in learn.predict("photos/")]      # every image in the folder
+            ['tench', 'golf ball', ...]
         """
+        if isinstance(image, (str, os.PathLike)) and Path(image).is_dir():
+            files = get_image_files(image)
+            if not files:
+                raise ValueError(f"predict: the folder {image} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}, "
+                                 f"in it or in its sub-folders)")
+            return self.predict(files, tta=tta)
+        if isinstance(image, (list, tuple)):
+            for k, item in enumerate(image):
+                if not is_image(item):
+                    raise TypeError(f"predict takes an image (a path, a PIL image or a uint8 array (H, W, 3)), a "
+                                    f"list of them or a folder; item {k} of the list is a {type(item).__name__}")
+            if not image:
+                return []
+            return [self._prediction(p) for p in self.get_preds(list(image), tta=tta)[0]]
         if not is_image(image):
-            raise TypeError(f"predict takes one image (a path, a PIL image or a uint8 array (H, W, 3)), got "
-                            f"{type(image).__name__}; for several images use get_preds([img1, img2, ...])")
-        probs = self.get_preds([image], tta=tta)[0][0]  # (n_classes,)
+            raise TypeError(f"predict takes an image (a path, a PIL image or a uint8 array (H, W, 3)), a list of "
+                            f"them or a folder; got {type(image).__name__}")
+        return self._prediction(self.get_preds([image], tta=tta)[0][0])
+
+    def _prediction(self, probs: torch.Tensor) -> ImagePrediction | TagsPrediction:
+        """What `predict` returns for one image's probabilities (n_classes,)."""
         names = self.preprocessing.class_names if self.preprocessing is not None else None
         if self._multi_label:
             mask = self.preprocessing.tags(probs)  # (n_tags,) bool
@@ -670,6 +698,61 @@ class Learner:
             return TagsPrediction([names[i] if names else str(i) for i in order], mask, probs)
         index = int(probs.argmax())
         return ImagePrediction(names[index] if names else str(index), index, probs)
+
+    def show_results(self, n: int = 9, path: str | os.PathLike | None = None, ncols: int | None = None, dl=None):
+        """A grid of the first `n` validation images, each titled with its target and the prediction.
+
+        The images are shown as the loader gives them (groundup's loaders give uint8 pixels; a float
+        (N, C, H, W) batch is un-normalized with `preprocessing`'s statistics). A title reads
+        `true: tench` / `pred: tench (0.93)` (the predicted class and its probability; for a multi-label
+        model the tags), in red where the prediction is wrong. The model runs as in `get_preds`.
+
+        Args:
+            n: how many images (the first `n` of the loader, in its order).
+            path: also write the figure to this PNG file (default: no file; a notebook shows it inline).
+            ncols: grid columns (default: about square).
+            dl: a loader of `(xb, yb)` image batches (default `dls.valid`).
+
+        Returns:
+            the matplotlib `Figure`.
+
+        Example:
+            >>> learn.show_results()                       # inline in a notebook
+            >>> learn.show_results(4, path="results.png")  # and a file
+        """
+        from groundup.data.show import display_images, image_grid
+        from groundup.utils.plots import finish_figure
+
+        check_int("Learner.show_results", "n", n)
+        xs, ys = [], []
+        for batch in self.dls.valid if dl is None else dl:
+            xs.append(batch[0])
+            ys.append(batch[1])
+            if sum(len(x) for x in xs) >= n:
+                break
+        if not xs:
+            raise ValueError("show_results: the loader yielded no batches (is the validation set empty?)")
+        if xs[0].ndim != 4:
+            raise ValueError(f"show_results draws images, but the loader's batches have shape {tuple(xs[0].shape)}; "
+                             f"it needs image batches (N, H, W, C) or (N, C, H, W)")
+        xb, yb = torch.cat(xs)[:n], torch.cat(ys)[:n]
+        probs = self.get_preds([(xb, yb)])[0]  # (n, n_classes)
+        pre = self.preprocessing
+        names = pre.class_names if pre is not None and pre.class_names else [str(i) for i in range(probs.shape[1])]
+        captions, colors = [], []
+        for p, y in zip(probs, yb.cpu()):
+            if self._multi_label:
+                mask, truth = pre.tags(p), y > 0.5  # (n_tags,) bool each
+                tags = lambda m: " ".join(names[i] for i in m.nonzero().flatten().tolist()) or "(none)"  # noqa: E731
+                captions.append(f"true: {tags(truth)}\npred: {tags(mask)}")
+                right = bool((mask == truth).all())
+            else:
+                k, t = int(p.argmax()), int(y)
+                captions.append(f"true: {names[t]}\npred: {names[k]} ({float(p[k]):.2f})")
+                right = k == t
+            colors.append("black" if right else "firebrick")
+        title = f"{len(xb)} validation images: target, prediction (red: wrong)" if dl is None else None
+        return finish_figure(image_grid(display_images(xb, pre), captions, colors, title, ncols), path)
 
     @property
     def _multi_label(self) -> bool:
