@@ -87,13 +87,12 @@ def test_learner_metrics_take_multi_label_metrics():
     x = torch.randn(96, 2, generator=g)
     y = torch.stack([x[:, 0] > 0, x[:, 1] > 0, x.sum(1) > 0], 1).float()  # 3 tags, multi-hot (96, 3)
 
-    class Dls:
-        train = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
-        valid = [(x[64:84], y[64:84]), (x[84:], y[84:])]  # 20 + 12
-
+    dls = Points()
+    dls.train = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    dls.valid = [(x[64:84], y[64:84]), (x[84:], y[84:])]  # 20 + 12
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-    learn = Learner(model, Dls(), binary_cross_entropy_with_logits, lr=0.1,
+    learn = Learner(model, dls, binary_cross_entropy_with_logits, lr=0.1,
                     cbs=[TrackResults(print_table=False)], metrics=[accuracy_multi])
     learn.fit(1)
     with torch.no_grad():

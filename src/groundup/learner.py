@@ -52,6 +52,7 @@ from groundup.utils.checkpoint_file import load_checkpoint, save_checkpoint
 from groundup.utils.checks import check_int, check_number
 from groundup.data.files import IMAGE_EXTENSIONS, get_image_files
 from groundup.data.preprocessing import Preprocessing
+from groundup.data.show import display_images, image_grid
 from groundup.inference import (
     evaluating,
     inference_batches,
@@ -66,6 +67,7 @@ from groundup.nn.layers import BatchNorm
 from groundup.nn.models import layer_groups
 from groundup.optim import SGD, group_lrs, set_group_lrs, split_by_layer_groups, state_to_param_devices
 from groundup.utils.checkpoint_file import load_body, read_checkpoint
+from groundup.utils.plots import finish_figure
 
 __all__ = [
     "EVENTS",
@@ -720,9 +722,6 @@ class Learner:
             >>> learn.show_results()                       # inline in a notebook
             >>> learn.show_results(4, path="results.png")  # and a file
         """
-        from groundup.data.show import display_images, image_grid
-        from groundup.utils.plots import finish_figure
-
         check_int("Learner.show_results", "n", n)
         xs, ys = [], []
         for batch in self.dls.valid if dl is None else dl:
@@ -743,8 +742,9 @@ class Learner:
         for p, y in zip(probs, yb.cpu()):
             if self._multi_label:
                 mask, truth = pre.tags(p), y > 0.5  # (n_tags,) bool each
-                tags = lambda m: " ".join(names[i] for i in m.nonzero().flatten().tolist()) or "(none)"  # noqa: E731
-                captions.append(f"true: {tags(truth)}\npred: {tags(mask)}")
+                true, pred = (" ".join(names[i] for i in m.nonzero().flatten().tolist()) or "(none)"
+                              for m in (truth, mask))
+                captions.append(f"true: {true}\npred: {pred}")
                 right = bool((mask == truth).all())
             else:
                 k, t = int(p.argmax()), int(y)
