@@ -60,7 +60,8 @@ def worker(kind: str, epochs: int, n: int, world: int) -> None:
         model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
         opt_func = torch.optim.SGD
     track = TrackResults(print_table=False)
-    learn = Learner(model, dls, cross_entropy, lr=0.05, cbs=[track, DistributedTraining()], opt_func=opt_func)
+    learn = Learner(model, dls, cross_entropy, lr=0.05, cbs=[track, DistributedTraining()], opt_func=opt_func,
+                    progress=False)
     learn.fit(1)  # warm-up: first-touch allocations, DistributedDataParallel's imports and set-up
     if is_distributed():
         torch.distributed.barrier()

@@ -70,7 +70,7 @@ def run_groundup(args):
     dls = ImageDataLoaders.from_folder(require_data(), size=64, bs=128, num_workers=args.num_workers, seed=0)
     torch.manual_seed(0)
     track = TrackResults(print_table=False)
-    learn = Learner(simple_cnn(), dls, cross_entropy, lr=0.1, cbs=[SetupLearnerCB(), track])
+    learn = Learner(simple_cnn(), dls, cross_entropy, lr=0.1, cbs=[SetupLearnerCB(), track], progress=False)
     learn.fit(args.epochs)
     dls.close()
     return {"epoch_seconds": [r["seconds"] for r in track.history],

@@ -86,7 +86,7 @@ def main():
     m_learn.load_state_dict(m_hand.state_dict())
     opt = SGD(list(m_hand.parameters()), 0.1)
     learn = Learner(m_learn, Dls(train, valid), cross_entropy, lr=0.1,
-                    cbs=[SetupLearnerCB(device="cpu"), TrackResults(print_table=False)])
+                    cbs=[SetupLearnerCB(device="cpu"), TrackResults(print_table=False)], progress=False)
     hand_written_epoch(m_hand, opt, train, valid)  # warm-up
     learn.fit(1)
     t_hand, t_learn = [], []

@@ -52,7 +52,7 @@ def main():
     dls = Dls(make_batches(args.batches, args.bs), make_batches(max(1, args.batches // 4), args.bs, seed=1))
     torch.manual_seed(0)
     learn = Learner(Sequential(Linear(32, args.hidden), ReLU(), Linear(args.hidden, 10)), dls,
-                    cross_entropy, lr=0.01)
+                    cross_entropy, lr=0.01, progress=False)  # the bar only where fit(with_progress) adds it
 
     def fit(with_progress: bool) -> float:
         cbs = [ProgressBar(enabled=True, file=io.StringIO())] if with_progress else []

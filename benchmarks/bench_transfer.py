@@ -80,7 +80,8 @@ def warm(dls: DataLoaders) -> None:
 
 def learner(model, dls, args, lr, train_bn: bool = True) -> Learner:
     return Learner(model, dls, cross_entropy, lr=lr, opt_func=opt_func_for("adam", wd=0.05, wd_norms=False),
-                   cbs=[SetupLearnerCB("cpu"), TrackResults(print_table=args.verbose)], train_bn=train_bn)
+                   cbs=[SetupLearnerCB("cpu"), TrackResults(print_table=args.verbose)], train_bn=train_bn,
+                   progress=False)
 
 
 def train_body(classes_a, train_a, valid_a, args) -> Path:

@@ -46,7 +46,7 @@ class WhereIsEverything(Callback):
                           for k, v in s.items() if isinstance(v, torch.Tensor)}
         self.n_states = len(learn.opt.state)
         self.params = {p.device for p in learn.model.parameters()}
-        self.sums = {track._loss_sum.device, track._metric_sum.device}
+        self.sums = {track._loss_sum.device, *(m.device for m in track._sums)}
         self.normalize = {device for device, _ in learn.preprocessing.normalize._cache}
         raise CancelFitException
 

@@ -133,9 +133,32 @@ def test_predict_returns_the_class_name_its_index_and_the_probabilities(image_le
     assert probs.shape == (3,) and probs.sum().item() == pytest.approx(1.0) and int(probs.argmax()) == 2
 
 
+def test_predict_takes_a_list_of_images_or_a_folder_and_gives_a_list_of_predictions(image_learner, image_folder):
+    learn = image_learner
+    files = sorted((image_folder / "val" / "emu").iterdir())
+    one = [learn.predict(f) for f in files]
+    many = learn.predict([files[0], str(files[1]), Image.open(files[2])])  # paths, a str, a PIL image
+    assert [p.label for p in many] == [p.label for p in one] and len(many) == 3
+    for got, want in zip(many, one):
+        torch.testing.assert_close(got.probs, want.probs)
+    from_folder = learn.predict(image_folder / "val" / "emu")  # its image files, sorted
+    assert [p.index for p in from_folder] == [p.index for p in one]
+    torch.testing.assert_close(torch.stack([p.probs for p in from_folder]), torch.stack([p.probs for p in one]))
+    assert learn.predict([]) == []
+
+
+def test_predict_names_a_folder_without_images(image_learner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match=r"predict: the folder .*empty holds no image files \(\.bmp, \.gif, "):
+        image_learner.predict(tmp_path / "empty")
+
+
 def test_predict_and_get_preds_reject_what_is_no_image(image_learner):
-    with pytest.raises(TypeError, match=r"predict takes one image .* got list; for several .* get_preds"):
-        image_learner.predict(["a.jpg", "b.jpg"])
+    with pytest.raises(TypeError, match=r"predict takes an image .* got int"):
+        image_learner.predict(3)
+    with pytest.raises(TypeError, match=r"predict takes an image .* item 1 of the list is a dict"):
+        image_learner.predict(["a.jpg", {}])
     with pytest.raises(TypeError, match=r"must be uint8 \(0-255\), got dtype float32"):
         image_learner.predict(np.zeros((8, 8, 3), np.uint8).astype(np.float32))
     with pytest.raises(ValueError, match=r"needs targets, and a list of images has none"):
@@ -187,3 +210,40 @@ def test_tta_on_inputs_that_are_not_images_says_so():
     learn = points_learner()
     with pytest.raises(ValueError, match=r"flips images, \(N, C, H, W\), but the model's input has shape \(32, 2\)"):
         learn.validate(tta=True)
+
+
+# -- show_results ---------------------------------------------------------------------------------------------
+def test_show_results_draws_the_first_validation_images_with_target_and_prediction(image_learner, tmp_path,
+                                                                                   monkeypatch):
+    from matplotlib.figure import Figure
+
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    learn = image_learner
+    fig = learn.show_results(6)
+    assert isinstance(fig, Figure) and list((tmp_path / "here").iterdir()) == []  # no path, no file
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 6
+    xb, yb = next(iter(learn.dls.valid))  # bs=4: the grid takes two batches
+    xb2, yb2 = list(learn.dls.valid)[1]
+    probs, _ = learn.get_preds([(torch.cat([xb, xb2])[:6], torch.cat([yb, yb2])[:6])])
+    names = learn.preprocessing.class_names
+    for ax, p, y, pixels in zip(shown, probs, torch.cat([yb, yb2]), torch.cat([xb, xb2])):
+        k = int(p.argmax())
+        assert ax.get_title() == f"true: {names[int(y)]}\npred: {names[k]} ({float(p[k]):.2f})"
+        assert (ax.title.get_color() == "black") == (k == int(y))  # wrong ones in red
+        assert np.array_equal(ax.images[0].get_array(), pixels.numpy())  # the pixels as loaded, not normalized
+    learn.show_results(4, path=tmp_path / "results.png")
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_show_results_un_normalizes_model_inputs_and_refuses_what_are_no_images():
+    from groundup.data.preprocessing import Preprocessing
+    from groundup.data.show import display_images
+
+    pre = Preprocessing([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    pixels = torch.randint(0, 256, (2, 5, 5, 3), dtype=torch.uint8)
+    shown = display_images(pre(pixels), pre)  # the model's input (N, C, H, W), back to (N, H, W, C) in [0, 1]
+    torch.testing.assert_close(shown, pixels.float() / 255, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"show_results draws images, but the loader's batches have shape \(32, 2\)"):
+        points_learner().show_results()

@@ -224,6 +224,34 @@ def test_suggestion_is_a_frozen_dataclass():
 
 # -- end to end ------------------------------------------------------------------------------------
 
+def _marked(fig) -> list[float]:
+    """The lrs marked on an lr-finder figure (the dashed vertical line at the suggestion)."""
+    from matplotlib.figure import Figure
+
+    assert isinstance(fig, Figure)
+    return [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+
+
+def test_plot_returns_a_figure_and_writes_a_file_only_when_given_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    finder = LRFinder()
+    finder.lrs, finder.losses = list(LRS), list(with_nans)
+    assert _marked(finder.plot()) == [finder.suggestion().lr]
+    assert list(tmp_path.iterdir()) == []  # no path, no file
+    finder.plot(tmp_path / "lr.png")
+    assert (tmp_path / "lr.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_lr_find_returns_a_suggestion_that_plots_its_curve_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.05)
+    s = learn.lr_find()
+    assert _marked(s.plot()) == [s.lr] and list(tmp_path.iterdir()) == []
+    s.plot(tmp_path / "again.png")
+    assert (tmp_path / "again.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert s == suggest_lr(s.lrs, s.losses, explode=4.0)  # the plot is no part of the value
+
+
 def test_lr_find_end_to_end_stops_by_itself_and_writes_the_plot(tmp_path):
     learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.05)
     path = tmp_path / "lr_find.png"
@@ -236,9 +264,10 @@ def test_lr_find_end_to_end_stops_by_itself_and_writes_the_plot(tmp_path):
 def test_plot_survives_nans_and_an_empty_record(tmp_path):
     finder = LRFinder()
     finder.lrs, finder.losses = list(LRS), list(with_nans)
-    assert finder.plot(tmp_path / "a.png").method == "slide"
+    assert finder.suggestion().method == "slide"
+    assert _marked(finder.plot(tmp_path / "a.png")) == [finder.suggestion().lr]
     finder.lrs, finder.losses = [1e-3, 1e-2], [NAN, NAN]
-    assert finder.plot(tmp_path / "b.png") is None
+    assert _marked(finder.plot(tmp_path / "b.png")) == []  # no lr to suggest: the curve without a mark
     for name in ("a.png", "b.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
     with pytest.raises(ValueError, match="nothing recorded"):

@@ -202,3 +202,38 @@ def test_the_plain_line_of_an_epoch_shows_its_mean_training_loss_the_tables_trai
     shown = [float(line.rsplit(" ", 1)[1].rstrip(")")) for line in out.getvalue().splitlines()]
     assert shown == [round(row["train_loss"], 4) for row in learn.history]
     assert alone == pytest.approx(shown, abs=2e-3)  # Points' batches are near-equal in size
+
+
+# -- the Learner's own bar: on by default, off with progress=False --------------------------------------------
+
+def test_a_learner_shows_a_progress_bar_by_default_and_progress_false_turns_it_off(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    learn = make_learner()
+    learn.fit(1)
+    assert "epochs: 100%|" in sys.stderr.getvalue()
+    assert learn.cbs == []  # the bar joined that fit only
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    torch.manual_seed(0)
+    quiet = Learner(Sequential(Linear(2, 16), ReLU(), Linear(16, 2)), Points(), cross_entropy, progress=False)
+    quiet.fit(1)
+    assert sys.stderr.getvalue() == ""
+
+
+def test_the_default_bar_is_not_added_next_to_one_given_and_piped_output_gets_plain_lines(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    out = io.StringIO()
+    make_learner(ProgressBar(enabled=True, file=out)).fit(1)
+    assert sys.stderr.getvalue() == "" and "epochs: 100%|" in out.getvalue()  # one bar: the one given
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # no terminal: a plain line per epoch
+    make_learner().fit(2, cbs=[TrackResults(print_table=False)])
+    lines = sys.stderr.getvalue().splitlines()
+    assert [line.split(" done")[0] for line in lines] == ["epoch 0", "epoch 1"]
+
+
+def test_progress_must_be_a_bool():
+    with pytest.raises(TypeError, match="Learner: progress must be True or False .* got 'no'"):
+        Learner(Sequential(Linear(2, 2)), Points(), cross_entropy, progress="no")

@@ -135,3 +135,14 @@ def test_the_page_has_every_section_and_never_a_blank_setting(plot):
     assert "imagenette-mini, shipped with groundup" in page
     assert not re.search(r'<td class="v"></td>', page)  # a setting left at None reads "none"
     assert '<td class="k">resume</td><td class="v">none</td>' in page
+
+
+def test_metrics_csv_and_the_report_show_the_learners_metrics(tmp_path):
+    history = [{"epoch": 0, "train_loss": 0.9, "valid_loss": 0.8, "accuracy": 0.61, "error_rate": 0.39,
+                "seconds": 1.0, "lr": 0.1, "data_seconds": 0.2}]
+    write_metrics_csv(history, tmp_path / "metrics.csv")
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,valid_loss,accuracy,error_rate,seconds,lr,data_seconds"
+    assert lines[1] == "0,0.9,0.8,0.61,0.39,1.0,0.1,0.2"
+    page = render_report({"name": "a"}, history, {})
+    assert "<th>accuracy</th><th>error_rate</th>" in page and "<td>0.3900</td>" in page

@@ -180,6 +180,21 @@ def test_schedule_is_set_in_training_only():
     assert len(cb.lrs) == 6 and seen == [cb.lrs[-1]] * 2  # validation keeps the last training lr
 
 
+def test_schedule_plots_return_figures_and_write_files_only_when_given_a_path(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    monkeypatch.chdir(tmp_path)
+    cb = OneCycle(0.1)
+    Learner(torch_mlp(), Points(), cross_entropy, cbs=[cb], opt_func=partial(torch.optim.SGD, momentum=0.9)).fit(1)
+    fig = cb.plot()
+    assert isinstance(fig, Figure) and list(fig.axes[0].lines[0].get_ydata()) == cb.lrs
+    sched = one_cycle_sched(0.1, anneal="cos")
+    fig = plot_schedule(sched, n=5)
+    assert isinstance(fig, Figure)
+    assert list(fig.axes[0].lines[0].get_ydata()) == [sched(p) for p in (0, 0.25, 0.5, 0.75, 1)]
+    assert list(tmp_path.iterdir()) == []  # no path, no file
+
+
 def test_plots_write_pngs(tmp_path):
     cb = OneCycle(0.1)
     Learner(torch_mlp(), Points(), cross_entropy, cbs=[cb], opt_func=partial(torch.optim.SGD, momentum=0.9)).fit(1)

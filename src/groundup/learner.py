@@ -24,6 +24,7 @@ importable from here too).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -44,10 +45,14 @@ from groundup.callbacks.core import (
     event_methods,
 )
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
+from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.schedules import OneCycle
+from groundup.callbacks.tracking import check_metrics
 from groundup.utils.checkpoint_file import load_checkpoint, save_checkpoint
 from groundup.utils.checks import check_int, check_number
+from groundup.data.files import IMAGE_EXTENSIONS, get_image_files
 from groundup.data.preprocessing import Preprocessing
+from groundup.data.show import display_images, image_grid
 from groundup.inference import (
     evaluating,
     inference_batches,
@@ -62,6 +67,7 @@ from groundup.nn.layers import BatchNorm
 from groundup.nn.models import layer_groups
 from groundup.optim import SGD, group_lrs, set_group_lrs, split_by_layer_groups, state_to_param_devices
 from groundup.utils.checkpoint_file import load_body, read_checkpoint
+from groundup.utils.plots import finish_figure
 
 __all__ = [
     "EVENTS",
@@ -120,9 +126,17 @@ class Learner:
             default: the registered architecture's (`groundup.nn.models.layer_groups`), else one group.
         train_bn: while frozen, normalization layers (BatchNorm, LayerNorm, GroupNorm) keep training
             (fastai's `train_bn`): their scales and shifts adapt the frozen features to the new data.
+        metrics: functions `f(preds, targets) -> 0-d tensor` (e.g. `[accuracy, error_rate]` from
+            `groundup.metrics`, `accuracy_multi` for several labels per image): `TrackResults` records
+            each on the validation pass, averaged weighted by batch size, as a column named after the
+            function (`f.__name__`) in the printed table, `history`, `metrics.csv` and the report.
+            Default None: `train_acc` and `valid_acc` (accuracy, or `accuracy_multi` for a multi-label learner).
+        progress: show a progress bar during `fit` (a `ProgressBar()` joins each fit unless `cbs` has one): a
+            text bar on a terminal, a widget bar in a Jupyter notebook, a plain line per epoch elsewhere
+            (a pipe, a log). `progress=False` (or `learn.progress = False`) turns it off.
 
     State the learner exposes to callbacks (the contract; reads through `self.<name>` in a callback):
-        model, dls, loss_func, lr, opt_func, cbs, preprocessing, opt (created at the start of `fit`,
+        model, dls, loss_func, lr, opt_func, cbs, preprocessing, metrics, opt (created at the start of `fit`,
         after `before_fit`), n_epochs, epoch, training (True in the training pass), dl (the loader
         of the current pass), n_iter (its number of batches), iter (index of the batch in the pass;
         `num` is the walkthrough's name for it), batch (the tuple from the loader, after
@@ -160,7 +174,8 @@ class Learner:
     def __init__(self, model, dls, loss_func: Callable, lr: float = 0.1,
                  cbs: Callback | Iterable[Callback] | None = None, opt_func: Callable = SGD,
                  preprocessing: Preprocessing | None = None, splitter: Callable | None = None,
-                 train_bn: bool = True):
+                 train_bn: bool = True, metrics: Callable | Iterable[Callable] | None = None,
+                 progress: bool = True):
         if not hasattr(model, "parameters") or not callable(model):
             raise TypeError(f"model must be callable and have parameters(), got {type(model).__name__}")
         if not (hasattr(dls, "train") and hasattr(dls, "valid")):
@@ -168,6 +183,10 @@ class Learner:
         if not callable(loss_func):
             raise TypeError(f"loss_func must be callable, got {loss_func!r}")
         _check_lr(lr)
+        self.metrics = check_metrics(metrics)
+        if not isinstance(progress, bool):
+            raise TypeError(f"Learner: progress must be True or False (show a progress bar during fit), got {progress!r}")
+        self.progress = progress
         self.model, self.dls, self.loss_func, self.lr, self.opt_func = model, dls, loss_func, lr, opt_func
         if preprocessing is None:
             preprocessing = getattr(dls, "preprocessing", None)
@@ -361,7 +380,10 @@ class Learner:
         if lr is not None:
             group_lrs(lr, 1)  # checks a number or a slice before any work
         self.n_epochs, self.epoch = n_epochs, start_epoch
-        with self.added_cbs(as_callbacks(cbs)):
+        extra = as_callbacks(cbs)
+        if self.progress and not any(isinstance(cb, ProgressBar) for cb in (*self.cbs, *extra)):
+            extra.append(ProgressBar())  # for this fit only: `learn.cbs` stays the user's list
+        with self.added_cbs(extra):
             try:
                 self("before_fit")
                 fit_lr = self.lr if lr is None else lr  # after before_fit: a callback may set learn.lr
@@ -470,11 +492,16 @@ class Learner:
         `start_lr=slice(start, stop)` every layer group starts at its own rate (`group_lrs`) and all
         grow together; the curve and the suggestion are the head's rate (the slice's stop).
 
+        Args:
+            path: also write the plot of loss against lr to this PNG file (default: no file).
+
         Returns:
-            an `LRSuggestion` with `.lr`, `.method`, and the recorded `.lrs`/`.losses`.
+            an `LRSuggestion` with `.lr`, `.method`, the recorded `.lrs`/`.losses`, and `.plot()`: the
+            curve with the suggestion marked, as a matplotlib `Figure`. A notebook shows that plot
+            when `learn.lr_find()` ends a cell.
 
         Example:
-            >>> suggestion = learn.lr_find()      # writes lr_find.png
+            >>> suggestion = learn.lr_find()      # lr_find(path="lr_find.png") also writes the plot
             >>> learn.fit_one_cycle(8, suggestion.lr)
         """
         top = group_lrs(start_lr, 1)[0] if isinstance(start_lr, slice) else start_lr
@@ -618,28 +645,54 @@ class Learner:
             result["acc"] = float(correct) / n
         return result
 
-    def predict(self, image, tta: bool = False) -> ImagePrediction | TagsPrediction:
-        """The most probable class of one image: a file path, a PIL image or a uint8 array (H, W, 3).
+    def predict(self, image, tta: bool = False) -> ImagePrediction | TagsPrediction | list:
+        """The most probable class of one image (a file path, a PIL image or a uint8 array (H, W, 3)), or
+        of each image of a list or a folder.
 
         For a multi-label model (`preprocessing.multi_label`): every tag whose probability is above
         `preprocessing.threshold`, as `TagsPrediction(tags, mask, probs)`.
 
-        The image goes through the preprocessing of training: squashed to `preprocessing.size`,
-        normalized with its statistics. With `tta`, the prediction averages the image and its mirror image.
+        The images go through the preprocessing of training: squashed to `preprocessing.size`,
+        normalized with its statistics; a list or a folder runs in batches (as `get_preds`). With `tta`,
+        each prediction averages the image and its mirror image.
+
+        Args:
+            image: one image; a list (or tuple) of images; or a folder: its image files
+                (`groundup.data.files.get_image_files`: every image under it, sorted by path).
 
         Returns:
-            `ImagePrediction(label, index, probs)`: the class name, its index in the vocabulary and
-            the probability of every class (n_classes,).
+            For one image `ImagePrediction(label, index, probs)`: the class name, its index in the
+            vocabulary and the probability of every class (n_classes,). For a list or a folder, a list
+            of those, in order.
 
         Example:
             >>> label, index, probs = learn.predict("tench.jpg")
             >>> label, probs[index]
             ('tench', tensor(0.9412))
+            >>> [p.label for p in learn.predict("photos/")]      # every image in the folder
+            ['tench', 'golf ball', ...]
         """
+        if isinstance(image, (str, os.PathLike)) and Path(image).is_dir():
+            files = get_image_files(image)
+            if not files:
+                raise ValueError(f"predict: the folder {image} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}, "
+                                 f"in it or in its sub-folders)")
+            return self.predict(files, tta=tta)
+        if isinstance(image, (list, tuple)):
+            for k, item in enumerate(image):
+                if not is_image(item):
+                    raise TypeError(f"predict takes an image (a path, a PIL image or a uint8 array (H, W, 3)), a "
+                                    f"list of them or a folder; item {k} of the list is a {type(item).__name__}")
+            if not image:
+                return []
+            return [self._prediction(p) for p in self.get_preds(list(image), tta=tta)[0]]
         if not is_image(image):
-            raise TypeError(f"predict takes one image (a path, a PIL image or a uint8 array (H, W, 3)), got "
-                            f"{type(image).__name__}; for several images use get_preds([img1, img2, ...])")
-        probs = self.get_preds([image], tta=tta)[0][0]  # (n_classes,)
+            raise TypeError(f"predict takes an image (a path, a PIL image or a uint8 array (H, W, 3)), a list of "
+                            f"them or a folder; got {type(image).__name__}")
+        return self._prediction(self.get_preds([image], tta=tta)[0][0])
+
+    def _prediction(self, probs: torch.Tensor) -> ImagePrediction | TagsPrediction:
+        """What `predict` returns for one image's probabilities (n_classes,)."""
         names = self.preprocessing.class_names if self.preprocessing is not None else None
         if self._multi_label:
             mask = self.preprocessing.tags(probs)  # (n_tags,) bool
@@ -647,6 +700,59 @@ class Learner:
             return TagsPrediction([names[i] if names else str(i) for i in order], mask, probs)
         index = int(probs.argmax())
         return ImagePrediction(names[index] if names else str(index), index, probs)
+
+    def show_results(self, n: int = 9, path: str | os.PathLike | None = None, ncols: int | None = None, dl=None):
+        """A grid of the first `n` validation images, each titled with its target and the prediction.
+
+        The images are shown as the loader gives them (groundup's loaders give uint8 pixels; a float
+        (N, C, H, W) batch is un-normalized with `preprocessing`'s statistics). A title reads
+        `true: tench` / `pred: tench (0.93)` (the predicted class and its probability; for a multi-label
+        model the tags), in red where the prediction is wrong. The model runs as in `get_preds`.
+
+        Args:
+            n: how many images (the first `n` of the loader, in its order).
+            path: also write the figure to this PNG file (default: no file; a notebook shows it inline).
+            ncols: grid columns (default: about square).
+            dl: a loader of `(xb, yb)` image batches (default `dls.valid`).
+
+        Returns:
+            the matplotlib `Figure`.
+
+        Example:
+            >>> learn.show_results()                       # inline in a notebook
+            >>> learn.show_results(4, path="results.png")  # and a file
+        """
+        check_int("Learner.show_results", "n", n)
+        xs, ys = [], []
+        for batch in self.dls.valid if dl is None else dl:
+            xs.append(batch[0])
+            ys.append(batch[1])
+            if sum(len(x) for x in xs) >= n:
+                break
+        if not xs:
+            raise ValueError("show_results: the loader yielded no batches (is the validation set empty?)")
+        if xs[0].ndim != 4:
+            raise ValueError(f"show_results draws images, but the loader's batches have shape {tuple(xs[0].shape)}; "
+                             f"it needs image batches (N, H, W, C) or (N, C, H, W)")
+        xb, yb = torch.cat(xs)[:n], torch.cat(ys)[:n]
+        probs = self.get_preds([(xb, yb)])[0]  # (n, n_classes)
+        pre = self.preprocessing
+        names = pre.class_names if pre is not None and pre.class_names else [str(i) for i in range(probs.shape[1])]
+        captions, colors = [], []
+        for p, y in zip(probs, yb.cpu()):
+            if self._multi_label:
+                mask, truth = pre.tags(p), y > 0.5  # (n_tags,) bool each
+                true, pred = (" ".join(names[i] for i in m.nonzero().flatten().tolist()) or "(none)"
+                              for m in (truth, mask))
+                captions.append(f"true: {true}\npred: {pred}")
+                right = bool((mask == truth).all())
+            else:
+                k, t = int(p.argmax()), int(y)
+                captions.append(f"true: {names[t]}\npred: {names[k]} ({float(p[k]):.2f})")
+                right = k == t
+            colors.append("black" if right else "firebrick")
+        title = f"{len(xb)} validation images: target, prediction (red: wrong)" if dl is None else None
+        return finish_figure(image_grid(display_images(xb, pre), captions, colors, title, ncols), path)
 
     @property
     def _multi_label(self) -> bool:

@@ -8,7 +8,7 @@ exactly as they were afterwards, so the test costs nothing but time.
 
 Usually called through `Learner.lr_find`:
 
-    >>> suggestion = learn.lr_find()          # writes lr_find.png
+    >>> suggestion = learn.lr_find()          # a notebook shows the plot; lr_find(path="lr_find.png") writes it
     >>> learn.fit_one_cycle(5, suggestion.lr)
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from groundup.utils.checks import check_int
 from groundup.utils.rng import get_rng_state, set_rng_state
 from groundup.utils.smoothing import EMA
 
-__all__ = ["METHODS", "LRFinder", "LRSuggestion", "smooth_curve", "suggest_lr"]
+__all__ = ["METHODS", "LRFinder", "LRSuggestion", "lr_find_figure", "smooth_curve", "suggest_lr"]
 
 METHODS = ("slide", "valley", "steepest", "min/10")  # method=None: the first that applies, in this order
 MIN_VALLEY = 3  # points a descending stretch needs to count as a valley
@@ -36,16 +36,33 @@ MIN_VALLEY = 3  # points a descending stretch needs to count as a valley
 class LRSuggestion:
     """A suggested learning rate, how it was found, and the (finite) points it was found from.
 
-    `float(suggestion)` is `suggestion.lr`.
+    `float(suggestion)` is `suggestion.lr`; `suggestion.plot()` draws the curve with it marked, and a
+    notebook shows that plot (and the suggestion) when `learn.lr_find()` ends a cell.
     """
 
     lr: float
     method: str
     lrs: list[float] = field(repr=False)
     losses: list[float] = field(repr=False)
+    finder: LRFinder | None = field(default=None, repr=False, compare=False)  # the finder that made it, if any
 
     def __float__(self) -> float:
         return self.lr
+
+    def plot(self, path: str | os.PathLike | None = None):
+        """The lr-finder curve with this suggestion marked, as a matplotlib `Figure` (a PNG at `path`
+        when a path is given). The finder's whole record when it is known, else the points kept here."""
+        f = self.finder
+        if f is None:
+            return lr_find_figure(self.lrs, self.losses, self, beta=0.85, explode=None, path=path)
+        return lr_find_figure(f.lrs, f.losses, self, f.beta, f.explode, path)
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the plot, then the suggestion (as fastai's `lr_find` shows them)."""
+        from IPython.display import display
+
+        display(self.plot())
+        display({"text/plain": repr(self)}, raw=True)
 
 
 def smooth_curve(values: list[float], beta: float) -> list[float]:
@@ -202,7 +219,8 @@ class LRFinder(Callback):
     `before_validate` (`CancelValidateException`), `after_fit` (restore: it runs after a cancel
     or an error too, which makes it the right place for any clean-up).
 
-    After `fit`: `lrs` and `losses` (raw, per batch), `suggestion()`, `plot(path)`.
+    After `fit`: `lrs` and `losses` (raw, per batch), `suggestion()`, `plot()` (a `Figure`; `plot(path)`
+    also writes a PNG).
     """
 
     order = 60  # after the callbacks that prepare the batch; it only reads the loss
@@ -319,44 +337,51 @@ class LRFinder(Callback):
         if not self.losses:
             raise ValueError("LRFinder.suggestion: nothing recorded; run learn.lr_find() (or a fit with "
                              "this callback) first")
-        return suggest_lr(self.lrs, self.losses, beta=self.beta, method=method, explode=self.explode)
+        found = suggest_lr(self.lrs, self.losses, beta=self.beta, method=method, explode=self.explode)
+        return replace(found, finder=self)  # so that `suggestion.plot()` draws this finder's whole curve
 
-    def plot(self, path: str | os.PathLike) -> LRSuggestion | None:
-        """Write a PNG of loss against lr (log scale) with the suggestion marked; return the suggestion.
+    def plot(self, path: str | os.PathLike | None = None):
+        """Loss against lr (log scale) with the suggestion marked, as a matplotlib `Figure`.
 
+        A notebook shows the figure inline; a PNG is written to `path` only when a path is given.
         NaN/inf losses are left out; if no lr can be suggested the curve is drawn without a mark.
         The y axis spans the curve before its explosion, so a huge last loss does not flatten the rest.
+        The suggestion itself is `suggestion()`.
         """
-        from groundup.utils.plots import png_axes
-
-        pts = [(lr, loss) for lr, loss in zip(self.lrs, self.losses) if math.isfinite(loss)]
         try:
             sugg = self.suggestion()
         except ValueError:
             sugg = None
-        with png_axes(path, title="learning rate finder", xlabel="learning rate (log scale)",
-                      ylabel="loss") as ax:
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, color="C0", alpha=0.3, label="loss")
-                # the smoothed curve the suggestion was read from (the exploded tail cut off)
-                sx, sy = (sugg.lrs, sugg.losses) if sugg is not None else (list(xs), list(ys))
-                ax.plot(sx, smooth_curve(sy, self.beta), color="C0", label="smoothed")
-            if sugg is not None:
-                i = min(range(len(sugg.lrs)), key=lambda k: abs(math.log(sugg.lrs[k] / sugg.lr)))
-                y = smooth_curve(sugg.losses, self.beta)[i]
-                ax.axvline(sugg.lr, color="C3", linestyle="--", linewidth=1)
-                ax.plot([sugg.lr], [y], "o", color="C3", label=f"{sugg.method}: {sugg.lr:.2e}")
-            ax.set_xscale("log")
-            if pts:
-                kept = ys[:max(2, _before_explosion(list(ys), self.explode))]
-                low, high = min(kept), max(kept)
-                pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
-                ax.set_ylim(low - pad, high + pad)
-                ax.legend()
-        return sugg
+        return lr_find_figure(self.lrs, self.losses, sugg, self.beta, self.explode, path)
 
     def __repr__(self) -> str:
         return (f"LRFinder(start_lr={self.start_lr}, mult={self.mult}, max_lr={self.max_lr}, "
                 f"max_iter={self.max_iter}, explode={self.explode})")
 
+
+def lr_find_figure(lrs: list[float], losses: list[float], sugg: LRSuggestion | None, beta: float,
+                   explode: float | None, path: str | os.PathLike | None = None):
+    """Loss against lr (log scale), raw and smoothed, with `sugg` marked, as a `Figure` (see `LRFinder.plot`)."""
+    from groundup.utils.plots import figure_axes, finish_figure
+
+    pts = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
+    fig, ax = figure_axes(title="learning rate finder", xlabel="learning rate (log scale)", ylabel="loss")
+    if pts:
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, color="C0", alpha=0.3, label="loss")
+        # the smoothed curve the suggestion was read from (the exploded tail cut off)
+        sx, sy = (sugg.lrs, sugg.losses) if sugg is not None else (list(xs), list(ys))
+        ax.plot(sx, smooth_curve(sy, beta), color="C0", label="smoothed")
+    if sugg is not None:
+        i = min(range(len(sugg.lrs)), key=lambda k: abs(math.log(sugg.lrs[k] / sugg.lr)))
+        y = smooth_curve(sugg.losses, beta)[i]
+        ax.axvline(sugg.lr, color="C3", linestyle="--", linewidth=1)
+        ax.plot([sugg.lr], [y], "o", color="C3", label=f"{sugg.method}: {sugg.lr:.2e}")
+    ax.set_xscale("log")
+    if pts:
+        kept = ys[:max(2, _before_explosion(list(ys), explode))]
+        low, high = min(kept), max(kept)
+        pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+        ax.set_ylim(low - pad, high + pad)
+        ax.legend()
+    return finish_figure(fig, path)

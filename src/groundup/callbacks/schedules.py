@@ -255,18 +255,20 @@ class OneCycle(Callback):
                 group[key] = own
         self._own_moms = []
 
-    def plot(self, path: str | os.PathLike) -> None:
-        """Write a PNG of the lrs (and momentums) set during the last fit, per training batch."""
-        from groundup.utils.plots import png_axes
+    def plot(self, path: str | os.PathLike | None = None):
+        """The lrs (and momentums) set during the last fit, per training batch, as a matplotlib `Figure`
+        (a notebook shows it inline; a PNG is written to `path` only when a path is given)."""
+        from groundup.utils.plots import figure_axes, finish_figure
 
         if not self.lrs:
             raise ValueError("OneCycle.plot: nothing to plot yet; run learn.fit(...) with this callback first")
-        with png_axes(path, title="one-cycle schedule", xlabel="training batch", ylabel="learning rate") as ax:
-            ax.plot(self.lrs, color="C0", label="lr")
-            if self.moms:
-                ax2 = ax.twinx()
-                ax2.plot(self.moms, color="C1", label="momentum")
-                ax2.set_ylabel("momentum")
+        fig, ax = figure_axes(title="one-cycle schedule", xlabel="training batch", ylabel="learning rate")
+        ax.plot(self.lrs, color="C0", label="lr")
+        if self.moms:
+            ax2 = ax.twinx()
+            ax2.plot(self.moms, color="C1", label="momentum")
+            ax2.set_ylabel("momentum")
+        return finish_figure(fig, path)
 
     def __repr__(self) -> str:
         return (f"OneCycle(max_lr={self.max_lr}, pct_start={self.pct_start}, div={self.div}, "
@@ -282,16 +284,20 @@ def _momentum_key(group: dict) -> str | None:
     return None
 
 
-def plot_schedule(sched_fn: Schedule, path: str | os.PathLike, n: int = 200, title: str = "schedule") -> None:
-    """Write a PNG of `sched_fn(pct)` for `n` values of pct from 0 to 1.
+def plot_schedule(sched_fn: Schedule, path: str | os.PathLike | None = None, n: int = 200,
+                  title: str = "schedule"):
+    """`sched_fn(pct)` for `n` values of pct from 0 to 1, as a matplotlib `Figure` (a notebook shows it
+    inline; a PNG is written to `path` only when a path is given).
 
     Example:
-        >>> plot_schedule(one_cycle_sched(0.1, anneal="cos"), "one_cycle.png")
+        >>> plot_schedule(one_cycle_sched(0.1, anneal="cos"))                    # inline in a notebook
+        >>> plot_schedule(one_cycle_sched(0.1, anneal="cos"), "one_cycle.png")   # and a file
     """
-    from groundup.utils.plots import png_axes
+    from groundup.utils.plots import figure_axes, finish_figure
 
     if n < 2:
         raise ValueError(f"plot_schedule: n must be >= 2 points, got {n}")
     pcts = [i / (n - 1) for i in range(n)]
-    with png_axes(path, title=title, xlabel="training progress (pct)", ylabel="value") as ax:
-        ax.plot(pcts, [sched_fn(p) for p in pcts])
+    fig, ax = figure_axes(title=title, xlabel="training progress (pct)", ylabel="value")
+    ax.plot(pcts, [sched_fn(p) for p in pcts])
+    return finish_figure(fig, path)

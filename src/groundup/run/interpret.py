@@ -22,7 +22,6 @@ over every decision, and `accuracy` is `accuracy_multi` (the share of (image, ta
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from groundup.utils.devices import resolve_device
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
+from groundup.data.show import image_grid
 from groundup.data.loader import DataLoader, DataLoaders
 from groundup.learner import Learner
 from groundup.losses import binary_cross_entropy_with_logits, cross_entropy
@@ -432,22 +432,8 @@ class Interpretation:
                              "it from an unshuffled groundup DataLoader, such as dls.valid")
         if not entries:
             raise ValueError(f"{caller}: no items to show")
-        ncols = ncols or math.ceil(math.sqrt(len(entries)))
-        nrows = math.ceil(len(entries) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.9 * nrows), squeeze=False)
-        try:  # closed by finish_figure, or here on an error
-            for ax in axes.flat:
-                ax.axis("off")
-            for ax, (index, caption, color) in zip(axes.flat, entries):
-                pixels = self._image(index)
-                pixels = pixels.numpy() if isinstance(pixels, Tensor) else np.asarray(pixels)
-                ax.imshow(pixels)
-                ax.set_title(caption, fontsize=8, color=color)
-            fig.suptitle(title, fontsize=10)
-        except BaseException:
-            plt.close(fig)
-            raise
-        return finish_figure(fig, path)
+        indices, captions, colors = zip(*entries)
+        return finish_figure(image_grid([self._image(i) for i in indices], captions, colors, title, ncols), path)
 
     def __repr__(self) -> str:
         if self.multi_label:

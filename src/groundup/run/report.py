@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from groundup.utils.atomic import atomic_write
-from groundup.callbacks.tracking import COLUMNS, format_value
+from groundup.callbacks.tracking import COLUMNS, format_value, table_columns
 
 __all__ = ["METRICS_COLUMNS", "PER_CLASS_COLUMNS", "render_report", "run_facts", "write_metrics_csv",
            "write_per_class_csv", "write_report", "write_summary"]
@@ -35,13 +35,18 @@ PER_CLASS_COLUMNS = ("label", "name", "support", "accuracy", "precision", "recal
 
 def write_metrics_csv(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """One row per epoch with the columns epoch, train_loss, train_acc, valid_loss, valid_acc, seconds, lr,
-    data_seconds.
+    data_seconds (with `Learner(metrics=[...])`: the table's columns, `table_columns`, then lr, data_seconds).
 
     `lr` is the learning rate at the end of the epoch; `data_seconds` the part of `seconds` the loop
     waited for the loader's batches. A value a pass did not produce (e.g. no
     validation) is left empty.
     """
-    return _write_csv(history, METRICS_COLUMNS, path)
+    return _write_csv(history, _metrics_columns(history), path)
+
+
+def _metrics_columns(history: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """`METRICS_COLUMNS`, or with the learner's own metrics the table's columns, then lr and data_seconds."""
+    return (*table_columns(history), "lr", "data_seconds")
 
 
 def write_per_class_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
@@ -109,10 +114,11 @@ def _fmt(v: Any) -> str:
 
 
 def _metrics_table(history: Sequence[Mapping[str, Any]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in METRICS_COLUMNS)
+    columns = _metrics_columns(history)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = []
     for row in history:
-        cells = "".join(f"<td>{format_value(c, row.get(c), '–')}</td>" for c in METRICS_COLUMNS)
+        cells = "".join(f"<td>{format_value(c, row.get(c), '–')}</td>" for c in columns)
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
