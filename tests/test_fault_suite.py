@@ -525,3 +525,49 @@ def test_when_one_rank_is_killed_the_other_names_it_and_says_how_to_resume(image
                      r".*run/model.pt: continue the run with torchrun \.\.\. -m groundup train --resume .*run/model.pt",
                      said), said[-3000:]
     assert "unexpected" not in said and "GLHF" not in said.split("groundup: error:")[-1], said[-3000:]
+
+
+# -- case 6: the end of a distributed run -------------------------------------------------------------------------------
+SLOW_RANK_0 = '''
+import atexit, os, time
+if os.environ.get("TORCHELASTIC_RUN_ID") and os.environ.get("RANK"):  # a torchrun worker, not the launcher
+    rank, log = os.environ["RANK"], os.environ["EXIT_LOG"]
+    atexit.register(lambda: open(f"{log}.{rank}", "w").write(repr(time.time())))  # runs last: at the very end
+    if rank == "0":  # rank 0 takes 3 s longer to write its run folder
+        import groundup.run.train as train
+        write = train.write_run_folder
+        def slow_write(*args, **kwargs):
+            time.sleep(3)
+            return write(*args, **kwargs)
+        train.write_run_folder = slow_write
+'''
+
+
+@pytest.mark.slow
+def test_the_other_ranks_wait_for_rank_0_to_write_the_run_folder_and_leave_with_it(image_folder, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import groundup
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_RANK_0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir, exit_log = tmp_path / "run", tmp_path / "exit"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "EXIT_LOG": str(exit_log),
+           "PYTHONPATH": os.pathsep.join([str(hooks), str(Path(groundup.__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "groundup",
+           *tiny(image_folder, "--out", run_dir, "--schedule", "constant", epochs=1)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    written = (run_dir / "summary.json").stat().st_mtime
+    assert (run_dir / "report.html").is_file()
+    ends = {rank: float(Path(f"{exit_log}.{rank}").read_text()) for rank in (0, 1)}
+    assert ends[1] >= written, f"rank 1 ended {written - ends[1]:.1f} s before rank 0 wrote summary.json"

@@ -34,7 +34,7 @@ from groundup.run.resume import Resume, changes_of, open_resume
 from groundup.utils.atomic import remove_stale_temp_files
 from groundup.utils.disk import DiskFullError
 from groundup.utils.errors import note_run_dir
-from groundup.utils.process_group import cleanup, is_main_process, peer_failure, peer_stopped
+from groundup.utils.process_group import finish, is_main_process, peer_failure, peer_stopped
 
 __all__ = ["train"]
 
@@ -146,7 +146,8 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
         run_dir = _run_dir(out, resume) if main_process else Path(out or ".")  # only rank 0 writes
         try:
             facts = fit_run(learn, cfg, run_dir, resume=resume, quiet=quiet, say=say, init=init_facts)
-            cleanup()
+            if not main_process:
+                finish()  # wait for rank 0 to write the run folder, then leave the group with it
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the command line turns it into one): it says the rest
             if main_process and (run_dir / "model.pt").is_file():
                 e.resume_hint = (f"the last finished epoch is saved: continue with groundup train --resume "
@@ -196,6 +197,7 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
     say(f"{format_diagnosis(summary['diagnosis'], notes['not_checked'])}\n  (the checks took "
         f"{notes['seconds']:.2f} s; groundup doctor {run_dir} prints this again)")
     say(f"open {run_dir / 'report.html'} in a browser for the report")
+    finish()  # the other ranks have waited for this; now every rank leaves the group
     return summary
 
 

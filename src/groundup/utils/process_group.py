@@ -37,6 +37,7 @@ __all__ = [
     "broadcast_",
     "buckets",
     "cleanup",
+    "finish",
     "comm_device",
     "get_local_rank",
     "get_rank",
@@ -211,6 +212,22 @@ def cleanup() -> None:
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish() -> None:
+    """End this process's part of a distributed run: wait until every rank gets here, then leave the group.
+
+    `groundup train` calls it on rank 0 once the run folder is written, and on the other ranks as soon
+    as training is over; so they wait for rank 0, and all ranks leave the group together. Without it a
+    rank that left early could end (rarely, under load: "terminate called without an active exception"
+    as its gloo group was torn down) while rank 0 was still writing, and torchrun, seeing a process fail,
+    stopped rank 0 midway. A failure on rank 0 meanwhile ends the waiting ranks through torchrun.
+    In a single process it only leaves the group, if there is one.
+    """
+    if is_distributed():
+        with peer_failure_hint("the barrier at the end of the run"):
+            dist.barrier()
+    cleanup()
 
 
 def _cleanup_at_exit() -> None:
