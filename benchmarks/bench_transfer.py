@@ -164,7 +164,9 @@ def main() -> None:
     p.add_argument("--tune-epochs", type=int, default=5)
     p.add_argument("--freeze-epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=3e-3, help="the body's and the scratch model's one-cycle peak")
-    p.add_argument("--base-lr", type=float, default=2e-3, help="fine_tune's base_lr")
+    p.add_argument("--base-lr", type=float, default=1e-2,
+                   help="fine_tune's base_lr (1e-2: the rates of groundup train --init at its default --lr 0.01, "
+                        "lr/200 to lr/2 after the frozen epochs; fastai's default is 2e-3)")
     p.add_argument("--retrain-body", action="store_true")
     p.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=True,
                    help="norm layers train while the body is frozen (Learner's train_bn)")

@@ -230,9 +230,32 @@ def test_load_without_head_keeps_the_body_and_makes_a_new_head(tmp_path):
     assert set(t.kept) == set(saved) - {"4.weight", "4.bias"}
     state = new.model.state_dict()
     assert all(torch.equal(state[k], saved[k]) for k in t.kept)
-    assert all(torch.equal(state[k], v) for k, v in head_before.items())
+    assert any(v.abs().sum() > 0 for v in head_before.values())
+    assert all(torch.equal(state[k], torch.zeros_like(v)) for k, v in head_before.items())  # the output layer: 0
     assert "kept 35 tensors of the body, dropped 2 (4.weight, 4.bias), made 2 new (4.weight, 4.bias)" in str(t)
-    new.fit(1)  # and it trains
+    xb, yb = next(iter(Images(5).valid))
+    new.model.eval()
+    assert torch.equal(new.model(xb), torch.zeros(len(xb), 5))  # every class equally likely at first
+    new.fit(1)  # and it trains: the output layer learns from the body's features
+    assert all(new.model.state_dict()[k].abs().sum() > 0 for k in head_before)
+
+
+def test_only_the_output_layer_of_a_new_head_starts_at_zero(tmp_path):
+    from groundup import Linear, ReLU, Sequential
+
+    def net(n_classes):  # a head of two layers: 2.* (hidden) and 4.* (output)
+        torch.manual_seed(0)
+        return Sequential(Linear(6, 8), ReLU(), Linear(8, 8), ReLU(), Linear(8, n_classes))
+
+    def two_groups(model):
+        return [list(model[0].parameters()), [*model[2].parameters(), *model[4].parameters()]]
+
+    Learner(net(3), Images(3), cross_entropy, splitter=two_groups).save(tmp_path / "a.pt")
+    new = Learner(net(5), Images(5), cross_entropy, splitter=two_groups)
+    hidden = new.model[2].weight.detach().clone()
+    new.load(tmp_path / "a.pt", with_head=False)
+    assert torch.equal(new.model[2].weight, hidden)  # as made: a zero hidden layer would pass no gradient
+    assert not new.model[4].weight.any() and not new.model[4].bias.any()
 
 
 def test_load_without_head_names_the_first_body_tensor_that_differs(tmp_path):

@@ -787,7 +787,8 @@ class Learner:
 
         With `with_head=False` only the body's weights are taken (everything but the last layer
         group, the head): a starting point for new classes, as fastai's `load(with_head=False)`. The
-        model keeps its own, freshly made head; nothing else (optimizer, history, RNG) is restored.
+        model keeps its own, freshly made head, whose output layer starts at zero (`load_body`);
+        nothing else (optimizer, history, RNG) is restored.
         `learn.transfer` then says which tensors were kept, dropped and made (`WeightTransfer`), and
         a body that does not fit is a `CheckpointError` naming the first tensor that differs.
         """
