@@ -163,7 +163,7 @@ def test_a_kill_between_any_two_writes_of_the_last_epoch_or_the_report_is_repair
                      "report.html"):
             assert (run_dir / name).is_file(), (names[kill_at], name)
         if kill_at == first + 1:  # between model.pt and best.pt: best.pt is repaired, and it says so
-            assert "best.pt holds epoch 0, but model.pt records epoch 1 as the best" in said
+            assert "best.pt holds epoch 0 while model.pt records epoch 1 as the best" in said
         if kill_at > first + 1:  # every checkpoint was written: the run folder is finished, and it says what it wrote
             assert re.search(r"has finished all 2 epochs, but .* lacks .*; finishing its run folder", said), said
             assert re.search(r"wrote .*: best.pt, config.toml, confusion_matrix.png, losses.png, metrics.csv", said)

@@ -150,6 +150,7 @@ SKIPPED = {
     "== fit(1), lr 0.1": "the walkthrough's output on imagenette2-224",
     "groundup train --data data/ --labels labels.csv": "illustrative paths (your data/, photo.jpg)",
     "groundup train --data big-set --arch resnet_fast": "illustrative data (big-set/, my-images/, a torchvision weights file)",
+    "python benchmarks/bench_transfer.py --seeds": "about 6 minutes on imagenette2-224",
     'ImageDataLoaders.from_folder("my-images"': "your own my-images/ and runs/body (run on a made folder by "
                                                "test_the_start_from_a_trained_model_example_runs)",
 }

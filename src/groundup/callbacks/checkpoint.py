@@ -145,7 +145,7 @@ def stale_best(path: Path, best_path: Path, best_epoch: int | None) -> str:
         return ""
     found = ("is missing" if not best_path.exists() else "cannot be read" if held is None
              else f"holds epoch {held}")
-    return f"{best_path} {found}, but {path.name} records epoch {best_epoch} as the best"
+    return f"{best_path} {found} while {path.name} records epoch {best_epoch} as the best"
 
 
 def repair_best(path: Path, best_path: Path, best_epoch: int | None) -> str:
