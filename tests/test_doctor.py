@@ -93,6 +93,14 @@ def test_lr_too_high_reads_epoch_means_without_steps():
     assert lr_too_high(None, [r["train_loss"] for r in HEALTHY], lr=0.01, n_classes=10) is None
 
 
+def test_lr_auto_is_offered_with_sgd_only_where_it_measured_better():
+    spike = [2.4, 2.3, 6.8, 2.3]
+    assert lr_too_high(spike, [], lr=0.1, opt="sgd").action.endswith("or --lr auto to let the LR finder choose")
+    assert lr_too_high(spike, [], lr=0.1, opt="adam").action == "--lr 0.01 (a tenth of this run's 0.1)"
+    assert "--lr auto" not in lr_too_low([2.4] * 10, [], lr=1e-5, epochs=10, opt="adam").action
+    assert "--lr auto" in lr_too_low([2.4] * 10, [], lr=1e-5, epochs=10, opt="sgd").action
+
+
 @pytest.mark.parametrize("losses, triggered", [
     (FALLING, False),
     ([2.53 - 0.0015 * i for i in range(100)], True),  # the --lr 1e-5 run: 5.9% in 10 epochs

@@ -128,8 +128,14 @@ def _epoch_losses(history: Sequence[Mapping[str, Any]] | None) -> list[float]:
 
 
 # -- the learning rate ------------------------------------------------------------------------------
+def _lr_action(lr_text: str, opt: str | None) -> str:
+    """The action of an lr finding; `--lr auto` is offered only with SGD, where it measured better than the
+    default (with AdamW it measured worse in every case: README, "--lr auto")."""
+    return lr_text + (", or --lr auto to let the LR finder choose" if opt == "sgd" else "")
+
+
 def lr_too_high(batch_losses: Sequence[float] | None, epoch_losses: Sequence[float], lr: float,
-                n_classes: int | None = None) -> Finding | None:
+                n_classes: int | None = None, opt: str | None = None) -> Finding | None:
     """The loss turned NaN, spiked above SPIKE x its first value, or ended above where it started.
 
     From epoch means alone (no steps.csv) the first value is already an average over the first epoch,
@@ -139,7 +145,7 @@ def lr_too_high(batch_losses: Sequence[float] | None, epoch_losses: Sequence[flo
     unit = "batch" if batch_losses else "epoch"
     if not losses:
         return None
-    action = f"--lr {_g(lr / 10)} (a tenth of this run's {_g(lr)}), or --lr auto to let the LR finder choose"
+    action = _lr_action(f"--lr {_g(lr / 10)} (a tenth of this run's {_g(lr)})", opt)
     bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
     if bad is not None:
         return Finding("lr_too_high", "error", f"the training loss of {unit} {bad} is {losses[bad]} (not finite)",
@@ -161,7 +167,7 @@ def lr_too_high(batch_losses: Sequence[float] | None, epoch_losses: Sequence[flo
 
 
 def lr_too_low(batch_losses: Sequence[float] | None, epoch_losses: Sequence[float], lr: float,
-               epochs: int) -> Finding | None:
+               epochs: int, opt: str | None = None) -> Finding | None:
     """The loss fell by less than SLOW_FALL over the run (the last tenth of the batches against the first)."""
     losses = list(batch_losses) if batch_losses else list(epoch_losses)
     if len(losses) < 2 or not all(math.isfinite(v) for v in losses):
@@ -175,7 +181,7 @@ def lr_too_low(batch_losses: Sequence[float] | None, epoch_losses: Sequence[floa
                    f"in {epochs} epochs the training loss fell by {100 * (1 - end / start):.1f}% (the last tenth "
                    f"of the {unit} averages {_g(end)}, the first {_g(start)}; the rule: < {100 * SLOW_FALL:g}%) "
                    f"at lr {_g(lr)}",
-                   f"--lr {_g(lr * 10)} (ten times this run's), or --lr auto to let the LR finder choose")
+                   _lr_action(f"--lr {_g(lr * 10)} (ten times this run's)", opt))
 
 
 # -- fitting ----------------------------------------------------------------------------------------
@@ -378,8 +384,9 @@ def diagnose(numbers: RunNumbers) -> tuple[list[Finding], list[str]]:
         not_checked.append("the learning rate (no losses or no lr recorded)")
     else:
         n_classes = numbers.n_classes or (len(numbers.train_counts) if numbers.train_counts else None)
-        high = lr_too_high(numbers.batch_losses, epoch_losses, lr, n_classes)
-        low = None if high else lr_too_low(numbers.batch_losses, epoch_losses, lr, int(cfg.get("epochs") or 0))
+        opt = cfg.get("opt")
+        high = lr_too_high(numbers.batch_losses, epoch_losses, lr, n_classes, opt)
+        low = None if high else lr_too_low(numbers.batch_losses, epoch_losses, lr, int(cfg.get("epochs") or 0), opt)
         found += [high, low]
         if not (high or low):  # a bad lr explains poor fitting; the lr is the thing to change first
             found.append(underfitting(hist, cfg))
