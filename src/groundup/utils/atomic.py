@@ -6,7 +6,10 @@ rename is atomic), which `os.replace` moves over the target only once it is comp
 
 The temporary file is named `.<name>.<random>.tmp` and created with mode 0666 less the umask,
 like any other file the user makes (not `mkstemp`'s 0600), so the finished file has the
-permissions the user expects. A process killed mid-write leaves its temporary file behind;
+permissions the user expects. Ctrl-C and SIGTERM wait while a file is written: one that arrives
+meanwhile is delivered as soon as the file is complete, so an interrupt never lands inside a writer
+(torch's zip writer would turn it into an unrelated `RuntimeError`, "unexpected pos"), and a
+stopped run keeps the checkpoint it was writing. A process killed mid-write leaves its temporary file behind;
 `remove_stale_temp_files` clears them (a run does it when it starts or resumes). A full disk
 raises `groundup.utils.disk.DiskFullError`, naming the folder and the space, with the old file intact.
 """
@@ -17,6 +20,8 @@ import errno
 import os
 import re
 import secrets
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +65,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", durable: bool = Fals
         >>> with atomic_write("model.pt", durable=True) as f:
         ...     torch.save(state, f)
     """
+    with _signals_held():
+        with _write_then_replace(path, mode, durable, **open_kwargs) as f:
+            yield f
+
+
+@contextmanager
+def _write_then_replace(path: str | os.PathLike, mode: str, durable: bool, **open_kwargs) -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
@@ -82,6 +94,34 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", durable: bool = Fals
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the block; deliver the first one that came (to the handler it would have
+    reached) when the block ends. Only the main thread receives signals, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old: dict[int, object] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed outside Python: it could not be put back, so leave it
+            continue
+        old[signum] = handler
+        signal.signal(signum, lambda n, frame: caught.append(n))
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = old[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)  # Python's SIGINT handler raises KeyboardInterrupt, the CLI's SIGTERM one Terminated
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 def _disk_full(path: Path, written: int) -> DiskFullError:
