@@ -26,10 +26,10 @@ from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
-from groundup.utils.memory import keep_freed_memory
 from groundup.metrics import accuracy
 from groundup.nn.models import simple_cnn
 from groundup.optim import SGD
+from groundup.utils.memory import keep_freed_memory
 
 MEAN, STD = torch.tensor([0.46, 0.46, 0.43]), torch.tensor([0.26, 0.26, 0.28])
 

@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 
 from common import IMAGENETTE
+
 from groundup.callbacks.lr_finder import METHODS, suggest_lr
 
 DEFAULT_LR = 0.01  # groundup train's --lr default

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import IMAGENETTE, require_data
+
 from groundup.callbacks.setup import SetupLearnerCB
 from groundup.callbacks.tracking import TrackResults
 from groundup.data.files import get_image_files, parent_label

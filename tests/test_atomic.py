@@ -24,11 +24,10 @@ def test_ctrl_c_during_a_write_is_delivered_after_the_file_is_whole(tmp_path):
     import signal
 
     target = tmp_path / "a.bin"
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_write(target) as f:
-            f.write(b"first half ")
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, mid-write
-            f.write(b"second half")
+    with pytest.raises(KeyboardInterrupt), atomic_write(target) as f:
+        f.write(b"first half ")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, mid-write
+        f.write(b"second half")
     assert target.read_bytes() == b"first half second half"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
@@ -55,7 +54,6 @@ def test_an_interrupt_inside_torch_save_keeps_the_checkpoint_and_stays_an_interr
             return self.f.flush()
 
     state = {"w": torch.arange(100_000, dtype=torch.float32)}
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_write(tmp_path / "model.pt") as f:
-            torch.save(state, Interrupted(f))
+    with pytest.raises(KeyboardInterrupt), atomic_write(tmp_path / "model.pt") as f:
+        torch.save(state, Interrupted(f))
     assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["w"], state["w"])

@@ -565,7 +565,7 @@ def test_the_other_ranks_wait_for_rank_0_to_write_the_run_folder_and_leave_with_
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1",
            f"--master_port={port}", "-m", "groundup",
            *tiny(image_folder, "--out", run_dir, "--schedule", "constant", epochs=1)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     written = (run_dir / "summary.json").stat().st_mtime
     assert (run_dir / "report.html").is_file()

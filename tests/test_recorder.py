@@ -120,11 +120,11 @@ def test_bad_beta_is_named():
 
 
 def test_plot_loss_and_plot_lr_return_figures_and_write_only_when_given_a_path(tmp_path, monkeypatch):
+    from conftest import Points, groundup_mlp
     from matplotlib.figure import Figure
 
     from groundup.learner import Learner
     from groundup.losses import cross_entropy
-    from conftest import Points, groundup_mlp
 
     monkeypatch.chdir(tmp_path)
     learn = Learner(groundup_mlp(), Points(n=64), cross_entropy, lr=0.1, cbs=[rec := Recorder()])

@@ -10,7 +10,6 @@ from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.tracking import COLUMNS, TrackResults
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
-from groundup.utils.plots import png_axes
 from groundup.run.report import (
     METRICS_COLUMNS,
     render_report,
@@ -20,6 +19,7 @@ from groundup.run.report import (
     write_report,
     write_summary,
 )
+from groundup.utils.plots import png_axes
 
 HISTORY = [
     {"epoch": 0, "train_loss": 2.1, "train_acc": 0.2, "valid_loss": 2.0, "valid_acc": 0.25, "seconds": 1.5},

@@ -233,7 +233,7 @@ def test_load_without_head_keeps_the_body_and_makes_a_new_head(tmp_path):
     assert any(v.abs().sum() > 0 for v in head_before.values())
     assert all(torch.equal(state[k], torch.zeros_like(v)) for k, v in head_before.items())  # the output layer: 0
     assert "kept 35 tensors of the body, dropped 2 (4.weight, 4.bias), made 2 new (4.weight, 4.bias)" in str(t)
-    xb, yb = next(iter(Images(5).valid))
+    xb, _ = next(iter(Images(5).valid))
     new.model.eval()
     assert torch.equal(new.model(xb), torch.zeros(len(xb), 5))  # every class equally likely at first
     new.fit(1)  # and it trains: the output layer learns from the body's features

@@ -48,8 +48,6 @@ from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.progress import ProgressBar
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.tracking import check_metrics
-from groundup.utils.checkpoint_file import load_checkpoint, save_checkpoint
-from groundup.utils.checks import check_int, check_number
 from groundup.data.files import IMAGE_EXTENSIONS, get_image_files
 from groundup.data.preprocessing import Preprocessing
 from groundup.data.show import display_images, image_grid
@@ -66,7 +64,8 @@ from groundup.metrics import task_metric
 from groundup.nn.layers import BatchNorm
 from groundup.nn.models import layer_groups
 from groundup.optim import SGD, group_lrs, set_group_lrs, split_by_layer_groups, state_to_param_devices
-from groundup.utils.checkpoint_file import load_body, read_checkpoint
+from groundup.utils.checkpoint_file import load_body, load_checkpoint, read_checkpoint, save_checkpoint
+from groundup.utils.checks import check_int, check_number
 from groundup.utils.plots import finish_figure
 
 __all__ = [

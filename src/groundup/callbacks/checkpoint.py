@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from groundup.utils.atomic import atomic_write, remove_stale_temp_files
 from groundup.callbacks.core import Callback
 from groundup.callbacks.tracking import METRICS, is_improvement
+from groundup.utils.atomic import atomic_write, remove_stale_temp_files
 from groundup.utils.checkpoint_file import CheckpointError, read_checkpoint, save_checkpoint
 from groundup.utils.process_group import is_main_process
 

@@ -31,21 +31,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from groundup.utils.checks import check_int
 from groundup.data.csv_labels import read_label_csv
 from groundup.data.download import shipped_dataset
-from groundup.utils.devices import resolve_device
 from groundup.data.files import get_image_files, parent_label
 from groundup.data.folder import VALID_NAMES
 from groundup.data.images import Dataset
-from groundup.data.show import image_grid
 from groundup.data.loader import DataLoader, DataLoaders
+from groundup.data.show import image_grid
 from groundup.learner import Learner
 from groundup.losses import binary_cross_entropy_with_logits, cross_entropy
 from groundup.metrics import fbeta_multi
-from groundup.utils.plots import finish_figure, plt, save_figure
 from groundup.run.predictor import load_trained_model
 from groundup.utils.checkpoint_file import read_checkpoint
+from groundup.utils.checks import check_int
+from groundup.utils.devices import resolve_device
+from groundup.utils.plots import finish_figure, plt, save_figure
 
 __all__ = ["PER_CLASS_COLUMNS", "Interpretation", "TopLoss", "format_per_class", "labelled_files", "trained_data"]
 

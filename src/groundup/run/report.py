@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from groundup.utils.atomic import atomic_write
 from groundup.callbacks.tracking import COLUMNS, format_value, table_columns
+from groundup.utils.atomic import atomic_write
 
 __all__ = ["METRICS_COLUMNS", "PER_CLASS_COLUMNS", "render_report", "run_facts", "write_metrics_csv",
            "write_per_class_csv", "write_report", "write_summary"]

@@ -28,8 +28,8 @@ from groundup.run.build import build_learner
 from groundup.run.config import TrainConfig
 from groundup.run.doctor import format_diagnosis
 from groundup.run.fit import fit_run
-from groundup.run.init import apply_init, open_init
 from groundup.run.folder import check_out_dir, new_out_dir, write_run_folder
+from groundup.run.init import apply_init, open_init
 from groundup.run.resume import Resume, changes_of, open_resume
 from groundup.utils.atomic import remove_stale_temp_files
 from groundup.utils.disk import DiskFullError

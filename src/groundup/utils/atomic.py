@@ -65,9 +65,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", durable: bool = Fals
         >>> with atomic_write("model.pt", durable=True) as f:
         ...     torch.save(state, f)
     """
-    with _signals_held():
-        with _write_then_replace(path, mode, durable, **open_kwargs) as f:
-            yield f
+    with _signals_held(), _write_then_replace(path, mode, durable, **open_kwargs) as f:
+        yield f
 
 
 @contextmanager

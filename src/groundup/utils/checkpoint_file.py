@@ -43,9 +43,9 @@ from typing import Any, NamedTuple
 import torch
 
 from groundup._version import __version__
-from groundup.utils.atomic import atomic_write
 from groundup.data.preprocessing import Preprocessing
 from groundup.optim import split_by_layer_groups
+from groundup.utils.atomic import atomic_write
 from groundup.utils.errors import GroundupError
 from groundup.utils.rng import get_rng_state, set_rng_state
 
