@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,20 @@ def run(image_folder, tmp_path) -> Path:
     assert main(["train", "--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0",
                  "--epochs", "2", "--quiet", "--out", str(out)]) == 0
     return out
+
+
+# -- the fault suites' helpers (tests/test_faults.py, tests/test_fault_suite.py) ----------------------------
+def tiny(folder, *extra, epochs=2, size=16):
+    """Arguments for a fast `groundup train` on the tiny image folder."""
+    return ["train", "--data", str(folder), "--size", str(size), "--bs", "4", "--num-workers", "0",
+            "--epochs", str(epochs), "--quiet", *map(str, extra)]
+
+
+def one_line_error(capsys, pattern: str) -> str:
+    """stderr is exactly one line, `groundup: error: ...`, matching `pattern`; return it."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("groundup: error:"), err
+    assert re.search(pattern, err), err
+    return err

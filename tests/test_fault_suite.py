@@ -13,24 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error, tiny
 
 from groundup.cli import main
-
-
-def tiny(folder, *extra, epochs=2, size=16):
-    """Arguments for a fast `groundup train` on the tiny image folder."""
-    return ["train", "--data", str(folder), "--size", str(size), "--bs", "4", "--num-workers", "0",
-            "--epochs", str(epochs), "--quiet", *map(str, extra)]
-
-
-def one_line_error(capsys, pattern: str) -> str:
-    """stderr is exactly one line, `groundup: error: ...`, matching `pattern`; return it."""
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err, err
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("groundup: error:"), err
-    assert re.search(pattern, err), err
-    return err
 
 
 @pytest.fixture

@@ -25,34 +25,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import make_image_folder, one_line_error, tiny
 from PIL import Image
 
 import groundup.losses
 import groundup.run.build
 import groundup.run.fit
 import groundup.run.train
-from groundup.utils.checkpoint_file import read_checkpoint
 from groundup.cli import main
+from groundup.utils.checkpoint_file import read_checkpoint
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
-def tiny(folder, *extra, epochs=2, size=16):
-    """Arguments for a fast `groundup train` on the tiny image folder."""
-    return ["train", "--data", str(folder), "--size", str(size), "--bs", "4", "--num-workers", "0",
-            "--epochs", str(epochs), "--quiet", *map(str, extra)]
-
-
-def one_line_error(capsys, pattern: str) -> str:
-    """stderr is exactly one line, `groundup: error: ...`, matching `pattern`; return it."""
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err, err
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("groundup: error:"), err
-    assert re.search(pattern, err), err
-    return err
-
-
 def run_cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
     """`python -m groundup ARGS` in a fresh process (for faults that kill a process, such as SIGBUS)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
@@ -131,10 +115,10 @@ def test_an_unexpected_error_without_a_run_folder_writes_its_traceback_under_gro
 
 
 def test_errors_a_user_can_fix_derive_from_groundup_error_and_keep_their_bases():
-    from groundup.utils.checkpoint_file import CheckpointError
     from groundup.data.download import ChecksumError, DownloadError, UnsafeArchiveError
     from groundup.data.images import CorruptImageError
     from groundup.data.loader import WorkerError
+    from groundup.utils.checkpoint_file import CheckpointError
     from groundup.utils.errors import GroundupError
 
     for cls, base in ((CheckpointError, ValueError), (CorruptImageError, ValueError), (WorkerError, RuntimeError),
