@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from groundup.callbacks.setup import SetupLearnerCB
-from groundup.data.augment import BatchAugment, crop_boxes, resample_boxes, whole_view
+from groundup.data.augment import BatchAugment, crop_boxes, pad_crops, resample_boxes, whole_view
 from groundup.data.folder import ImageDataLoaders
 from groundup.inference import model_input
 from groundup.learner import Learner
@@ -149,9 +149,49 @@ def test_stored_size_is_a_quarter_larger_by_default():
     assert BatchAugment(64, stored_scale=1.0).stored_size == 64
 
 
+def pad_reference(img: np.ndarray, corner, pad: int, flip: bool) -> np.ndarray:
+    """numpy's reflect padding, then the window at `corner` (x, y) of the image's size, mirrored when `flip`."""
+    h, w, _ = img.shape
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    x, y = corner
+    window = padded[y:y + h, x:x + w]
+    return window[:, ::-1] if flip else window
+
+
+def test_pad_crops_are_reflect_padded_windows_as_numpy_cuts_them():
+    xb = known_image(6, 20, 20)
+    corners = torch.tensor([[0, 0], [8, 8], [4, 4], [0, 8], [3, 5], [8, 1]])
+    flips = torch.tensor([False, True, False, True, True, False])
+    out = pad_crops(xb, corners, flips, pad=4)
+    assert out.shape == xb.shape and out.dtype == torch.uint8
+    for k in range(6):
+        want = pad_reference(xb[k].numpy(), corners[k].tolist(), 4, bool(flips[k]))
+        np.testing.assert_array_equal(out[k].numpy(), want)
+    assert torch.equal(out[2], xb[2])  # the middle window is the image itself
+
+
+def test_pad_augment_shifts_by_up_to_a_sixteenth_at_the_training_size_and_stores_at_it():
+    aug = BatchAugment(64, crop="pad", seed=0)
+    assert aug.stored_size == 64 and aug.shift == 4  # no larger stored images: objects keep their scale
+    corners, flips = aug.params(2000, 64, 64, epoch=0, batch=0)
+    assert corners.shape == (2000, 2) and int(corners.min()) == 0 and int(corners.max()) == 8
+    assert 800 < int(flips.sum()) < 1200
+    assert BatchAugment(64, crop="pad", pad=2).shift == 2
+    xb = known_image(8, 64, 64)
+    out = aug(xb, epoch=1, batch=2)
+    corners, flips = aug.params(8, 64, 64, epoch=1, batch=2)
+    for k in range(8):
+        np.testing.assert_array_equal(out[k].numpy(), pad_reference(xb[k].numpy(), corners[k].tolist(), 4, bool(flips[k])))
+    assert torch.equal(out, BatchAugment(64, crop="pad", seed=0)(xb, epoch=1, batch=2))  # seeded: a resume repeats it
+    # Stored larger (or the size changed between epochs): the image is resized first, then shifted.
+    big = known_image(3, 80, 80)
+    assert aug(big, epoch=0, batch=0).shape == (3, 64, 64, 3)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"scale": (0.0, 1.0)}, "scale"), ({"scale": (0.5, 1.5)}, "scale"),
                                            ({"scale": (0.9, 0.5)}, "scale"), ({"ratio": (2.0, 1.0)}, "ratio"),
-                                           ({"stored_scale": 0.5}, "stored_scale"), ({"size": 0}, "size")])
+                                           ({"stored_scale": 0.5}, "stored_scale"), ({"size": 0}, "size"),
+                                           ({"crop": "zoom"}, "crop must be one of resize, pad"), ({"pad": 0}, "pad")])
 def test_bad_options_are_named(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         BatchAugment(**{"size": 32, **kwargs})

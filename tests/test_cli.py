@@ -201,10 +201,11 @@ def interrupt_after_epoch(monkeypatch, epoch):
 
 
 @pytest.mark.slow  # a groundup subprocess
-def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("crop", ["resize", "pad"])
+def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder, tmp_path, monkeypatch, capsys, crop):
     # With augmentation: the crops and flips are seeded by (seed, epoch, batch), so they repeat too.
-    options = ["--arch", "resnet", "--opt", "sgd", "--lr", "0.05", "--augment", "--label-smoothing", "0.1",
-               "--no-wd-norms", "--anneal", "cos"]
+    options = ["--arch", "resnet", "--opt", "sgd", "--lr", "0.05", "--augment", "--crop", crop, "--label-smoothing",
+               "0.1", "--no-wd-norms", "--anneal", "cos"]
     assert main(tiny(image_folder, "--out", str(tmp_path / "full"), *options, epochs=3)) == 0
 
     with monkeypatch.context() as m:

@@ -346,7 +346,28 @@ def test_label_smoothing_reaches_the_loss(image_folder, tmp_path):
 
 @pytest.mark.parametrize("flag, value, pattern", [("--crop-scale", "1.5", "--crop-scale must be a fraction"),
                                                   ("--label-smoothing", "-0.1", "--label-smoothing"),
-                                                  ("--warmup", "1.5", "--warmup")])
+                                                  ("--warmup", "1.5", "--warmup"),
+                                                  ("--crop", "zoom", "--crop: invalid choice: 'zoom'")])
 def test_recipe_ingredients_are_checked(image_folder, tmp_path, capsys, flag, value, pattern):
     assert main(tiny(image_folder, tmp_path / "run", flag, value)) == 2
     assert_one_line_error(capsys, pattern)
+
+
+def test_pad_crops_reach_the_training_batches_and_keep_the_stored_size(image_folder, tmp_path):
+    from groundup.run.build import augment_for, build_learner
+    from groundup.run.config import TrainConfig
+
+    cfg = TrainConfig(data=str(image_folder), size=32, augment=True, crop="pad", num_workers=0, seed=3)
+    aug = augment_for(cfg)
+    assert (aug.crop, aug.size, aug.stored_size, aug.shift, aug.seed) == ("pad", 32, 32, 2, 3)
+    learn = build_learner(cfg)
+    try:
+        assert learn.dls.augment.crop == "pad"
+        xb, _ = next(iter(learn.dls.train))
+        assert xb.shape[1:3] == (32, 32)  # stored at the training size, not 1.25x
+    finally:
+        learn.dls.close()
+    assert augment_for(TrainConfig(augment=True)).crop == "resize" and augment_for(TrainConfig()) is None
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out, "--augment", "--crop", "pad")) == 0
+    assert 'crop = "pad"' in (out / "config.toml").read_text()

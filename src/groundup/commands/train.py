@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from groundup.callbacks.tensorboard import require_tensorboard
+from groundup.data.augment import CROPS
 from groundup.commands.options import (
     HelpFormatter,
     add_data_options,
@@ -50,7 +51,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="train a torch.compile'd model: costs 10-70 s of compiling once, pays off over a few "
                         "hundred steps or more (see benchmarks/bench_compile.py)")
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment,
-                   help="random resized crops and flips of the training images (cached at 1.25x --size)")
+                   help="random crops and flips of the training images (see --crop)")
+    t.add_argument("--crop", choices=CROPS, default=d.crop,
+                   help="with --augment: 'resize', random resized crops (images cached at 1.25x --size), or "
+                        "'pad', random shifts by up to --size/16 pixels, padded by reflection (default: %(default)s)")
     t.add_argument("--crop-scale", type=positive_number, default=d.crop_scale, metavar="FRACTION",
                    help="with --augment, the smallest fraction of an image's area a crop covers")
     t.add_argument("--train-size", type=positive_int, default=None, metavar="N",

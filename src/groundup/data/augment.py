@@ -1,4 +1,9 @@
-"""Batch augmentation on uint8 image batches: a random resized crop and a horizontal flip per image.
+"""Batch augmentation on uint8 image batches: a random crop and a horizontal flip per image.
+
+Two kinds of crop: `crop="resize"` (a random resized crop: part of the image, stretched to the
+training size) and `crop="pad"` (a random translation: the image at the training size, padded by
+`pad` pixels on each side by reflection, and a window of the training size cut at a random
+place, so objects keep the scale they have at validation).
 
 Augmentation runs on a whole (N, H, W, C) uint8 batch at once, on the training device, after the
 decode cache and before normalization (`SetupLearnerCB` calls it), so cached epochs stay fast and
@@ -6,7 +11,7 @@ the workers only copy bytes. Each image gets its own crop box and flip, drawn fr
 seeded by (seed, epoch, batch index, rank): the same seed gives the same augmented batches, so an
 exact resume stays exact.
 
-The decode cache stores training images a little larger than the training size
+For resized crops, the decode cache stores training images a little larger than the training size
 (`BatchAugment.stored_size`, 1.25× by default: 80 px for 64 px training), so that a crop has
 pixels to choose from instead of blowing up a 64-pixel image. Augmentation is for training batches
 only: every other batch (validation, prediction, export) gets the deterministic view, the whole
@@ -36,7 +41,9 @@ from torch import Tensor
 
 from groundup.utils.checks import check_int
 
-__all__ = ["BatchAugment", "crop_boxes", "resample_boxes", "whole_view"]
+__all__ = ["CROPS", "BatchAugment", "crop_boxes", "pad_crops", "resample_boxes", "whole_view"]
+
+CROPS = ("resize", "pad")  # the kinds of crop BatchAugment takes
 
 
 def _check_pair(name: str, value: Sequence[float], low: float, high: float) -> tuple[float, float]:
@@ -99,6 +106,30 @@ def resample_boxes(xb: Tensor, boxes: Tensor, flips: Tensor, size: int) -> Tenso
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (N, size, size, C)
 
 
+def pad_crops(xb: Tensor, offsets: Tensor, flips: Tensor, pad: int) -> Tensor:
+    """Translate each image of a uint8 (N, H, W, C) batch: pad it by `pad` pixels on every side by reflection,
+    cut the H×W window at `offsets`, and mirror it left-right where `flips`.
+
+    Args:
+        xb: uint8 (N, H, W, C) images.
+        offsets: (N, 2) integer (x, y) corners of each window in the padded image, each in [0, 2 * pad]
+            (`pad` for both: the image itself).
+        flips: (N,) bool, True mirrors that image left-right.
+        pad: pixels of reflection padding on each side; less than H and W.
+
+    Returns uint8 (N, H, W, C): every pixel is one of the image's own, moved, none interpolated.
+    """
+    n, height, width, _ = xb.shape
+    x = F.pad(xb.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="reflect")  # (N, C, H + 2p, W + 2p)
+    offsets = offsets.to(device=xb.device, dtype=torch.long)
+    rows = offsets[:, 1:2] + torch.arange(height, device=xb.device)  # (N, H)
+    cols = offsets[:, 0:1] + torch.arange(width, device=xb.device)   # (N, W)
+    cols = torch.where(flips.to(device=xb.device, dtype=torch.bool)[:, None], cols.flip(1), cols)
+    index = torch.arange(n, device=xb.device)[:, None, None]
+    out = x[index, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C): the indexed dims come first
+    return out.to(torch.uint8).contiguous()
+
+
 def whole_view(xb: Tensor, size: int) -> Tensor:
     """The deterministic view: each whole image of a uint8 (N, H, W, C) batch resized to `size`×`size`."""
     n, height, width, _ = xb.shape
@@ -109,17 +140,21 @@ def whole_view(xb: Tensor, size: int) -> Tensor:
 
 
 class BatchAugment:
-    """Random resized crops and horizontal flips of a uint8 (N, H, W, C) batch, per image, on its device.
+    """Random crops and horizontal flips of a uint8 (N, H, W, C) batch, per image, on its device.
 
     Args:
         size: the side of the augmented images (the training size). It can be changed between
             epochs (progressive resizing): the stored images stay as they are.
-        scale: range of the fraction of the image's area a crop covers (1.0: the whole image).
-        ratio: range of the crop's aspect ratio, width / height (drawn log-uniformly).
+        crop: "resize" (random resized crops, `scale` and `ratio`) or "pad" (random translations by up to
+            `pad` pixels, the image first resized to `size` if it is not; the images are then stored
+            at `size`).
+        scale: range of the fraction of the image's area a crop covers (1.0: the whole image); "resize" only.
+        ratio: range of the crop's aspect ratio, width / height (drawn log-uniformly); "resize" only.
+        pad: "pad" only: the largest shift in pixels; None: `size // 16` (4 at 64 px), at least 1.
         flip: mirror each image left-right with probability 1/2.
         seed: seeds every batch's draw together with (epoch, batch index, rank); None draws a seed.
-        stored_scale: the decode cache stores training images at `stored_size = round(size * stored_scale)`
-            pixels, so that crops have pixels to choose from.
+        stored_scale: "resize" only: the decode cache stores training images at
+            `stored_size = round(size * stored_scale)` pixels, so that crops have pixels to choose from.
 
     Calling it, `aug(xb, epoch=e, batch=i)`, gives a training batch's random crops and flips, seeded
     by (seed, e, i, rank). Batches seen outside training are not augmented: `Preprocessing` gives
@@ -128,9 +163,15 @@ class BatchAugment:
 
     def __init__(self, size: int = 64, scale: Sequence[float] = (0.35, 1.0),
                  ratio: Sequence[float] = (3 / 4, 4 / 3), flip: bool = True, seed: int | None = None,
-                 stored_scale: float = 1.25) -> None:
+                 stored_scale: float = 1.25, crop: str = "resize", pad: int | None = None) -> None:
         check_int("BatchAugment", "size", size)
         self.size = size
+        if crop not in CROPS:
+            raise ValueError(f"BatchAugment: crop must be one of {', '.join(CROPS)}, got {crop!r}")
+        self.crop = crop
+        if pad is not None:
+            check_int("BatchAugment", "pad", pad)
+        self.pad = pad
         self.scale = _check_pair("scale", scale, 0.0, 1.0)
         self.ratio = _check_pair("ratio", ratio, 0.0, math.inf)
         self.flip = bool(flip)
@@ -142,8 +183,16 @@ class BatchAugment:
 
     @property
     def stored_size(self) -> int:
-        """The side of the training images the decode cache stores (`size * stored_scale`, rounded)."""
+        """The side of the training images the decode cache stores (`size * stored_scale`, rounded; `size`
+        for "pad" crops, which keep the scale)."""
+        if self.crop == "pad":
+            return self.size
         return max(self.size, round(self.size * self.stored_scale))
+
+    @property
+    def shift(self) -> int:
+        """"pad" crops: the largest shift in pixels (`pad`, or `size // 16`), less than the size."""
+        return min(self.size - 1, self.pad if self.pad is not None else max(1, self.size // 16))
 
     def generator(self, epoch: int, batch: int) -> torch.Generator:
         """The generator for one batch: a function of (seed, epoch, batch, rank) only."""
@@ -151,9 +200,13 @@ class BatchAugment:
         return torch.Generator().manual_seed(key)
 
     def params(self, n: int, height: int, width: int, epoch: int, batch: int) -> tuple[Tensor, Tensor]:
-        """The crop boxes (n, 4) and flips (n,) of one batch (see `crop_boxes`)."""
+        """The crops and flips (n,) of one batch: crop boxes (n, 4) (`crop_boxes`), or for "pad" the windows'
+        integer corners (n, 2) in the padded image (`pad_crops`)."""
         g = self.generator(epoch, batch)
-        boxes = crop_boxes(n, height, width, self.scale, self.ratio, generator=g)
+        if self.crop == "pad":
+            boxes = torch.randint(0, 2 * self.shift + 1, (n, 2), generator=g)
+        else:
+            boxes = crop_boxes(n, height, width, self.scale, self.ratio, generator=g)
         flips = torch.rand(n, generator=g) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
         return boxes, flips
 
@@ -161,10 +214,16 @@ class BatchAugment:
         if not (isinstance(xb, Tensor) and xb.dtype == torch.uint8 and xb.ndim == 4):
             got = f"{xb.dtype} of shape {tuple(xb.shape)}" if isinstance(xb, Tensor) else type(xb).__name__
             raise ValueError(f"BatchAugment expects a uint8 image batch (N, H, W, C), got {got}")
+        if self.crop == "pad":
+            xb = whole_view(xb, self.size)  # e.g. a new size set between epochs: translations keep the scale
         n, height, width, _ = xb.shape
         boxes, flips = self.params(n, height, width, epoch, batch)
+        if self.crop == "pad":
+            return pad_crops(xb, boxes, flips, self.shift)
         return resample_boxes(xb, boxes, flips, self.size)
 
     def __repr__(self) -> str:
+        if self.crop == "pad":
+            return f"BatchAugment(size={self.size}, crop='pad', pad={self.shift}, flip={self.flip}, seed={self.seed})"
         return (f"BatchAugment(size={self.size}, scale={self.scale}, ratio=({self.ratio[0]:.3g}, "
                 f"{self.ratio[1]:.3g}), flip={self.flip}, seed={self.seed}, stored_size={self.stored_size})")

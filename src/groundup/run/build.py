@@ -31,7 +31,7 @@ from groundup.run.config import TrainConfig, opt_func_for
 from groundup.utils.devices import resolve_device
 from groundup.utils.rng import seed_everything, set_deterministic
 
-__all__ = ["build_learner", "find_data", "loss_for", "resolve_data", "shipped_dataset"]
+__all__ = ["augment_for", "build_learner", "find_data", "loss_for", "resolve_data", "shipped_dataset"]
 
 
 def find_data(data: str | None) -> Path:
@@ -72,6 +72,14 @@ def loss_for(multi_label: bool, label_smoothing: float = 0.0) -> Callable:
     return functools.partial(loss, label_smoothing=label_smoothing) if label_smoothing else loss
 
 
+def augment_for(cfg: TrainConfig) -> BatchAugment | None:
+    """The training batches' augmentation a run's settings ask for (`--augment`, `--crop`, `--crop-scale`,
+    `--train-size`), seeded by its seed; None without `--augment`."""
+    if not cfg.augment:
+        return None
+    return BatchAugment(cfg.train_size or cfg.size, scale=(cfg.crop_scale, 1.0), crop=cfg.crop, seed=cfg.seed)
+
+
 def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) -> Learner:
     """The Learner a run trains: its loaders, model (seeded by `cfg.seed`), loss, optimizer and device callbacks.
 
@@ -82,8 +90,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     is a ValueError listing those it has).
     """
     device = resolve_device(cfg.device) if device is None else device
-    augment = (BatchAugment(cfg.train_size or cfg.size, scale=(cfg.crop_scale, 1.0), seed=cfg.seed) if cfg.augment
-               else None)
+    augment = augment_for(cfg)
     loading = dict(size=cfg.size, bs=cfg.bs, num_workers=cfg.num_workers, seed=cfg.seed,
                    skip_corrupt=cfg.skip_corrupt, augment=augment, valid_pct=cfg.valid_pct,
                    exif_orientation=cfg.exif_orientation)

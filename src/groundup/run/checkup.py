@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from groundup.data.augment import BatchAugment
 from groundup.data.duplicates import find_duplicates
 from groundup.data.files import get_image_files, grandparent_split, parent_label
 from groundup.data.folder import VALID_NAMES
@@ -36,7 +35,8 @@ from groundup.inference import evaluating, inference_batches, model_device
 from groundup.learner import Learner
 from groundup.losses import cross_entropy
 from groundup.nn.stats import layer_stats
-from groundup.run.build import shipped_dataset
+from groundup.run.build import augment_for, shipped_dataset
+from groundup.run.config import TrainConfig
 from groundup.run.doctor import Finding, RunNumbers, diagnose
 from groundup.run.interpret import Interpretation
 from groundup.run.predictor import load_trained_model
@@ -206,8 +206,11 @@ def numbers_from_folder(run_dir: str | os.PathLike) -> tuple[RunNumbers, Interpr
     model, pre = load_trained_model(model_path)
     size = pre.size
     train_size = size
-    if cfg.get("augment"):
-        aug = BatchAugment(cfg.get("train_size") or size, scale=(cfg.get("crop_scale", 0.35), 1.0))
+    try:
+        aug = augment_for(TrainConfig.from_dict(cfg))
+    except (TypeError, ValueError):  # a config.toml edited by hand: read the training images at the model's size
+        aug = None
+    if aug is not None:
         train_size = max(aug.stored_size, size)  # the size its decode cache holds the training images at
     known = set(pre.vocab)
     train_ds = Dataset(train_files, {v: i for i, v in enumerate(pre.vocab)}, size=train_size, skip_corrupt=True,

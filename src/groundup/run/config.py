@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from groundup.data.augment import CROPS
 from groundup.data.images import check_size
 from groundup.data.folder import TASKS
 from groundup.utils.checks import check_choice, check_int, check_number
@@ -78,9 +79,11 @@ class TrainConfig:
             (`TensorBoardLogger`; needs `pip install 'groundup[tensorboard]'`).
         skip_corrupt: skip images that cannot be decoded (with a warning) instead of stopping.
         exif_orientation: turn photos as their EXIF orientation tag says (False: `--no-exif-orientation`).
-        augment: random resized crops and horizontal flips of the training batches (`BatchAugment`);
-            the training images are then decoded and cached at 1.25×`size`.
-        crop_scale: with `augment`, the smallest fraction of an image's area a crop covers.
+        augment: random crops and horizontal flips of the training batches (`BatchAugment`).
+        crop: with `augment`, the kind of crop: "resize" (random resized crops; the training images
+            are then decoded and cached at 1.25×`size`) or "pad" (random shifts by up to `size // 16`
+            pixels of the image at `size`, padded by reflection: objects keep their scale).
+        crop_scale: with `augment` and "resize" crops, the smallest fraction of an image's area a crop covers.
         train_size: with `augment`, the side of the training crops; None: `size`. Smaller trains
             faster while validation still sees `size` (on Imagenette at 64 px, 56-px crops lost
             more accuracy than their saved time bought back: see the README's fast recipe).
@@ -133,6 +136,7 @@ class TrainConfig:
     skip_corrupt: bool = False
     exif_orientation: bool = True
     augment: bool = False
+    crop: str = "resize"
     crop_scale: float = 0.35
     train_size: int | None = None
     label_smoothing: float = 0.0
@@ -182,6 +186,7 @@ class TrainConfig:
         if self.clip is not None:
             check_number("", "--clip", self.clip, low_inclusive=False)
         check_int("", "--accumulate", self.accumulate)
+        check_choice("--crop", self.crop, CROPS)
         if check_number("", "--crop-scale", self.crop_scale, 0.0, low_inclusive=False) > 1:
             raise ValueError(f"--crop-scale must be a fraction of the image's area in (0, 1], got {self.crop_scale}")
         if self.train_size is not None:
