@@ -6,9 +6,10 @@ training step (forward, label-smoothed cross-entropy, backward, AdamW step, zero
 `--compile`, also `torch.compile`d. Reported: parameters, multiply-adds per image, the median step
 time, images/s, and for compiled steps the compile time (first step minus a warm one).
 
-Measured on the 2-core CPU this was written on (torch 2.13.0, 56 px): resnet_fast eager 193 ms
-per step (332 images/s), compiled 204 ms (314/s) after 26.5 s of compiling; under bfloat16
-autocast (`--amp`) 2,260 ms either way, 11x slower (no AMX or AVX-512-BF16 on that CPU).
+Measured on the 2-core CPU this was written on (torch 2.13.0, 56 px), groundup 0.2's resnet_fast (a
+one-conv stem): eager 193 ms per step (332 images/s), compiled 204 ms (314/s) after 26.5 s of compiling;
+under bfloat16 autocast (`--amp`) 2,260 ms either way, 11x slower (no AMX or AVX-512-BF16 on that CPU).
+The README's Benchmarks table has today's resnet_fast at 64 px.
 
 Run:  python benchmarks/bench_arch.py [--steps 15] [--size 56] [--compile] [--bf16] [--only NAME ...]
       (--bf16 also times the step under bfloat16 autocast, as `--amp` would run it)
@@ -30,7 +31,11 @@ from groundup.optim import Adam, decay_groups
 
 CANDIDATES = {
     "resnet (groundup's default: width 16, stem stride 1)": {"width": 16, "depth": 4},
-    "resnet_fast (width 32, stem 2, first stage 1)": {"width": 32, "depth": 4, "stem_stride": 2, "first_stride": 1},
+    "resnet_fast (stem 3-16-32, stride 2; avg shortcuts)": {"width": 32, "depth": 4, "stem_stride": 2,
+                                                             "first_stride": 1, "stem": (16, 32), "shortcut": "avg",
+                                                             "init": "torch"},
+    "0.2's resnet_fast (width 32, stem 2, first stage 1)": {"width": 32, "depth": 4, "stem_stride": 2,
+                                                          "first_stride": 1},
     "width 48, stem 2, first stage 1": {"width": 48, "depth": 4, "stem_stride": 2, "first_stride": 1},
     "width 32, stem 2, first stage 1, 2 blocks/stage": {"width": 32, "depth": 4, "stem_stride": 2,
                                                          "first_stride": 1, "blocks_per_stage": 2},

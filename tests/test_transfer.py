@@ -51,7 +51,7 @@ class LRs(Callback):
 
 # -- layer groups ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, head", [("simple_cnn", {"5.weight", "5.bias"}), ("resnet", {"6.weight", "6.bias"}),
-                                        ("resnet_fast", {"6.weight", "6.bias"}), ("resnet18", {"fc.weight", "fc.bias"}),
+                                        ("resnet_fast", {"7.weight", "7.bias"}), ("resnet18", {"fc.weight", "fc.bias"}),
                                         ("resnet34", {"fc.weight", "fc.bias"})])
 def test_every_registered_arch_splits_into_body_groups_and_the_head_last(name, head):
     model = get_arch(name, n_classes=5)

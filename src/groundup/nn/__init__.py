@@ -3,6 +3,7 @@
 from groundup.nn.bridge import TorchBridge, to_torch
 from groundup.nn.layers import (
     AdaptivePool,
+    AvgPool,
     BatchNorm,
     ConvLayer,
     Flatten,
@@ -37,6 +38,7 @@ __all__ = [
     "ARCHS",
     "ActivationStats",
     "AdaptivePool",
+    "AvgPool",
     "BasicBlock",
     "BatchNorm",
     "ConvLayer",

@@ -18,6 +18,7 @@ from groundup.nn.module import Module, Parameter
 
 __all__ = [
     "AdaptivePool",
+    "AvgPool",
     "BatchNorm",
     "ConvLayer",
     "Flatten",
@@ -26,6 +27,7 @@ __all__ = [
     "ReLU",
     "Sequential",
     "kaiming_normal_",
+    "torch_default_",
     "xavier_normal_",
 ]
 
@@ -56,6 +58,24 @@ def xavier_normal_(w: Tensor) -> Tensor:
     fan_in, fan_out = _fans(w)
     with torch.no_grad():
         return w.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def torch_default_(w: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Fill `w` (and `bias`) in place from U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch.nn.Conv2d's and Linear's
+    own init (`kaiming_uniform_(w, a=sqrt(5))`, and the same bound for the bias).
+
+    Its standard deviation, 1/sqrt(3 fan_in), is sqrt(6) times smaller than kaiming-normal's. Before a
+    BatchNorm the scale of a conv's weights does not change its output, but it sets how far each
+    optimizer step moves them relative to their size: smaller weights learn faster (at the fast
+    recipe's settings, 0.825 against 0.813 after 15 epochs on Imagenette; README, "The fast recipe").
+    """
+    fan_in, _ = _fans(w)
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        w.uniform_(-bound, bound)  # the weight first, then the bias: torch's order, so a seed draws the same
+        if bias is not None:
+            bias.uniform_(-bound, bound)
+    return w
 
 
 def _check_size(layer: str, name: str, value: object) -> None:
@@ -302,6 +322,29 @@ class MaxPool(Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool(Module):
+    """The mean of each `kernel_size`×`kernel_size` window, stride `kernel_size`: (N, C, H, W) -> (N, C, H/k, W/k).
+
+    As `torch.nn.AvgPool2d(kernel_size)`, with `ceil_mode=True` so that an odd side keeps its last
+    row and column (H' = ceil(H / k), as a stride-k 3×3 conv with padding 1 gives): the shortcut of a
+    ResBlock with `shortcut="avg"` averages each window before its 1×1 conv instead of skipping
+    three pixels in four.
+    """
+
+    def __init__(self, kernel_size: int = 2) -> None:
+        super().__init__()
+        _check_size("AvgPool", "kernel_size", kernel_size)
+        self.kernel_size = kernel_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"AvgPool expects a 4-D batch (N, C, H, W), got shape {tuple(x.shape)}")
+        return F.avg_pool2d(x, self.kernel_size, ceil_mode=True, count_include_pad=False)  # (N, C, H', W')
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
 
 
 class Flatten(Module):
