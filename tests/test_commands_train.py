@@ -3,8 +3,8 @@ tested beside their modules)."""
 
 import pytest
 
-from groundup.utils.checkpoint_file import read_checkpoint
 from groundup.cli import main
+from groundup.utils.checkpoint_file import read_checkpoint
 
 
 def tiny(folder, out, *extra, epochs=2):
@@ -93,8 +93,8 @@ def test_patience_and_monitor_are_checked(image_folder, tmp_path, capsys):
 
 # -- clipping and accumulation -------------------------------------------------------------------------------
 def initial_weights(folder):
-    from groundup.run.config import TrainConfig
     from groundup.run.build import build_learner
+    from groundup.run.config import TrainConfig
 
     learn = build_learner(TrainConfig(data=str(folder), size=16, bs=4, num_workers=0))
     learn.dls.close()

@@ -7,7 +7,6 @@ import dataclasses
 from collections.abc import Sequence
 
 from groundup.callbacks.tensorboard import require_tensorboard
-from groundup.data.augment import CROPS
 from groundup.commands.options import (
     HelpFormatter,
     add_data_options,
@@ -16,11 +15,19 @@ from groundup.commands.options import (
     positive_int,
     positive_number,
 )
-from groundup.run.config import ANNEALS, MONITORS, RESUME_MAY_CHANGE, SCHEDULES, TrainConfig, read_toml_settings
-from groundup.utils.logs import console_logging
+from groundup.data.augment import CROPS
+from groundup.run.config import (
+    ANNEALS,
+    MONITORS,
+    RESUME_MAY_CHANGE,
+    SCHEDULES,
+    TrainConfig,
+    read_toml_settings,
+)
 from groundup.run.recipes import format_recipes, get_recipe
 from groundup.run.resume import open_resume
 from groundup.run.train import train
+from groundup.utils.logs import console_logging
 
 NAME = "train"
 

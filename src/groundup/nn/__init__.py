@@ -36,6 +36,7 @@ from groundup.nn.stats import ActivationStats
 
 __all__ = [
     "ARCHS",
+    "IMAGENET_STATS",
     "ActivationStats",
     "AdaptivePool",
     "AvgPool",
@@ -45,7 +46,6 @@ __all__ = [
     "Flatten",
     "HookHandle",
     "Hooks",
-    "IMAGENET_STATS",
     "IncompatibleKeys",
     "Linear",
     "MaxPool",

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from groundup.utils.checks import check_int
 from groundup.nn.module import Module, Parameter
+from groundup.utils.checks import check_int
 
 __all__ = [
     "AdaptivePool",

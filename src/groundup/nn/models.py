@@ -12,10 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from groundup.utils.checks import check_int
-from groundup.nn.layers import (AdaptivePool, AvgPool, BatchNorm, ConvLayer, Linear, MaxPool, ReLU, Sequential,
-                                torch_default_)
+from groundup.nn.layers import (
+    AdaptivePool,
+    AvgPool,
+    BatchNorm,
+    ConvLayer,
+    Linear,
+    MaxPool,
+    ReLU,
+    Sequential,
+    torch_default_,
+)
 from groundup.nn.module import Module
+from groundup.utils.checks import check_int
 
 __all__ = ["ARCHS", "IMAGENET_STATS", "ArchInfo", "BasicBlock", "ResBlock", "TorchvisionResNet", "arch_info", "build_arch", "conv_bn", "get_arch",
            "layer_groups", "register_arch", "resnet", "resnet18", "resnet34", "resnet_fast", "simple_cnn", "trainable_params"]

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundup.data.augment import CROPS
-from groundup.data.images import check_size
 from groundup.data.folder import TASKS
-from groundup.utils.checks import check_choice, check_int, check_number
-from groundup.utils.devices import check_device_name
+from groundup.data.images import check_size
 from groundup.nn.models import ARCHS
 from groundup.optim import SGD, Adam, decay_groups
+from groundup.utils.checks import check_choice, check_int, check_number
+from groundup.utils.devices import check_device_name
 
 __all__ = ["ANNEALS", "DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES",
            "TrainConfig", "opt_func_for", "read_toml_settings"]
