@@ -101,3 +101,25 @@ def test_doctor_on_a_folder_that_is_not_a_run_is_one_line_and_status_2(tmp_path,
     assert err.startswith("groundup: error: run folder not found") and len(err.splitlines()) == 1
     assert main(["doctor", str(tmp_path)]) == 2
     assert "is not a groundup run folder" in capsys.readouterr().err
+
+
+def test_doctor_reads_the_training_images_at_the_size_the_run_stored_them(tmp_path, capsys, monkeypatch):
+    import groundup.run.checkup as checkup
+
+    root = make_image_folder(tmp_path / "images")
+    sizes = {}
+    real_dataset = checkup.Dataset
+
+    def spy(files, *args, size, **kwargs):
+        sizes.setdefault("valid" if files[0].parent.parent.name == "val" else "train", size)
+        return real_dataset(files, *args, size=size, **kwargs)
+
+    monkeypatch.setattr(checkup, "Dataset", spy)
+    for crop, stored in (("resize", 20), ("pad", 16)):  # resized crops cache 1.25x the size; shifts the size
+        out = tmp_path / crop
+        sizes.clear()
+        assert main(train_args(root, out, "--augment", "--crop", crop, "--epochs", "1")) == 0
+        sizes.clear()
+        assert main(["doctor", str(out)]) == 0
+        assert sizes == {"train": stored, "valid": 16}, crop
+    capsys.readouterr()

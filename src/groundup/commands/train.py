@@ -63,7 +63,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="with --augment: 'resize', random resized crops (images cached at 1.25x --size), or "
                         "'pad', random shifts by up to --size/16 pixels, padded by reflection (default: %(default)s)")
     t.add_argument("--crop-scale", type=positive_number, default=d.crop_scale, metavar="FRACTION",
-                   help="with --augment, the smallest fraction of an image's area a crop covers")
+                   help="with --augment --crop resize, the smallest fraction of an image's area a crop covers")
     t.add_argument("--train-size", type=positive_int, default=None, metavar="N",
                    help="with --augment, train on N x N crops; validation still sees --size (default: --size)")
     t.add_argument("--label-smoothing", type=float, default=d.label_smoothing, metavar="EPS",

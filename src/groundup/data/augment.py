@@ -191,7 +191,7 @@ class BatchAugment:
 
     @property
     def shift(self) -> int:
-        """"pad" crops: the largest shift in pixels (`pad`, or `size // 16`), less than the size."""
+        """The largest shift of "pad" crops, in pixels: `pad`, or `size // 16` (at least 1), less than the size."""
         return min(self.size - 1, self.pad if self.pad is not None else max(1, self.size // 16))
 
     def generator(self, epoch: int, batch: int) -> torch.Generator:
