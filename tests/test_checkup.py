@@ -104,7 +104,7 @@ def test_doctor_on_a_folder_that_is_not_a_run_is_one_line_and_status_2(tmp_path,
 
 
 def test_doctor_reads_the_training_images_at_the_size_the_run_stored_them(tmp_path, capsys, monkeypatch):
-    import groundup.run.checkup as checkup
+    from groundup.run import checkup
 
     root = make_image_folder(tmp_path / "images")
     sizes = {}
