@@ -17,6 +17,7 @@ Factors (probe's setting -> groundup 0.2's):
 The 0.2 recipe itself is the row "all 0.2" (every factor put back).
 
 Run:  python benchmarks/bench_recipe_factors.py [--runs probe crop arch init adam div "all 0.2"] [--out DIR]
+      [--data FOLDER] [--epochs 15]
 Each run takes 7-9 minutes on 2 cores; run it alone on the machine (the seconds are wall time).
 """
 
@@ -46,8 +47,8 @@ RUNS = {  # name -> the factors that differ from PROBE
 }
 
 
-def one_run(factors: dict, out: Path, data: Path) -> None:
-    """In this process: set the factors, then run `groundup train --recipe fast` at 15 epochs, seed 0."""
+def one_run(factors: dict, out: Path, data: Path, epochs: int) -> None:
+    """In this process: set the factors, then run `groundup train --recipe fast` for `epochs` epochs, seed 0."""
     from groundup.callbacks.schedules import OneCycle
     from groundup.cli import main
     from groundup.nn.models import _resnet_split, register_arch, resnet
@@ -70,7 +71,7 @@ def one_run(factors: dict, out: Path, data: Path) -> None:
         config.Adam = TorchConstantsAdam
     fit.OneCycle = functools.partial(OneCycle, div=factors["div"])
     crop = ["--crop", "pad"] if factors["crop"] == "pad" else ["--crop", "resize", "--crop-scale", "0.8"]
-    sys.exit(main(["train", "--recipe", "fast", "--epochs", "15", "--seed", "0", "--data", str(data),
+    sys.exit(main(["train", "--recipe", "fast", "--epochs", str(epochs), "--seed", "0", "--data", str(data),
                    "--arch", factors["arch"], *crop, "--out", str(out), "--quiet"]))
 
 
@@ -79,11 +80,12 @@ def main() -> None:
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     p.add_argument("--data", type=Path, default=IMAGENETTE)
     p.add_argument("--out", type=Path, default=Path("runs/bench_recipe_factors"))
+    p.add_argument("--epochs", type=int, default=15, help="epochs per run (the table: 15)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one run, in this process
     args = p.parse_args()
     data = require_data(args.data)
     if args.one is not None:
-        one_run({**PROBE, **RUNS[args.one]}, args.out / args.one.replace(" ", "_"), data)
+        one_run({**PROBE, **RUNS[args.one]}, args.out / args.one.replace(" ", "_"), data, args.epochs)
     print("run\tfactors\tvalid_acc\ttta_acc\tseconds", flush=True)
     for name in args.runs:
         run_dir = args.out / name.replace(" ", "_")
@@ -91,8 +93,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="groundup-home-") as home:
                 env = {**os.environ, "GROUNDUP_HOME": home}
                 start = time.perf_counter()
-                subprocess.run([sys.executable, __file__, "--one", name, "--data", str(data), "--out", str(args.out)],
-                               env=env, check=True)
+                subprocess.run([sys.executable, __file__, "--one", name, "--data", str(data), "--out", str(args.out),
+                                "--epochs", str(args.epochs)], env=env, check=True)
                 (run_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
         summary = json.loads((run_dir / "summary.json").read_text())
         wall = (run_dir / "wall_seconds.txt").read_text().strip() if (run_dir / "wall_seconds.txt").is_file() else "?"
