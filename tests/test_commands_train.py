@@ -371,3 +371,20 @@ def test_pad_crops_reach_the_training_batches_and_keep_the_stored_size(image_fol
     out = tmp_path / "run"
     assert main(tiny(image_folder, out, "--augment", "--crop", "pad")) == 0
     assert 'crop = "pad"' in (out / "config.toml").read_text()
+
+
+def test_valid_bs_sets_the_validation_batches_and_defaults_to_twice_bs(image_folder, tmp_path, capsys):
+    from groundup.run.build import build_learner
+    from groundup.run.config import TrainConfig
+
+    for valid_bs, want in ((None, 8), (3, 3)):
+        learn = build_learner(TrainConfig(data=str(image_folder), size=16, bs=4, valid_bs=valid_bs, num_workers=0))
+        try:
+            assert (learn.dls.train.bs, learn.dls.valid.bs) == (4, want)
+        finally:
+            learn.dls.close()
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out, "--valid-bs", "3")) == 0
+    assert "valid_bs = 3" in (out / "config.toml").read_text()
+    assert main(tiny(image_folder, tmp_path / "bad", "--valid-bs", "0")) == 2
+    assert_one_line_error(capsys, "--valid-bs")

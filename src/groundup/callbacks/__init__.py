@@ -24,6 +24,7 @@ from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
 from groundup.callbacks.mixed_precision import MixedPrecision
 from groundup.callbacks.progress import ProgressBar
+from groundup.callbacks.progressive_resize import ProgressiveResize
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.setup import SetupLearnerCB
@@ -53,6 +54,7 @@ __all__ = [
     "NonFiniteLossError",
     "OneCycle",
     "ProgressBar",
+    "ProgressiveResize",
     "Recorder",
     "SetupLearnerCB",
     "StepLogger",

@@ -68,7 +68,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                         "groundup download --list): imagenette-mini, or a registry name, downloaded and cached "
                         "on first use (default: imagenette-mini, shipped in the package)")
     p.add_argument("-b", "--bs", type=positive_int, default=d.bs,
-                   help="training batch size (validation: twice that)")
+                   help="training batch size (validation: twice that; train's --valid-bs sets it)")
     p.add_argument("--size", type=positive_int, default=d.size, help="images are squashed to SIZE x SIZE pixels")
     p.add_argument("--arch", default=d.arch, help=f"model architecture: {', '.join(sorted(ARCHS))}")
     p.add_argument("--opt", default=d.opt, help=f"optimizer: {' or '.join(OPTIMIZERS)} (adam: AdamW, weight "

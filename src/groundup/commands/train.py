@@ -40,6 +40,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "schedule.png, confusion_matrix.png, top_losses.png, per_class.csv and "
                                    "report.html into its --out folder.")
     add_data_options(t)
+    t.add_argument("--valid-bs", type=positive_int, default=None, metavar="N",
+                   help="validation batch size (default: twice --bs)")
     t.add_argument("-e", "--epochs", type=positive_int, default=None,
                    help=f"number of epochs; with --resume, a new number for a --schedule constant run "
                         f"(default: {d.epochs})")
@@ -66,6 +68,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="with --augment --crop resize, the smallest fraction of an image's area a crop covers")
     t.add_argument("--train-size", type=positive_int, default=None, metavar="N",
                    help="with --augment, train on N x N crops; validation still sees --size (default: --size)")
+    t.add_argument("--start-size", type=positive_int, default=None, metavar="N",
+                   help="progressive resizing: train the first epochs on N x N images, growing in steps of 16 "
+                        "pixels to full size by --grow-until of the epochs (default: full size throughout)")
+    t.add_argument("--grow-until", type=positive_number, default=d.grow_until, metavar="FRACTION",
+                   help="with --start-size, the fraction of the epochs after which training is at full size")
     t.add_argument("--label-smoothing", type=float, default=d.label_smoothing, metavar="EPS",
                    help="label smoothing of the cross-entropy loss")
     t.add_argument("--tta", action=argparse.BooleanOptionalAction, default=d.tta,

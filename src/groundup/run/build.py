@@ -91,7 +91,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
     """
     device = resolve_device(cfg.device) if device is None else device
     augment = augment_for(cfg)
-    loading = dict(size=cfg.size, bs=cfg.bs, num_workers=cfg.num_workers, seed=cfg.seed,
+    loading = dict(size=cfg.size, bs=cfg.bs, valid_bs=cfg.valid_bs, num_workers=cfg.num_workers, seed=cfg.seed,
                    skip_corrupt=cfg.skip_corrupt, augment=augment, valid_pct=cfg.valid_pct,
                    exif_orientation=cfg.exif_orientation)
     if cfg.labels is not None:

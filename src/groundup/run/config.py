@@ -53,7 +53,9 @@ class TrainConfig:
         epochs: number of epochs.
         lr: the learning rate (the peak of the one-cycle schedule), or "auto" to use the LR finder's
             suggestion (replaced by the number found before training starts).
-        bs: training batch size (validation uses twice as many).
+        bs: training batch size (validation: twice as many, unless `valid_bs`).
+        valid_bs: the validation batches' size; None: twice `bs` (on a CPU a smaller one can be faster:
+            `resnet_fast` evaluates Imagenette's 3,925 images at 64 px in 3.6 s in batches of 64, 4.4 s in 128).
         size: images are squashed to `size`×`size` pixels.
         arch: a name from `groundup.nn.models.ARCHS`.
         schedule: "one-cycle" (warm up, then anneal; momentum inverse) or "constant".
@@ -87,6 +89,10 @@ class TrainConfig:
         train_size: with `augment`, the side of the training crops; None: `size`. Smaller trains
             faster while validation still sees `size` (on Imagenette at 64 px, 56-px crops lost
             more accuracy than their saved time bought back: see the README's fast recipe).
+        start_size: progressive resizing: the side of the training images in the first epochs, growing
+            in steps of 16 pixels to `size` (or `train_size`) by `grow_until` of the epochs
+            (`ProgressiveResize`); None: every epoch at full size.
+        grow_until: with `start_size`, the fraction of the epochs after which training is at full size.
         label_smoothing: the loss's label smoothing (0: plain cross-entropy).
         tta: evaluate the finished model with test-time augmentation (each validation image and its
             mirror image, averaged): the interpretation and summary's `tta` accuracy.
@@ -117,6 +123,7 @@ class TrainConfig:
     epochs: int = 10
     lr: float | str = 1e-2
     bs: int = 64
+    valid_bs: int | None = None
     size: int = 64
     arch: str = "simple_cnn"
     schedule: str = "one-cycle"
@@ -139,6 +146,8 @@ class TrainConfig:
     crop: str = "resize"
     crop_scale: float = 0.35
     train_size: int | None = None
+    start_size: int | None = None
+    grow_until: float = 0.5
     label_smoothing: float = 0.0
     tta: bool = False
     channels_last: bool = False
@@ -162,6 +171,8 @@ class TrainConfig:
         """Raise ValueError naming the first bad setting (as its command-line flag)."""
         for name in ("epochs", "bs"):
             check_int("", f"--{name}", getattr(self, name))
+        if self.valid_bs is not None:
+            check_int("", "--valid-bs", self.valid_bs)
         check_size("", "--size", self.size)
         if self.lr != "auto" and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
                                   or not 0 < self.lr < math.inf):
@@ -193,6 +204,10 @@ class TrainConfig:
             check_size("", "--train-size", self.train_size)
             if not self.augment:
                 raise ValueError(f"--train-size {self.train_size} needs --augment (the training crops are made by it)")
+        if self.start_size is not None:
+            check_int("", "--start-size", self.start_size, low=8)
+        if check_number("", "--grow-until", self.grow_until, 0.0, low_inclusive=False) > 1:
+            raise ValueError(f"--grow-until is a fraction of the epochs in (0, 1], got {self.grow_until}")
         check_number("", "--label-smoothing", self.label_smoothing, 0.0, 1.0)
         check_number("", "--warmup", self.warmup, 0.0, 1.0)
         check_choice("--anneal", self.anneal, ANNEALS)
@@ -239,6 +254,8 @@ class TrainConfig:
                 "clip": "no gradient clipping",
                 "recipe": "no preset: the settings as given",
                 "train_size": "the same as size",
+                "valid_bs": "twice bs",
+                "start_size": "every epoch at full size",
                 "labels": "labels from the class folders",
                 "valid_col": "no validation column",
                 "valid_pct": "the val/ folder, or a random 0.2 without one",

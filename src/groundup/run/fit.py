@@ -20,6 +20,7 @@ from groundup.callbacks.early_stopping import EarlyStopping
 from groundup.callbacks.gradient_accumulation import GradientAccumulation
 from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.progress import ProgressBar
+from groundup.callbacks.progressive_resize import ProgressiveResize
 from groundup.callbacks.recorder import Recorder
 from groundup.callbacks.schedules import OneCycle
 from groundup.callbacks.step_logger import StepLogger, read_steps
@@ -102,6 +103,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
     early = EarlyStopping(cfg.monitor, cfg.patience) if cfg.patience is not None else None
     if early is not None:
         cbs.append(early)
+    if cfg.start_size is not None:
+        cbs.append(ProgressiveResize(cfg.start_size, cfg.grow_until))
     if cfg.clip is not None:
         cbs.append(GradientClipping(cfg.clip))
     if cfg.accumulate > 1:
