@@ -99,7 +99,7 @@ def test_the_train_options_table_lists_every_option_with_its_python_equivalent()
 
 def test_the_fast_recipe_by_hand_runs_on_a_folder(image_folder, capsys):
     block = next(b for b in python_blocks() if "resnet_fast" in b)
-    code = f"path = {str(image_folder)!r}\n" + block.replace("fit_one_cycle(20", "fit_one_cycle(1")
+    code = f"path = {str(image_folder)!r}\n" + re.sub(r"fit_one_cycle\(\d+", "fit_one_cycle(1", block)
     namespace: dict = {}
     exec(compile(code, "README fast recipe", "exec"), namespace)  # noqa: S102
     assert "'acc'" in capsys.readouterr().out
@@ -115,6 +115,8 @@ def test_the_fast_recipe_section_matches_the_recipe():
     epochs, lr = re.search(r"fit_one_cycle\((\d+), ([\d.e-]+)", section).groups()
     assert (int(epochs), float(lr)) == (fast["epochs"], fast["lr"])
     assert f'crop="{fast["crop"]}"' in section and f"label_smoothing={fast['label_smoothing']}" in section
+    assert f"ProgressiveResize({fast['start_size']}, until={fast['grow_until']})" in section
+    assert f"valid_bs={fast['valid_bs']}" in section
     assert "{{" not in section  # no placeholder left
 
 
