@@ -1,8 +1,9 @@
 """`ProgressiveResize`: train the first epochs on smaller images, the last ones at full size.
 
 A convolutional network with an adaptive pool before its head takes any image size, and most of
-what it learns in the first epochs (edges, textures, colours) does not need every pixel; an image
-of side s costs about (s / size)² of the full size's compute. So the early epochs run on the
+what it learns in the first epochs (edges, textures, colours) does not need every pixel, and a
+smaller image costs less (a `resnet_fast` training step on a CPU: 0.38x the time at 32 px, 0.6x at
+48 px, of the time at 64 px). So the early epochs run on the
 training batches shrunk (area-averaged, as a resize with antialiasing), and the size grows in
 steps of `step` pixels (16) to the full size, which the last `1 - until` of the epochs keep. The
 validation batches are never touched: every epoch is validated at the full size.
@@ -31,7 +32,7 @@ class ProgressiveResize(Callback):
     """Train epoch e on images of side `size_at(e)`: from `start` up to the full size by `until` of the epochs.
 
     The full size is the training batches' own (e.g. 64 for `--size 64`). The side grows linearly
-    with the epoch, rounded down to a multiple of `step`, and reaches the full size at epoch
+    with the epoch, rounded down to a multiple of `step` (never below `start`), and reaches the full size at epoch
     `until * n_epochs`. Only 4-D float training batches (N, C, H, W) are resized, after
     `SetupLearnerCB` has augmented and normalized them; their memory format is kept.
 
