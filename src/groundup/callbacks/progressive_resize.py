@@ -60,7 +60,7 @@ class ProgressiveResize(Callback):
         if pct >= 1:
             return full
         side = self.start + pct * (full - self.start)
-        return max(self.start, min(full, int(side) // self.step * self.step))
+        return max(self.start, int(side) // self.step * self.step)  # side < full here
 
     def before_batch(self) -> None:
         learn = self.learn
@@ -69,7 +69,7 @@ class ProgressiveResize(Callback):
             return
         full = xb.shape[-1]
         side = self.size_at(learn.epoch, learn.n_epochs, full)
-        if side == full and xb.shape[-2] == full:
+        if side == full:
             return
         channels_last = xb.is_contiguous(memory_format=torch.channels_last) and not xb.is_contiguous()
         small = F.interpolate(xb, size=(side * xb.shape[-2] // full, side), mode="bilinear",
