@@ -2,8 +2,8 @@
 
 A convolutional network with an adaptive pool before its head takes any image size, and most of
 what it learns in the first epochs (edges, textures, colours) does not need every pixel, and a
-smaller image costs less (a `resnet_fast` training step on a CPU: 0.38x the time at 32 px, 0.6x at
-48 px, of the time at 64 px). So the early epochs run on the
+smaller image costs less (a `resnet_fast` training step on a CPU: 0.32-0.38x the time at 32 px,
+0.60-0.65x at 48 px, of the time at 64 px). So the early epochs run on the
 training batches shrunk (area-averaged, as a resize with antialiasing), and the size grows in
 steps of `step` pixels (16) to the full size, which the last `1 - until` of the epochs keep. The
 validation batches are never touched: every epoch is validated at the full size.

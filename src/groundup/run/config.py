@@ -55,7 +55,7 @@ class TrainConfig:
             suggestion (replaced by the number found before training starts).
         bs: training batch size (validation: twice as many, unless `valid_bs`).
         valid_bs: the validation batches' size; None: twice `bs` (on a CPU a smaller one can be faster:
-            `resnet_fast` evaluates Imagenette's 3,925 images at 64 px in 3.6 s in batches of 64, 4.4 s in 128).
+            `resnet_fast` evaluated Imagenette's 3,925 images at 64 px in 0.78-0.99x the time in batches of 64).
         size: images are squashed to `size`×`size` pixels.
         arch: a name from `groundup.nn.models.ARCHS`.
         schedule: "one-cycle" (warm up, then anneal; momentum inverse) or "constant".
