@@ -35,6 +35,7 @@ from groundup.callbacks import (
     TerminateOnNaN,
     TrackActivations,
     TrackResults,
+    ValidateEvery,
 )
 from groundup.data import (
     BatchAugment,
@@ -127,6 +128,7 @@ __all__ = [
     "TerminateOnNaN",
     "TrackActivations",
     "TrackResults",
+    "ValidateEvery",
     "__version__",
     "accuracy",
     "accuracy_multi",

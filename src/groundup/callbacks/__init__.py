@@ -32,6 +32,7 @@ from groundup.callbacks.step_logger import StepLogger
 from groundup.callbacks.tensorboard import TensorBoardLogger
 from groundup.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
+from groundup.callbacks.validate_every import ValidateEvery
 
 __all__ = [
     "EVENTS",
@@ -62,4 +63,5 @@ __all__ = [
     "TerminateOnNaN",
     "TrackActivations",
     "TrackResults",
+    "ValidateEvery",
 ]

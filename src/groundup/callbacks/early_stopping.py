@@ -18,7 +18,8 @@ class EarlyStopping(Callback):
 
     After each epoch it reads the epoch's row of `learn.history` (which `TrackResults` fills): a
     loss improves when it goes down, an accuracy when it goes up, by more than `min_delta`; NaN
-    never improves. After `patience` epochs without an improvement it raises `CancelFitException`:
+    never improves. An epoch without a validation pass (`ValidateEvery`) does not count for a `valid_`
+    metric: `patience` counts validated epochs. After `patience` epochs without an improvement it raises `CancelFitException`:
     `after_fit` runs and `fit` returns. It runs after `Checkpoint` (order 60), so the stopped epoch
     is saved in `model.pt` and `best.pt` keeps the best epoch (give `Checkpoint` the same metric as
     `best_by`).
@@ -53,6 +54,8 @@ class EarlyStopping(Callback):
     def _update(self, row: dict) -> bool:
         """Count one epoch's row of results; True when the fit should stop after it."""
         value = row.get(self.monitor)
+        if value is None and self.monitor.startswith("valid_"):
+            return False  # an epoch without a validation pass (`ValidateEvery`): neither better nor worse
         if is_improvement(self.monitor, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = float(value), int(row["epoch"]), 0
             return False

@@ -176,6 +176,9 @@ class TrackResults(Callback):
             for (_, column), total in zip(self._active, sums):
                 if total is not None:
                     self._row[column] = float(total) / count
+        # A pass cancelled before its before_* event reached this callback (`ValidateEvery`) counts nothing:
+        # never the sums of the pass before.
+        self._loss_sum, self._count, self._sums = None, 0, [None] * len(self._active)
 
     def _add_up_ranks(self) -> tuple[float, list[float], int]:
         # One collective per pass, [loss_sum, count, *metric_sums] stacked. Every rank takes part,

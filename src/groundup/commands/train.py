@@ -42,6 +42,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_data_options(t)
     t.add_argument("--valid-bs", type=positive_int, default=None, metavar="N",
                    help="validation batch size (default: twice --bs)")
+    t.add_argument("--valid-every", type=positive_int, default=d.valid_every, metavar="N",
+                   help="validate only every N-th epoch and the last one: more time for training "
+                        "(default: %(default)s, every epoch)")
     t.add_argument("-e", "--epochs", type=positive_int, default=None,
                    help=f"number of epochs; with --resume, a new number for a --schedule constant run "
                         f"(default: {d.epochs})")

@@ -56,6 +56,8 @@ class TrainConfig:
         bs: training batch size (validation: twice as many, unless `valid_bs`).
         valid_bs: the validation batches' size; None: twice `bs` (on a CPU a smaller one can be faster:
             `resnet_fast` evaluated Imagenette's 3,925 images at 64 px in 0.78-0.99x the time in batches of 64).
+        valid_every: validate only every `valid_every`-th epoch and the last one (`ValidateEvery`); the
+            other epochs' rows have no validation columns. 1: every epoch.
         size: images are squashed to `size`×`size` pixels.
         arch: a name from `groundup.nn.models.ARCHS`.
         schedule: "one-cycle" (warm up, then anneal; momentum inverse) or "constant".
@@ -124,6 +126,7 @@ class TrainConfig:
     lr: float | str = 1e-2
     bs: int = 64
     valid_bs: int | None = None
+    valid_every: int = 1
     size: int = 64
     arch: str = "simple_cnn"
     schedule: str = "one-cycle"
@@ -169,8 +172,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting (as its command-line flag)."""
-        for name in ("epochs", "bs"):
-            check_int("", f"--{name}", getattr(self, name))
+        for name in ("epochs", "bs", "valid_every"):
+            check_int("", f"--{name.replace('_', '-')}", getattr(self, name))
         if self.valid_bs is not None:
             check_int("", "--valid-bs", self.valid_bs)
         check_size("", "--size", self.size)

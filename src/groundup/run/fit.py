@@ -27,6 +27,7 @@ from groundup.callbacks.step_logger import StepLogger, read_steps
 from groundup.callbacks.tensorboard import TensorBoardLogger
 from groundup.callbacks.terminate_on_nan import TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
+from groundup.callbacks.validate_every import ValidateEvery
 from groundup.learner import Learner
 from groundup.run.config import TrainConfig
 from groundup.run.init import init_lr
@@ -105,6 +106,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
         cbs.append(early)
     if cfg.start_size is not None:
         cbs.append(ProgressiveResize(cfg.start_size, cfg.grow_until))
+    if cfg.valid_every > 1:
+        cbs.append(ValidateEvery(cfg.valid_every))
     if cfg.clip is not None:
         cbs.append(GradientClipping(cfg.clip))
     if cfg.accumulate > 1:
