@@ -117,6 +117,7 @@ def test_the_fast_recipe_section_matches_the_recipe():
     assert f'crop="{fast["crop"]}"' in section and f"label_smoothing={fast['label_smoothing']}" in section
     assert f"ProgressiveResize({fast['start_size']}, until={fast['grow_until']})" in section
     assert f"valid_bs={fast['valid_bs']}" in section
+    assert f"ValidateEvery({fast['valid_every']})" in section
     assert "{{" not in section  # no placeholder left
 
 
