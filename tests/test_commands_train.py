@@ -40,6 +40,16 @@ def test_without_momentum_one_cycle_still_cycles_it(image_folder, tmp_path):
     assert group["weight_decay"] == 1e-4 and group["momentum"] == pytest.approx(0.95, abs=0.02)
 
 
+def test_nesterov_sgd_from_the_command_line(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny(image_folder, out, "--opt", "sgd", "--nesterov")) == 0
+    ckpt = read_checkpoint(out / "model.pt")
+    assert ckpt["opt"]["param_groups"][0]["nesterov"] is True and ckpt["config"]["nesterov"] is True
+    assert "nesterov = true" in (out / "config.toml").read_text()
+    assert main(tiny(image_folder, tmp_path / "adam", "--nesterov")) == 2
+    assert "--nesterov is a kind of SGD momentum: it needs --opt sgd" in capsys.readouterr().err
+
+
 # -- short options ---------------------------------------------------------------------------------------
 def test_short_aliases_b_j_e_work_and_are_listed_in_help(image_folder, tmp_path, capsys):
     out = tmp_path / "run"

@@ -59,9 +59,20 @@ def test_opt_func_for_takes_weight_decay_and_momentum(name, wd, momentum, group)
     assert {k: opt.param_groups[0][k] for k in group} == group
 
 
+def test_opt_func_for_gives_nesterov_sgd():
+    import torch
+
+    opt = opt_func_for("sgd", nesterov=True)([torch.zeros(2, requires_grad=True)], 0.1)
+    assert opt.param_groups[0]["nesterov"] is True and opt.param_groups[0]["momentum"] == 0.9
+    with pytest.raises(ValueError, match="--nesterov is a kind of SGD momentum: it needs --opt sgd, got --opt adam"):
+        opt_func_for("adam", nesterov=True)
+
+
 @pytest.mark.parametrize("kwargs, pattern", [
     ({"wd": -0.1}, r"--wd must be a finite number >= 0, got -0.1"),
     ({"momentum": 1.0}, r"--momentum must be a finite number in \[0, 1\), got 1.0"),
+    ({"nesterov": True}, r"--nesterov is a kind of SGD momentum: it needs --opt sgd \(this run: --opt adam\)"),
+    ({"nesterov": True, "opt": "sgd", "momentum": 0.0}, r"--nesterov needs a momentum > 0"),
 ])
 def test_weight_decay_and_momentum_are_checked(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -43,6 +43,17 @@ def test_sgd_trajectory_matches_torch(lr, wd, momentum):
     assert_same_params(a, b)
 
 
+@pytest.mark.parametrize("lr, wd, momentum", [(0.05, 0.0, 0.9), (0.1, 0.05, 0.8)])
+def test_nesterov_sgd_trajectory_matches_torch(lr, wd, momentum):
+    model_a, model_b, a, b = twin_models()
+    train_steps(model_a, SGD(a, lr, weight_decay=wd, momentum=momentum, nesterov=True), 6)
+    train_steps(model_b, torch.optim.SGD(b, lr, weight_decay=wd, momentum=momentum, nesterov=True), 6)
+    assert_same_params(a, b)
+    model_c, _, c, _ = twin_models()
+    train_steps(model_c, SGD(c, lr, weight_decay=wd, momentum=momentum), 6)
+    assert any(not torch.allclose(p, q) for p, q in zip(a, c))  # it is not plain momentum
+
+
 @pytest.mark.parametrize("lr, betas, eps, wd", [(1e-2, (0.9, 0.99), 1e-5, 0.0), (3e-3, (0.8, 0.9), 1e-8, 0.1)])
 def test_adam_trajectory_matches_torch_adamw(lr, betas, eps, wd):
     model_a, model_b, a, b = twin_models()
@@ -124,7 +135,7 @@ def test_state_dict_refers_to_parameters_by_index_like_torch():
     opt = SGD(model.parameters(), 0.1, momentum=0.9)
     train_steps(model, opt, 1)
     sd = opt.state_dict()
-    assert sd["param_groups"] == [{"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "params": [0, 1, 2, 3]}]
+    assert sd["param_groups"] == [{"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "params": [0, 1, 2, 3]}]
     assert sorted(sd["state"]) == [0, 1, 2, 3] and set(sd["state"][0]) == {"momentum_buffer"}
 
 
@@ -163,6 +174,7 @@ def test_step_calls_the_closure_and_returns_its_loss():
     (lambda ps: SGD(ps, lr=-0.1), "SGD: lr must be a finite number >= 0, got -0.1"),
     (lambda ps: SGD(ps, lr=float("nan")), "lr must be a finite number >= 0, got nan"),
     (lambda ps: SGD(ps, lr=0.1, momentum=1.0), r"momentum must be a finite number in \[0, 1\), got 1.0"),
+    (lambda ps: SGD(ps, lr=0.1, nesterov=True), r"SGD: nesterov=True needs a momentum > 0"),
     (lambda ps: SGD(ps, lr=0.1, weight_decay=-1e-4), r"SGD: weight_decay must be a finite number >= 0, got -0.0001"),
     (lambda ps: Adam(ps, betas=(0.9, 1.0)), r"Adam: betas\[1\] must be a finite number in \[0, 1\), got 1.0"),
     (lambda ps: Adam(ps, betas=(-0.1, 0.99)), r"betas\[0\] must be"),

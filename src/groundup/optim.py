@@ -299,16 +299,18 @@ def _check_number(opt: Any, name: str, value: Any, low: float = 0.0, high: float
 class SGD(Optimizer):
     """Stochastic gradient descent with (coupled) weight decay and momentum, as torch.optim.SGD.
 
-    Per parameter p with gradient g (dampening 0, no Nesterov):
+    Per parameter p with gradient g (dampening 0):
         g = g + wd * p                  # weight decay as an L2 penalty on the loss
         buf = momentum * buf + g        # (buf = g on the first step)
         p = p - lr * buf                # (p - lr * g when momentum is 0)
+    With `nesterov=True` the step looks ahead along the momentum: `p = p - lr * (g + momentum * buf)`.
 
     Args:
         params: parameters or parameter groups (see `Optimizer`).
         lr: learning rate.
         weight_decay: weight decay (group key "weight_decay"; `wd`, the walkthrough's name, works too).
         momentum: momentum factor in [0, 1) (group key "momentum").
+        nesterov: Nesterov momentum, as `torch.optim.SGD(nesterov=True)` (group key "nesterov"); needs a momentum.
 
     Example:
         >>> opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -316,15 +318,20 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params: ParamsT, lr: float, weight_decay: float = 0.0, momentum: float = 0.0,
-                 wd: float | None = None) -> None:
+                 wd: float | None = None, nesterov: bool = False) -> None:
         if wd is not None:  # the walkthrough's spelling, kept beside PyTorch's
             weight_decay = wd
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "nesterov": nesterov})
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
         _check_number(self, "momentum", group["momentum"], 0.0, 1.0)
         _check_number(self, "weight_decay", group["weight_decay"])
+        if not isinstance(group["nesterov"], bool):
+            raise TypeError(f"SGD: nesterov must be True or False, got {group['nesterov']!r}")
+        if group["nesterov"] and group["momentum"] == 0:
+            raise ValueError("SGD: nesterov=True needs a momentum > 0 (Nesterov momentum looks ahead along it)")
 
     def _update(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
@@ -343,7 +350,8 @@ class SGD(Optimizer):
             if old_bufs:
                 torch._foreach_mul_(old_bufs, momentum)
                 torch._foreach_add_(old_bufs, old_grads)
-            grads = [self.state[p]["momentum_buffer"] for p in params]
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
+            grads = torch._foreach_add(grads, bufs, alpha=momentum) if group.get("nesterov") else bufs
         torch._foreach_add_(params, grads, alpha=-lr)
 
 

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = TrainConfig(data=args.data, bs=args.bs, size=args.size, arch=args.arch, opt=args.opt,
                       num_workers=args.num_workers, seed=args.seed, lr="auto",
-                      device=args.device, wd=args.wd, momentum=args.momentum, skip_corrupt=args.skip_corrupt,
+                      device=args.device, wd=args.wd, momentum=args.momentum, nesterov=args.nesterov,
+                      skip_corrupt=args.skip_corrupt,
                       exif_orientation=args.exif_orientation is not False,
                       labels=args.labels, valid_col=args.valid_col, valid_pct=args.valid_pct, task=args.task,
                       threshold=args.threshold)

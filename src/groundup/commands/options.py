@@ -59,7 +59,7 @@ def number(flag: str, text: str) -> float:
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --num-workers, --seed, --skip-corrupt, --labels,
+    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --nesterov, --num-workers, --seed, --skip-corrupt, --labels,
     --valid-pct, --task, --threshold: `train`'s and `lr-find`'s."""
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
@@ -79,6 +79,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=None,
                    help=f"SGD's momentum or Adam's beta1, held fixed when given (default: {DEFAULT_MOMENTUM}, "
                         "cycled 0.95 -> 0.85 -> 0.95 under the one-cycle schedule)")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=d.nesterov,
+                   help="with --opt sgd, Nesterov momentum")
     p.add_argument("-j", "--num-workers", type=non_negative_int, default=None,
                    help="data-loading processes, 0 to load in the main process "
                         "(default: one per CPU core, at most 8)")

@@ -118,6 +118,7 @@ def build_learner(cfg: TrainConfig, device: str | torch.device | None = None) ->
         cbs.append(MixedPrecision())
     loss = loss_for(dls.preprocessing.multi_label, cfg.label_smoothing)
     learn = Learner(model, dls, loss, lr=1e-3 if cfg.lr == "auto" else cfg.lr,
-                    opt_func=opt_func_for(cfg.opt, wd=cfg.wd, momentum=cfg.momentum, wd_norms=cfg.wd_norms),
+                    opt_func=opt_func_for(cfg.opt, wd=cfg.wd, momentum=cfg.momentum, wd_norms=cfg.wd_norms,
+                                          nesterov=cfg.nesterov),
                     cbs=cbs, progress=False)  # run_fit adds the bar itself, unless --quiet
     return learn.compile() if cfg.compile else learn

@@ -72,6 +72,7 @@ class TrainConfig:
         wd: weight decay; None: the optimizer's default (`DEFAULT_WD`: 0.01 for adam, 1e-4 for sgd).
         momentum: SGD's momentum or Adam's beta1, kept fixed; None: 0.9, and under one-cycle the
             schedule's cycle 0.95 -> 0.85 -> 0.95.
+        nesterov: with `opt="sgd"`, Nesterov momentum (`SGD(nesterov=True)`).
         monitor: the metric that decides `best.pt` and early stopping: "valid_loss" (lower is
             better) or "valid_acc" (higher is better).
         patience: stop when `monitor` has not improved for this many epochs (`EarlyStopping`);
@@ -138,6 +139,7 @@ class TrainConfig:
     device: str = "auto"
     wd: float | None = None
     momentum: float | None = None
+    nesterov: bool = False
     monitor: str = "valid_loss"
     patience: int | None = None
     clip: float | None = None
@@ -194,6 +196,10 @@ class TrainConfig:
             check_number("", "--wd", self.wd)
         if self.momentum is not None:
             check_number("", "--momentum", self.momentum, 0.0, 1.0)
+        if self.nesterov and self.opt != "sgd":
+            raise ValueError(f"--nesterov is a kind of SGD momentum: it needs --opt sgd (this run: --opt {self.opt})")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("--nesterov needs a momentum > 0 (this run: --momentum 0)")
         check_choice("--monitor", self.monitor, MONITORS)
         if self.patience is not None:
             check_int("", "--patience", self.patience)
@@ -331,18 +337,21 @@ def read_toml_settings(path: str | os.PathLike, extra: dict[str, type] | None = 
 
 
 def opt_func_for(name: str, wd: float | None = None, momentum: float | None = None,
-                 wd_norms: bool = True) -> Callable:
+                 wd_norms: bool = True, nesterov: bool = False) -> Callable:
     """The optimizer factory for `--opt`: AdamW or SGD, with weight decay `wd` and momentum (Adam: beta1).
 
     None takes the defaults: AdamW with weight decay 0.01, betas (0.9, 0.99); SGD with momentum 0.9,
     weight decay 1e-4 (`DEFAULT_WD`, `DEFAULT_MOMENTUM`). With `wd_norms=False`, 1-D parameters
-    (norm scales and shifts, biases) get no weight decay (`decay_groups`).
+    (norm scales and shifts, biases) get no weight decay (`decay_groups`). `nesterov`: SGD's Nesterov
+    momentum (SGD only).
     """
     check_choice("--opt", name, OPTIMIZERS)
+    if nesterov and name != "sgd":
+        raise ValueError(f"--nesterov is a kind of SGD momentum: it needs --opt sgd, got --opt {name}")
     wd = DEFAULT_WD[name] if wd is None else wd
     momentum = DEFAULT_MOMENTUM if momentum is None else momentum
     if name == "sgd":
-        opt = functools.partial(SGD, momentum=momentum, weight_decay=wd)
+        opt = functools.partial(SGD, momentum=momentum, weight_decay=wd, nesterov=nesterov)
     else:
         opt = functools.partial(Adam, betas=(momentum, 0.99), weight_decay=wd)
     return opt if wd_norms else functools.partial(_with_decay_groups, opt, wd)
