@@ -19,10 +19,10 @@ class EarlyStopping(Callback):
     After each epoch it reads the epoch's row of `learn.history` (which `TrackResults` fills): a
     loss improves when it goes down, an accuracy when it goes up, by more than `min_delta`; NaN
     never improves. An epoch without a validation pass (`ValidateEvery`) does not count for a `valid_`
-    metric: `patience` counts validated epochs. After `patience` epochs without an improvement it raises `CancelFitException`:
-    `after_fit` runs and `fit` returns. It runs after `Checkpoint` (order 60), so the stopped epoch
-    is saved in `model.pt` and `best.pt` keeps the best epoch (give `Checkpoint` the same metric as
-    `best_by`).
+    metric: `patience` counts validated epochs. After `patience` epochs without an improvement it
+    raises `CancelFitException`: `after_fit` runs and `fit` returns. It runs after `Checkpoint` (order
+    60), so the stopped epoch is saved in `model.pt` and `best.pt` keeps the best epoch (give
+    `Checkpoint` the same metric as `best_by`).
 
     Args:
         monitor: a column of `learn.history`: "valid_loss", "valid_acc", "train_loss" or "train_acc".

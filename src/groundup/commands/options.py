@@ -59,8 +59,8 @@ def number(flag: str, text: str) -> float:
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --nesterov, --num-workers, --seed, --skip-corrupt, --labels,
-    --valid-pct, --task, --threshold: `train`'s and `lr-find`'s."""
+    """--data, --bs, --size, --arch, --opt, --wd, --momentum, --nesterov, --num-workers, --seed, --skip-corrupt,
+    --labels, --valid-pct, --task, --threshold: `train`'s and `lr-find`'s."""
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="FOLDER_OR_NAME",
                    help="a folder with train/<label>/ and val/<label>/ image subfolders (without val/, or with "
