@@ -31,8 +31,12 @@ check() {  # check NAME COMMAND...: run COMMAND, print PASS/FAIL with its wall t
 }
 
 install() {
+    # An installed setuptools >= 68 builds groundup in place (--no-build-isolation): a GPU machine
+    # that cannot reach PyPI installs it all the same.
+    local build
+    build=$("$PY" -c "import setuptools; print('--no-build-isolation' if int(setuptools.__version__.split('.')[0]) >= 68 else '')" 2>/dev/null)
     if "$PY" -c "import torch" 2>/dev/null; then
-        "$PY" -m pip install --no-deps -e . &&
+        "$PY" -m pip install --no-deps $build -e . &&
             "$PY" -m pip install "numpy>=1.24" "pillow>=10" "matplotlib>=3.7" "tqdm>=4.60" "filelock>=3.0" "pytest>=7"
     else
         "$PY" -m pip install -e ".[test]"

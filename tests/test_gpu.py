@@ -87,11 +87,12 @@ def test_conv_and_batchnorm_on_the_device_match_the_cpu():
         _close(b.float(), c.float(), atol=1e-5, rtol=1e-4)
 
 
-def test_augmentation_and_normalize_on_the_device_match_the_cpu():
+@pytest.mark.parametrize("crop", ["resize", "pad"])
+def test_augmentation_and_normalize_on_the_device_match_the_cpu(crop):
     xb = torch.randint(0, 256, (6, 20, 20, 3), dtype=torch.uint8)
-    aug = BatchAugment(16, seed=3)
-    crops_cpu = aug(xb, epoch=1, batch=2, training=True)
-    crops_dev = aug(xb.to(DEVICE), epoch=1, batch=2, training=True)
+    aug = BatchAugment(16, seed=3, crop=crop)
+    crops_cpu = aug(xb, epoch=1, batch=2)
+    crops_dev = aug(xb.to(DEVICE), epoch=1, batch=2)
     assert crops_dev.device.type == DEVICE.type
     _close(crops_dev.float(), crops_cpu.float(), atol=1.0, rtol=0)  # the same crops and flips (rounding aside)
     norm = Normalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
