@@ -65,7 +65,7 @@ expect_one_line_error() {  # expect_one_line_error TEXT COMMAND...: exit status 
 
 check install install
 check cuda-visible "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.device_count(), 'GPU(s)')"
-check gpu-tests "$PY" -m pytest -q -m gpu tests/ -p no:cacheprovider
+check gpu-tests "$PY" -m pytest -q -rs -m gpu tests/ -p no:cacheprovider
 check train-amp-sgd groundup train --device cuda --amp --opt sgd --epochs 2 --bs 64 --out "$WORK/run" --quiet
 check train-cut-adam groundup train --device cuda --amp --opt adam --schedule constant --epochs 1 --out "$WORK/cut" --quiet
 check resume-amp-adam groundup train --resume "$WORK/cut/model.pt" --epochs 2 --quiet

@@ -326,6 +326,20 @@ def test_lr_find_writes_the_plot_and_json_and_prints_the_suggestion(image_folder
     assert f"suggested lr: {result['suggestion']:.3g} (method: {result['method']})" in printed
 
 
+def test_lr_find_amp_runs_the_finder_under_mixed_precision(image_folder, tmp_path, monkeypatch):
+    # as `train --amp --lr auto` does: the finder measures the precision training will use
+    from groundup.callbacks.mixed_precision import MixedPrecision
+    import groundup.commands.lr_find as lr_find_command
+    built = []
+    build = lr_find_command.build_learner
+    monkeypatch.setattr(lr_find_command, "build_learner", lambda cfg: built.append(build(cfg)) or built[-1])
+    out = tmp_path / "lr"
+    assert main(["lr-find", "--data", str(image_folder), "--size", "16", "--bs", "8", "--num-workers", "0",
+                 "--max-lr", "1", "--amp", "--out", str(out)]) == 0
+    assert any(isinstance(cb, MixedPrecision) for cb in built[0].cbs)
+    assert json.loads((out / "lr_find.json").read_text())["amp"] is True
+
+
 def test_lr_find_checks_its_range(image_folder, tmp_path, capsys):
     assert main(["lr-find", "--data", str(image_folder), "--start-lr", "1", "--max-lr", "0.1",
                  "--out", str(tmp_path / "lr")]) == 2

@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Sequence
 
-from groundup.commands.options import HelpFormatter, add_data_options, add_device_option
+from groundup.commands.options import HelpFormatter, add_amp_option, add_data_options, add_device_option
 from groundup.run.config import TrainConfig
 from groundup.utils.atomic import atomic_write
 from groundup.utils.logs import console_logging
@@ -23,6 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "(lrs, losses, suggestion, method) and print the suggestion.")
     add_data_options(f)
     add_device_option(f)
+    add_amp_option(f)
     f.add_argument("--start-lr", type=float, default=1e-6, help="the first learning rate tried")
     f.add_argument("--max-lr", type=float, default=10.0, help="stop once the learning rate passes this")
     f.add_argument("-v", "--verbose", action="count", default=0, help="also show debug messages")
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = TrainConfig(data=args.data, bs=args.bs, size=args.size, arch=args.arch, opt=args.opt,
                       num_workers=args.num_workers, seed=args.seed, lr="auto",
-                      device=args.device, wd=args.wd, momentum=args.momentum, nesterov=args.nesterov,
+                      device=args.device, amp=args.amp, wd=args.wd, momentum=args.momentum, nesterov=args.nesterov,
                       skip_corrupt=args.skip_corrupt,
                       exif_orientation=args.exif_orientation is not False,
                       labels=args.labels, valid_col=args.valid_col, valid_pct=args.valid_pct, task=args.task,
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     finally:
         learn.dls.close()
     result = {"suggestion": found.lr, "method": found.method, "lrs": found.lrs, "losses": found.losses,
-              "arch": cfg.arch, "opt": cfg.opt, "bs": cfg.bs, "size": cfg.size, "seed": cfg.seed,
+              "arch": cfg.arch, "opt": cfg.opt, "bs": cfg.bs, "size": cfg.size, "seed": cfg.seed, "amp": cfg.amp,
               "data_path": str(learn.dls.path.resolve())}
     with atomic_write(out / "lr_find.json", "w", encoding="utf-8") as f:
         f.write(json.dumps(result, indent=2) + "\n")

@@ -108,6 +108,12 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="multi-label: a tag is predicted where its probability is above P")
 
 
+def add_amp_option(p: argparse.ArgumentParser) -> None:
+    """--amp, as train and lr-find take it (the LR finder then measures what training will do)."""
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=TrainConfig().amp,
+                   help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
+
+
 def add_device_option(p: argparse.ArgumentParser, what: str = "train") -> None:
     """--device, as every subcommand takes it: the same names and meaning everywhere.
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from groundup.callbacks.tensorboard import require_tensorboard
 from groundup.commands.options import (
     HelpFormatter,
+    add_amp_option,
     add_data_options,
     add_device_option,
     number,
@@ -57,8 +58,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--accumulate", type=positive_int, default=d.accumulate, metavar="K",
                    help="step once every K batches, adding up their gradients (the loss divided by K): "
                         "like a batch K times larger, in the memory of one")
-    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
-                   help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
+    add_amp_option(t)
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile,
                    help="train a torch.compile'd model: costs 10-70 s of compiling once, pays off over a few "
                         "hundred steps or more (see benchmarks/bench_compile.py)")
