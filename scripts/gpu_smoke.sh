@@ -69,6 +69,7 @@ check gpu-tests "$PY" -m pytest -q -rs -m gpu tests/ -p no:cacheprovider
 check train-amp-sgd groundup train --device cuda --amp --opt sgd --epochs 2 --bs 64 --out "$WORK/run" --quiet
 check train-cut-adam groundup train --device cuda --amp --opt adam --schedule constant --epochs 1 --out "$WORK/cut" --quiet
 check resume-amp-adam groundup train --resume "$WORK/cut/model.pt" --epochs 2 --quiet
+check recipe-fast-amp groundup train --recipe fast --amp --epochs 3 --out "$WORK/fast" --quiet
 check train-deterministic groundup train --device cuda --deterministic --epochs 1 --out "$WORK/det" --quiet
 check lr-find-fp16 groundup lr-find --device cuda --amp --out "$WORK/lr"
 check predict groundup predict "$WORK/run/model.pt" "$("$PY" -c 'from groundup.run.build import shipped_dataset; print(shipped_dataset() / "val")')" --device cuda --top 2
