@@ -206,11 +206,11 @@ def test_resume_via_the_cli_equals_an_uninterrupted_run_bit_for_bit(image_folder
     # With augmentation: the crops and flips are seeded by (seed, epoch, batch), so they repeat too. With
     # the fast recipe's ingredients: its model (two-layer stem, avg shortcuts, torch init), either crop, and
     # progressive resizing (epochs 0 and 1 at 8 px, the resumed epoch 2 at 16), validation every second epoch
-    # (epoch 0 not validated) and Nesterov momentum.
+    # (epoch 0 not validated), Nesterov momentum and a moving average of the weights.
     options = ["--arch", "resnet_fast" if crop == "pad" else "resnet", "--opt", "sgd", "--lr", "0.05", "--augment",
                "--crop", crop, "--label-smoothing", "0.1", "--no-wd-norms", "--anneal", "cos"]
     if crop == "pad":
-        options += ["--start-size", "8", "--valid-every", "2", "--nesterov"]
+        options += ["--start-size", "8", "--valid-every", "2", "--nesterov", "--ema", "0.9"]
     assert main(tiny(image_folder, "--out", str(tmp_path / "full"), *options, epochs=3)) == 0
 
     with monkeypatch.context() as m:

@@ -19,6 +19,7 @@ from groundup.callbacks.core import (
 )
 from groundup.callbacks.distributed import DistributedTraining
 from groundup.callbacks.early_stopping import EarlyStopping
+from groundup.callbacks.ema import EMA
 from groundup.callbacks.gradient_accumulation import GradientAccumulation
 from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.lr_finder import LRFinder, LRSuggestion
@@ -46,6 +47,7 @@ __all__ = [
     "Checkpoint",
     "CompileModel",
     "DistributedTraining",
+    "EMA",
     "EarlyStopping",
     "GradientAccumulation",
     "GradientClipping",

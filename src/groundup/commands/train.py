@@ -53,6 +53,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="learning rate (the peak of the one-cycle schedule), or 'auto' to run the LR finder "
                         f"first and use its suggestion (default: {d.lr})")
     t.add_argument("--schedule", default=d.schedule, help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
+    t.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help="validate, save and finish with a moving average of the weights, each step keeping "
+                        "DECAY of it (e.g. 0.99: about the last 100 steps); 0: none (default: %(default)s)")
     t.add_argument("--clip", type=positive_number, default=None, metavar="NORM",
                    help="clip the gradient norm to NORM before each step (default: no clipping)")
     t.add_argument("--accumulate", type=positive_int, default=d.accumulate, metavar="K",

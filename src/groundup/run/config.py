@@ -80,6 +80,9 @@ class TrainConfig:
         clip: clip the gradient norm to this before each step (`GradientClipping`); None: no clipping.
         accumulate: add up the gradients of this many batches per step, the loss divided by it
             (`GradientAccumulation`): like a batch this many times larger.
+        ema: validate, save and finish with an exponential moving average of the weights with this
+            decay, in [0, 1) (`EMA`): much better than the weights while the learning rate is high;
+            0: no average.
         tensorboard: also write TensorBoard event files into the run folder's `tensorboard/`
             (`TensorBoardLogger`; needs `pip install 'groundup[tensorboard]'`).
         skip_corrupt: skip images that cannot be decoded (with a warning) instead of stopping.
@@ -144,6 +147,7 @@ class TrainConfig:
     patience: int | None = None
     clip: float | None = None
     accumulate: int = 1
+    ema: float = 0.0
     tensorboard: bool = False
     skip_corrupt: bool = False
     exif_orientation: bool = True
@@ -206,6 +210,7 @@ class TrainConfig:
         if self.clip is not None:
             check_number("", "--clip", self.clip, low_inclusive=False)
         check_int("", "--accumulate", self.accumulate)
+        check_number("", "--ema", self.ema, 0.0, 1.0)
         check_choice("--crop", self.crop, CROPS)
         if check_number("", "--crop-scale", self.crop_scale, 0.0, low_inclusive=False) > 1:
             raise ValueError(f"--crop-scale must be a fraction of the image's area in (0, 1], got {self.crop_scale}")

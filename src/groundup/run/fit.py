@@ -17,6 +17,7 @@ import torch
 from groundup.callbacks.checkpoint import Checkpoint
 from groundup.callbacks.core import Callback
 from groundup.callbacks.early_stopping import EarlyStopping
+from groundup.callbacks.ema import EMA
 from groundup.callbacks.gradient_accumulation import GradientAccumulation
 from groundup.callbacks.gradient_clipping import GradientClipping
 from groundup.callbacks.progress import ProgressBar
@@ -108,6 +109,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
         cbs.append(ProgressiveResize(cfg.start_size, cfg.grow_until))
     if cfg.valid_every > 1:
         cbs.append(ValidateEvery(cfg.valid_every))
+    if cfg.ema > 0:
+        cbs.append(EMA(cfg.ema))
     if cfg.clip is not None:
         cbs.append(GradientClipping(cfg.clip))
     if cfg.accumulate > 1:
