@@ -18,6 +18,7 @@ TESTS = Path(__file__).parent
 def test_the_gpu_suite_runs_on_the_cpu():
     env = os.environ | {"GROUNDUP_GPU_SUITE_DEVICE": "cpu"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                           str(TESTS / "test_gpu.py")], env=env, cwd=TESTS.parent, capture_output=True, text=True)
+                           str(TESTS / "test_gpu.py")],
+                          env=env, cwd=TESTS.parent, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout.splitlines()[-1], done.stdout[-2000:]
