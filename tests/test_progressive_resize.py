@@ -100,7 +100,8 @@ def test_the_cli_trains_the_early_epochs_smaller_and_records_the_setting(image_f
 
 
 @pytest.mark.parametrize("flag, value, pattern", [("--start-size", "4", "--start-size must be an integer >= 8"),
-                                                  ("--grow-until", "2", "--grow-until is a fraction")])
+                                                  ("--grow-until", "2", "--grow-until is a fraction"),
+                                                  ("--grow-until", "0.3", r"--grow-until 0.3 needs --start-size")])
 def test_bad_flags_are_one_line_errors(image_folder, tmp_path, capsys, flag, value, pattern):
     assert main([*tiny(image_folder, flag, value), "--out", str(tmp_path / "run")]) == 2
     one_line_error(capsys, pattern)

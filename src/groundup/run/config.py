@@ -222,6 +222,9 @@ class TrainConfig:
             check_int("", "--start-size", self.start_size, low=8)
         if check_number("", "--grow-until", self.grow_until, 0.0, low_inclusive=False) > 1:
             raise ValueError(f"--grow-until is a fraction of the epochs in (0, 1], got {self.grow_until}")
+        if self.start_size is None and self.grow_until != TrainConfig.grow_until:
+            raise ValueError(f"--grow-until {self.grow_until} needs --start-size (it says by when progressive "
+                             f"resizing from that size reaches full size)")
         check_number("", "--label-smoothing", self.label_smoothing, 0.0, 1.0)
         check_number("", "--warmup", self.warmup, 0.0, 1.0)
         check_choice("--anneal", self.anneal, ANNEALS)
