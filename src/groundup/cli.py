@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from groundup._version import __version__
 from groundup.commands import COMMANDS
 from groundup.commands.options import HelpFormatter
-from groundup.utils.errors import GroundupError, GroundupWarning, write_traceback
+from groundup.utils.errors import GroundupError, GroundupWarning, Terminated, write_traceback
 from groundup.utils.memory import keep_freed_memory
 
 __all__ = ["build_parser", "main"]
@@ -65,11 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         command.add_parser(sub)
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill PID`, a scheduler's stop), raised where the command is, as Ctrl-C's KeyboardInterrupt is,
-    so a run stops the same way: its last finished epoch kept, one line saying how to continue."""
 
 
 @contextlib.contextmanager

@@ -33,8 +33,8 @@ from groundup.run.init import apply_init, open_init
 from groundup.run.resume import Resume, changes_of, open_resume
 from groundup.utils.atomic import remove_stale_temp_files
 from groundup.utils.disk import DiskFullError
-from groundup.utils.errors import note_run_dir
-from groundup.utils.process_group import finish, is_main_process, peer_failure, peer_stopped
+from groundup.utils.errors import Terminated, note_run_dir
+from groundup.utils.process_group import finish, get_world_size, is_main_process, peer_failure, peer_stopped
 
 __all__ = ["train"]
 
@@ -149,9 +149,16 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
             if not main_process:
                 finish()  # wait for rank 0 to write the run folder, then leave the group with it
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the command line turns it into one): it says the rest
+            launcher = "torchrun ... -m groundup train" if get_world_size() > 1 else "groundup train"
+            hints = []
+            if isinstance(e, Terminated) and get_world_size() > 1:  # torchrun's agent stops every rank when one fails
+                hints.append("under torchrun, a rank is stopped so when another rank failed or torchrun was "
+                             "stopped (its report names the rank and exit code)")
             if main_process and (run_dir / "model.pt").is_file():
-                e.resume_hint = (f"the last finished epoch is saved: continue with groundup train --resume "
-                                 f"{run_dir / 'model.pt'}")
+                hints.append(f"the last finished epoch is saved: continue with {launcher} --resume "
+                             f"{run_dir / 'model.pt'}")
+            if hints:
+                e.resume_hint = "; ".join(hints)
             raise
         except DiskFullError as e:
             resume_hint = (f", then continue the run with: groundup train --resume {run_dir / 'model.pt'}"

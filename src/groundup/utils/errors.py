@@ -22,7 +22,13 @@ import tempfile
 import traceback
 from pathlib import Path
 
-__all__ = ["GroundupError", "GroundupWarning", "note_run_dir", "write_traceback"]
+__all__ = ["GroundupError", "GroundupWarning", "Terminated", "note_run_dir", "write_traceback"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a scheduler's stop, torchrun stopping its ranks), raised where the command is, as
+    Ctrl-C's KeyboardInterrupt is, so a run stops the same way: its last finished epoch kept, one line saying
+    how to continue (the command line turns SIGTERM into it)."""
 
 
 class GroundupError(Exception):
