@@ -328,8 +328,8 @@ def test_lr_find_writes_the_plot_and_json_and_prints_the_suggestion(image_folder
 
 def test_lr_find_amp_runs_the_finder_under_mixed_precision(image_folder, tmp_path, monkeypatch):
     # as `train --amp --lr auto` does: the finder measures the precision training will use
-    from groundup.callbacks.mixed_precision import MixedPrecision
     import groundup.commands.lr_find as lr_find_command
+    from groundup.callbacks.mixed_precision import MixedPrecision
     built = []
     build = lr_find_command.build_learner
     monkeypatch.setattr(lr_find_command, "build_learner", lambda cfg: built.append(build(cfg)) or built[-1])

@@ -8,11 +8,11 @@ import math
 from collections.abc import Sequence
 
 from groundup.commands.options import HelpFormatter, add_amp_option, add_data_options, add_device_option
+from groundup.run.build import build_learner
 from groundup.run.config import TrainConfig
+from groundup.run.folder import check_out_dir, new_out_dir
 from groundup.utils.atomic import atomic_write
 from groundup.utils.logs import console_logging
-from groundup.run.build import build_learner
-from groundup.run.folder import check_out_dir, new_out_dir
 
 NAME = "lr-find"
 
