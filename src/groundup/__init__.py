@@ -8,6 +8,7 @@ re-exported here.
 
 from groundup._version import __version__
 from groundup.callbacks import (
+    EMA,
     Callback,
     CancelBatchException,
     CancelEpochException,
@@ -18,7 +19,6 @@ from groundup.callbacks import (
     Checkpoint,
     CompileModel,
     DistributedTraining,
-    EMA,
     EarlyStopping,
     GradientAccumulation,
     GradientClipping,
@@ -79,6 +79,7 @@ from groundup.nn import (
 from groundup.optim import SGD, Adam
 
 __all__ = [
+    "EMA",
     "SGD",
     "ActivationStats",
     "Adam",
@@ -99,7 +100,6 @@ __all__ = [
     "DataLoaders",
     "Dataset",
     "DistributedTraining",
-    "EMA",
     "EarlyStopping",
     "Flatten",
     "GradientAccumulation",

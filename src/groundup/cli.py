@@ -42,7 +42,12 @@ from collections.abc import Sequence
 from groundup._version import __version__
 from groundup.commands import COMMANDS
 from groundup.commands.options import HelpFormatter
-from groundup.utils.errors import GroundupError, GroundupWarning, Terminated, write_traceback
+from groundup.utils.errors import (
+    GroundupError,
+    GroundupWarning,
+    Terminated,
+    write_traceback,
+)
 from groundup.utils.memory import keep_freed_memory
 
 __all__ = ["build_parser", "main"]

@@ -36,6 +36,7 @@ from groundup.callbacks.tracking import TrackResults
 from groundup.callbacks.validate_every import ValidateEvery
 
 __all__ = [
+    "EMA",
     "EVENTS",
     "Callback",
     "CancelBatchException",
@@ -47,7 +48,6 @@ __all__ = [
     "Checkpoint",
     "CompileModel",
     "DistributedTraining",
-    "EMA",
     "EarlyStopping",
     "GradientAccumulation",
     "GradientClipping",

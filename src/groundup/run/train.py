@@ -149,9 +149,10 @@ def train(cfg: TrainConfig, out: str | None = None, resume: str | Path | Resume 
             if not main_process:
                 finish()  # wait for rank 0 to write the run folder, then leave the group with it
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the command line turns it into one): it says the rest
-            launcher = "torchrun ... -m groundup train" if get_world_size() > 1 else "groundup train"
+            distributed = get_world_size() > 1
+            launcher = "torchrun ... -m groundup train" if distributed else "groundup train"
             hints = []
-            if isinstance(e, Terminated) and get_world_size() > 1:  # torchrun's agent stops every rank when one fails
+            if isinstance(e, Terminated) and distributed:  # torchrun's agent stops every rank when one fails
                 hints.append("under torchrun, a rank is stopped so when another rank failed or torchrun was "
                              "stopped (its report names the rank and exit code)")
             if main_process and (run_dir / "model.pt").is_file():
