@@ -179,13 +179,31 @@ def test_lr_auto_runs_the_finder_first_and_trains_with_its_suggestion(image_fold
     assert main([a for a in tiny(image_folder, "--out", str(out), "--lr", "auto") if a != "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     lr = summary["config"]["lr"]
-    assert lr > 0 and summary["lr_finder"] == {"method": summary["lr_finder"]["method"]}  # lr: in config only
+    assert lr > 0 and set(summary["lr_finder"]) == {"method", "how"}  # lr: in config only
+    # AdamW (the default optimizer): the default lr, lowered only if the curve rises before half of it
+    assert summary["lr_finder"]["method"] == "rise" and lr <= 0.01
     assert read_checkpoint(out / "model.pt")["run"]["lr_finder"] == summary["lr_finder"]
     assert (out / "lr_find.png").is_file()
     assert "lr finder suggests" in capsys.readouterr().out
-    found = f"suggested lr {lr:.3g} ({summary['lr_finder']['method']}), used for training"
+    found = f"suggested lr {lr:.3g} ({summary['lr_finder']['how']}), used for training"
     assert found in (out / "report.html").read_text()  # the report's header names the suggestion
     assert max(read_checkpoint(out / "model.pt")["callbacks"]["recorder"]["lrs"]) <= lr
+
+
+@pytest.mark.parametrize("opt, method", [("adam", "rise"), ("sgd", None)])
+def test_lr_find_suggests_the_lr_that_train_lr_auto_trains_with(image_folder, tmp_path, capsys, opt, method):
+    # one rule for each optimizer, read in one place (auto_lr_rule): lr-find prints what train would use
+    common = ["--data", str(image_folder), "--size", "16", "--bs", "4", "--num-workers", "0", "--opt", opt]
+    assert main(["lr-find", *common, "--out", str(tmp_path / "lr")]) == 0
+    found = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    assert main(tiny(image_folder, "--opt", opt, "--lr", "auto", "--out", str(tmp_path / "run"), epochs=1)) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["lr"] == found["suggestion"]
+    assert summary["lr_finder"] == {"method": found["method"], "how": found["how"]}
+    if method == "rise":  # AdamW: never above the default
+        assert found["method"] == "rise" and found["cap"] == 0.01 and found["suggestion"] <= 0.01
+    else:  # SGD: slide (or the next rule that applies), no cap
+        assert found["method"] != "rise" and found["cap"] is None and found["how"] == found["method"]
 
 
 # -- resume ---------------------------------------------------------------------------------------------
@@ -319,11 +337,11 @@ def test_lr_find_writes_the_plot_and_json_and_prints_the_suggestion(image_folder
     assert main(["lr-find", "--data", str(image_folder), "--size", "16", "--bs", "8", "--num-workers", "0",
                  "--max-lr", "1", "--out", str(out)]) == 0
     result = json.loads((out / "lr_find.json").read_text())
-    assert {"lrs", "losses", "suggestion", "method"} <= set(result)
+    assert {"lrs", "losses", "suggestion", "method", "cap", "how"} <= set(result)
     assert len(result["lrs"]) == len(result["losses"]) > 3 and max(result["lrs"]) <= 1
     assert (out / "lr_find.png").is_file()
     printed = capsys.readouterr().out
-    assert f"suggested lr: {result['suggestion']:.3g} (method: {result['method']})" in printed
+    assert f"suggested lr: {result['suggestion']:.3g} (method: {result['how']})" in printed
 
 
 def test_lr_find_amp_runs_the_finder_under_mixed_precision(image_folder, tmp_path, monkeypatch):

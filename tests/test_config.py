@@ -98,3 +98,13 @@ def test_from_toml_names_an_unknown_key_and_the_closest_valid_one(tmp_path):
         TrainConfig.from_toml(_write(tmp_path / "e.toml", "patiense = 3\n"))
     with pytest.raises(FileNotFoundError, match=r"config file not found: .*missing.toml"):
         TrainConfig.from_toml(tmp_path / "missing.toml")
+
+
+def test_lr_auto_reads_the_curve_by_the_rule_measured_for_each_optimizer():
+    from groundup.run.config import DEFAULT_LR, auto_lr_rule
+
+    assert TrainConfig().lr == DEFAULT_LR == 0.01
+    assert auto_lr_rule("sgd") == {"method": None, "cap": None}  # slide, then the fallbacks
+    assert auto_lr_rule("adam") == {"method": "rise", "cap": DEFAULT_LR}  # 0.01 unless the loss rises before it
+    with pytest.raises(ValueError, match="--opt"):
+        auto_lr_rule("lion")

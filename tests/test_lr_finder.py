@@ -362,3 +362,59 @@ def test_slide_is_the_default_and_lands_at_the_end_of_the_descent_as_fastais_rul
     assert s.method == "slide" and s.lr == pytest.approx(expected)
     assert s.lr > suggest_lr(LRS, losses, method="valley").lr  # a larger lr than valley's
     assert suggest_lr(LRS[:10], CURVE[:10]).method == "valley"  # too few points for slide: the next rule
+
+
+# -- "rise" and the cap: the rule `--lr auto` uses with AdamW ---------------------------------------
+
+def _first_rise(lrs, losses, rise=0.05):
+    """The reference: twice the last lr before the loss, past its minimum, climbs `rise` above the minimum."""
+    i_min = int(np.argmin(losses))
+    limit = losses[i_min] * (1 + rise)
+    above = [k for k in range(i_min + 1, len(losses)) if losses[k] > limit]
+    return 2 * (lrs[above[0] - 1] if above else lrs[-1])
+
+
+@pytest.mark.parametrize("curve", ["from scratch", "fine-tuning", "never rises"])
+def test_rise_is_twice_the_last_lr_before_the_loss_climbs_5_percent_above_its_minimum(curve):
+    if curve == "from scratch":  # a descent, a minimum, then the explosion
+        losses = list(CURVE)
+    elif curve == "fine-tuning":  # a trained model: flat (the lowest loss already), then rising
+        losses = [1.0 + max(0.0, math.log10(lr) + 3) for lr in LRS]
+    else:
+        losses = [2.0 - k / 100 for k in range(len(LRS))]
+    s = suggest_lr(LRS, losses, beta=0.0, method="rise", explode=None)
+    assert s.method == "rise" and s.lr == _first_rise(LRS, losses) and s.cap is None
+    if curve == "fine-tuning":  # the rise starts at 1e-3: 5 % higher at 10 ** -2.98
+        assert 2e-3 <= s.lr < 2 * 10 ** -2.98
+    if curve == "never rises":
+        assert s.lr == 2 * LRS[-1]
+
+
+def test_the_cap_bounds_any_method_and_says_whether_it_bound():
+    found = suggest_lr(LRS, CURVE, beta=0.0, method="rise", explode=None)
+    assert 0.01 < found.lr < 1  # this curve rises late: above 0.01
+    kept = suggest_lr(LRS, CURVE, beta=0.0, method="rise", explode=None, cap=0.01)
+    assert kept.lr == 0.01 and kept.cap == 0.01
+    assert kept.describe() == "rise; held to the cap 0.01"
+    low = suggest_lr(LRS, CURVE, beta=0.0, method="rise", explode=None, cap=1.0)
+    assert low.lr == found.lr and low.describe() == "rise; below the cap 1"
+    assert found.describe() == "rise"
+    slide = suggest_lr(LRS, CURVE, explode=None)
+    assert slide.describe() == "slide"
+    held = suggest_lr(LRS, CURVE, explode=None, cap=slide.lr / 2)
+    assert held.lr == slide.lr / 2 and held.describe() == f"slide; held to the cap {slide.lr / 2:g}"
+
+
+@pytest.mark.parametrize("cap", [0, -1.0, math.inf, NAN])
+def test_a_cap_that_is_not_a_positive_number_is_named(cap):
+    with pytest.raises(ValueError, match=rf"cap must be a positive number .* got {cap!r}"):
+        suggest_lr(LRS, CURVE, cap=cap)
+
+
+def test_lr_find_takes_the_rule_and_marks_the_lr_it_returns(tmp_path):
+    learn = Learner(groundup_mlp(), Points(), cross_entropy, lr=0.05)
+    s = learn.lr_find(method="rise", cap=1e-3, path=tmp_path / "lr.png")
+    assert s.method == "rise" and s.lr <= 1e-3 and s.cap == 1e-3
+    assert s == suggest_lr(s.lrs, s.losses, explode=4.0, method="rise", cap=1e-3)
+    assert _marked(s.finder.plot(method="rise", cap=1e-3)) == [s.lr]
+    assert (tmp_path / "lr.png").read_bytes()[:8] == PNG_SIGNATURE

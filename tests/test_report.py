@@ -120,6 +120,9 @@ def test_the_header_names_the_run_its_machine_and_its_best_epoch():
     assert facts["world size"] == "2: 2 processes (torchrun); global batch 128"
     assert run_facts({**FACTS, "config": {**FACTS["config"], "lr": 0.00316}})["lr finder"] == \
         "suggested lr 0.00316 (valley), used for training"
+    rise = {"method": "rise", "how": "rise; below the cap 0.01"}
+    assert run_facts({**FACTS, "config": {**FACTS["config"], "lr": 0.002}, "lr_finder": rise})["lr finder"] == \
+        "suggested lr 0.002 (rise; below the cap 0.01), used for training"
     assert facts["wall time"].startswith("3.2 s in all; per epoch 1.4 s on average (min 1.2, max 1.5")
     assert facts["best epoch"] == "1 (valid_loss 1.8000); best.pt holds the epoch with the lowest valid_loss"
     assert run_facts({**FACTS, "lr_finder": None})["lr finder"] == "not run (--lr 0.01 given)"

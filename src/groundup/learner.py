@@ -481,7 +481,8 @@ class Learner:
 
     # -- conveniences built on callbacks ------------------------------------------------------------
     def lr_find(self, start_lr: float | slice = 1e-6, mult: float = 1.2, max_lr: float = 10.0,
-                path: str | Path | None = None, max_iter: int | None = None) -> LRSuggestion:
+                path: str | Path | None = None, max_iter: int | None = None, method: str | None = None,
+                cap: float | None = None) -> LRSuggestion:
         """Run the LR finder and return its suggestion; model, optimizer and history are restored afterwards.
 
         The learning rate starts at `start_lr` and is multiplied by `mult` after every training
@@ -493,6 +494,9 @@ class Learner:
 
         Args:
             path: also write the plot of loss against lr to this PNG file (default: no file).
+            method, cap: the suggestion's rule and upper bound (`suggest_lr`; default: `slide`, no bound).
+                With AdamW, `method="rise", cap=0.01` is the rule measured to do as well as 0.01
+                (README, "--lr auto"; what `groundup train --lr auto` uses).
 
         Returns:
             an `LRSuggestion` with `.lr`, `.method`, the recorded `.lrs`/`.losses`, and `.plot()`: the
@@ -518,8 +522,8 @@ class Learner:
             self.cbs = cbs  # as they were, in their order
             self._build_events()
         if path is not None:
-            finder.plot(path)
-        return finder.suggestion()
+            finder.plot(path, method, cap)
+        return finder.suggestion(method, cap)
 
     def fit_one_cycle(self, n_epochs: int, max_lr: float | slice | None = None,
                       cbs: Callback | Sequence[Callback] | None = None, **kwargs) -> None:

@@ -28,8 +28,9 @@ from groundup.utils.smoothing import EMA
 
 __all__ = ["METHODS", "LRFinder", "LRSuggestion", "lr_find_figure", "smooth_curve", "suggest_lr"]
 
-METHODS = ("slide", "valley", "steepest", "min/10")  # method=None: the first that applies, in this order
+METHODS = ("slide", "valley", "steepest", "min/10", "rise")  # method=None: the first that applies, in this order
 MIN_VALLEY = 3  # points a descending stretch needs to count as a valley
+RISE, RISE_MULT = 0.05, 2.0  # "rise": twice the last lr before the smoothed loss climbs 5 % above its minimum
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,17 @@ class LRSuggestion:
     lrs: list[float] = field(repr=False)
     losses: list[float] = field(repr=False)
     finder: LRFinder | None = field(default=None, repr=False, compare=False)  # the finder that made it, if any
+    cap: float | None = None  # the bound the lr was held to (`suggest_lr`'s cap), if any
 
     def __float__(self) -> float:
         return self.lr
+
+    def describe(self) -> str:
+        """How the lr was found, for messages: the method, and what the cap did if there was one
+        ("rise; held to the cap 0.01": the rule found a larger lr, the cap was taken)."""
+        if self.cap is None:
+            return self.method
+        return f"{self.method}; {'held to' if self.lr >= self.cap else 'below'} the cap {self.cap:g}"
 
     def plot(self, path: str | os.PathLike | None = None):
         """The lr-finder curve with this suggestion marked, as a matplotlib `Figure` (a PNG at `path`
@@ -104,6 +113,13 @@ def _before_explosion(ys: list[float], explode: float | None) -> int:
     return len(ys)
 
 
+def _before_rise(smooth: list[float], i_min: int) -> int:
+    """The index of the last point before the smoothed loss, past its minimum, first climbs `RISE`
+    above that minimum (the last point if it never does)."""
+    limit = smooth[i_min] + RISE * abs(smooth[i_min])
+    return next((i - 1 for i in range(i_min + 1, len(smooth)) if smooth[i] > limit), len(smooth) - 1)
+
+
 SLIDE_DIFF, SLIDE_THRESH = 15, 0.005  # fastai's `slide` defaults (fastai.callback.schedule)
 
 
@@ -125,7 +141,7 @@ def _slide(losses: list[float]) -> int | None:
 
 
 def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
-               method: str | None = None, explode: float | None = 4.0) -> LRSuggestion:
+               method: str | None = None, explode: float | None = 4.0, cap: float | None = None) -> LRSuggestion:
     """Suggest a learning rate from an lr-finder curve (`losses[i]` recorded at `lrs[i]`).
 
     Points whose loss is NaN or infinite are dropped first, and so is the exploded tail: from the
@@ -146,20 +162,31 @@ def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
     - "steepest": the point with the most negative slope d loss / d log(lr) before the minimum
       of the smoothed curve (needs a minimum that is not the first point).
     - "min/10": a tenth of the lr at the minimum of the smoothed curve (works with one point).
+    - "rise" (only when asked for; `min/10` always applies before it): twice (`RISE_MULT`) the
+      largest lr before the smoothed loss, past its minimum, climbs 5 % (`RISE`) above it (the top
+      of the range where the loss is still at its lowest; one-cycle reaches its peak lr only
+      briefly). With `cap`, the rule `groundup train --lr auto` uses for AdamW: keep the default lr
+      (the cap) unless the curve rises before half of it (README, "--lr auto").
+
+    `cap`, when given, bounds the suggestion of any method from above (`lr = min(lr, cap)`).
 
     Args:
         lrs, losses: the recorded curve, same length, lrs increasing.
         beta: smoothing factor in [0, 1) (0: no smoothing).
         method: force one of `METHODS`; an error if it does not apply to this curve.
         explode: where the exploded tail starts (as `LRFinder`'s stopping rule); None keeps it.
+        cap: the largest lr to suggest (None: no bound).
 
     Raises:
-        ValueError: no finite point at all, mismatched lengths, or a forced method that does not apply.
+        ValueError: no finite point at all, mismatched lengths, a forced method that does not apply,
+            or a cap that is not a positive number.
     """
     if len(lrs) != len(losses):
         raise ValueError(f"suggest_lr: lrs and losses must have the same length, got {len(lrs)} and {len(losses)}")
     if method is not None and method not in METHODS:
         raise ValueError(f"suggest_lr: method must be one of {METHODS} or None, got {method!r}")
+    if cap is not None and not 0 < cap < math.inf:
+        raise ValueError(f"suggest_lr: cap must be a positive number (the largest lr to suggest), got {cap!r}")
     pts = [(float(lr), float(loss)) for lr, loss in zip(lrs, losses) if math.isfinite(loss) and lr > 0]
     if not pts:
         raise ValueError(f"no finite losses to suggest an lr from ({len(losses)} recorded); the loss was "
@@ -183,11 +210,13 @@ def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
 
     found = {"valley": valley, "steepest": steepest, "slide": slide}
     for name in METHODS if method is None else (method,):
-        if name == "min/10":
-            return LRSuggestion(xs[i_min] / 10, "min/10", xs, ys)
-        i = found[name]()
-        if i is not None:
-            return LRSuggestion(xs[i], name, xs, ys)
+        if name in ("min/10", "rise"):
+            lr = xs[i_min] / 10 if name == "min/10" else RISE_MULT * xs[_before_rise(smooth, i_min)]
+        else:
+            i = found[name]()
+            lr = None if i is None else xs[i]
+        if lr is not None:
+            return LRSuggestion(lr if cap is None else min(lr, cap), name, xs, ys, cap=cap)
     raise ValueError(f"suggest_lr: method {method!r} does not apply to this curve ({len(xs)} finite points, "
                      f"minimum at point {i_min}); use method=None to fall back automatically")
 
@@ -332,16 +361,16 @@ class LRFinder(Callback):
         self._saved = None
 
     # -- results -----------------------------------------------------------------------------------
-    def suggestion(self, method: str | None = None) -> LRSuggestion:
-        """Suggest an lr from the recorded curve (see `suggest_lr` for the methods and fallbacks)."""
+    def suggestion(self, method: str | None = None, cap: float | None = None) -> LRSuggestion:
+        """Suggest an lr from the recorded curve (see `suggest_lr` for the methods, fallbacks and `cap`)."""
         if not self.losses:
             raise ValueError("LRFinder.suggestion: nothing recorded; run learn.lr_find() (or a fit with "
                              "this callback) first")
-        found = suggest_lr(self.lrs, self.losses, beta=self.beta, method=method, explode=self.explode)
+        found = suggest_lr(self.lrs, self.losses, beta=self.beta, method=method, explode=self.explode, cap=cap)
         return replace(found, finder=self)  # so that `suggestion.plot()` draws this finder's whole curve
 
-    def plot(self, path: str | os.PathLike | None = None):
-        """Loss against lr (log scale) with the suggestion marked, as a matplotlib `Figure`.
+    def plot(self, path: str | os.PathLike | None = None, method: str | None = None, cap: float | None = None):
+        """Loss against lr (log scale) with the suggestion (`suggestion(method, cap)`) marked, as a matplotlib `Figure`.
 
         A notebook shows the figure inline; a PNG is written to `path` only when a path is given.
         NaN/inf losses are left out; if no lr can be suggested the curve is drawn without a mark.
@@ -349,7 +378,7 @@ class LRFinder(Callback):
         The suggestion itself is `suggestion()`.
         """
         try:
-            sugg = self.suggestion()
+            sugg = self.suggestion(method, cap)
         except ValueError:
             sugg = None
         return lr_find_figure(self.lrs, self.losses, sugg, self.beta, self.explode, path)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from groundup.commands.options import HelpFormatter, add_amp_option, add_data_options, add_device_option
 from groundup.run.build import build_learner
-from groundup.run.config import TrainConfig
+from groundup.run.config import TrainConfig, auto_lr_rule
 from groundup.run.folder import check_out_dir, new_out_dir
 from groundup.utils.atomic import atomic_write
 from groundup.utils.logs import console_logging
@@ -55,14 +55,15 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     learn = build_learner(cfg)
     try:
         out = new_out_dir(args.out, suffix="-lr-find")
-        found = learn.lr_find(start_lr=args.start_lr, max_lr=args.max_lr, path=out / "lr_find.png")
+        found = learn.lr_find(start_lr=args.start_lr, max_lr=args.max_lr, path=out / "lr_find.png",
+                              **auto_lr_rule(cfg.opt))
     finally:
         learn.dls.close()
-    result = {"suggestion": found.lr, "method": found.method, "lrs": found.lrs, "losses": found.losses,
+    result = {"suggestion": found.lr, "method": found.method, "cap": found.cap, "how": found.describe(), "lrs": found.lrs, "losses": found.losses,
               "arch": cfg.arch, "opt": cfg.opt, "bs": cfg.bs, "size": cfg.size, "seed": cfg.seed, "amp": cfg.amp,
               "data_path": str(learn.dls.path.resolve())}
     with atomic_write(out / "lr_find.json", "w", encoding="utf-8") as f:
         f.write(json.dumps(result, indent=2) + "\n")
-    print(f"suggested lr: {found.lr:.3g} (method: {found.method})")
+    print(f"suggested lr: {found.lr:.3g} (method: {result['how']})")
     print(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
     return 0

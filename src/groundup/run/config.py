@@ -28,12 +28,13 @@ from groundup.optim import SGD, Adam, decay_groups
 from groundup.utils.checks import check_choice, check_int, check_number
 from groundup.utils.devices import check_device_name
 
-__all__ = ["ANNEALS", "DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES",
-           "TrainConfig", "opt_func_for", "read_toml_settings"]
+__all__ = ["ANNEALS", "DEFAULT_LR", "DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES",
+           "TrainConfig", "auto_lr_rule", "opt_func_for", "read_toml_settings"]
 
 SCHEDULES = ("one-cycle", "constant")
 ANNEALS = ("linear", "cos")
 OPTIMIZERS = ("adam", "sgd")
+DEFAULT_LR = 1e-2  # --lr when not given (the peak of the one-cycle schedule)
 DEFAULT_WD = {"adam": 1e-2, "sgd": 1e-4}  # weight decay when --wd is not given (AdamW's is decoupled)
 DEFAULT_MOMENTUM = 0.9  # SGD's momentum and Adam's beta1 when --momentum is not given
 MONITORS = ("valid_loss", "valid_acc")  # what --monitor may judge a run by (best.pt, early stopping)
@@ -127,7 +128,7 @@ class TrainConfig:
 
     data: str | None = None
     epochs: int = 10
-    lr: float | str = 1e-2
+    lr: float | str = DEFAULT_LR
     bs: int = 64
     valid_bs: int | None = None
     valid_every: int = 1
@@ -342,6 +343,22 @@ def read_toml_settings(path: str | os.PathLike, extra: dict[str, type] | None = 
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from None
     return data
+
+
+def auto_lr_rule(opt: str) -> dict[str, Any]:
+    """How `--lr auto` reads the LR finder's curve for `--opt`: the `method` and `cap` of `suggest_lr`.
+
+    Measured (README, "--lr auto"; `benchmarks/lr_grid.py`, `benchmarks/bench_lr_auto.py`):
+    - sgd: fastai's `slide` (or the next rule that applies), no cap: it beat the default lr in
+      every cell measured, since 0.01 is far below what SGD trains best with.
+    - adam: the default lr (`DEFAULT_LR`), lowered to twice the lr where the loss starts to rise
+      ("rise") when that comes first. With simple_cnn and resnet, AdamW's best lr was the default
+      on every data set measured, and no rule read from the curve alone did as well (the curve
+      scatters between seeds more than the good range is wide); the curve still tells when 0.01
+      is too high, as for resnet34.
+    """
+    check_choice("--opt", opt, OPTIMIZERS)
+    return {"method": None, "cap": None} if opt == "sgd" else {"method": "rise", "cap": DEFAULT_LR}
 
 
 def opt_func_for(name: str, wd: float | None = None, momentum: float | None = None,

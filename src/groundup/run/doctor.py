@@ -129,8 +129,9 @@ def _epoch_losses(history: Sequence[Mapping[str, Any]] | None) -> list[float]:
 
 # -- the learning rate ------------------------------------------------------------------------------
 def _lr_action(lr_text: str, opt: str | None) -> str:
-    """The action of an lr finding; `--lr auto` is offered only with SGD, where it measured better than the
-    default (with AdamW it measured worse in every case: README, "--lr auto")."""
+    """The action of an lr finding; `--lr auto` is offered only with SGD, where the finder chooses the lr
+    (with AdamW it keeps the default 0.01 unless the curve rises before 0.005, and never raises it:
+    README, "--lr auto")."""
     return lr_text + (", or --lr auto to let the LR finder choose" if opt == "sgd" else "")
 
 

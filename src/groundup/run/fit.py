@@ -30,7 +30,7 @@ from groundup.callbacks.terminate_on_nan import TerminateOnNaN
 from groundup.callbacks.tracking import TrackResults
 from groundup.callbacks.validate_every import ValidateEvery
 from groundup.learner import Learner
-from groundup.run.config import TrainConfig
+from groundup.run.config import TrainConfig, auto_lr_rule
 from groundup.run.init import init_lr
 from groundup.run.report import write_metrics_csv
 from groundup.run.resume import Resume
@@ -77,12 +77,12 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
     say = say or log.info
     lr_found = resume.lr_finder if resume is not None else None
     if cfg.lr == "auto":  # before the other callbacks join: the finder's short fit is not part of the run
-        found = learn.lr_find(path=run_dir / "lr_find.png" if main_process else None)
+        found = learn.lr_find(path=run_dir / "lr_find.png" if main_process else None, **auto_lr_rule(cfg.opt))
         lr = torch.tensor([found.lr], dtype=torch.float64)
         broadcast_([lr])  # every rank uses rank 0's suggestion
         cfg.lr = learn.lr = float(lr.item())  # recorded once: in the config
-        lr_found = {"method": found.method}
-        say(f"lr finder suggests lr={cfg.lr:.3g} ({found.method}); wrote {run_dir / 'lr_find.png'}")
+        lr_found = {"method": found.method, "how": found.describe()}
+        say(f"lr finder suggests lr={cfg.lr:.3g} ({found.describe()}); wrote {run_dir / 'lr_find.png'}")
     if init is not None and cfg.freeze_epochs:  # fine_tune's first phase, before the run's callbacks join
         warm = TrackResults(print_table=False)
         learn.freeze()

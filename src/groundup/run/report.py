@@ -165,7 +165,7 @@ def run_facts(summary: Mapping[str, Any]) -> dict[str, str]:
         facts["world size"] = f"{world}: {how}; global batch {summary.get('global_batch')}"
     if "lr_finder" in summary:
         found, lr = summary["lr_finder"], (summary.get("config") or {}).get("lr")
-        facts["lr finder"] = (f"suggested lr {lr:.3g} ({found['method']}), used for training"
+        facts["lr finder"] = (f"suggested lr {lr:.3g} ({found.get('how', found['method'])}), used for training"
                               if found else f"not run (--lr {_fmt(lr)} given)")
     init = summary.get("init")
     if init:
