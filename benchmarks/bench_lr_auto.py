@@ -2,16 +2,19 @@
 
 For each data set, architecture and optimizer: one `groundup lr-find` run (its curve in
 lr_find.json), then `groundup train` runs of the same epochs and seed at the default lr, with
-`--lr auto` (the rule groundup uses, `slide`), and at each other rule's suggestion computed from
-the same curve (`suggest_lr(method=...)`). Every run is a command a user can type; the table has one
-row per run: data, arch, optimizer, epochs, rule, lr, final valid accuracy.
+`--lr auto` (the rule groundup uses for that optimizer: `slide` with SGD; with AdamW the default,
+lowered to `rise` when the curve rises before half of it: `groundup.run.config.auto_lr_rule`), and
+at each rule's own suggestion computed from the same curve (`suggest_lr(method=...)`, no cap).
+Every run is a command a user can type; the table has one row per run: data, arch, optimizer,
+epochs, rule, lr, final valid accuracy.
 
 Data sets: `mini` (the shipped imagenette-mini, 10 epochs, every rule), `val-split` (imagenette2-224's
 val/ folder alone with a random 20 % held out: a split of Imagenette that no run trains on
 otherwise, 5 epochs) and `imagenette` (imagenette2-224 at 64 px, 3 epochs). The two Imagenette sets
-try the default and `--lr auto` only.
+try the default and `--lr auto` only. Accuracy against lr over many seeds, and the rules judged
+against that, is `lr_grid.py`'s job.
 
-Run:  python benchmarks/bench_lr_auto.py [--sets mini val-split imagenette] [--out DIR]
+Run:  python benchmarks/bench_lr_auto.py [--sets mini val-split imagenette] [--opts adam sgd] [--out DIR]
 A finished run in DIR is reused (delete DIR to measure again). Accuracy, not time: it may share the
 machine, but one run of the whole grid takes about an hour on 2 cores.
 """
@@ -26,16 +29,15 @@ from pathlib import Path
 from common import IMAGENETTE
 
 from groundup.callbacks.lr_finder import METHODS, suggest_lr
-
-DEFAULT_LR = 0.01  # groundup train's --lr default
+from groundup.run.config import DEFAULT_LR
 
 
 def sets(data: Path) -> dict[str, tuple[list[str], int, tuple[str, ...]]]:
     """name -> (the data arguments, epochs, the rules tried besides the default)."""
     return {
         "mini": (["--data", "imagenette-mini"], 10, METHODS),
-        "val-split": (["--data", str(data / "val"), "--valid-pct", "0.2"], 5, ("slide",)),
-        "imagenette": (["--data", str(data)], 3, ("slide",)),
+        "val-split": (["--data", str(data / "val"), "--valid-pct", "0.2"], 5, ()),
+        "imagenette": (["--data", str(data)], 3, ()),
     }
 
 
@@ -48,6 +50,7 @@ def groundup(*args: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", nargs="+", default=["mini", "val-split", "imagenette"])
+    p.add_argument("--opts", nargs="+", default=["adam", "sgd"])
     p.add_argument("--data", type=Path, default=IMAGENETTE)
     p.add_argument("--out", type=Path, default=Path("runs/bench_lr_auto"))
     p.add_argument("--seed", type=int, default=0)
@@ -57,18 +60,15 @@ def main() -> None:
     for name in args.sets:
         data, epochs, rules = grid[name]
         for arch in ("simple_cnn", "resnet"):
-            for opt in ("adam", "sgd"):
+            for opt in args.opts:
                 tag = f"{name}-{arch}-{opt}"
                 common = [*data, "--arch", arch, "--opt", opt, "--seed", str(args.seed)]
                 find = args.out / f"{tag}-find"
                 if not (find / "lr_find.json").is_file():
                     groundup("lr-find", *common, "--out", str(find))
                 curve = json.loads((find / "lr_find.json").read_text())
-                lrs: dict[str, str] = {"default": f"{DEFAULT_LR:g}"}
+                lrs: dict[str, str] = {"default": f"{DEFAULT_LR:g}", "auto": "auto"}  # auto: what a user gets
                 for rule in rules:
-                    if rule == "slide":
-                        lrs[rule] = "auto"  # what a user gets: the LR finder inside the run
-                        continue
                     try:
                         lrs[rule] = f"{suggest_lr(curve['lrs'], curve['losses'], method=rule).lr:.6g}"
                     except ValueError as e:
