@@ -206,6 +206,17 @@ def test_lr_find_suggests_the_lr_that_train_lr_auto_trains_with(image_folder, tm
         assert found["method"] != "rise" and found["cap"] is None and found["how"] == found["method"]
 
 
+def test_lr_auto_with_adamw_is_the_default_run_bit_for_bit_when_the_curve_does_not_rise_early(image_folder, tmp_path):
+    # the finder puts back everything it touched, so a held lr trains exactly as `--lr 0.01` does
+    assert main(tiny(image_folder, "--lr", "auto", "--out", str(tmp_path / "auto"))) == 0
+    assert main(tiny(image_folder, "--out", str(tmp_path / "default"))) == 0
+    auto, default = (read_checkpoint(tmp_path / name / "model.pt") for name in ("auto", "default"))
+    assert auto["run"]["lr_finder"] == {"method": "rise", "how": "rise; held to the cap 0.01"}
+    assert auto["config"]["lr"] == default["config"]["lr"] == 0.01
+    assert auto["model"].keys() == default["model"].keys()
+    assert all(torch.equal(auto["model"][k], default["model"][k]) for k in auto["model"])
+
+
 # -- resume ---------------------------------------------------------------------------------------------
 def interrupt_after_epoch(monkeypatch, epoch):
     """Make the run stop like a Ctrl-C right after the checkpoint of `epoch` was written."""

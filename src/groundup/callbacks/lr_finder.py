@@ -2,14 +2,17 @@
 
 Train for a little while with a learning rate that grows by a constant factor after every batch,
 record the loss at each lr, and stop when the lr passes `max_lr` or the loss blows up. The plot of
-loss against lr (log scale) shows where training makes fast progress: pick an lr on the steep,
-descending part of the curve, well before its minimum. The model and optimizer are put back
-exactly as they were afterwards, so the test costs nothing but time.
+loss against lr (log scale) shows where training makes fast progress and where it breaks down.
+The model and optimizer are put back exactly as they were afterwards, so the test costs nothing
+but time.
 
 Usually called through `Learner.lr_find`:
 
     >>> suggestion = learn.lr_find()          # a notebook shows the plot; lr_find(path="lr_find.png") writes it
     >>> learn.fit_one_cycle(5, suggestion.lr)
+
+Which lr to read off the curve was measured (README, "--lr auto"): with SGD, fastai's `slide` (the
+default here); with AdamW, `lr_find(method="rise", cap=0.01)`: 0.01 unless the loss rises early.
 """
 
 from __future__ import annotations
