@@ -31,7 +31,8 @@ from groundup.utils.smoothing import EMA
 
 __all__ = ["METHODS", "LRFinder", "LRSuggestion", "lr_find_figure", "smooth_curve", "suggest_lr"]
 
-METHODS = ("slide", "valley", "steepest", "min/10", "rise")  # method=None: the first that applies, in this order
+# method=None: the first that applies, in this order ("rise" is never reached: "min/10" always applies)
+METHODS = ("slide", "valley", "steepest", "min/10", "rise")
 MIN_VALLEY = 3  # points a descending stretch needs to count as a valley
 RISE, RISE_MULT = 0.05, 2.0  # "rise": twice the last lr before the smoothed loss climbs 5 % above its minimum
 
@@ -373,7 +374,7 @@ class LRFinder(Callback):
         return replace(found, finder=self)  # so that `suggestion.plot()` draws this finder's whole curve
 
     def plot(self, path: str | os.PathLike | None = None, method: str | None = None, cap: float | None = None):
-        """Loss against lr (log scale) with the suggestion (`suggestion(method, cap)`) marked, as a matplotlib `Figure`.
+        """Loss against lr (log scale) with `suggestion(method, cap)` marked, as a matplotlib `Figure`.
 
         A notebook shows the figure inline; a PNG is written to `path` only when a path is given.
         NaN/inf losses are left out; if no lr can be suggested the curve is drawn without a mark.

@@ -59,9 +59,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                               **auto_lr_rule(cfg.opt))
     finally:
         learn.dls.close()
-    result = {"suggestion": found.lr, "method": found.method, "cap": found.cap, "how": found.describe(), "lrs": found.lrs, "losses": found.losses,
-              "arch": cfg.arch, "opt": cfg.opt, "bs": cfg.bs, "size": cfg.size, "seed": cfg.seed, "amp": cfg.amp,
-              "data_path": str(learn.dls.path.resolve())}
+    result = {"suggestion": found.lr, "method": found.method, "cap": found.cap, "how": found.describe(),
+              "lrs": found.lrs, "losses": found.losses, "arch": cfg.arch, "opt": cfg.opt, "bs": cfg.bs,
+              "size": cfg.size, "seed": cfg.seed, "amp": cfg.amp, "data_path": str(learn.dls.path.resolve())}
     with atomic_write(out / "lr_find.json", "w", encoding="utf-8") as f:
         f.write(json.dumps(result, indent=2) + "\n")
     print(f"suggested lr: {found.lr:.3g} (method: {result['how']})")

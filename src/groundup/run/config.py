@@ -28,8 +28,8 @@ from groundup.optim import SGD, Adam, decay_groups
 from groundup.utils.checks import check_choice, check_int, check_number
 from groundup.utils.devices import check_device_name
 
-__all__ = ["ANNEALS", "DEFAULT_LR", "DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE", "SCHEDULES",
-           "TrainConfig", "auto_lr_rule", "opt_func_for", "read_toml_settings"]
+__all__ = ["ANNEALS", "DEFAULT_LR", "DEFAULT_MOMENTUM", "DEFAULT_WD", "MONITORS", "OPTIMIZERS", "RESUME_MAY_CHANGE",
+           "SCHEDULES", "TrainConfig", "auto_lr_rule", "opt_func_for", "read_toml_settings"]
 
 SCHEDULES = ("one-cycle", "constant")
 ANNEALS = ("linear", "cos")

@@ -77,7 +77,8 @@ def fit_run(learn: Learner, cfg: TrainConfig, run_dir: Path, resume: Resume | No
     say = say or log.info
     lr_found = resume.lr_finder if resume is not None else None
     if cfg.lr == "auto":  # before the other callbacks join: the finder's short fit is not part of the run
-        found = learn.lr_find(path=run_dir / "lr_find.png" if main_process else None, **auto_lr_rule(cfg.opt))
+        found = learn.lr_find(path=run_dir / "lr_find.png" if main_process else None,
+                              **auto_lr_rule(cfg.opt))  # the rule measured for the optimizer
         lr = torch.tensor([found.lr], dtype=torch.float64)
         broadcast_([lr])  # every rank uses rank 0's suggestion
         cfg.lr = learn.lr = float(lr.item())  # recorded once: in the config
