@@ -1,8 +1,8 @@
 """Measure accuracy against the learning rate, and the LR finder's curve, over seeds (issue 20, point 2).
 
-For every data set, architecture, optimizer and seed: one LR-finder curve (what `groundup lr-find`
-records) and one `groundup train` run (in this process, through `groundup.run.train.train`, the
-command's own code) at each learning rate of a grid. A suggestion rule can then be judged offline
+For every data set (`bench_lr_auto.py`'s, with its epochs), architecture, optimizer and seed: one
+LR-finder curve (what `groundup lr-find` records) and one `groundup train` run (in this process: the
+command's flags, read by its own parser, then `groundup.run.train.train`) at each lr of a grid. A suggestion rule can then be judged offline
 against the whole accuracy-vs-lr curve of the same seed, and over many seeds, before the rule is
 confirmed with real `--lr auto` runs (`bench_lr_auto.py`).
 
@@ -25,38 +25,32 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_lr_auto import sets
 from common import IMAGENETTE
 
 ADAM_LRS = (0.0025, 0.005, 0.007, 0.01, 0.014, 0.02, 0.04)
 SGD_LRS = (0.01, 0.03, 0.1, 0.2, 0.4, 0.8)
 
 
-def sets(data: Path) -> dict[str, tuple[dict, int]]:
-    """name -> (the TrainConfig data settings, epochs); as bench_lr_auto.py's sets."""
-    return {
-        "mini": ({"data": "imagenette-mini"}, 10),
-        "val-split": ({"data": str(data / "val"), "valid_pct": 0.2}, 5),
-        "imagenette": ({"data": str(data)}, 3),
-    }
-
-
 def run_task(task: dict) -> dict:
+    """One grid point: the settings are read from the command-line flags by `groundup train`'s own parser."""
     import torch
 
+    from groundup.cli import build_parser
+    from groundup.commands.train import config_from_args
     from groundup.run.build import build_learner
-    from groundup.run.config import TrainConfig
+    from groundup.run.config import auto_lr_rule
     from groundup.run.train import train
 
     torch.set_num_threads(task["threads"])
-    cfg = TrainConfig(**task["data"], arch=task["arch"], opt=task["opt"], seed=task["seed"],
-                      epochs=task["epochs"], num_workers=task["workers"], device=task["device"],
-                      lr="auto" if task["lr"] == "find" else task["lr"])
+    lr = "auto" if task["lr"] == "find" else str(task["lr"])
+    cfg = config_from_args(build_parser().parse_args(["train", *task["args"], "--lr", lr]))
     t0 = time.perf_counter()
     result = {k: task[k] for k in ("set", "arch", "opt", "seed", "lr", "epochs")}
     if task["lr"] == "find":
         learn = build_learner(cfg)
         try:
-            found = learn.lr_find()
+            found = learn.lr_find(**auto_lr_rule(cfg.opt))  # as `groundup lr-find` does
         finally:
             learn.dls.close()
         result.update(lrs=found.finder.lrs, losses=found.finder.losses, suggestion=found.lr, method=found.method)
@@ -106,11 +100,14 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     tasks = []
     for seed, name, arch, opt in itertools.product(args.seeds, args.sets, args.archs, args.opts):
-        data, epochs = grid[name]
+        data, epochs, _ = grid[name]
+        epochs = args.epochs or epochs
         lrs = args.adam_lrs if opt == "adam" else args.sgd_lrs
         for lr in ["find", *lrs]:
-            t = {"set": name, "arch": arch, "opt": opt, "seed": seed, "lr": lr, "epochs": args.epochs or epochs,
-                 "data": data, "workers": args.workers, "device": args.device, "threads": threads}
+            flags = [*data, "--arch", arch, "--opt", opt, "--seed", str(seed), "--epochs", str(epochs),
+                     "--num-workers", str(args.workers), "--device", args.device]
+            t = {"set": name, "arch": arch, "opt": opt, "seed": seed, "lr": lr, "epochs": epochs,
+                 "args": flags, "threads": threads}
             if key(t) not in done:
                 tasks.append(t)
     print(f"{len(tasks)} tasks to run ({len(done)} done), {args.jobs} at a time", flush=True)

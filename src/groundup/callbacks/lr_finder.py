@@ -212,13 +212,13 @@ def suggest_lr(lrs: list[float], losses: list[float], beta: float = 0.85,
     def slide() -> int | None:
         return _slide([loss for _, loss in raw_pts[:len(pts)]])
 
-    found = {"valley": valley, "steepest": steepest, "slide": slide}
+    def at(i: int | None) -> float | None:
+        return None if i is None else xs[i]
+
+    rules = {"slide": lambda: at(slide()), "valley": lambda: at(valley()), "steepest": lambda: at(steepest()),
+             "min/10": lambda: xs[i_min] / 10, "rise": lambda: RISE_MULT * xs[_before_rise(smooth, i_min)]}
     for name in METHODS if method is None else (method,):
-        if name in ("min/10", "rise"):
-            lr = xs[i_min] / 10 if name == "min/10" else RISE_MULT * xs[_before_rise(smooth, i_min)]
-        else:
-            i = found[name]()
-            lr = None if i is None else xs[i]
+        lr = rules[name]()  # None: the rule does not apply to this curve
         if lr is not None:
             return LRSuggestion(lr if cap is None else min(lr, cap), name, xs, ys, cap=cap)
     raise ValueError(f"suggest_lr: method {method!r} does not apply to this curve ({len(xs)} finite points, "
